@@ -1,0 +1,41 @@
+# One-command entry points. `make test` and `make demo` set up .venv on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.setup-stamp
+# The torch pair this project is tested with; on the project's machines pip takes both from local disk.
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo sweep lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev,clip,slurm]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/calib-run
+
+sweep: setup
+	$(BIN)/calib-run -m optimizer=sgd,adam,adamw,adabelief,adadelta,adagrad,rmsprop
+
+lint: setup
+	$(BIN)/ruff check calib experiments tests benchmarks
+	$(BIN)/ruff format --check calib experiments tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_curve.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .hypothesis

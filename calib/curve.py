@@ -1,0 +1,138 @@
+"""The exact seen–absent curve and its area (AUSUC), from one sort of the per-sample gaps.
+
+Sweeping the absent-class bias γ over ℝ moves samples one by one from their best
+non-absent column to their best absent column: sample i moves exactly when
+γ > gᵢ (see :mod:`calib._gaps`). Every accuracy is therefore a step function of γ
+whose steps sit at the gaps, and the whole curve comes from sorting the gaps of
+the samples that are right on one side or the other: O(N·C + N log N), no loop
+over samples or breakpoints.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_classes, check_labels, check_logits, like_input
+from ._gaps import compute_gaps
+
+__all__ = ["SeenAbsentCurve", "seen_absent_curve", "ausuc"]
+
+
+@dataclass(frozen=True, eq=False)
+class SeenAbsentCurve:
+    """Accuracies as a function of the absent-class bias γ; arrays of shape (M + 1,), γ ascending.
+
+    Point k holds the accuracies at ``γ = gamma[k]`` exactly (``accuracy_report`` at that γ gives
+    the same numbers). ``gamma[:-1]`` are the distinct breakpoints; the accuracies at point k hold
+    for every γ in ``(gamma[k-1], gamma[k]]``, and the last point, ``gamma[-1] = +inf``, stands for
+    every γ above the largest breakpoint (all predictions in U). Accuracies are fractions in [0, 1];
+    NaN where the test set has no sample of that group.
+
+    Attributes:
+        gamma: (M + 1,) γ values in logit units, ascending, last one ``+inf``.
+        acc_seen: (M + 1,) Acc S/Y at each γ.
+        acc_absent: (M + 1,) Acc U/Y at each γ.
+        acc_all: (M + 1,) Acc Y/Y at each γ.
+        ausuc: area under (acc_seen, acc_absent), trapezoids in γ order.
+        n_seen: number of test samples with a label in S.
+        n_absent: number of test samples with a label in U.
+    """
+
+    gamma: Any
+    acc_seen: Any
+    acc_absent: Any
+    acc_all: Any
+    ausuc: float
+    n_seen: int
+    n_absent: int
+
+    def __len__(self) -> int:
+        return len(self.gamma)
+
+    def interval(self, k: int) -> tuple[float, float]:
+        """The γ interval ``(low, high]`` over which point ``k`` holds (low = -inf for k = 0)."""
+        g = np.asarray(self.gamma if not hasattr(self.gamma, "cpu") else self.gamma.cpu())
+        low = -np.inf if k == 0 else float(g[k - 1])
+        return low, float(g[k])
+
+
+def _fraction(count: np.ndarray, total: int, what: str) -> np.ndarray:
+    if total == 0:
+        warnings.warn(f"no test sample has a label in {what}: its accuracy is NaN", RuntimeWarning, stacklevel=3)
+        return np.full(count.shape, np.nan)
+    return count / total
+
+
+def seen_absent_curve(
+    logits: Any,
+    labels: Any,
+    seen_classes: Any,
+    absent_classes: Any = None,
+) -> SeenAbsentCurve:
+    """Trace (acc_seen, acc_absent, acc_all) over every γ, exactly.
+
+    Args:
+        logits: (N, C) scores, numpy array or torch tensor (any device).
+        labels: (N,) integer labels in [0, C).
+        seen_classes: the fine-tuning classes S (column indices).
+        absent_classes: the classes U that receive γ; default every column not in S.
+            Columns in neither set stay un-shifted.
+
+    Returns:
+        A :class:`SeenAbsentCurve`; its arrays are torch tensors on the logits' device when
+        the logits are a tensor, numpy arrays otherwise.
+    """
+    z = check_logits(logits)
+    y = check_labels(labels, z.shape[0], z.shape[1])
+    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    gaps = compute_gaps(z, absent)
+
+    label_seen = np.isin(y, seen)
+    label_absent = np.isin(y, absent)
+    right_other = gaps.pred_other == y  # right while γ ≤ gap
+    right_absent = gaps.pred_absent == y  # right once γ > gap (only possible for U labels)
+
+    g_seen = np.sort(gaps.gap[right_other & label_seen])  # these leave acc_seen as γ passes them
+    g_rest = np.sort(gaps.gap[right_other & ~label_seen & ~label_absent])  # R-labelled samples
+    g_absent = np.sort(gaps.gap[right_absent])  # these join acc_absent as γ passes them
+
+    breaks = np.unique(np.concatenate([g_seen, g_rest, g_absent]))
+    gamma = np.append(breaks, np.inf)
+    # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
+    kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")
+    kept_rest = g_rest.size - np.searchsorted(g_rest, gamma, side="left")
+    moved_absent = np.searchsorted(g_absent, gamma, side="left")
+
+    n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
+    acc_seen = _fraction(kept_seen, n_seen, "the seen classes")
+    acc_absent = _fraction(moved_absent, n_absent, "the absent classes")
+    acc_all = (kept_seen + kept_rest + moved_absent) / z.shape[0]
+
+    if n_seen and n_absent:
+        area = float(np.sum((acc_seen[:-1] - acc_seen[1:]) * (acc_absent[:-1] + acc_absent[1:])) / 2)
+    else:
+        area = float("nan")
+
+    return SeenAbsentCurve(
+        gamma=like_input(gamma, logits),
+        acc_seen=like_input(acc_seen, logits),
+        acc_absent=like_input(acc_absent, logits),
+        acc_all=like_input(acc_all, logits),
+        ausuc=area,
+        n_seen=n_seen,
+        n_absent=n_absent,
+    )
+
+
+def ausuc(logits: Any, labels: Any, seen_classes: Any, absent_classes: Any = None) -> float:
+    """Area under the seen–absent curve (x = acc_seen, y = acc_absent), in [0, 1].
+
+    Equals the probability that a correctly-ranked seen sample has a larger gap than a
+    correctly-ranked absent sample (ties count one half), scaled by the two group sizes.
+    NaN (with a warning) when the test set lacks seen or absent samples.
+    """
+    return seen_absent_curve(logits, labels, seen_classes, absent_classes).ausuc

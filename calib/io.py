@@ -1,0 +1,64 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Each writer writes a temporary file in the destination's folder, flushes and
+fsyncs it, then ``os.replace``-s it over the destination (atomic on POSIX and
+Windows within one file system). A crash mid-write leaves at most a stray
+``.tmp`` file beside the old, intact destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save"]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file that replaces ``path`` when the ``with`` block exits cleanly.
+
+    If the block raises, ``path`` is left untouched and the temporary file is removed.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **kwargs: Any) -> None:
+    """Write ``obj`` as JSON (strict: NaN/inf are written as ``null`` by the caller, not here)."""
+    kwargs.setdefault("indent", 2)
+    atomic_write_text(path, json.dumps(obj, **kwargs) + "\n")
+
+
+def atomic_save(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> None:
+    """Atomically write a binary file through ``writer(fh)``, e.g. ``lambda f: torch.save(obj, f)``."""
+    with atomic_open(path, "wb") as fh:
+        writer(fh)
