@@ -195,6 +195,7 @@ def create_clip_zero_shot(
         templates: prompt templates: strings with one ``{}`` for the class name, or callables.
         progress: show a progress bar while encoding the prompts.
     """
+    class_names, templates = _check_names(class_names), _check_templates(templates)
     clip, tokenizer, data_config = load_clip(model_name, pretrained, device)
     class_embeddings = zero_shot_weights(clip, tokenizer, class_names, templates, progress=progress)
     scale = clip.logit_scale.detach().float().exp()
