@@ -248,3 +248,27 @@ def test_state_dict_in_memory_is_accepted():
     target = create_model("digits_cnn", 4)
     load_weights(target, source.state_dict())
     torch.testing.assert_close(target.head.weight, source.head.weight)
+
+
+def test_timm_pretrained_keeps_the_hub_classifier_when_it_fits(monkeypatch):
+    import timm
+
+    made = {}
+    real_create = timm.create_model
+
+    def offline_create(name, pretrained=False, **kwargs):  # stands in for the hub download
+        model = real_create(name, pretrained=False, **kwargs)
+        made.update(pretrained=pretrained, model=model, fc=model.get_classifier().weight.clone())
+        return model
+
+    monkeypatch.setattr(timm, "create_model", offline_create)
+    model = create_model(TIMM_NAME, 1000, pretrained=True).eval()
+    assert made["pretrained"] is True
+    torch.testing.assert_close(model.head.weight, made["fc"])
+    assert model.backbone is made["model"] and "fc.weight" not in model.backbone.state_dict()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), made["model"](x) @ made["fc"].T + model.head.bias)
+
+    other = create_model(TIMM_NAME, 10, pretrained=True)  # another task: a fresh head
+    assert other.head.weight.shape == (10, 96)
