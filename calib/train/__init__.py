@@ -1,0 +1,38 @@
+"""Fine-tuning: optimizers and schedules by name, a resumable deterministic training loop.
+
+::
+
+    from calib.train import TrainConfig, train
+
+    cfg = TrainConfig(optimizer="sgd", lr=1e-4, lr_head=1e-3, epochs=20, iters_per_epoch=500)
+    result = train(model, train_set, cfg, run_dir="runs/ar_cl/finetune")
+    result.history[-1]   # {"epoch": 20, "loss": ..., "acc": ..., "lr": ..., ...}
+
+Modules: :mod:`~calib.train.optim` (``OPTIMIZERS``, ``create_optimizer``),
+:mod:`~calib.train.schedule` (``SCHEDULERS``, ``create_scheduler``),
+:mod:`~calib.train.sampling` (the per-epoch sample order), :mod:`~calib.train.checkpoint`
+(checksummed atomic checkpoints), :mod:`~calib.train.loop` (``TrainConfig``, ``train``).
+"""
+
+from .checkpoint import CheckpointError, ConfigMismatchError, load_checkpoint, save_checkpoint
+from .loop import TrainConfig, TrainResult, resolve_device, train
+from .optim import OPTIMIZERS, OptimizerSpec, create_optimizer, split_parameters
+from .schedule import SCHEDULERS, cosine_lr, create_scheduler
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "CheckpointError",
+    "ConfigMismatchError",
+    "OptimizerSpec",
+    "TrainConfig",
+    "TrainResult",
+    "cosine_lr",
+    "create_optimizer",
+    "create_scheduler",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "split_parameters",
+    "train",
+]

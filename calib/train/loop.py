@@ -1,0 +1,514 @@
+"""The fine-tuning loop: cross-entropy over all logits, resumable and deterministic.
+
+:func:`train` runs ``config.epochs`` epochs; at the end of each it writes an atomic,
+checksummed checkpoint when given a ``run_dir`` (layout in :mod:`calib.train.checkpoint`).
+Called again on the same ``run_dir`` it resumes after the last finished epoch, and on a
+finished run it only loads the final weights. The batches of epoch ``e`` depend only on
+``(config.seed, e)`` (:mod:`calib.train.sampling`) and the RNG states are checkpointed, so a
+killed-and-resumed run ends with the same weights, bit for bit, as an uninterrupted one (same
+device and library versions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..io import atomic_save
+from .checkpoint import (
+    CheckpointError,
+    RunFiles,
+    capture_rng_state,
+    check_settings,
+    load_checkpoint,
+    read_done,
+    restore_rng_state,
+    save_checkpoint,
+    write_done,
+)
+from .optim import OPTIMIZERS, check_momentum, create_optimizer
+from .sampling import (
+    STREAM_INIT,
+    STREAM_WORKERS,
+    EpochBatchSampler,
+    derive_seed,
+    epoch_generator,
+    seed_worker,
+)
+from .schedule import SCHEDULERS, create_scheduler
+
+__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device"]
+
+logger = logging.getLogger("calib.train")
+
+_AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Settings that change speed, not the numbers the run computes; left out of the fingerprint so
+# a run can resume on a machine with another core count.
+_NOT_FINGERPRINTED = ("num_workers",)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run; validated at construction (``ValueError``).
+
+    Attributes:
+        optimizer: an :data:`~calib.train.optim.OPTIMIZERS` key.
+        lr: backbone learning rate; ``None`` = the optimizer's default.
+        lr_head: head learning rate; ``None`` = ``lr``.
+        weight_decay: ``None`` = the optimizer's default (never applied to biases and norms).
+        momentum: for sgd / rmsprop; ``None`` = the optimizer's default.
+        epochs: number of epochs (checkpoint and log line after each).
+        iters_per_epoch: iterations per epoch; ``None`` = one pass over the data.
+        batch_size: samples per iteration.
+        scheduler: a :data:`~calib.train.schedule.SCHEDULERS` key, stepped every iteration.
+        warmup_iters: linear warm-up iterations.
+        min_lr: the cosine schedule's floor.
+        seed: sample order, worker seeds and the global RNGs at the start of a fresh run.
+        amp: "auto" (bf16 where supported, else fp16, on CUDA; off on CPU), "bf16", "fp16",
+            "off"; ``True``/``False`` mean "auto"/"off".
+        channels_last: "auto" (on CUDA), ``True`` or ``False``.
+        num_workers: DataLoader worker processes.
+        grad_clip: max global gradient norm; ``None`` = no clipping.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...).
+    """
+
+    optimizer: str = "sgd"
+    lr: float | None = None
+    lr_head: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    epochs: int = 1
+    iters_per_epoch: int | None = None
+    batch_size: int = 64
+    scheduler: str = "cosine"
+    warmup_iters: int = 0
+    min_lr: float = 0.0
+    seed: int = 0
+    amp: str | bool = "auto"
+    channels_last: str | bool = "auto"
+    num_workers: int = 0
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optimizer_kwargs, Mapping):
+            self.optimizer_kwargs = dict(self.optimizer_kwargs)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+
+        def bad(name: str, need: str) -> ValueError:
+            return ValueError(f"TrainConfig.{name} must be {need}, got {getattr(self, name)!r}")
+
+        for name, kind in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise bad(name, f"a {kind.kind} name ({', '.join(kind.names())})")
+            if value not in kind:
+                try:
+                    kind.get(value)
+                except KeyError as err:
+                    raise ValueError(f"TrainConfig.{name}: {err.args[0]}") from None
+        for name in ("lr", "lr_head", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (_is_real(value) and value > 0):
+                raise bad(name, "a number > 0 or None")
+        if self.weight_decay is not None and not (
+            _is_real(self.weight_decay) and self.weight_decay >= 0
+        ):
+            raise bad("weight_decay", "a number >= 0 or None")
+        if not (_is_real(self.min_lr) and self.min_lr >= 0):
+            raise bad("min_lr", "a number >= 0")
+        if not (_is_real(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise bad("label_smoothing", "a number in [0, 1)")
+        try:
+            check_momentum(self.optimizer, self.momentum)
+        except ValueError as err:
+            raise ValueError(f"TrainConfig.momentum: {err}") from None
+        for name in ("epochs", "batch_size"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise bad(name, "an int >= 1")
+        if self.iters_per_epoch is not None and not (
+            _is_int(self.iters_per_epoch) and self.iters_per_epoch >= 1
+        ):
+            raise bad("iters_per_epoch", "an int >= 1 or None (one pass over the data)")
+        for name in ("warmup_iters", "seed", "num_workers"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "an int >= 0")
+        if not (isinstance(self.amp, bool) or self.amp in _AMP_MODES):
+            raise bad("amp", f"one of {_AMP_MODES} or a bool")
+        if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
+            raise bad("channels_last", "'auto' or a bool")
+        if not isinstance(self.optimizer_kwargs, dict):
+            raise bad("optimizer_kwargs", "a mapping")
+        taken = {"lr", "lr_head", "weight_decay", "momentum"} & set(self.optimizer_kwargs)
+        if taken:
+            raise ValueError(
+                f"TrainConfig.optimizer_kwargs sets {sorted(taken)}: use the TrainConfig fields"
+            )
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """The fields that determine the trained weights, plus ``extra``, as plain JSON values."""
+        values = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED}
+        return json.loads(json.dumps({**values, **extra}, sort_keys=True, default=repr))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        history: one dict per epoch (all epochs of the run, resumed or not): ``epoch``
+            (1-based), ``loss`` (mean cross-entropy), ``acc`` (training accuracy over all
+            logits), ``lr`` (backbone lr at the epoch's last step), ``seconds``, ``images_per_s``.
+        resumed_from: number of epochs already done when ``train`` was called (``None`` for a
+            fresh start).
+        already_done: the run had finished before; nothing was trained, the final weights were
+            loaded.
+    """
+
+    history: list[dict[str, Any]]
+    resumed_from: int | None = None
+    already_done: bool = False
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
+    mode = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else amp
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def _seed_globals(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG)
+    random.seed(seed)
+
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError(
+            f"dataset items must be (input, label) pairs; the loader gave a {type(batch).__name__}"
+        )
+    x, y = batch[0], batch[1]
+    if (
+        not isinstance(y, torch.Tensor)
+        or y.ndim != 1
+        or y.dtype.is_floating_point
+        or y.is_complex()
+    ):
+        raise TypeError(f"labels must be integer class indices, got {getattr(y, 'dtype', type(y))}")
+    return x, y
+
+
+class _Trainer:
+    """State of one :func:`train` call: model, optimizer, scheduler, scaler, history."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        config: TrainConfig,
+        device: torch.device,
+        progress: bool,
+        log: Callable[[str], None],
+        desc: str,
+    ) -> None:
+        self.model, self.dataset, self.config = model, dataset, config
+        self.device, self.progress, self.log, self.desc = device, progress, log, desc
+        self.n = len(dataset)  # type: ignore[arg-type]
+        if self.n < 1:
+            raise ValueError("cannot train on an empty dataset")
+        self.iters = config.iters_per_epoch or -(-self.n // config.batch_size)
+        total_steps = self.iters * config.epochs
+        if config.warmup_iters > total_steps:
+            raise ValueError(
+                f"TrainConfig.warmup_iters ({config.warmup_iters}) exceeds the run's "
+                f"{total_steps} iterations"
+            )
+        self.amp_dtype = _amp_dtype(config.amp, device)
+        cl = config.channels_last
+        self.channels_last = device.type == "cuda" if cl == "auto" else bool(cl)
+
+        model.to(device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = create_optimizer(
+            config.optimizer,
+            model,
+            lr=config.lr,
+            lr_head=config.lr_head,
+            weight_decay=config.weight_decay,
+            momentum=config.momentum,
+            **config.optimizer_kwargs,
+        )
+        self.scheduler = create_scheduler(
+            config.scheduler, self.optimizer, total_steps, config.warmup_iters, min_lr=config.min_lr
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.history: list[dict[str, Any]] = []
+
+    # -- checkpoint state ------------------------------------------------------------------
+    def state(self, epoch: int, settings: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "format": "calib-train/1",
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "settings": settings,
+            "history": self.history,
+        }
+
+    def load_state(self, path: Path, state: dict[str, Any]) -> int:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler.is_enabled() and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            restore_rng_state(state["rng"])
+            self.history = list(state["history"])
+            epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {path} does not fit this model/run: {err}") from err
+        if not 0 <= epoch <= self.config.epochs or len(self.history) != epoch:
+            raise CheckpointError(
+                f"checkpoint {path} records an inconsistent epoch count ({epoch})"
+            )
+        return epoch
+
+    # -- one epoch -------------------------------------------------------------------------
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train epoch ``epoch`` (0-based); return its history entry."""
+        cfg, model, device = self.config, self.model, self.device
+        sampler = EpochBatchSampler(self.n, cfg.batch_size, cfg.seed, epoch, cfg.iters_per_epoch)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+            worker_init_fn=seed_worker,
+            generator=epoch_generator(cfg.seed, STREAM_WORKERS, epoch),
+        )
+        bar = tqdm(
+            loader,
+            total=len(sampler),
+            desc=f"{self.desc} {epoch + 1}/{cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        postfix_every = max(1, len(sampler) // 20)
+        loss_terms, correct, counts = [], [], []
+        lr = self.optimizer.param_groups[0]["lr"]
+        num_classes: int | None = None
+        model.train()
+        start = time.perf_counter()
+        for i, batch in enumerate(bar):
+            x, y_cpu = _unpack(batch)
+            x = x.to(device, non_blocking=True)
+            if self.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y_cpu.to(device, non_blocking=True)
+            lr = self.optimizer.param_groups[0]["lr"]
+            with torch.autocast(
+                device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+            ):
+                logits = model(x)
+                if num_classes is None:
+                    num_classes = self._check_logits(logits, x)
+                if int(y_cpu.min()) < 0 or int(y_cpu.max()) >= num_classes:
+                    raise ValueError(
+                        f"labels must lie in [0, {num_classes}) (the model's logit columns); "
+                        f"batch {i} of epoch {epoch + 1} has {int(y_cpu.min())}..{int(y_cpu.max())}"
+                    )
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+
+            loss_terms.append(loss.detach().float() * y.numel())
+            correct.append((logits.detach().argmax(1) == y).sum())
+            counts.append(y.numel())
+            if self.progress and i % postfix_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.close()
+        losses = torch.stack(loss_terms).double().cpu()  # synchronises the device
+        seconds = time.perf_counter() - start
+        n_images = sum(counts)
+        return {
+            "epoch": epoch + 1,
+            "loss": self._mean_loss(losses, torch.tensor(counts, dtype=torch.float64), epoch),
+            "acc": float(torch.stack(correct).sum().item()) / n_images,
+            "lr": float(lr),
+            "seconds": seconds,
+            "images_per_s": n_images / seconds if seconds > 0 else math.inf,
+        }
+
+    @staticmethod
+    def _check_logits(logits: torch.Tensor, x: torch.Tensor) -> int:
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(x):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            raise ValueError(
+                f"the model must return logits of shape (N, C); got {shape} for N={len(x)}"
+            )
+        return int(logits.shape[1])
+
+    def _mean_loss(self, loss_terms: torch.Tensor, counts: torch.Tensor, epoch: int) -> float:
+        finite = torch.isfinite(loss_terms)
+        if not bool(finite.all()):
+            # fp16 overflow: the grad scaler skipped those steps; tolerated while some are finite.
+            if not self.scaler.is_enabled() or not bool(finite.any()):
+                raise FloatingPointError(
+                    f"the training loss became non-finite in epoch {epoch + 1}; "
+                    "lower the learning rate or enable grad_clip"
+                )
+            self.log(
+                f"{self.desc}: {int((~finite).sum())} batches of epoch {epoch + 1} had a "
+                "non-finite fp16 loss; the grad scaler skipped their steps"
+            )
+        return float(loss_terms[finite].sum() / counts[finite].sum())
+
+    def format(self, stats: dict[str, Any]) -> str:
+        return (
+            f"{self.desc} epoch {stats['epoch']}/{self.config.epochs}: loss {stats['loss']:.4f} "
+            f"acc {stats['acc']:.4f} lr {stats['lr']:.3g} "
+            f"{stats['images_per_s']:.0f} img/s ({stats['seconds']:.1f} s)"
+        )
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    run_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    desc: str = "fine-tune",
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` with cross-entropy over all its logits.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs to logits ``(N, C)``; the head
+            (``model.head``) gets ``config.lr_head``. Moved to ``device``; trained in place.
+        dataset: map-style dataset of ``(input, label)`` items, labels in ``[0, C)``. It is
+            used as given: restricting to the fine-tuning classes is the caller's job.
+        config: hyperparameters.
+        run_dir: where checkpoints go (``run_dir/checkpoints/``). ``None`` = no checkpoints.
+            An existing ``last.pt`` is resumed; a finished run (``done`` marker) is not
+            retrained, its final weights are loaded into ``model``. The settings recorded
+            there must equal ``config`` (except ``num_workers``) and the dataset size.
+        device: ``None``/"auto" = CUDA when available, else CPU.
+        progress: show a tqdm bar per epoch.
+        log: receives one line per epoch and resume notices; default ``logging`` (INFO,
+            logger "calib.train").
+        desc: label for the bar and the log lines.
+
+    Returns:
+        :class:`TrainResult`. ``model`` ends with the trained weights, in its original
+        train/eval mode.
+
+    Raises:
+        CheckpointError: a corrupt or unreadable checkpoint or done marker (named).
+        ConfigMismatchError: ``run_dir`` holds a run made with other settings.
+        ValueError: bad labels or logits shape, warm-up longer than the run.
+        FloatingPointError: the loss diverged.
+
+    A fresh run seeds the global torch / numpy / random RNGs from ``config.seed`` (dropout,
+    augmentations in the main process); a resumed run restores them from the checkpoint.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()  # the fields may have been changed since construction
+    log = log or logger.info
+    device = resolve_device(device)
+    if not hasattr(dataset, "__len__"):
+        raise TypeError("train needs a map-style dataset with __len__")
+    settings = config.settings(dataset_size=len(dataset))  # type: ignore[arg-type]
+    files = RunFiles(Path(run_dir)) if run_dir is not None else None
+
+    if files is not None and files.done.exists():
+        done = read_done(files)
+        check_settings(files.done, done["settings"], settings)
+        weights = torch.load(files.final, map_location="cpu", weights_only=True)
+        model.load_state_dict(weights)
+        model.to(device)
+        log(f"{desc}: run already finished ({files.done}); loaded {files.final}")
+        return TrainResult(list(done["history"]), resumed_from=config.epochs, already_done=True)
+
+    trainer = _Trainer(model, dataset, config, device, progress, log, desc)
+    start, resumed_from = 0, None
+    if files is not None and files.last.exists():
+        state = load_checkpoint(files.last)
+        check_settings(files.last, state.get("settings", {}), settings)
+        start = resumed_from = trainer.load_state(files.last, state)
+        log(f"{desc}: resuming from epoch {start}/{config.epochs} ({files.last})")
+    else:
+        _seed_globals(derive_seed(config.seed, STREAM_INIT, 0))
+
+    was_training = model.training
+    try:
+        for epoch in range(start, config.epochs):
+            stats = trainer.run_epoch(epoch)
+            trainer.history.append(stats)
+            log(trainer.format(stats))
+            if files is not None:
+                save_checkpoint(files.last, trainer.state(epoch + 1, settings))
+    finally:
+        model.train(was_training)
+
+    if files is not None:
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        atomic_save(files.final, lambda fh: torch.save(weights, fh))
+        write_done(files, settings=settings, history=trainer.history)
+        files.last.unlink(missing_ok=True)  # the done marker and final.pt supersede it
+    return TrainResult(trainer.history, resumed_from=resumed_from)

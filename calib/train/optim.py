@@ -1,0 +1,257 @@
+"""Optimizers by name, with fine-tuning defaults and separate head / backbone learning rates.
+
+Each :data:`OPTIMIZERS` entry is an :class:`OptimizerSpec`: the timm optimizer it builds
+(``timm.optim.create_optimizer_v2(opt=...)``) and the defaults used when the caller leaves a
+value out. The defaults follow the paper's optimizer study (Mai et al., NeurIPS 2024): SGD
+with Nesterov momentum at lr 1e-3 and weight decay 5e-4; the adaptive optimizers need a
+smaller learning rate and weight decay; Adadelta's lr multiplies its own adaptive step, so
+its scale is ~1.
+
+:func:`create_optimizer` splits the parameters into up to four groups::
+
+    backbone            lr,      weight decay
+    backbone_no_decay   lr,      no weight decay
+    head                lr_head, weight decay
+    head_no_decay       lr_head, no weight decay
+
+"head" is the submodule ``getattr(model, head_name)`` (every parameter is "backbone" when the
+model has no such attribute). Biases, normalisation weights (any parameter with fewer than 2
+dimensions, the timm convention) and names listed by ``model.no_weight_decay()`` get no weight
+decay: decaying them only shrinks scales and shifts that the data set, and is known to hurt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+__all__ = ["OPTIMIZERS", "OptimizerSpec", "create_optimizer", "split_parameters"]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """How to build one optimizer and its defaults.
+
+    Attributes:
+        timm_name: the ``opt=`` name for ``timm.optim.create_optimizer_v2``.
+        lr: default learning rate.
+        weight_decay: default weight decay (L2 for the coupled optimizers, decoupled for AdamW).
+        momentum: default momentum; ``None`` for an optimizer that has none.
+        defaults: further constructor defaults (e.g. ``nesterov``), overridable by kwargs.
+        description: one line for listings.
+    """
+
+    timm_name: str
+    lr: float
+    weight_decay: float
+    momentum: float | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def has_momentum(self) -> bool:
+        return self.momentum is not None
+
+
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
+
+OPTIMIZERS.register(
+    "sgd",
+    OptimizerSpec(
+        "sgd",
+        lr=1e-3,
+        weight_decay=5e-4,
+        momentum=0.9,
+        defaults={"nesterov": True},
+        description="SGD with Nesterov momentum (the paper's fine-tuning optimizer)",
+    ),
+)
+OPTIMIZERS.register(
+    "adam", OptimizerSpec("adam", lr=1e-4, weight_decay=0.0, description="Adam (L2 weight decay)")
+)
+# AdamW's decay is decoupled and multiplied by lr each step (1e-4 * 1e-2 = 1e-6 per step), so
+# its coefficient is on a different scale from the L2 ones.
+OPTIMIZERS.register(
+    "adamw",
+    OptimizerSpec("adamw", lr=1e-4, weight_decay=1e-2, description="AdamW (decoupled decay)"),
+)
+OPTIMIZERS.register(
+    "adabelief",
+    OptimizerSpec(
+        "adabelief",
+        lr=1e-4,
+        weight_decay=0.0,
+        defaults={"rectify": False},
+        description="AdaBelief (timm), no rectification",
+    ),
+)
+OPTIMIZERS.register(
+    "adadelta",
+    OptimizerSpec(
+        "adadelta", lr=1.0, weight_decay=0.0, description="Adadelta (lr scales its own step)"
+    ),
+)
+OPTIMIZERS.register(
+    "adagrad", OptimizerSpec("adagrad", lr=1e-3, weight_decay=0.0, description="AdaGrad")
+)
+OPTIMIZERS.register(
+    "rmsprop",
+    OptimizerSpec(
+        "rmsprop",
+        lr=1e-5,
+        weight_decay=0.0,
+        momentum=0.0,
+        defaults={"alpha": 0.99},
+        description="RMSprop (torch defaults: alpha 0.99, no momentum)",
+    ),
+)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _check_nonnegative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+def check_momentum(name: str, momentum: Any) -> float | None:
+    """Validate a momentum value for optimizer ``name``: in [0, 1), and only if it has one."""
+    if momentum is None:
+        return None
+    spec = OPTIMIZERS.get(name)
+    if not spec.has_momentum:
+        raise ValueError(f"optimizer {name!r} takes no momentum, got momentum={momentum!r}")
+    value = _check_nonnegative("momentum", momentum)
+    if value >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    return value
+
+
+def split_parameters(
+    model: nn.Module, head_name: str | None = "head"
+) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters of ``model`` in the four groups described in the module docstring.
+
+    Returns:
+        ``{"backbone": [...], "backbone_no_decay": [...], "head": [...], "head_no_decay": [...]}``
+        (lists may be empty). Frozen parameters (``requires_grad=False``) are left out.
+
+    Raises:
+        TypeError: ``getattr(model, head_name)`` exists but is not an ``nn.Module``.
+    """
+    head = getattr(model, head_name, None) if head_name else None
+    if head is not None and not isinstance(head, nn.Module):
+        raise TypeError(
+            f"model.{head_name} is a {type(head).__name__}, not an nn.Module; "
+            "pass head_name=None to treat every parameter as backbone"
+        )
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    skip = set(getattr(model, "no_weight_decay", lambda: ())())
+
+    groups: dict[str, list[nn.Parameter]] = {
+        "backbone": [],
+        "backbone_no_decay": [],
+        "head": [],
+        "head_no_decay": [],
+    }
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "head" if id(param) in head_ids else "backbone"
+        no_decay = param.ndim <= 1 or name in skip
+        groups[f"{part}_no_decay" if no_decay else part].append(param)
+    return groups
+
+
+def create_optimizer(
+    name: str,
+    model: nn.Module,
+    *,
+    lr: float | None = None,
+    lr_head: float | None = None,
+    weight_decay: float | None = None,
+    momentum: float | None = None,
+    head_name: str | None = "head",
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` (an :data:`OPTIMIZERS` key) over ``model``'s trainable parameters.
+
+    Args:
+        name: optimizer key: sgd, adam, adamw, adabelief, adadelta, adagrad, rmsprop.
+        model: any ``nn.Module``.
+        lr: learning rate of the backbone groups; ``None`` = the registry default.
+        lr_head: learning rate of the head groups; ``None`` = ``lr``.
+        weight_decay: weight decay of the decaying groups; ``None`` = the registry default.
+            Biases and normalisation parameters never decay.
+        momentum: for sgd and rmsprop; ``None`` = the registry default. Error for the others.
+        head_name: attribute naming the head submodule; ``None`` = no head split.
+        **kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...), overriding
+            the registry's.
+
+    Returns:
+        The optimizer. Each param group carries a ``"name"`` key (``"backbone"``, ``"head"``, ...).
+
+    Raises:
+        KeyError: unknown ``name`` (lists the known keys).
+        ValueError: lr or lr_head not > 0, weight_decay < 0, momentum outside [0, 1) or given
+            to an optimizer without one, or a model with no trainable parameters.
+    """
+    from timm.optim import create_optimizer_v2  # heavy import, only when building
+
+    spec = OPTIMIZERS.get(name)
+    lr = spec.lr if lr is None else _check_positive("lr", lr)
+    lr_head = lr if lr_head is None else _check_positive("lr_head", lr_head)
+    weight_decay = (
+        spec.weight_decay
+        if weight_decay is None
+        else _check_nonnegative("weight_decay", weight_decay)
+    )
+    for reserved in ("params", "opt", "filter_bias_and_bn", "param_group_fn"):
+        if reserved in kwargs:
+            raise ValueError(f"{reserved!r} is set by create_optimizer; do not pass it")
+
+    options: dict[str, Any] = dict(spec.defaults)
+    if spec.has_momentum:
+        options["momentum"] = spec.momentum if momentum is None else check_momentum(name, momentum)
+        if options["momentum"] == 0 and "nesterov" in options and "nesterov" not in kwargs:
+            options["nesterov"] = False  # torch refuses Nesterov without momentum
+    else:
+        check_momentum(name, momentum)  # raises if given
+    options.update(kwargs)
+
+    groups = []
+    for group_name, params in split_parameters(model, head_name).items():
+        if params:
+            groups.append(
+                {
+                    "name": group_name,
+                    "params": params,
+                    "lr": lr_head if group_name.startswith("head") else lr,
+                    "weight_decay": 0.0 if group_name.endswith("no_decay") else weight_decay,
+                }
+            )
+    if not groups:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+
+    try:
+        return create_optimizer_v2(groups, opt=spec.timm_name, lr=lr, **options)
+    except TypeError as err:
+        raise TypeError(
+            f"optimizer {name!r} rejected its arguments {sorted(options)}: {err}"
+        ) from err
