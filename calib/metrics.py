@@ -1,0 +1,193 @@
+"""Accuracy of a biased classifier on the seen (S) and absent (U) classes, at one γ.
+
+"Acc A/B" is the accuracy on the test samples whose label is in A, argmax taken over
+the columns of B. With γ added to the absent columns:
+
+=====================  ============  ==========================================
+key                    Acc           samples, columns
+=====================  ============  ==========================================
+``acc_all``            Y/Y           every sample, all columns
+``acc_seen``           S/Y           label in S, all columns
+``acc_absent``         U/Y           label in U, all columns
+``acc_seen_seen``      S/S           label in S, columns of S only
+``acc_absent_absent``  U/U           label in U, columns of U only
+``hmean``                            harmonic mean of acc_seen and acc_absent
+=====================  ============  ==========================================
+
+Columns in neither S nor U (R, e.g. the ImageNet classes ImageNet-R lacks) stay
+un-shifted and compete in every "/Y" accuracy; samples labelled in R count in
+``acc_all`` only. Top-1 predictions come from :meth:`calib._gaps.Gaps.predict`, the
+rule the curve and the calibrators share, so ``accuracy_report`` at ``curve.gamma[k]``
+reproduces curve point k exactly; top-k uses :func:`calib._gaps.label_rank`, the
+same rule extended to ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_numpy, check_classes, check_labels, check_logits, is_tensor
+from ._gaps import compute_gaps, group_argmax, label_rank
+
+__all__ = ["accuracy_report", "harmonic_mean", "restricted_hits"]
+
+_GROUP_KEYS = ("acc_all", "acc_seen", "acc_absent", "acc_seen_seen", "acc_absent_absent", "hmean")
+
+
+def harmonic_mean(acc_seen: float, acc_absent: float) -> float:
+    """2ab / (a + b); 0 when either is 0, NaN when either is NaN."""
+    if math.isnan(acc_seen) or math.isnan(acc_absent):
+        return float("nan")
+    if acc_seen == 0 or acc_absent == 0:
+        return 0.0
+    return 2 * acc_seen * acc_absent / (acc_seen + acc_absent)
+
+
+def restricted_hits(logits: np.ndarray, labels: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(N,) bool: the argmax over the sorted ``columns`` only (ties → lowest) equals the label.
+
+    Only meaningful for samples whose label is in ``columns`` (the others are always False).
+    """
+    pred, _ = group_argmax(logits, columns)
+    return pred == labels
+
+
+def _check_gamma(gamma: Any) -> float:
+    """``gamma`` as a Python float; a one-element array or tensor is accepted."""
+    if is_tensor(gamma) or isinstance(gamma, np.ndarray):
+        values = as_numpy(gamma, "gamma")
+        if values.size != 1:
+            raise ValueError(f"gamma must be a scalar, got shape {values.shape}")
+        gamma = values.item()
+    try:
+        value = float(gamma)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"gamma must be a real number, got {gamma!r}") from err
+    if math.isnan(value):
+        raise ValueError("gamma is NaN")
+    return value
+
+
+def _check_topk(topk: Iterable[int]) -> list[int]:
+    """The distinct k > 1 of ``topk``, ascending (k = 1 is always reported)."""
+    topk = tuple(topk)
+    for k in topk:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"topk must hold integers >= 1, got {topk}")
+    return sorted({int(k) for k in topk if k > 1})
+
+
+def _mean(hits: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """Mean of ``hits`` over the selected rows; NaN (no warning here) when none is selected."""
+    selected = hits if rows is None else hits[rows]
+    return float(selected.mean()) if selected.size else float("nan")
+
+
+def _group_accuracies(
+    hit_all: np.ndarray,
+    hit_seen_seen: np.ndarray,
+    hit_absent_absent: np.ndarray,
+    label_seen: np.ndarray,
+    label_absent: np.ndarray,
+    suffix: str,
+) -> dict[str, float]:
+    acc_seen = _mean(hit_all, label_seen)
+    acc_absent = _mean(hit_all, label_absent)
+    values = (
+        _mean(hit_all),
+        acc_seen,
+        acc_absent,
+        _mean(hit_seen_seen, label_seen),
+        _mean(hit_absent_absent, label_absent),
+        harmonic_mean(acc_seen, acc_absent),
+    )
+    return {key + suffix: value for key, value in zip(_GROUP_KEYS, values, strict=True)}
+
+
+def accuracy_report(
+    logits: Any,
+    labels: Any,
+    seen_classes: Any,
+    absent_classes: Any = None,
+    gamma: float = 0.0,
+    topk: Iterable[int] = (1, 5),
+) -> dict[str, float]:
+    """Every accuracy of the table above, with bias ``gamma`` added to the absent columns.
+
+    Args:
+        logits: (N, C) scores, numpy array or torch tensor (any device, any float dtype).
+        labels: (N,) integer labels in [0, C).
+        seen_classes: the fine-tuning classes S (column indices).
+        absent_classes: the classes U that receive γ; default every column not in S.
+        gamma: the bias, in logit units; ±inf allowed (all predictions out of / into U).
+        topk: besides top-1 (the unsuffixed keys), each k > 1 adds the same keys suffixed
+            ``_top{k}``: the label is among the k best columns under the same rule.
+
+    Returns:
+        A dict of Python numbers: the accuracies (fractions in [0, 1]) under the keys
+        ``acc_all acc_seen acc_absent acc_seen_seen acc_absent_absent hmean`` (and their
+        ``_top{k}`` versions), plus ``gamma``, ``n_samples``, ``n_seen``, ``n_absent``
+        (test samples in total, with a label in S, with a label in U). Accuracies over a
+        group without test samples are NaN, with a RuntimeWarning.
+
+    Raises:
+        ValueError: malformed logits, labels or class sets (see :mod:`calib._checks`), NaN gamma,
+            or topk entries below 1.
+    """
+    z = check_logits(logits)
+    y = check_labels(labels, z.shape[0], z.shape[1])
+    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    gamma = _check_gamma(gamma)
+    ks = _check_topk(topk)
+
+    label_seen = np.isin(y, seen)
+    label_absent = np.isin(y, absent)
+    n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
+    for count, group in ((n_seen, "seen"), (n_absent, "absent")):
+        if count == 0:
+            warnings.warn(
+                f"no test sample has a label in the {group} classes: its accuracies are NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    report = _group_accuracies(
+        compute_gaps(z, absent).predict(gamma) == y,
+        restricted_hits(z, y, seen),
+        restricted_hits(z, y, absent),
+        label_seen,
+        label_absent,
+        suffix="",
+    )
+    if ks:
+        rank = label_rank(z, y, absent, gamma)
+        rank_seen_seen = _restricted_rank(z, y, absent, seen, label_seen)
+        rank_absent_absent = _restricted_rank(z, y, absent, absent, label_absent)
+    for k in ks:
+        report |= _group_accuracies(
+            rank < k,
+            rank_seen_seen < k,
+            rank_absent_absent < k,
+            label_seen,
+            label_absent,
+            suffix=f"_top{k}",
+        )
+    report |= {"gamma": gamma, "n_samples": int(z.shape[0]), "n_seen": n_seen, "n_absent": n_absent}
+    return report
+
+
+def _restricted_rank(
+    z: np.ndarray, y: np.ndarray, absent: np.ndarray, columns: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """Rank of the label among ``columns`` for the ``rows`` whose label lies there; C elsewhere."""
+    rank = np.full(y.shape, z.shape[1], dtype=np.int64)
+    if rows.any():
+        # S and U are each one group of the rule, so γ plays no part within them
+        rank[rows] = label_rank(z[rows], y[rows], absent, 0.0, columns=columns)
+    return rank
