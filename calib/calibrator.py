@@ -238,9 +238,7 @@ class LogitBiasCalibrator:
             return self._transform_tensor(logits)
         z = check_logits(logits)
         self._check_width(z.shape[1], "logits")
-        out = z.copy()
-        out[:, self.absent_classes_] += self.gamma_
-        return out
+        return z + self._bias(z.dtype)
 
     def _transform_tensor(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 2 or logits.shape[0] == 0:
@@ -248,12 +246,22 @@ class LogitBiasCalibrator:
                 f"logits must be a non-empty 2-D (samples, classes) tensor, got shape {tuple(logits.shape)}"
             )
         self._check_width(logits.shape[1], "logits")
-        out = logits.clone() if logits.is_floating_point() else logits.to(torch.get_default_dtype())
-        if not torch.isfinite(out).all():
+        if not logits.is_floating_point():
+            logits = logits.to(torch.get_default_dtype())
+        if not torch.isfinite(logits).all():
             raise ValueError("logits have non-finite value(s) (NaN or inf)")
-        index = torch.as_tensor(self.absent_classes_, device=out.device)
-        out[:, index] += self.gamma_
-        return out
+        bias = torch.from_numpy(self._bias(np.float64)).to(logits.device, logits.dtype)
+        return logits + bias
+
+    def _bias(self, dtype: Any) -> np.ndarray:
+        """(C,) γ on the absent columns and 0 elsewhere.
+
+        Adding it row-wise is one pass over the logits; γ is rounded to the logits' dtype
+        first, as :class:`calib.CalibratedClassifier` does, so both give identical numbers.
+        """
+        bias = np.zeros(self.num_classes_, dtype=dtype)
+        bias[self.absent_classes_] = self.gamma_
+        return bias
 
     def predict(self, logits: Any) -> Any:
         """Predicted labels (N,) under γ, by the rule of :mod:`calib._gaps` (γ > gap → U).

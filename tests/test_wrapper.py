@@ -38,8 +38,10 @@ def same_state(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_forward_equals_transform_of_the_model_logits(model):
-    x = torch.randn(9, 5)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_forward_equals_transform_of_the_model_logits(model, dtype):
+    model.to(dtype)
+    x = torch.randn(9, 5, dtype=dtype)
     cal = LogitBiasCalibrator("fixed", gamma=1.3).fit(
         seen_classes=SEEN, absent_classes=[3, 5], num_classes=NUM_CLASSES
     )
@@ -48,7 +50,8 @@ def test_forward_equals_transform_of_the_model_logits(model):
         logits = model(x)
         out = wrapped(x)
     assert torch.equal(out, cal.transform(logits))
-    assert torch.equal(out.argmax(1), cal.predict(logits))
+    if dtype != torch.bfloat16:  # bfloat16 rounds logits + γ: argmax and gap rule may differ
+        assert torch.equal(out.argmax(1), cal.predict(logits))
     assert wrapped.calibrator is cal
     assert wrapped.absent_classes.tolist() == [3, 5]
     assert "gamma=1.3, absent_classes=2 of 6" in repr(wrapped)
