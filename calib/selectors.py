@@ -59,7 +59,7 @@ CRITERIA = ("acc_all", "hmean")
 _TIE_ATOL = 1e-12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare by identity
 class PseudoSplit:
     """One pseudo split of Pseudo Cross-Validation (PCV).
 
