@@ -120,6 +120,16 @@ def test_check_layout_passes_and_samples(tmp_path):
     list_file = _write_root(tmp_path)
     check_layout(tmp_path, list_file)
     check_layout(tmp_path, [list_file, list_file], dataset="office_home", sample=2)
+    with pytest.raises(ValueError, match="sample must be ≥ 1"):
+        check_layout(tmp_path, list_file, sample=0)
+
+
+def test_check_layout_sample_checks_evenly_spaced_lines(tmp_path):
+    list_file = _write_root(tmp_path, labels=(0, 0, 0, 0, 0))
+    os.remove(tmp_path / "cls0" / "img 2.png")  # the middle line
+    check_layout(tmp_path, list_file, sample=2)  # first and last only
+    with pytest.raises(DatasetNotFoundError, match="1 of 3 checked images are missing"):
+        check_layout(tmp_path, list_file, sample=3)
 
 
 def test_check_layout_missing_root(tmp_path):

@@ -1,18 +1,31 @@
-"""Data: class splits, domains, image-list datasets and the offline digits demo.
+"""Data: class splits, domains, image-list datasets, the offline digits demo and the benchmarks.
 
 - :class:`ClassSplit`: seen classes S / absent classes U of a head (the paper's splits via
   :meth:`ClassSplit.from_benchmark`).
 - :class:`Domain`: one domain's train / test sets and label space; every builder returns one.
-- :data:`DATASETS`: registry of builders (``digits``, ``mnist5k``); :func:`build_domain`
-  calls one by name.
+- :data:`DATASETS`: registry of builders (``digits``, ``mnist5k``, ``office_home``,
+  ``imagenet_r``, ``imagenet_s``, ``image_list``); :func:`build_domain` calls one by name.
 - :class:`ImageListDataset`, :func:`check_layout`: datasets given by ``<path> <label>`` lists.
 - :func:`class_subset`: the samples of some classes, chosen from the labels alone.
+- :func:`make_fake_root`: tiny fake benchmark roots with the real layout, for tests.
 """
 
 from __future__ import annotations
 
+from .benchmarks import (
+    IMAGENET_NUM_CLASSES,
+    OFFICE_HOME_NUM_CLASSES,
+    benchmark_lists,
+    image_list,
+    imagenet_class_names,
+    imagenet_r,
+    imagenet_s,
+    office_home,
+    office_home_class_names,
+)
 from .digits import DIGITS_MEAN, DIGITS_STD, digits_domain, mnist5k_domain, prepare_digit_images
 from .domain import Domain, dataset_targets
+from .fake import FakeRoot, default_fake_classes, make_fake_root
 from .image_list import (
     DATASET_INFO,
     CorruptImageError,
@@ -24,7 +37,7 @@ from .image_list import (
     read_image_list,
 )
 from .registry import DATASETS, build_domain
-from .split import SPLITS_DIR, ClassSplit, class_orders, office_home_domain
+from .split import OFFICE_HOME_DOMAINS, SPLITS_DIR, ClassSplit, class_orders, office_home_domain
 from .subset import class_subset
 from .tensor_dataset import TensorImageDataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
@@ -53,7 +66,20 @@ __all__ = [
     "prepare_digit_images",
     "DIGITS_MEAN",
     "DIGITS_STD",
+    "office_home",
+    "imagenet_r",
+    "imagenet_s",
+    "image_list",
+    "benchmark_lists",
+    "office_home_class_names",
+    "imagenet_class_names",
+    "OFFICE_HOME_NUM_CLASSES",
+    "IMAGENET_NUM_CLASSES",
     "office_home_domain",
+    "OFFICE_HOME_DOMAINS",
     "class_orders",
     "SPLITS_DIR",
+    "make_fake_root",
+    "default_fake_classes",
+    "FakeRoot",
 ]

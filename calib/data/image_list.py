@@ -237,6 +237,8 @@ def check_layout(
             expected layout.
         ValueError: a malformed list line.
     """
+    if sample is not None and sample < 1:
+        raise ValueError(f"sample must be ≥ 1 or None (check every file), got {sample}")
     info = dataset if isinstance(dataset, DatasetInfo) else DATASET_INFO[dataset]
     root = Path(root)
     lists = [list_file] if isinstance(list_file, (str, os.PathLike)) else list(list_file)

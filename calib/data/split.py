@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ClassSplit", "SPLITS_DIR", "class_orders", "office_home_domain"]
+__all__ = ["ClassSplit", "SPLITS_DIR", "OFFICE_HOME_DOMAINS", "class_orders", "office_home_domain"]
 
 #: The paper's image lists and class orders, shipped as package data.
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 
 # Office-Home domains: full name -> short name used by the paper's class orders and pairs.
 _OFFICE_HOME_DOMAINS = {"Art": "Ar", "Clipart": "Cl", "Product": "Pr", "Real_World": "Rw"}
+#: Office-Home's four domains, as folder names under the dataset root.
+OFFICE_HOME_DOMAINS = tuple(_OFFICE_HOME_DOMAINS)
 
 
 def office_home_domain(name: str) -> str:
