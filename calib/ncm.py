@@ -1,0 +1,169 @@
+"""Nearest class mean (NCM, cosine) accuracy: are the features of the absent classes still good?
+
+Fine-tuning on S alone inflates the logits of S, but the features of the absent classes U
+often improve too; NCM on the features, with one mean per class, shows it without going
+through the biased head. The class means come from *labelled training features of every
+class of S ∪ U*, so NCM over U uses labelled U data that the fine-tuning never saw: like the
+oracle γ, it is an analysis tool (an upper reference), not a method one can deploy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_numpy, check_classes, like_input
+from .metrics import accuracy_report
+
+__all__ = ["class_means", "ncm_scores", "ncm_report"]
+
+_EPS = 1e-12  # as torch.nn.functional.normalize: an all-zero vector stays zero
+
+
+def _check_features(features: Any, name: str) -> np.ndarray:
+    f = as_numpy(features, name)
+    if f.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, feature dims), got shape {f.shape}")
+    if f.shape[0] == 0 or f.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {f.shape}")
+    if not (np.issubdtype(f.dtype, np.number) or f.dtype == np.bool_):
+        raise TypeError(f"{name} must be numeric, got dtype {f.dtype}")
+    if f.dtype not in (np.float32, np.float64):
+        f = f.astype(np.float64)
+    finite = np.isfinite(f)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0, 0])
+        raise ValueError(
+            f"{name} has {int((~finite).sum())} non-finite value(s) (NaN or inf); first in sample {row}"
+        )
+    return f
+
+
+def _check_integer_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    y = as_numpy(labels, name)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
+    if y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} entries but its features have {n} rows")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
+            raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if (y < 0).any():
+        raise ValueError(f"{name} has negative class indices, e.g. {int(y[y < 0][0])}")
+    return y
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
+
+
+def class_means(train_features: Any, train_labels: Any, classes: Any) -> np.ndarray:
+    """(len(classes), D) unit class means: L2-normalise each feature, average per class, normalise.
+
+    Row j is the mean of class ``classes[j]``; training samples of other classes are ignored.
+
+    Raises:
+        ValueError: bad shapes or values, repeated classes, or a class without a training sample.
+    """
+    f = _check_features(train_features, "train_features")
+    y = _check_integer_labels(train_labels, f.shape[0], "train_labels")
+    classes = np.ravel(as_numpy(classes, "classes")).astype(np.int64)
+    if np.unique(classes).size != classes.size:
+        raise ValueError(f"classes lists a class more than once: {classes.tolist()[:20]}")
+    present = np.isin(classes, y)
+    if not present.all():
+        raise ValueError(
+            f"class(es) {classes[~present].tolist()[:10]} have no training sample: "
+            "NCM needs labelled training features of every class it scores"
+        )
+    keep = np.isin(y, classes)
+    by_index = np.argsort(classes)
+    rows = by_index[np.searchsorted(classes[by_index], y[keep])]  # row j of class classes[j]
+    sums = np.zeros((classes.size, f.shape[1]), dtype=np.float64)
+    np.add.at(sums, rows, _normalize(f[keep]))
+    return _normalize(sums)
+
+
+def ncm_scores(train_features: Any, train_labels: Any, features: Any, classes: Any) -> Any:
+    """Cosine similarity of each feature to each class mean: (N, len(classes)), in [-1, 1].
+
+    Args:
+        train_features: (M, D) training features (numpy or torch) from which the means come.
+        train_labels: (M,) their integer labels; samples of classes not in ``classes`` are ignored.
+        features: (N, D) features to score.
+        classes: the class indices to score, in the order of the output columns.
+
+    Returns:
+        The scores, as numpy or as a torch tensor on ``features``' device, like ``features``.
+    """
+    means = class_means(train_features, train_labels, classes)
+    f = _check_features(features, "features")
+    if f.shape[1] != means.shape[1]:
+        raise ValueError(
+            f"features have {f.shape[1]} dims but train_features have {means.shape[1]}"
+        )
+    return like_input(_normalize(f) @ means.T, features)
+
+
+def ncm_report(
+    train_features: Any,
+    train_labels: Any,
+    test_features: Any,
+    test_labels: Any,
+    seen_classes: Any,
+    absent_classes: Any = None,
+    num_classes: int | None = None,
+) -> dict[str, float]:
+    """:func:`calib.accuracy_report` (γ = 0) of the NCM classifier over the classes S ∪ U.
+
+    NCM over U needs labelled training features of U, which the fine-tuning never had: use
+    it to analyse features (like the oracle γ), not as a calibration method.
+
+    The classifier scores the classes of S ∪ U only (extra head columns R play no part), so the
+    "/Y" accuracies here are over S ∪ U.
+
+    Args:
+        train_features: (M, D) labelled training features, every class of S ∪ U present.
+        train_labels: (M,) their labels (samples of other classes are ignored).
+        test_features: (N, D) test features.
+        test_labels: (N,) test labels, each in S ∪ U.
+        seen_classes: S; absent_classes: U (default: every class in [0, num_classes) not in S).
+        num_classes: number of classes Y; default 1 + the largest label or class index given.
+
+    Returns:
+        The keys of :func:`calib.accuracy_report` (top-1 and top-5), with ``gamma`` = 0.
+
+    Raises:
+        ValueError: bad shapes or values, a class of S ∪ U without a training sample, or a test
+            label outside S ∪ U.
+    """
+    train_f = _check_features(train_features, "train_features")
+    train_y = _check_integer_labels(train_labels, train_f.shape[0], "train_labels")
+    test_f = _check_features(test_features, "test_features")
+    test_y = _check_integer_labels(test_labels, test_f.shape[0], "test_labels")
+    if num_classes is None:
+        indices = [train_y, test_y, np.ravel(as_numpy(seen_classes, "seen_classes"))]
+        if absent_classes is not None:
+            indices.append(np.ravel(as_numpy(absent_classes, "absent_classes")))
+        num_classes = 1 + max(int(np.max(i)) for i in indices if np.size(i))
+    seen, absent = check_classes(seen_classes, absent_classes, num_classes)
+    classes = np.concatenate([seen, absent])
+    outside = ~np.isin(test_y, classes)
+    if outside.any():
+        raise ValueError(
+            f"{int(outside.sum())} test label(s) outside seen ∪ absent, e.g. {int(test_y[outside][0])}: "
+            "NCM classifies among S ∪ U only"
+        )
+    scores = ncm_scores(train_f, train_y, test_f, classes)
+    # column j of the sub-problem is class classes[j]: S first, then U
+    remap = np.empty(num_classes, dtype=np.int64)
+    remap[classes] = np.arange(classes.size)
+    return accuracy_report(
+        scores,
+        remap[test_y],
+        np.arange(seen.size),
+        np.arange(seen.size, classes.size),
+        gamma=0.0,
+    )
