@@ -1,0 +1,95 @@
+"""Plotting: what is drawn, PNG files written atomically, torch curves, headless use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from calib.curve import seen_absent_curve
+from calib.plotting import curve_xy, plot_seen_absent_curves, save_figure
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def logits():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(120, 8))
+    y = rng.integers(0, 8, size=120)
+    z[np.arange(120), y] += 2.0
+    z[:, :4] += 1.0  # the seen classes are inflated, as after fine-tuning
+    return z, y
+
+
+def test_draws_each_curve_and_point_with_its_label(logits, tmp_path):
+    z, y = logits
+    curve = seen_absent_curve(z, y, range(4))
+    ax = plot_seen_absent_curves({"fine-tuned": curve}, points={"γ alg": (0.5, 0.25)}, title="demo")
+    lines = ax.get_lines()
+    x, yy = curve_xy(curve)
+    np.testing.assert_array_equal(lines[0].get_xdata(), x)
+    np.testing.assert_array_equal(lines[0].get_ydata(), yy)
+    np.testing.assert_array_equal(lines[1].get_xydata(), [[0.5, 0.25]])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"fine-tuned (AUSUC {curve.ausuc:.3f})", "γ alg"]
+    assert ax.get_title() == "demo" and ax.get_xlim() == (0.0, 1.0)
+
+    path = tmp_path / "sub" / "curve.png"
+    save_figure(ax.figure, path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.verify()  # a whole, decodable PNG
+        assert image.format == "PNG" and min(image.size) > 100
+    assert os.listdir(path.parent) == ["curve.png"]  # no temporary file left behind
+
+
+def test_torch_curves_plot_like_numpy_ones(logits, device):
+    z, y = logits
+    numpy_curve = seen_absent_curve(z, y, range(4))
+    torch_curve = seen_absent_curve(
+        torch.tensor(z, dtype=torch.float32, device=device), torch.tensor(y), range(4)
+    )
+    ax = plot_seen_absent_curves({"numpy": numpy_curve, "torch": torch_curve})
+    a, b = ax.get_lines()
+    np.testing.assert_array_equal(a.get_xydata(), b.get_xydata())
+
+
+def test_draws_into_a_given_axes(logits):
+    from matplotlib.figure import Figure
+
+    z, y = logits
+    ax = Figure().add_subplot()
+    assert plot_seen_absent_curves({"a": seen_absent_curve(z, y, range(4))}, ax=ax) is ax
+
+
+def test_failed_save_keeps_the_old_file(logits, tmp_path):
+    z, y = logits
+    path = tmp_path / "curve.png"
+    path.write_bytes(b"old")
+    ax = plot_seen_absent_curves({"a": seen_absent_curve(z, y, range(4))})
+    fig = ax.figure
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    fig.savefig = broken
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_figure(fig, path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["curve.png"]
+
+
+def test_nothing_to_plot_is_an_error():
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_seen_absent_curves({})
+
+
+def test_importing_calib_plotting_does_not_import_matplotlib():
+    code = "import sys, calib.plotting; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
