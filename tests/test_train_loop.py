@@ -93,11 +93,28 @@ def test_config_mutated_after_construction_is_revalidated():
 # -- epochs and sample order ----------------------------------------------------------------
 
 
-def test_one_pass_epoch_sees_every_sample_once():
+def test_one_pass_epoch_is_full_batches_of_distinct_samples():
     sampler = EpochBatchSampler(n=10, batch_size=4, seed=3, epoch=2, iters=None)
     batches = list(sampler)
-    assert [len(b) for b in batches] == [4, 4, 2] and len(sampler) == 3
-    assert sorted(i for b in batches for i in b) == list(range(10))
+    assert [len(b) for b in batches] == [4, 4] and len(sampler) == 2
+    drawn = [i for b in batches for i in b]
+    assert len(set(drawn)) == 8 and set(drawn) <= set(range(10))
+    left_out = [
+        set(range(10)) - {i for b in EpochBatchSampler(10, 4, 3, e, None) for i in b}
+        for e in range(6)
+    ]
+    assert len({frozenset(s) for s in left_out}) > 1  # a different remainder each epoch
+    assert sorted(i for b in EpochBatchSampler(12, 4, 3, 0, None) for i in b) == list(range(12))
+
+
+def test_dataset_smaller_than_a_batch_is_one_batch():
+    assert [sorted(b) for b in EpochBatchSampler(3, 8, 0, 0, None)] == [[0, 1, 2]]
+
+
+def test_one_pass_never_ends_with_a_single_sample_batch_norm_cannot_take():
+    # 17 = 2 x 8 + 1: a full pass would end with one sample, which BatchNorm refuses in training
+    _, result = _run(TrainConfig(batch_size=8), dataset=make_dataset(17))
+    assert result.history[0]["images_per_s"] * result.history[0]["seconds"] == pytest.approx(16)
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
@@ -135,7 +152,7 @@ def test_loss_is_cross_entropy_over_all_logits():
     x, y = data.tensors
     expected = nn.functional.cross_entropy(model(x), y).item()
     # a tiny lr so that the epoch's mean loss is the initial model's loss
-    _, result = _run(TrainConfig(batch_size=10, lr=1e-12), model=model, dataset=data)
+    _, result = _run(TrainConfig(batch_size=8, lr=1e-12), model=model, dataset=data)
     assert result.history[0]["loss"] == pytest.approx(expected, rel=1e-6)
 
 

@@ -46,6 +46,7 @@ from .sampling import (
     STREAM_INIT,
     STREAM_WORKERS,
     EpochBatchSampler,
+    batches_per_pass,
     derive_seed,
     epoch_generator,
     seed_worker,
@@ -85,7 +86,8 @@ class TrainConfig:
         weight_decay: ``None`` = the optimizer's default (never applied to biases and norms).
         momentum: for sgd / rmsprop; ``None`` = the optimizer's default.
         epochs: number of epochs (checkpoint and log line after each).
-        iters_per_epoch: iterations per epoch; ``None`` = one pass over the data.
+        iters_per_epoch: iterations per epoch; ``None`` = one pass over the data in full
+            batches (the remainder, < batch_size samples, is left out of that epoch).
         batch_size: samples per iteration.
         scheduler: a :data:`~calib.train.schedule.SCHEDULERS` key, stepped every iteration.
         warmup_iters: linear warm-up iterations.
@@ -258,7 +260,7 @@ class _Trainer:
         self.n = len(dataset)  # type: ignore[arg-type]
         if self.n < 1:
             raise ValueError("cannot train on an empty dataset")
-        self.iters = config.iters_per_epoch or -(-self.n // config.batch_size)
+        self.iters = config.iters_per_epoch or batches_per_pass(self.n, config.batch_size)
         total_steps = self.iters * config.epochs
         if config.warmup_iters > total_steps:
             raise ValueError(

@@ -6,7 +6,9 @@ being ``randperm(N)`` drawn from a generator seeded by ``(seed, k)``. Epoch ``e`
 ``[e * iters * batch_size, (e + 1) * iters * batch_size)``, so every sample is drawn equally
 often across epochs and the batches of epoch ``e`` never depend on what ran before: a run
 resumed at epoch ``e`` sees exactly the batches an uninterrupted run sees. With
-``iters=None`` an epoch is one pass (pass ``e``), its last batch possibly smaller.
+``iters=None`` an epoch is one pass (pass ``e``) in full batches: the remainder of fewer than
+``batch_size`` samples is left out (other samples each epoch, as each pass is reshuffled), so
+no batch is too small for BatchNorm; a dataset smaller than one batch is one batch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["derive_seed", "EpochBatchSampler", "seed_worker", "epoch_generator"]
+__all__ = ["derive_seed", "EpochBatchSampler", "seed_worker", "epoch_generator", "batches_per_pass"]
 
 # Independent seed streams derived from the one config seed.
 STREAM_ORDER = 0  # the shuffled passes
@@ -30,6 +32,11 @@ def derive_seed(seed: int, stream: int, index: int) -> int:
     """A 63-bit seed for item ``index`` of ``stream``, statistically independent across inputs."""
     seq = np.random.SeedSequence(entropy=seed, spawn_key=(stream, index))
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def batches_per_pass(n: int, batch_size: int) -> int:
+    """Batches of a one-pass epoch: ``n // batch_size`` full ones, or one when ``n < batch_size``."""
+    return max(1, n // batch_size)
 
 
 def epoch_generator(seed: int, stream: int, index: int) -> torch.Generator:
@@ -61,7 +68,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         if self.iters is None:
-            return -(-self.n // self.batch_size)
+            return batches_per_pass(self.n, self.batch_size)
         return self.iters
 
     def _pass(self, k: int) -> torch.Tensor:
@@ -70,7 +77,7 @@ class EpochBatchSampler(Sampler[list[int]]):
     def indices(self) -> torch.Tensor:
         """All sample indices of the epoch, in order (int64, length = samples drawn)."""
         if self.iters is None:
-            return self._pass(self.epoch)
+            return self._pass(self.epoch)[: len(self) * self.batch_size]
         start = self.epoch * self.iters * self.batch_size
         stop = start + self.iters * self.batch_size
         passes = [self._pass(k) for k in range(start // self.n, (stop - 1) // self.n + 1)]
