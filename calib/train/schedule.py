@@ -37,7 +37,8 @@ def cosine_lr(
 
 
 class WarmupCosine:
-    """``LambdaLR`` factor of the cosine schedule for one param group (picklable, stateful-free)."""
+    """``LambdaLR`` factor of the cosine schedule for one param group (a plain object, so
+    ``LambdaLR.state_dict`` records its parameters)."""
 
     def __init__(self, base_lr: float, total_steps: int, warmup_steps: int, min_lr: float) -> None:
         self.base_lr = base_lr
