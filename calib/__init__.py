@@ -8,10 +8,12 @@ predicting the absent classes U. Adding one bias γ to the logits of U restores 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-# Public name -> module that defines it. Resolved on first access (see __getattr__).
+# Public name -> module that defines it. Resolved on first access (see __getattr__), so that
+# `import calib` stays light: the metrics need neither timm, matplotlib nor the data sets.
 _API = {
     "accuracy_report": "calib.metrics",
     "seen_absent_curve": "calib.curve",
@@ -20,12 +22,61 @@ _API = {
     "ncm_report": "calib.ncm",
     "LogitBiasCalibrator": "calib.calibrator",
     "PseudoSplit": "calib.selectors",
+    "NotFittedError": "calib.calibrator",
+    "SELECTORS": "calib.selectors",
     "CalibratedClassifier": "calib.wrapper",
     "calibrate": "calib.wrapper",
+    "extract": "calib.extract",
+    "Extracted": "calib.extract",
+    "ClassSplit": "calib.data",
+    "Domain": "calib.data",
+    "create_model": "calib.models",
+    "Classifier": "calib.models",
+    "TrainConfig": "calib.train",
+    "run_pipeline": "calib.pipeline",
+    "build_plan": "calib.config",
     "Registry": "calib.registry",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time they load lazily
+    from .calibrator import LogitBiasCalibrator, NotFittedError
+    from .config import build_plan
+    from .curve import SeenAbsentCurve, ausuc, seen_absent_curve
+    from .data import ClassSplit, Domain
+    from .extract import Extracted, extract
+    from .metrics import accuracy_report
+    from .models import Classifier, create_model
+    from .ncm import ncm_report
+    from .pipeline import run_pipeline
+    from .registry import Registry
+    from .selectors import SELECTORS, PseudoSplit
+    from .train import TrainConfig
+    from .wrapper import CalibratedClassifier, calibrate
+
+__all__ = [
+    "CalibratedClassifier",
+    "ClassSplit",
+    "Classifier",
+    "Domain",
+    "Extracted",
+    "LogitBiasCalibrator",
+    "NotFittedError",
+    "PseudoSplit",
+    "Registry",
+    "SELECTORS",
+    "SeenAbsentCurve",
+    "TrainConfig",
+    "accuracy_report",
+    "ausuc",
+    "build_plan",
+    "calibrate",
+    "create_model",
+    "extract",
+    "ncm_report",
+    "run_pipeline",
+    "seen_absent_curve",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

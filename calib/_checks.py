@@ -44,7 +44,9 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except Exception as err:  # ragged lists and the like
-        raise TypeError(f"{name} must be an array or tensor, got {type(x).__name__}: {err}") from err
+        raise TypeError(
+            f"{name} must be an array or tensor, got {type(x).__name__}: {err}"
+        ) from err
 
 
 def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
@@ -87,7 +89,11 @@ def check_labels(labels: Any, n: int, num_classes: int, name: str = "labels") ->
     if y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} entries but logits have {n} rows")
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if (
+            np.issubdtype(y.dtype, np.floating)
+            and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))
+        ):
             y = y.astype(np.int64)
         else:
             raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")

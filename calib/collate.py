@@ -19,7 +19,14 @@ from typing import Any
 from .io import atomic_write_text
 from .report import flatten_results, result_rows, rows_to_csv
 
-__all__ = ["find_runs", "long_rows", "mean_rows", "format_long_table", "collate_dir", "DEFAULT_METRICS"]
+__all__ = [
+    "find_runs",
+    "long_rows",
+    "mean_rows",
+    "format_long_table",
+    "collate_dir",
+    "DEFAULT_METRICS",
+]
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "gamma",
@@ -71,7 +78,9 @@ def find_runs(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def long_rows(runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+def long_rows(
+    runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]
+) -> list[dict[str, Any]]:
     """One row per (run, model variant) with the chosen metrics."""
     rows = []
     for run, results in runs.items():
@@ -83,7 +92,9 @@ def long_rows(runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> 
 
 
 def _mean(values: Sequence[Any]) -> float | None:
-    nums = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    nums = [
+        float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))
+    ]
     return sum(nums) / len(nums) if nums else None
 
 
@@ -109,12 +120,26 @@ def _cell(metric: str, value: Any) -> str:
 def format_long_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
     """A Markdown table of long rows (accuracies in %, γ in logit units)."""
     header = ["run", "model"] + [_HEADERS.get(m, m) for m in metrics]
-    body = [[str(r["run"]), str(r["variant"])] + [_cell(m, r.get(m)) for m in metrics] for r in rows]
+    body = [
+        [str(r["run"]), str(r["variant"])] + [_cell(m, r.get(m)) for m in metrics] for r in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    fmt = lambda cells: "| " + " | ".join(  # noqa: E731
-        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    ) + " |"
-    rule = "|" + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+
+    def fmt(cells):
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    rule = (
+        "|"
+        + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
+        + "|"
+    )
     return "\n".join([fmt(header), rule, *map(fmt, body)])
 
 
@@ -131,7 +156,9 @@ def collate_dir(
     runs = find_runs(root)
     rows = long_rows(runs, metrics)
     means = mean_rows(rows, metrics) if len(runs) > 1 else []
-    text = f"**{len(runs)} run(s) in {root}** (accuracies in %)\n\n" + format_long_table(rows, metrics)
+    text = f"**{len(runs)} run(s) in {root}** (accuracies in %)\n\n" + format_long_table(
+        rows, metrics
+    )
     if means:
         text += "\n\n**Mean over runs**\n\n" + format_long_table(means, metrics)
     prefix = Path(out) if out is not None else Path(root) / "collated"

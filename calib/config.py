@@ -128,7 +128,9 @@ def build_train_config(
     return _wrap(key, lambda: TrainConfig(**s))
 
 
-def build_calibration(spec: Mapping[str, Any], finetune: TrainConfig, seed: int) -> CalibrationConfig:
+def build_calibration(
+    spec: Mapping[str, Any], finetune: TrainConfig, seed: int
+) -> CalibrationConfig:
     spec = dict(spec)
     pcv_spec = spec.pop("pcv", None)
     pcv = None
@@ -215,7 +217,11 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     source_train = None
     if source is not None:
         source_train = build_train_config(
-            _section(cfg, "source_train"), optimizer=None, scheduler=None, seed=seed, key="source_train"
+            _section(cfg, "source_train"),
+            optimizer=None,
+            scheduler=None,
+            seed=seed,
+            key="source_train",
         )
     calibration = build_calibration(_section(cfg, "calibration"), finetune, seed)
     eval_cfg = _wrap("eval", lambda: EvalConfig(**_section(cfg, "eval")))

@@ -107,7 +107,9 @@ class CalibrationConfig:
         if "pcv" in self.selectors and self.pcv is None:
             raise ValueError("calibration.selectors has 'pcv' but no pcv settings were given")
         if "fixed" in self.selectors and self.fixed_gamma is None:
-            raise ValueError("calibration.selectors has 'fixed' but calibration.fixed_gamma is unset")
+            raise ValueError(
+                "calibration.selectors has 'fixed' but calibration.fixed_gamma is unset"
+            )
         if self.oracle_criterion not in ("acc_all", "hmean"):
             raise ValueError(
                 f"calibration.oracle_criterion must be 'acc_all' or 'hmean', got {self.oracle_criterion!r}"
@@ -137,7 +139,12 @@ class _Stages:
     """Cached, resumable pipeline steps under one run directory."""
 
     def __init__(self, run_dir: Path, device: torch.device, eval_cfg: EvalConfig, progress: bool):
-        self.run_dir, self.device, self.eval_cfg, self.progress = run_dir, device, eval_cfg, progress
+        self.run_dir, self.device, self.eval_cfg, self.progress = (
+            run_dir,
+            device,
+            eval_cfg,
+            progress,
+        )
 
     def loader(self, dataset: Dataset) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -154,7 +161,9 @@ class _Stages:
         if path.exists():
             try:
                 data = torch.load(path, map_location="cpu", weights_only=True)
-                return Extracted(logits=data["logits"], labels=data["labels"], features=data["features"])
+                return Extracted(
+                    logits=data["logits"], labels=data["labels"], features=data["features"]
+                )
             except Exception as err:  # a foreign or damaged cache is recomputed, never trusted
                 log.warning("ignoring unreadable extraction cache %s (%s); recomputing", path, err)
         out = extract(
@@ -171,10 +180,20 @@ class _Stages:
         return out
 
     def train(self, tag: str, model: nn.Module, dataset: Dataset, cfg: TrainConfig) -> None:
-        train(model, dataset, cfg, run_dir=self.run_dir / tag, device=self.device, progress=self.progress, desc=tag)
+        train(
+            model,
+            dataset,
+            cfg,
+            run_dir=self.run_dir / tag,
+            device=self.device,
+            progress=self.progress,
+            desc=tag,
+        )
 
 
-def _model_metrics(test: Extracted, train: Extracted | None, split: ClassSplit, gamma: float = 0.0) -> dict:
+def _model_metrics(
+    test: Extracted, train: Extracted | None, split: ClassSplit, gamma: float = 0.0
+) -> dict:
     logits, labels = test.logits.numpy(), test.labels.numpy()
     metrics = accuracy_report(logits, labels, split.seen, split.absent, gamma=gamma)
     metrics["ausuc"] = seen_absent_curve(logits, labels, split.seen, split.absent).ausuc
@@ -188,7 +207,9 @@ def _model_metrics(test: Extracted, train: Extracted | None, split: ClassSplit, 
             split.absent,
             num_classes=logits.shape[1],
         )
-        metrics.update({f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"})
+        metrics.update(
+            {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
+        )
     return metrics
 
 
@@ -313,7 +334,13 @@ def run_pipeline(
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     stages = _Stages(run_dir, device, eval, progress)
-    log.info("run dir: %s; device: %s; S = %d classes, U = %d classes", run_dir, device, len(split.seen), len(split.absent))
+    log.info(
+        "run dir: %s; device: %s; S = %d classes, U = %d classes",
+        run_dir,
+        device,
+        len(split.seen),
+        len(split.absent),
+    )
 
     # 1. the pre-trained model (optionally trained on the source domain first); seeded so
     #    that a randomly initialised model, or head, is the same in every run
@@ -343,8 +370,14 @@ def run_pipeline(
     if "pcv" in calibration.selectors:
         assert calibration.pcv is not None
         pseudo_splits = _pcv_splits(
-            stages, calibration.pcv, finetune, make_model, pretrained_state,
-            target.train, target.train_eval, split,
+            stages,
+            calibration.pcv,
+            finetune,
+            make_model,
+            pretrained_state,
+            target.train,
+            target.train_eval,
+            split,
         )
     calibrators = {}
     for name in calibration.selectors:
@@ -377,7 +410,9 @@ def run_pipeline(
     return results
 
 
-def _plot(results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title) -> None:
+def _plot(
+    results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -386,7 +421,9 @@ def _plot(results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, p
     from .plotting import plot_seen_absent_curves, save_figure
 
     curves = {
-        "pre-trained": seen_absent_curve(pre_test.logits, pre_test.labels, split.seen, split.absent),
+        "pre-trained": seen_absent_curve(
+            pre_test.logits, pre_test.labels, split.seen, split.absent
+        ),
         "fine-tuned": seen_absent_curve(ft_test.logits, ft_test.labels, split.seen, split.absent),
     }
     points = {
@@ -397,4 +434,3 @@ def _plot(results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, p
     plot_seen_absent_curves(curves, points=points, ax=ax, title=title)
     save_figure(fig, path)
     plt.close(fig)
-

@@ -84,7 +84,9 @@ def format_table(
 
     out = [] if title is None else [f"**{title}** (accuracies in %)", ""]
     out.append(line(header))
-    out.append("|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|")
+    out.append(
+        "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"
+    )
     out.extend(line(r) for r in body)
     return "\n".join(out)
 

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        text = collate_dir(args.dir, out=args.out, metrics=args.metrics.split(",") if args.metrics else None)
+        text = collate_dir(
+            args.dir, out=args.out, metrics=args.metrics.split(",") if args.metrics else None
+        )
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"calib-collate: {err}")
     print(text)

@@ -43,7 +43,9 @@ def app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     if not CONF_DIR.is_dir():
-        sys.exit(f"calib-run: config folder {CONF_DIR} not found; install calib from a clone with `pip install -e .`")
+        sys.exit(
+            f"calib-run: config folder {CONF_DIR} not found; install calib from a clone with `pip install -e .`"
+        )
     app()
 
 

@@ -1,0 +1,177 @@
+"""The main job end to end: Hydra config -> plan -> run dir, checked against recomputation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import calib
+from calib.config import ConfigError, build_plan
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+# a tiny version of the digits demo: same data and model, one epoch per stage
+TINY = [
+    "progress=false",
+    "source_train.epochs=1",
+    "finetune.epochs=1",
+    "calibration.pcv.num_splits=2",
+]
+
+
+def compose_cfg(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("demo")
+    torch.set_num_threads(1)
+    plan = build_plan(compose_cfg(TINY), run_dir=run_dir)
+    results = plan.run()
+    return plan, results, run_dir
+
+
+def test_demo_writes_every_output(demo_run):
+    plan, results, run_dir = demo_run
+    for name in ("results.json", "results.csv", "results.md", "curve.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert set(on_disk) == {"pretrained", "finetuned", "calibrated", "meta"}
+    assert list(on_disk["calibrated"]) == ["alg", "pcv", "prior", "oracle"]
+    for metrics in [on_disk["pretrained"], on_disk["finetuned"], *on_disk["calibrated"].values()]:
+        for key in ("acc_all", "acc_seen", "acc_absent", "hmean", "ausuc", "ncm_acc_all"):
+            assert 0.0 <= metrics[key] <= 1.0, key
+    rows = (run_dir / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + one row
+    assert "calibrated.alg.gamma" in rows[0].split(",")
+
+
+def test_demo_numbers_match_recomputation(demo_run):
+    """Every reported number is recomputed from the saved logits and calibrators."""
+    plan, results, run_dir = demo_run
+    seen, absent = plan.split.seen, plan.split.absent
+    test = torch.load(run_dir / "extract" / "finetuned_test.pt", weights_only=True)
+    logits, labels = test["logits"].numpy(), test["labels"].numpy()
+    ft = calib.accuracy_report(logits, labels, seen, absent)
+    assert results["finetuned"]["acc_all"] == pytest.approx(ft["acc_all"], abs=1e-12)
+    assert results["finetuned"]["ausuc"] == pytest.approx(
+        calib.ausuc(logits, labels, seen, absent), abs=1e-12
+    )
+    for name, metrics in results["calibrated"].items():
+        cal = calib.LogitBiasCalibrator.load(run_dir / "calibrators" / f"{name}.json")
+        assert cal.gamma_ == metrics["gamma"]
+        report = calib.accuracy_report(logits, labels, seen, absent, gamma=cal.gamma_)
+        for key in ("acc_all", "acc_seen", "acc_absent", "hmean"):
+            assert metrics[key] == pytest.approx(report[key], abs=1e-12), (name, key)
+        # the saved calibrator's predictions give the same accuracy
+        assert np.mean(cal.predict(logits) == labels) == pytest.approx(
+            metrics["acc_all"], abs=1e-12
+        )
+
+
+def test_alg_sees_only_seen_training_samples(demo_run):
+    plan, results, run_dir = demo_run
+    train = torch.load(run_dir / "extract" / "finetuned_train.pt", weights_only=True)
+    in_seen = np.isin(train["labels"].numpy(), plan.split.seen)
+    assert not in_seen.all()  # the target train set has U samples (used by NCM only) ...
+    refit = calib.LogitBiasCalibrator("alg").fit(
+        train["logits"].numpy()[in_seen],
+        train["labels"].numpy()[in_seen],
+        plan.split.seen,
+        plan.split.absent,
+    )
+    assert refit.gamma_ == results["calibrated"]["alg"]["gamma"]  # ... which ALG never sees
+
+
+def test_rerun_resumes_without_retraining(demo_run, capsys):
+    plan, results, run_dir = demo_run
+    stamp = os.path.getmtime(run_dir / "finetune" / "checkpoints" / "final.pt")
+    again = plan.run()
+    assert os.path.getmtime(run_dir / "finetune" / "checkpoints" / "final.pt") == stamp
+    assert json.dumps(again, default=str) == json.dumps(results, default=str)
+    assert "fine-tuned + γ (alg)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("finetune.epochs=0", "finetune"),
+        ("optimizer.name=sgdd", "sgd"),
+        ("split.seen=[0,11]", "[11]"),
+        ("calibration.selectors=[alg,magic]", "magic"),
+        ("dataset.name=no_such_data", "no_such_data"),
+        ("calibration.pcv.holdout_fraction=1.5", "holdout_fraction"),
+        ("model.name=no_such_model_xyz", "no_such_model_xyz"),
+    ],
+)
+def test_bad_config_stops_at_start(tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    with pytest.raises((ConfigError, KeyError, ValueError, RuntimeError)) as err:
+        build_plan(compose_cfg(TINY + [override]), run_dir=run_dir)
+    assert message in str(err.value)
+    assert not run_dir.exists()  # nothing was trained or written
+
+
+def test_missing_dataset_root_stops_with_instructions(tmp_path):
+    cfg = (
+        compose_cfg(TINY + ["dataset=office_home", f"dataset.root={tmp_path / 'nowhere'}"])
+        if (CONF / "dataset" / "office_home.yaml").exists()
+        else None
+    )
+    if cfg is None:
+        pytest.skip("no office_home dataset config")
+    with pytest.raises(FileNotFoundError) as err:
+        build_plan(cfg, run_dir=tmp_path / "run")
+    assert "Office-Home" in str(err.value) or "office_home" in str(err.value)
+
+
+@pytest.mark.slow
+def test_sweep_and_collation(tmp_path):
+    """`calib-run -m optimizer=...` on the demo, then `calib-collate` over the multirun folder."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "-m",
+        "optimizer=sgd,adam",
+        "progress=false",
+        "source_train.epochs=1",
+        "finetune.epochs=1",
+        "calibration=default",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    done = subprocess.run(
+        cmd, cwd=CONF.parent, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted(p.parent.name for p in sweep.rglob("results.json"))
+    assert len(runs) == 2 and "optimizer=adam" in runs[0] and "optimizer=sgd" in runs[1], runs
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.collate", str(sweep)],
+        cwd=CONF.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "optimizer=adam" in done.stdout and "Mean over runs" in done.stdout
+    long_csv = (sweep / "collated.csv").read_text().splitlines()
+    assert len(long_csv) == 1 + 2 * 5 + 5  # header, 2 runs x 5 variants, 5 means
+    sgd = json.loads((sweep / runs[1] / "results.json").read_text())
+    assert f"{100 * sgd['finetuned']['ausuc']:.1f}" in done.stdout

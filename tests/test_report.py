@@ -1,0 +1,95 @@
+"""results.json / CSV / table writing and the collation of many runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from calib.collate import collate_dir, find_runs, long_rows, mean_rows
+from calib.report import flatten_results, format_table, json_safe, write_results
+
+
+def fake_results(acc_all: float, gamma: float = 1.5) -> dict:
+    base = {
+        "acc_all": acc_all,
+        "acc_seen": 0.9,
+        "acc_absent": float("nan"),
+        "hmean": 0.0,
+        "ausuc": 0.5,
+    }
+    return {
+        "pretrained": dict(base),
+        "finetuned": dict(base),
+        "calibrated": {"alg": {**base, "gamma": gamma}},
+        "meta": {"seen_classes": [0, 1]},
+    }
+
+
+def test_json_safe_turns_nan_and_inf_into_null():
+    import numpy as np
+
+    out = json_safe({"a": float("nan"), "b": [float("inf"), np.float32(0.5)], "c": np.int64(3)})
+    assert out == {"a": None, "b": [None, 0.5], "c": 3}
+    json.dumps(out, allow_nan=False)
+
+
+def test_write_results_files(tmp_path):
+    paths = write_results(fake_results(0.25), tmp_path)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["finetuned"]["acc_absent"] is None  # NaN stored as null, never 0
+    header, row = (tmp_path / "results.csv").read_text().strip().splitlines()
+    assert header.split(",")[0] == "pretrained.acc_all" and row.split(",")[0] == "0.25"
+    assert set(paths) == {"json", "csv", "markdown"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_format_table_shows_percentages_and_gamma():
+    text = format_table(fake_results(0.25), title="t")
+    lines = text.splitlines()
+    assert lines[0].startswith("**t**")
+    alg = next(line for line in lines if "(alg)" in line)
+    cells = [c.strip() for c in alg.strip("|").split("|")]
+    assert cells[1] == "+1.500" and cells[2] == "25.0" and cells[4] == "—"
+
+
+def test_flatten_results():
+    flat = flatten_results(fake_results(0.5))
+    assert flat["calibrated.alg.gamma"] == 1.5 and flat["meta.seen_classes"] == "0 1"
+
+
+def test_collate_long_rows_and_means(tmp_path):
+    for name, acc in (("optimizer=sgd", 0.2), ("optimizer=adam", 0.6)):
+        write_results(fake_results(acc), tmp_path / name)
+    runs = find_runs(tmp_path)
+    assert list(runs) == ["optimizer=adam", "optimizer=sgd"]
+    rows = long_rows(runs, ["acc_all", "acc_absent"])
+    assert len(rows) == 6
+    means = mean_rows(rows, ["acc_all", "acc_absent"])
+    assert [m["variant"] for m in means] == ["pre-trained", "fine-tuned", "fine-tuned + γ (alg)"]
+    assert means[0]["acc_all"] == pytest.approx(0.4)
+    assert means[0]["acc_absent"] is None  # all NaN -> no mean, not 0
+    text = collate_dir(tmp_path)
+    assert "Mean over runs" in text and "40.0" in text
+    for suffix in (".csv", "_wide.csv", ".md"):
+        assert (tmp_path / f"collated{suffix}").is_file()
+
+
+def test_collate_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        find_runs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        find_runs(tmp_path / "missing")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{broken")
+    with pytest.raises(ValueError, match="cannot read"):
+        find_runs(tmp_path)
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"other": 1}))
+    with pytest.raises(ValueError, match="not a calib results file"):
+        find_runs(tmp_path)
+
+
+def test_mean_skips_nan():
+    rows = [{"variant": "v", "x": 0.5}, {"variant": "v", "x": math.nan}]
+    assert mean_rows(rows, ["x"])[0]["x"] == 0.5
