@@ -36,6 +36,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_curve.py
+	$(BIN)/python benchmarks/bench_calibrators.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .hypothesis
