@@ -62,7 +62,11 @@ class SeenAbsentCurve:
 
 def _fraction(count: np.ndarray, total: int, what: str) -> np.ndarray:
     if total == 0:
-        warnings.warn(f"no test sample has a label in {what}: its accuracy is NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"no test sample has a label in {what}: its accuracy is NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return np.full(count.shape, np.nan)
     return count / total
 
@@ -113,7 +117,9 @@ def seen_absent_curve(
     acc_all = (kept_seen + kept_rest + moved_absent) / z.shape[0]
 
     if n_seen and n_absent:
-        area = float(np.sum((acc_seen[:-1] - acc_seen[1:]) * (acc_absent[:-1] + acc_absent[1:])) / 2)
+        area = float(
+            np.sum((acc_seen[:-1] - acc_seen[1:]) * (acc_absent[:-1] + acc_absent[1:])) / 2
+        )
     else:
         area = float("nan")
 

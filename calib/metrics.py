@@ -125,7 +125,7 @@ def accuracy_report(
         labels: (N,) integer labels in [0, C).
         seen_classes: the fine-tuning classes S (column indices).
         absent_classes: the classes U that receive γ; default every column not in S.
-        gamma: the bias, in logit units; ±inf allowed (all predictions out of / into U).
+        gamma: the bias, in logit units; -inf / +inf put no / every top-1 prediction in U.
         topk: besides top-1 (the unsuffixed keys), each k > 1 adds the same keys suffixed
             ``_top{k}``: the label is among the k best columns under the same rule.
 
@@ -137,8 +137,9 @@ def accuracy_report(
         group without test samples are NaN, with a RuntimeWarning.
 
     Raises:
-        ValueError: malformed logits, labels or class sets (see :mod:`calib._checks`), NaN gamma,
-            or topk entries below 1.
+        ValueError: malformed logits, labels or class sets (see :mod:`calib._checks`), a NaN or
+            non-scalar gamma, or topk entries that are not integers >= 1.
+        TypeError: a gamma that is not a number.
     """
     z = check_logits(logits)
     y = check_labels(labels, z.shape[0], z.shape[1])
