@@ -175,3 +175,44 @@ def test_sweep_and_collation(tmp_path):
     assert len(long_csv) == 1 + 2 * 5 + 5  # header, 2 runs x 5 variants, 5 means
     sgd = json.loads((sweep / runs[1] / "results.json").read_text())
     assert f"{100 * sgd['finetuned']['ausuc']:.1f}" in done.stdout
+
+
+@pytest.mark.slow
+def test_calib_run_killed_and_rerun_matches_uninterrupted(tmp_path):
+    """SIGKILL `calib-run` mid-training, start the same command again: same results."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    args = ["progress=false", "source_train.epochs=4", "finetune.epochs=2", "calibration=default"]
+
+    def command(run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "experiments.run", *args, f"run_dir={run_dir}"]
+
+    reference = tmp_path / "reference"
+    subprocess.run(
+        command(reference), cwd=CONF.parent, env=env, check=True, capture_output=True, timeout=300
+    )
+
+    killed = tmp_path / "killed"
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(command(killed), cwd=CONF.parent, env=env, stdout=fh, stderr=fh)
+    checkpoint = killed / "source" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, (
+        f"the run ended before it could be killed:\n{log.read_text()[-3000:]}"
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()
+
+    subprocess.run(
+        command(killed), cwd=CONF.parent, env=env, check=True, capture_output=True, timeout=300
+    )
+    got = json.loads((killed / "results.json").read_text())
+    want = json.loads((reference / "results.json").read_text())
+    for key in ("pretrained", "finetuned", "calibrated"):
+        assert got[key] == want[key], key
