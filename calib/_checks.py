@@ -77,8 +77,12 @@ def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
     return a
 
 
-def check_labels(labels: Any, n: int, num_classes: int, name: str = "labels") -> np.ndarray:
-    """Validate integer labels for ``n`` samples over ``num_classes`` columns.
+def check_labels(
+    labels: Any, n: int, num_classes: int | None, name: str = "labels", rows: str = "logits"
+) -> np.ndarray:
+    """Validate integer labels for the ``n`` rows of ``rows`` over ``num_classes`` columns.
+
+    ``num_classes=None`` checks only that labels are non-negative.
 
     Raises:
         ValueError: wrong length, not 1-D, non-integer values, or a label outside [0, num_classes).
@@ -87,7 +91,7 @@ def check_labels(labels: Any, n: int, num_classes: int, name: str = "labels") ->
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
     if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} entries but logits have {n} rows")
+        raise ValueError(f"{name} has {y.shape[0]} entries but {rows} have {n} rows")
     if not np.issubdtype(y.dtype, np.integer):
         if (
             np.issubdtype(y.dtype, np.floating)
@@ -98,8 +102,9 @@ def check_labels(labels: Any, n: int, num_classes: int, name: str = "labels") ->
         else:
             raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64, copy=False)
-    if n and (y.min() < 0 or y.max() >= num_classes):
-        bad = y[(y < 0) | (y >= num_classes)]
+    upper = np.iinfo(np.int64).max if num_classes is None else num_classes
+    if n and (y.min() < 0 or y.max() >= upper):
+        bad = y[(y < 0) | (y >= upper)]
         raise ValueError(
             f"{name} out of range: {bad.size} label(s) outside [0, {num_classes}), e.g. {int(bad[0])}"
         )

@@ -296,16 +296,16 @@ class LogitBiasCalibrator:
         payload = {
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
-            "params": _jsonable(self.get_params()),
+            "params": self.get_params(),
             "fitted": {
                 "gamma": self.gamma_,
                 "num_classes": self.num_classes_,
                 "seen_classes": self.seen_classes_.tolist(),
                 "absent_classes": self.absent_classes_.tolist(),
-                "info": _jsonable(self.info_),
+                "info": self.info_,
             },
         }
-        atomic_write_json(path, payload, allow_nan=False)
+        atomic_write_json(path, payload)  # strict JSON: non-finite numbers become null
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LogitBiasCalibrator:
@@ -381,20 +381,3 @@ class LogitBiasCalibrator:
         cal.num_classes_ = width
         cal.info_ = info
         return cal
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays and tuples made JSON types; non-finite floats → None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot write {type(value).__name__} to a calibrator file: {value!r}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,10 +59,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         fh.write(data)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as strict-JSON types: numpy scalars and arrays, tuples and mappings converted,
+    NaN and ±inf as ``None``.
+
+    Raises:
+        TypeError: a value JSON cannot hold (an object, a tensor, ...), named in the message.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy arrays and scalars
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot write {type(value).__name__} as JSON: {value!r}")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, **kwargs: Any) -> None:
-    """Write ``obj`` as JSON (strict: NaN/inf are written as ``null`` by the caller, not here)."""
+    """Write ``obj`` as strict JSON (through :func:`json_safe`: NaN/inf become ``null``)."""
     kwargs.setdefault("indent", 2)
-    atomic_write_text(path, json.dumps(obj, **kwargs) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(obj), allow_nan=False, **kwargs) + "\n")
 
 
 def atomic_save(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> None:

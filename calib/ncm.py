@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_numpy, check_classes, like_input
+from ._checks import as_numpy, check_classes, check_labels, like_input
 from .metrics import accuracy_report
 
 __all__ = ["class_means", "ncm_scores", "ncm_report"]
@@ -40,21 +40,6 @@ def _check_features(features: Any, name: str) -> np.ndarray:
     return f
 
 
-def _check_integer_labels(labels: Any, n: int, name: str) -> np.ndarray:
-    y = as_numpy(labels, name)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
-    if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} entries but its features have {n} rows")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
-            raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if (y < 0).any():
-        raise ValueError(f"{name} has negative class indices, e.g. {int(y[y < 0][0])}")
-    return y
-
-
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
 
@@ -68,7 +53,7 @@ def class_means(train_features: Any, train_labels: Any, classes: Any) -> np.ndar
         ValueError: bad shapes or values, repeated classes, or a class without a training sample.
     """
     f = _check_features(train_features, "train_features")
-    y = _check_integer_labels(train_labels, f.shape[0], "train_labels")
+    y = check_labels(train_labels, f.shape[0], None, "train_labels", rows="features")
     classes = np.ravel(as_numpy(classes, "classes")).astype(np.int64)
     if np.unique(classes).size != classes.size:
         raise ValueError(f"classes lists a class more than once: {classes.tolist()[:20]}")
@@ -140,9 +125,9 @@ def ncm_report(
             label outside S ∪ U.
     """
     train_f = _check_features(train_features, "train_features")
-    train_y = _check_integer_labels(train_labels, train_f.shape[0], "train_labels")
+    train_y = check_labels(train_labels, train_f.shape[0], None, "train_labels", rows="features")
     test_f = _check_features(test_features, "test_features")
-    test_y = _check_integer_labels(test_labels, test_f.shape[0], "test_labels")
+    test_y = check_labels(test_labels, test_f.shape[0], None, "test_labels", rows="features")
     if num_classes is None:
         indices = [train_y, test_y, np.ravel(as_numpy(seen_classes, "seen_classes"))]
         if absent_classes is not None:

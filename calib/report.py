@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, json_safe
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -28,7 +28,6 @@ __all__ = [
     "format_table",
     "flatten_results",
     "write_results",
-    "json_safe",
 ]
 
 #: (metric key, column header) shown in the printed table, in order.
@@ -105,19 +104,6 @@ def flatten_results(results: Mapping[str, Any], prefix: str = "") -> dict[str, A
     return flat
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats replaced by ``None`` and numpy scalars by Python ones."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
     rows = list(rows)
     fields: list[str] = []
@@ -142,7 +128,7 @@ def write_results(results: Mapping[str, Any], run_dir: str | os.PathLike) -> dic
         "csv": os.path.join(run_dir, "results.csv"),
         "markdown": os.path.join(run_dir, "results.md"),
     }
-    atomic_write_json(paths["json"], safe, allow_nan=False)
+    atomic_write_json(paths["json"], safe)
     atomic_write_text(paths["csv"], _csv_text([flatten_results(safe)]))
     atomic_write_text(paths["markdown"], format_table(safe) + "\n")
     return paths

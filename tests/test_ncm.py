@@ -140,9 +140,9 @@ def test_zero_feature_scores_zero_instead_of_nan():
         ({"test_f": TEST_F[:, :1]}, "1 dims but train_features have 2"),
         ({"train_f": TRAIN_F[0]}, "2-D"),
         ({"test_f": TEST_F[:0]}, "empty"),
-        ({"train_y": TRAIN_Y[:-1]}, "6 entries but its features have 7 rows"),
-        ({"test_y": TEST_Y[:-1]}, "3 entries but its features have 4 rows"),
-        ({"train_y": TRAIN_Y - 1}, "negative"),
+        ({"train_y": TRAIN_Y[:-1]}, "6 entries but features have 7 rows"),
+        ({"test_y": TEST_Y[:-1]}, "3 entries but features have 4 rows"),
+        ({"train_y": TRAIN_Y - 1}, "out of range"),
         ({"test_y": TEST_Y + 0.5}, "integer"),
         ({"test_y": np.array([0, 1, 2, 3])}, "outside seen ∪ absent"),
         (

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from calib.collate import collate_dir, find_runs, long_rows, mean_rows
-from calib.report import flatten_results, format_table, json_safe, write_results
+from calib.io import json_safe
+from calib.report import flatten_results, format_table, write_results
 
 
 def fake_results(acc_all: float, gamma: float = 1.5) -> dict:
