@@ -7,6 +7,15 @@ finished run it only loads the final weights. The batches of epoch ``e`` depend 
 ``(config.seed, e)`` (:mod:`calib.train.sampling`) and the RNG states are checkpointed, so a
 killed-and-resumed run ends with the same weights, bit for bit, as an uninterrupted one (same
 device and library versions).
+
+Under ``torchrun`` (a joined process group, see :mod:`calib.distributed`) every rank calls
+:func:`train` with the same arguments: the model is wrapped in ``DistributedDataParallel``,
+``config.batch_size`` is the global batch (each rank takes its slice of every global batch),
+the logged loss and accuracy are over the global batch, and only rank 0 writes checkpoints
+(the RNG states of all ranks go into them). With a model without BatchNorm and dropout, W
+processes compute what one process computes on the same global batches, up to the order of
+float additions in the gradient average. BatchNorm normalises over each rank's slice unless
+``sync_batchnorm`` is set (CUDA only).
 """
 
 from __future__ import annotations
@@ -26,9 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..io import atomic_save
 from .checkpoint import (
     CheckpointError,
@@ -53,7 +64,7 @@ from .sampling import (
 )
 from .schedule import SCHEDULERS, create_scheduler
 
-__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "convert_sync_batchnorm"]
 
 logger = logging.getLogger("calib.train")
 
@@ -100,6 +111,10 @@ class TrainConfig:
         grad_clip: max global gradient norm; ``None`` = no clipping.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...).
+        sync_batchnorm: in a multi-process run, convert BatchNorm layers to
+            ``torch.nn.SyncBatchNorm`` for the run (statistics over the global batch, as in one
+            process; CUDA only); restored to the original layers afterwards. No effect in one
+            process.
     """
 
     optimizer: str = "sgd"
@@ -120,6 +135,7 @@ class TrainConfig:
     grad_clip: float | None = None
     label_smoothing: float = 0.0
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.optimizer_kwargs, Mapping):
@@ -173,6 +189,8 @@ class TrainConfig:
             raise bad("channels_last", "'auto' or a bool")
         if not isinstance(self.optimizer_kwargs, dict):
             raise bad("optimizer_kwargs", "a mapping")
+        if not isinstance(self.sync_batchnorm, bool):
+            raise bad("sync_batchnorm", "a bool")
         taken = {"lr", "lr_head", "weight_decay", "momentum"} & set(self.optimizer_kwargs)
         if taken:
             raise ValueError(
@@ -205,10 +223,12 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``None`` or ``"auto"``: CUDA when available, else CPU.
+
+    Under ``torchrun`` a CUDA device without an index (``"auto"``, ``"cuda"``) is this
+    process's ``cuda:LOCAL_RANK`` (:func:`calib.distributed.local_device`).
+    """
+    return distributed.local_device(device)
 
 
 def _amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
@@ -224,6 +244,31 @@ def _seed_globals(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG)
     random.seed(seed)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> Callable[[], None]:
+    """Replace ``model``'s BatchNorm layers by ``nn.SyncBatchNorm``, in place; returns an undo.
+
+    The new layers share the old ones' parameters and running-statistics tensors, so the
+    optimizer and checkpoints see the same tensors, and the undo (which puts the original
+    layer objects back) keeps what was trained.
+    """
+    originals = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.modules.batchnorm._BatchNorm)
+        and not isinstance(child, nn.SyncBatchNorm)
+    ]
+    for parent, name, child in originals:
+        setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+
+    def undo() -> None:
+        for parent, name, child in originals:
+            child.train(getattr(parent, name).training)
+            setattr(parent, name, child)
+
+    return undo
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,12 +299,30 @@ class _Trainer:
         progress: bool,
         log: Callable[[str], None],
         desc: str,
+        ctx: distributed.DistributedContext,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
         self.device, self.progress, self.log, self.desc = device, progress, log, desc
+        self.ctx = ctx
         self.n = len(dataset)  # type: ignore[arg-type]
         if self.n < 1:
             raise ValueError("cannot train on an empty dataset")
+        if ctx.world_size > 1:
+            if config.batch_size % ctx.world_size:
+                raise ValueError(
+                    f"TrainConfig.batch_size ({config.batch_size}) is the global batch; it must "
+                    f"be divisible by the {ctx.world_size} processes of this run"
+                )
+            if self.n < config.batch_size:
+                raise ValueError(
+                    f"the dataset ({self.n} samples) is smaller than one global batch "
+                    f"({config.batch_size}); it cannot be split over {ctx.world_size} processes"
+                )
+            if config.sync_batchnorm and device.type != "cuda":
+                raise ValueError(
+                    "TrainConfig.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); "
+                    f"this run computes on {device}"
+                )
         self.iters = config.iters_per_epoch or batches_per_pass(self.n, config.batch_size)
         total_steps = self.iters * config.epochs
         if config.warmup_iters > total_steps:
@@ -288,9 +351,32 @@ class _Trainer:
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.history: list[dict[str, Any]] = []
+        self.net: nn.Module = model  # what the batches go through: the model, or its DDP wrapper
+        self._restore_batchnorm: Callable[[], None] | None = None
+
+    # -- multi-process -----------------------------------------------------------------------
+    def wrap(self) -> None:
+        """Wrap the model in DDP (several processes). Call after loading any checkpoint:
+        DDP starts by broadcasting rank 0's weights and buffers."""
+        if not self.ctx.is_distributed:
+            return
+        if self.config.sync_batchnorm:
+            self._restore_batchnorm = convert_sync_batchnorm(self.model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = DistributedDataParallel(self.model, device_ids=ids)
+
+    def unwrap(self) -> None:
+        """Drop the DDP wrapper and restore the original BatchNorm layers."""
+        self.net = self.model
+        if self._restore_batchnorm is not None:
+            self._restore_batchnorm()
+            self._restore_batchnorm = None
 
     # -- checkpoint state ------------------------------------------------------------------
-    def state(self, epoch: int, settings: dict[str, Any]) -> dict[str, Any]:
+    def state(
+        self, epoch: int, settings: dict[str, Any], rng_states: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The checkpoint of the end of ``epoch``; ``rng_states`` holds one entry per rank."""
         return {
             "format": "calib-train/1",
             "epoch": epoch,
@@ -298,7 +384,9 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": capture_rng_state(),
+            "rng": rng_states[0],
+            "rng_ranks": rng_states,
+            "world_size": len(rng_states),
             "settings": settings,
             "history": self.history,
         }
@@ -310,10 +398,10 @@ class _Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler.is_enabled() and state["scaler"]:
                 self.scaler.load_state_dict(state["scaler"])
-            restore_rng_state(state["rng"])
             self.history = list(state["history"])
             epoch = int(state["epoch"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            self._restore_rng(path, state, epoch)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"checkpoint {path} does not fit this model/run: {err}") from err
         if not 0 <= epoch <= self.config.epochs or len(self.history) != epoch:
             raise CheckpointError(
@@ -321,18 +409,43 @@ class _Trainer:
             )
         return epoch
 
+    def _restore_rng(self, path: Path, state: dict[str, Any], epoch: int) -> None:
+        """Each rank takes back its own RNG state; a changed process count reseeds ranks > 0."""
+        rank, world = self.ctx.rank, self.ctx.world_size
+        saved_world = int(state.get("world_size", 1))
+        if saved_world == world:
+            restore_rng_state(state["rng_ranks"][rank] if world > 1 else state["rng"])
+            return
+        self.log(
+            f"{self.desc}: {path} was written by a run of {saved_world} process(es), resumed "
+            f"with {world}; it continues from epoch {epoch}, but its random streams (dropout, "
+            "augmentation, BatchNorm statistics per rank) differ from an uninterrupted run"
+        )
+        if rank == 0:
+            restore_rng_state(state["rng"])
+        else:
+            _seed_globals(derive_seed(self.config.seed, STREAM_INIT, epoch, rank))
+
     # -- one epoch -------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train epoch ``epoch`` (0-based); return its history entry."""
-        cfg, model, device = self.config, self.model, self.device
-        sampler = EpochBatchSampler(self.n, cfg.batch_size, cfg.seed, epoch, cfg.iters_per_epoch)
+        cfg, model, device, ctx = self.config, self.net, self.device, self.ctx
+        sampler = EpochBatchSampler(
+            self.n,
+            cfg.batch_size,
+            cfg.seed,
+            epoch,
+            cfg.iters_per_epoch,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
         loader = DataLoader(
             self.dataset,
             batch_sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=device.type == "cuda",
             worker_init_fn=seed_worker,
-            generator=epoch_generator(cfg.seed, STREAM_WORKERS, epoch),
+            generator=epoch_generator(cfg.seed, STREAM_WORKERS, epoch, ctx.rank),
         )
         bar = tqdm(
             loader,
@@ -382,13 +495,25 @@ class _Trainer:
             if self.progress and i % postfix_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
         bar.close()
-        losses = torch.stack(loss_terms).double().cpu()  # synchronises the device
+        # per-batch loss sums, per-batch sample counts, and the correct count, summed over ranks
+        # in one collective: the epoch's numbers are those of the global batches
+        tally = torch.cat(
+            [
+                torch.stack(loss_terms).double().cpu(),  # synchronises the device
+                torch.tensor(counts, dtype=torch.float64),
+                torch.stack(correct).sum().double().cpu().reshape(1),
+            ]
+        )
+        if ctx.is_distributed:
+            tally = distributed.all_reduce_sum(tally)
+        n_batches = len(loss_terms)
+        losses, batch_counts = tally[:n_batches], tally[n_batches : 2 * n_batches]
         seconds = time.perf_counter() - start
-        n_images = sum(counts)
+        n_images = int(batch_counts.sum())
         return {
             "epoch": epoch + 1,
-            "loss": self._mean_loss(losses, torch.tensor(counts, dtype=torch.float64), epoch),
-            "acc": float(torch.stack(correct).sum().item()) / n_images,
+            "loss": self._mean_loss(losses, batch_counts, epoch),
+            "acc": float(tally[-1]) / n_images,
             "lr": float(lr),
             "seconds": seconds,
             "images_per_s": n_images / seconds if seconds > 0 else math.inf,
@@ -467,11 +592,20 @@ def train(
 
     A fresh run seeds the global torch / numpy / random RNGs from ``config.seed`` (dropout,
     augmentations in the main process); a resumed run restores them from the checkpoint.
+
+    Several processes (``torchrun``, group joined with
+    :func:`calib.distributed.init_distributed`): every rank calls ``train`` with the same
+    arguments and ends with the same weights; ``config.batch_size`` is the global batch
+    (divisible by the number of processes); only rank 0 logs, shows progress and writes
+    files, and every rank returns once the run is marked done. ``run_dir`` must be on a file
+    system all ranks see.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()  # the fields may have been changed since construction
-    log = log or logger.info
+    ctx = distributed.context()
+    log = (log or logger.info) if ctx.is_main else _silent
+    progress = progress and ctx.is_main
     device = resolve_device(device)
     if not hasattr(dataset, "__len__"):
         raise TypeError("train needs a map-style dataset with __len__")
@@ -487,30 +621,41 @@ def train(
         log(f"{desc}: run already finished ({files.done}); loaded {files.final}")
         return TrainResult(list(done["history"]), resumed_from=config.epochs, already_done=True)
 
-    trainer = _Trainer(model, dataset, config, device, progress, log, desc)
+    trainer = _Trainer(model, dataset, config, device, progress, log, desc, ctx)
     start, resumed_from = 0, None
-    if files is not None and files.last.exists():
+    if files is not None and files.last.exists():  # every rank loads the same file
         state = load_checkpoint(files.last)
         check_settings(files.last, state.get("settings", {}), settings)
         start = resumed_from = trainer.load_state(files.last, state)
         log(f"{desc}: resuming from epoch {start}/{config.epochs} ({files.last})")
     else:
-        _seed_globals(derive_seed(config.seed, STREAM_INIT, 0))
+        _seed_globals(derive_seed(config.seed, STREAM_INIT, 0, ctx.rank))
 
     was_training = model.training
+    trainer.wrap()
     try:
         for epoch in range(start, config.epochs):
             stats = trainer.run_epoch(epoch)
             trainer.history.append(stats)
             log(trainer.format(stats))
             if files is not None:
-                save_checkpoint(files.last, trainer.state(epoch + 1, settings))
+                rng_states = distributed.all_gather_object(capture_rng_state())
+                if ctx.is_main:
+                    save_checkpoint(files.last, trainer.state(epoch + 1, settings, rng_states))
+                distributed.barrier()
     finally:
+        trainer.unwrap()
         model.train(was_training)
 
     if files is not None:
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save(files.final, lambda fh: torch.save(weights, fh))
-        write_done(files, settings=settings, history=trainer.history)
-        files.last.unlink(missing_ok=True)  # the done marker and final.pt supersede it
+        if ctx.is_main:
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            atomic_save(files.final, lambda fh: torch.save(weights, fh))
+            write_done(files, settings=settings, history=trainer.history)
+            files.last.unlink(missing_ok=True)  # the done marker and final.pt supersede it
+        distributed.barrier()  # no rank returns before the run is marked done
     return TrainResult(trainer.history, resumed_from=resumed_from)
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0: one copy of each line is enough."""
