@@ -4,6 +4,11 @@
 calibration or evaluation: eval mode, ``torch.inference_mode``, non-blocking
 transfers, optional autocast and channels-last inputs, and a progress bar. The
 model's train/eval modes are restored afterwards and its weights are never touched.
+
+Several processes (``torchrun``, see :mod:`calib.distributed`): build the loader with
+:func:`extraction_loader` (a :class:`~calib.distributed.ShardSampler`: rank ``r`` of ``W``
+runs samples ``r, r + W, ...``, none twice); :func:`extract` then gathers the shards and
+every rank gets all rows in dataset order, as one process would.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
-__all__ = ["Extracted", "extract", "model_device"]
+from . import distributed
+from .distributed import ShardSampler
+
+__all__ = ["Extracted", "extract", "extraction_loader", "model_device"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,64 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def extraction_loader(
+    dataset: Dataset,
+    batch_size: int = 256,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    **kwargs: Any,
+) -> DataLoader:
+    """A loader over this process's shard of ``dataset``, in order, for :func:`extract`.
+
+    One process: every sample in dataset order. Rank ``r`` of ``W``: samples ``r, r + W, ...``
+    (:class:`~calib.distributed.ShardSampler`, no padding). ``batch_size`` is per process;
+    ``kwargs`` go to ``DataLoader`` (not ``sampler``/``shuffle``).
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(n),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        **kwargs,
+    )
+
+
+def _gather_shards(
+    sampler: ShardSampler,
+    logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    feats: torch.Tensor | None,
+    labelled: bool | None,
+    features: bool,
+    desc: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """All ranks' rows in dataset order; called by every rank (collectives inside)."""
+    ctx = distributed.context()
+    if not ctx.is_distributed or ctx.world_size != sampler.world_size:
+        raise RuntimeError(
+            f"the loader's ShardSampler splits the data over {sampler.world_size} processes "
+            f"but this process is in a group of {ctx.world_size}; join the group with "
+            "calib.distributed.init_distributed() and build the loader with extraction_loader()"
+        )
+    flags = {flag for flag in distributed.all_gather_object(labelled) if flag is not None}
+    if not flags:
+        raise ValueError(f"the loader yielded no samples on any rank: nothing to extract ({desc})")
+    if len(flags) > 1:
+        raise ValueError("the loader gives labels on some ranks and none on others")
+
+    def gather(local: torch.Tensor | None) -> torch.Tensor:
+        return distributed.interleave_shards(distributed.all_gather_rows(local), sampler.n)
+
+    return (
+        gather(logits),
+        gather(labels) if flags.pop() else None,
+        gather(feats) if features else None,
+    )
 
 
 def _split_batch(batch: Any) -> tuple[torch.Tensor, Any]:
@@ -95,6 +161,7 @@ def extract(
     channels_last: bool = False,
     progress: bool = True,
     desc: str = "extract",
+    gather: bool = True,
 ) -> Extracted:
     """Logits (and features) of ``model`` on every batch of ``loader``.
 
@@ -111,7 +178,11 @@ def extract(
         amp: autocast (float16 on CUDA, bfloat16 on the CPU); the results are float32.
         channels_last: send 4-D inputs in channels-last memory format (convert the model
             with ``model.to(memory_format=torch.channels_last)`` for the speed-up).
-        progress: show a tqdm progress bar. desc: its label.
+        progress: show a tqdm progress bar (on rank 0 only). desc: its label.
+        gather: when the loader's sampler is a :class:`~calib.distributed.ShardSampler` of a
+            multi-process run (:func:`extraction_loader`), gather every rank's rows into
+            dataset order on every rank (a collective: all ranks must call). ``False``: this
+            rank's rows only, in shard order.
 
     Returns:
         :class:`Extracted` on the CPU: logits (N, C) float32, labels (N,) int64, features
@@ -138,6 +209,8 @@ def extract(
         model.to(device)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     autocast = torch.autocast(device.type) if amp else contextlib.nullcontext()
+    sampler = getattr(loader, "sampler", None)
+    sharded = gather and isinstance(sampler, ShardSampler) and sampler.world_size > 1
 
     modes = [(module, module.training) for module in model.modules()]
     logits_parts: list[torch.Tensor] = []
@@ -151,7 +224,14 @@ def extract(
         except TypeError:  # an iterable-style loader has no length
             total = None
         with torch.inference_mode(), autocast:
-            for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False):
+            bar = tqdm(
+                loader,
+                desc=desc,
+                total=total,
+                disable=not (progress and distributed.is_main()),
+                leave=False,
+            )
+            for batch in bar:
                 x, y = _split_batch(batch)
                 n = x.shape[0] if x.ndim else 0
                 if labelled is None:
@@ -180,6 +260,21 @@ def extract(
         for module, training in modes:
             module.training = training
 
+    if sharded:  # a rank's shard may be empty (fewer samples than ranks)
+        logits, labels, feats = _gather_shards(
+            sampler,  # type: ignore[arg-type]
+            torch.cat(logits_parts) if logits_parts else None,
+            torch.cat(label_parts) if label_parts else None,
+            torch.cat(feature_parts) if feature_parts else None,
+            labelled if logits_parts else None,
+            features,
+            desc,
+        )
+        return Extracted(
+            logits=logits.cpu(),
+            labels=labels,
+            features=feats.cpu() if feats is not None else None,
+        )
     if not logits_parts:
         raise ValueError(f"the loader yielded no samples: nothing to extract ({desc})")
     # concatenated outside inference mode: ordinary tensors that callers may modify in place
