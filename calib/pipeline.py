@@ -16,6 +16,11 @@ training configs) and leaves in ``run_dir``::
 Every stage is resumable: a killed run started again with the same arguments picks up
 at its last checkpoint and skips finished stages. The Hydra app (``experiments/run.py``)
 only turns a config into these arguments.
+
+Under ``torchrun`` every rank runs :func:`run_pipeline` with the same arguments: all ranks
+train (DDP, global batch sizes as configured) and extract their shard of each dataset (gathered
+into dataset order on every rank), every rank computes the same results, and only rank 0
+writes files and prints. ``run_dir`` must be the same path, on a shared file system, for all.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from . import distributed
 from .calibrator import LogitBiasCalibrator
 from .curve import seen_absent_curve
 from .data import ClassSplit, Domain, dataset_targets
-from .extract import Extracted, extract
+from .extract import Extracted, extract, extraction_loader
 from .io import atomic_save
 from .metrics import accuracy_report
 from .ncm import ncm_report
@@ -147,13 +153,12 @@ class _Stages:
         )
 
     def loader(self, dataset: Dataset) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
+        """This rank's shard of ``dataset`` in order (all of it in one process)."""
+        return extraction_loader(
             dataset,
             batch_size=self.eval_cfg.batch_size,
-            shuffle=False,
             num_workers=self.eval_cfg.num_workers,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
         )
 
     def extract(self, tag: str, model: nn.Module, dataset: Dataset) -> Extracted:
@@ -175,8 +180,9 @@ class _Stages:
             progress=self.progress,
             desc=f"extract {tag}",
         )
-        payload = {"logits": out.logits, "labels": out.labels, "features": out.features}
-        atomic_save(path, lambda fh: torch.save(payload, fh))
+        if distributed.is_main():  # every rank holds the gathered rows; one writes them
+            payload = {"logits": out.logits, "labels": out.labels, "features": out.features}
+            atomic_save(path, lambda fh: torch.save(payload, fh))
         return out
 
     def train(self, tag: str, model: nn.Module, dataset: Dataset, cfg: TrainConfig) -> None:
@@ -317,7 +323,8 @@ def run_pipeline(
         source: a source domain (all classes) to train on first, giving the "pre-trained" model.
         source_train: training config of the source model (required with ``source``).
         eval: extraction settings.
-        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ...
+        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ...; under ``torchrun`` ``"auto"``
+            and ``"cuda"`` mean this process's ``cuda:LOCAL_RANK``.
         seed: seeds the model's initialisation (training seeds come with the train configs).
         progress: show progress bars.
         title: table title.
@@ -333,81 +340,88 @@ def run_pipeline(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
-    stages = _Stages(run_dir, device, eval, progress)
-    log.info(
-        "run dir: %s; device: %s; S = %d classes, U = %d classes",
-        run_dir,
-        device,
-        len(split.seen),
-        len(split.absent),
-    )
+    with distributed.distributed_context(device) as ctx:
+        stages = _Stages(run_dir, device, eval, progress and ctx.is_main)
+        if ctx.is_main:
+            log.info(
+                "run dir: %s; device: %s (%d process(es)); S = %d classes, U = %d classes",
+                run_dir,
+                device,
+                ctx.world_size,
+                len(split.seen),
+                len(split.absent),
+            )
 
-    # 1. the pre-trained model (optionally trained on the source domain first); seeded so
-    #    that a randomly initialised model, or head, is the same in every run
-    torch.manual_seed(seed)
-    pretrained = make_model()
-    if source is not None:
-        stages.train("source", pretrained, source.train, source_train)
-    pretrained_state = copy.deepcopy(pretrained.state_dict())
+        # 1. the pre-trained model (optionally trained on the source domain first); seeded so
+        #    that a randomly initialised model, or head, is the same in every run
+        torch.manual_seed(seed)
+        pretrained = make_model()
+        if source is not None:
+            stages.train("source", pretrained, source.train, source_train)
+        pretrained_state = copy.deepcopy(pretrained.state_dict())
 
-    # 2. fine-tune on the target's seen classes only
-    train_labels = dataset_targets(target.train)
-    in_seen = np.isin(train_labels, split.seen)
-    if not in_seen.any():
-        raise ValueError(f"{target.name} has no training sample of the seen classes")
-    finetuned = make_model()
-    finetuned.load_state_dict(pretrained_state)
-    stages.train("finetune", finetuned, _subset(target.train, in_seen), finetune)
+        # 2. fine-tune on the target's seen classes only
+        train_labels = dataset_targets(target.train)
+        in_seen = np.isin(train_labels, split.seen)
+        if not in_seen.any():
+            raise ValueError(f"{target.name} has no training sample of the seen classes")
+        finetuned = make_model()
+        finetuned.load_state_dict(pretrained_state)
+        stages.train("finetune", finetuned, _subset(target.train, in_seen), finetune)
 
-    # 3. logits and features on target train (for ALG and NCM means) and test
-    pre_train = stages.extract("pretrained_train", pretrained, target.train_eval)
-    pre_test = stages.extract("pretrained_test", pretrained, target.test)
-    ft_train = stages.extract("finetuned_train", finetuned, target.train_eval)
-    ft_test = stages.extract("finetuned_test", finetuned, target.test)
+        # 3. logits and features on target train (for ALG and NCM means) and test
+        pre_train = stages.extract("pretrained_train", pretrained, target.train_eval)
+        pre_test = stages.extract("pretrained_test", pretrained, target.test)
+        ft_train = stages.extract("finetuned_train", finetuned, target.train_eval)
+        ft_test = stages.extract("finetuned_test", finetuned, target.test)
 
-    # 4. γ selectors
-    pseudo_splits = None
-    if "pcv" in calibration.selectors:
-        assert calibration.pcv is not None
-        pseudo_splits = _pcv_splits(
-            stages,
-            calibration.pcv,
-            finetune,
-            make_model,
-            pretrained_state,
-            target.train,
-            target.train_eval,
-            split,
-        )
-    calibrators = {}
-    for name in calibration.selectors:
-        cal = _fit_selector(name, calibration, split, ft_train, ft_test, pseudo_splits)
-        cal.save(run_dir / "calibrators" / f"{name}.json")
-        calibrators[name] = cal
+        # 4. γ selectors
+        pseudo_splits = None
+        if "pcv" in calibration.selectors:
+            assert calibration.pcv is not None
+            pseudo_splits = _pcv_splits(
+                stages,
+                calibration.pcv,
+                finetune,
+                make_model,
+                pretrained_state,
+                target.train,
+                target.train_eval,
+                split,
+            )
+        calibrators = {}
+        for name in calibration.selectors:
+            cal = _fit_selector(name, calibration, split, ft_train, ft_test, pseudo_splits)
+            if ctx.is_main:
+                cal.save(run_dir / "calibrators" / f"{name}.json")
+            calibrators[name] = cal
 
-    # 5. report
-    results: dict[str, Any] = {
-        "pretrained": _model_metrics(pre_test, pre_train, split),
-        "finetuned": _model_metrics(ft_test, ft_train, split),
-        "calibrated": {},
-        "meta": {
-            "target": target.name,
-            "num_classes": target.num_classes,
-            "seen_classes": list(map(int, split.seen)),
-            "absent_classes": list(map(int, split.absent)),
-            "device": str(device),
-            **(dict(meta) if meta else {}),
-        },
-    }
-    for name, cal in calibrators.items():
-        metrics = _model_metrics(ft_test, ft_train, split, gamma=cal.gamma_)
-        metrics["gamma"] = cal.gamma_
-        results["calibrated"][name] = metrics
-    write_results(results, run_dir)
-    if plot:
-        _plot(results, pre_test, ft_test, split, run_dir / "curve.png", title)
-    print(format_table(results, title=title or target.name))
-    return results
+        # 5. report
+        results: dict[str, Any] = {
+            "pretrained": _model_metrics(pre_test, pre_train, split),
+            "finetuned": _model_metrics(ft_test, ft_train, split),
+            "calibrated": {},
+            "meta": {
+                "target": target.name,
+                "num_classes": target.num_classes,
+                "seen_classes": list(map(int, split.seen)),
+                "absent_classes": list(map(int, split.absent)),
+                "device": str(device),
+                "world_size": ctx.world_size,
+                **(dict(meta) if meta else {}),
+            },
+        }
+        for name, cal in calibrators.items():
+            metrics = _model_metrics(ft_test, ft_train, split, gamma=cal.gamma_)
+            metrics["gamma"] = cal.gamma_
+            results["calibrated"][name] = metrics
+        if ctx.is_main:  # every rank computed the same results; one writes and prints them
+            write_results(results, run_dir)
+            if plot:
+                _plot(results, pre_test, ft_test, split, run_dir / "curve.png", title)
+            print(format_table(results, title=title or target.name))
+        distributed.barrier()  # the results exist when any rank returns
+        return results
 
 
 def _plot(

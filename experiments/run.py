@@ -3,14 +3,20 @@
     calib-run                                   # the offline digits demo
     calib-run experiment=office_home_ar_cl dataset.root=/data/office_home
     calib-run -m optimizer=sgd,adam,adamw,adabelief,adadelta,adagrad,rmsprop
+    torchrun --nproc_per_node 4 -m experiments.run experiment=imagenet_r   # one run, 4 GPUs
 
 All the work happens in the library (:func:`calib.config.build_plan`, :mod:`calib.pipeline`);
 this file only hands it the composed config and the run directory.
+
+Under ``torchrun`` every rank composes the same config and gets the same run directory
+(named by the overrides, not by the time); rank 0 alone writes Hydra's ``.hydra/`` record,
+each other rank logs to its own ``<job>_rank<r>.log`` beside rank 0's ``<job>.log``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calib.config import ConfigError, build_plan
 from calib.data import DatasetNotFoundError
+from calib.distributed import launch_env
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -36,9 +43,26 @@ def app(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         sys.exit(2)
     results = plan.run()
-    log.info("results written to %s", plan.run_dir)
+    if launch_env().is_main:
+        log.info("results written to %s", plan.run_dir)
     # a sweeper may optimise this: AUSUC of the fine-tuned model
     return results["finetuned"].get("ausuc")
+
+
+def rank_overrides(environ: dict[str, str] | None = None) -> list[str]:
+    """Hydra overrides added on ranks > 0 of a ``torchrun`` job (none otherwise).
+
+    They change nothing in the run directory's name (Hydra overrides are not part of
+    ``override_dirname``): rank 0 writes ``.hydra/``, the others skip it and log to their own file.
+    """
+    rank = launch_env(os.environ if environ is None else environ).rank
+    if rank == 0:
+        return []
+    return [
+        "hydra.output_subdir=null",
+        "hydra.job_logging.handlers.file.filename="
+        f"${{hydra.runtime.output_dir}}/${{hydra.job.name}}_rank{rank}.log",
+    ]
 
 
 def main() -> None:
@@ -46,6 +70,7 @@ def main() -> None:
         sys.exit(
             f"calib-run: config folder {CONF_DIR} not found; install calib from a clone with `pip install -e .`"
         )
+    sys.argv.extend(rank_overrides())
     app()
 
 
