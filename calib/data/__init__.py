@@ -4,7 +4,7 @@
   :meth:`ClassSplit.from_benchmark`).
 - :class:`Domain`: one domain's train / test sets and label space; every builder returns one.
 - :data:`DATASETS`: registry of builders (``digits``, ``mnist5k``, ``office_home``,
-  ``imagenet_r``, ``imagenet_s``, ``image_list``); :func:`build_domain` calls one by name.
+  ``imagenet_r``, ``imagenet_s``, ``vtab``, ``image_list``); :func:`build_domain` calls one by name.
 - :class:`ImageListDataset`, :func:`check_layout`: datasets given by ``<path> <label>`` lists.
 - :func:`class_subset`: the samples of some classes, chosen from the labels alone.
 - :func:`make_fake_root`: tiny fake benchmark roots with the real layout, for tests.
@@ -41,6 +41,14 @@ from .split import OFFICE_HOME_DOMAINS, SPLITS_DIR, ClassSplit, class_orders, of
 from .subset import class_subset
 from .tensor_dataset import TensorImageDataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from .vtab import (
+    VTAB_TASKS,
+    shipped_vtab_tasks,
+    vtab,
+    vtab_class_names,
+    vtab_class_split,
+    vtab_task,
+)
 
 __all__ = [
     "ClassSplit",
@@ -79,6 +87,12 @@ __all__ = [
     "OFFICE_HOME_DOMAINS",
     "class_orders",
     "SPLITS_DIR",
+    "vtab",
+    "vtab_class_names",
+    "vtab_class_split",
+    "vtab_task",
+    "shipped_vtab_tasks",
+    "VTAB_TASKS",
     "make_fake_root",
     "default_fake_classes",
     "FakeRoot",

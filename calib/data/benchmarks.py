@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .domain import Domain
-from .image_list import ImageListDataset, check_layout, read_image_list
+from .image_list import DatasetInfo, ImageListDataset, check_layout, read_image_list
 from .registry import DATASETS
 from .split import SPLITS_DIR, office_home_domain
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
@@ -113,7 +113,7 @@ def _image_list_domain(
     num_classes: int,
     class_names: Sequence[str],
     name: str,
-    dataset: str,
+    dataset: str | DatasetInfo,
     size: int,
     mean: Sequence[float],
     std: Sequence[float],

@@ -8,6 +8,13 @@ shipped file names under ``<root>/lists``. The same builder a user calls then re
     fake = make_fake_root("office_home", tmp_path)
     domain = office_home(domain="Clipart", size=32, **fake.builder_kwargs)
 
+VTAB-1k ships no lists: its fake writes ``<root>/<task>/{train800val200,test}.txt`` with
+``images/<list>/<n>.jpg <label>`` lines for every class of the task (by its shipped class
+names) and the images they name::
+
+    fake = make_fake_root("vtab", tmp_path, tasks=["dtd"])
+    domain = vtab(task="dtd", size=32, **fake.builder_kwargs)
+
 Trimmed lists (rather than filters on the shipped lists) keep the builders' contract
 simple: a domain is exactly its two lists, and the fake data cannot drift from the real
 format because its lines are the real lines. Each image is a class-dependent colour plus
@@ -27,10 +34,17 @@ from PIL import Image
 from .benchmarks import benchmark_lists
 from .image_list import read_image_list
 from .split import OFFICE_HOME_DOMAINS, ClassSplit, office_home_domain
+from .vtab import (
+    VTAB_TEST_LIST,
+    VTAB_TRAIN_LIST,
+    shipped_vtab_tasks,
+    vtab_class_names,
+    vtab_task,
+)
 
 __all__ = ["FakeRoot", "make_fake_root", "default_fake_classes", "FAKE_KINDS"]
 
-FAKE_KINDS = ("office_home", "imagenet_r", "imagenet_s")
+FAKE_KINDS = ("office_home", "imagenet_r", "imagenet_s", "vtab")
 
 
 @dataclass(frozen=True)
@@ -40,8 +54,9 @@ class FakeRoot:
     Attributes:
         kind: the benchmark it imitates.
         root: the dataset root (pass as ``root=`` to the builder).
-        list_dir: the trimmed image lists (pass as ``list_dir=`` to the builder).
-        classes: the labels that have images, sorted.
+        list_dir: the trimmed image lists (pass as ``list_dir=`` to the builder); for VTAB,
+            whose lists live in the task folders, the root.
+        classes: the labels that have images, sorted (VTAB: of the last task written).
         num_images: images written.
     """
 
@@ -53,7 +68,9 @@ class FakeRoot:
 
     @property
     def builder_kwargs(self) -> dict[str, str]:
-        """``{"root": ..., "list_dir": ...}`` for the benchmark's builder."""
+        """``{"root": ..., "list_dir": ...}`` for the benchmark's builder (VTAB: ``{"root": ...}``)."""
+        if self.kind == "vtab":
+            return {"root": str(self.root)}
         return {"root": str(self.root), "list_dir": str(self.list_dir)}
 
 
@@ -81,19 +98,21 @@ def make_fake_root(
     size: int = 32,
     seed: int = 0,
     domains: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> FakeRoot:
     """Write a tiny fake ``kind`` dataset under ``root`` in the benchmark's exact layout.
 
     Args:
-        kind: "office_home", "imagenet_r" or "imagenet_s".
+        kind: "office_home", "imagenet_r", "imagenet_s" or "vtab".
         root: folder to write into (created if needed).
         n_per_class: images per class in each list (training and testing), the first ones
             of the shipped list.
         classes: labels to include (default :func:`default_fake_classes`: two seen and two
-            absent classes of the paper's split).
+            absent classes of the paper's split; VTAB: every class of the task).
         size: image side in pixels.
         seed: seed of the image pixels.
         domains: Office-Home domains to write (default all four).
+        tasks: VTAB tasks to write (default: every task whose class names ship with calib).
 
     Raises:
         ValueError: unknown kind, ``n_per_class < 1``, or a class without images in a list.
@@ -102,6 +121,8 @@ def make_fake_root(
         raise ValueError(f"no fake root for {kind!r}; known: {', '.join(FAKE_KINDS)}")
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be ≥ 1, got {n_per_class}")
+    if kind == "vtab":
+        return _make_fake_vtab(Path(root), n_per_class, classes, size, seed, tasks)
     classes = tuple(
         sorted({int(c) for c in (default_fake_classes(kind) if classes is None else classes)})
     )
@@ -127,6 +148,38 @@ def make_fake_root(
         )
         num_images += len(lines)
     return FakeRoot(kind=kind, root=root, list_dir=list_dir, classes=classes, num_images=num_images)
+
+
+def _make_fake_vtab(
+    root: Path,
+    n_per_class: int,
+    classes: Sequence[int] | None,
+    size: int,
+    seed: int,
+    tasks: Sequence[str] | None,
+) -> FakeRoot:
+    """VTAB-1k task folders with made-up lists (``images/<list>/<n>.jpg <label>``) and images."""
+    rng = np.random.default_rng(seed)
+    num_images, written = 0, ()
+    for task in shipped_vtab_tasks() if tasks is None else tasks:
+        folder = vtab_task(task)
+        num_classes = len(vtab_class_names(folder))
+        written = tuple(range(num_classes)) if classes is None else tuple(sorted(set(classes)))
+        if not written or written[0] < 0 or written[-1] >= num_classes:
+            raise ValueError(f"classes must be non-empty labels of {folder} in [0, {num_classes})")
+        for list_name in (VTAB_TRAIN_LIST, VTAB_TEST_LIST):
+            stem = Path(list_name).stem
+            lines = [
+                (f"images/{stem}/{i:06d}.jpg", label)
+                for i, label in enumerate(c for c in written for _ in range(n_per_class))
+            ]
+            for rel, label in lines:
+                _write_image(root / folder / rel, label, size, rng)
+            (root / folder / list_name).write_text(
+                "".join(f"{rel} {label}\n" for rel, label in lines), encoding="utf-8"
+            )
+            num_images += len(lines)
+    return FakeRoot(kind="vtab", root=root, list_dir=root, classes=written, num_images=num_images)
 
 
 def _first_lines_per_class(

@@ -90,6 +90,17 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         ),
         renames={"imagenet-s": "sketch"},
     ),
+    "vtab": DatasetInfo(
+        title="VTAB-1k",
+        url="https://github.com/ZhangYuanhan-AI/NOAH#data-preparation",
+        layout=(
+            "<root>/<task>/train800val200.txt   ('<relative path> <label>' lines)",
+            "<root>/<task>/test.txt",
+            "<root>/<task>/<relative path of each listed image>, e.g. images/...",
+            "<root>/<task>/classnames.txt        (optional: one class name a line, in label order)",
+            "(the vtab-1k folder of VPT/NOAH; <task>: caltech101, cifar, dtd, oxford_iiit_pet, ...)",
+        ),
+    ),
     "image_list": DatasetInfo(
         title="image-list dataset",
         layout=("<root>/<relative path of each line of the list>",),
@@ -226,7 +237,7 @@ def check_layout(
         root: the dataset root.
         list_file: one image list or several (e.g. the training and the test list).
         dataset: a key of :data:`DATASET_INFO` ("office_home", "imagenet_r", "imagenet_s",
-            "image_list") or a :class:`DatasetInfo`: says what to download and from where.
+            "vtab", "image_list") or a :class:`DatasetInfo`: says what to download and from where.
         sample: check this many evenly spaced lines per list; ``None`` (default) checks every
             line (one ``os.path.exists`` each: well under a second for 50,000 files on a
             local disk).
