@@ -5,6 +5,12 @@ path below the collated folder (Hydra names multirun folders by their overrides,
 ``optimizer=adam``). The long table has one row per (run, model variant), where the
 variants are pre-trained, fine-tuned and fine-tuned + γ of each selector; a closing
 block averages every variant over the runs (the paper's "average" row).
+
+:func:`paper_table` (``collate_dir(..., paper=True)``) lays the same numbers out as the
+paper's tables: one block per setting (a benchmark's pairs or tasks) with the rows
+pre-trained, fine-tuned and fine-tuned + γ from ALG, PCV and the oracle, the columns
+Acc S/Y, U/Y, Y/Y, their harmonic mean, AUSUC and NCM accuracy, then the average over
+settings.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ __all__ = [
     "mean_rows",
     "format_long_table",
     "collate_dir",
+    "paper_rows",
+    "paper_table",
     "DEFAULT_METRICS",
+    "PAPER_METRICS",
+    "PAPER_SELECTORS",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -37,6 +47,26 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "ausuc",
     "ncm_acc_all",
 )
+
+#: Columns of the paper-style table, in order (γ only on calibrated rows).
+PAPER_METRICS: tuple[str, ...] = (
+    "gamma",
+    "acc_seen",
+    "acc_absent",
+    "acc_all",
+    "hmean",
+    "ausuc",
+    "ncm_acc_all",
+)
+#: The γ selectors of the paper's tables, in row order.
+PAPER_SELECTORS: tuple[str, ...] = ("alg", "pcv", "oracle")
+
+_PAPER_HEADERS = {
+    "acc_seen": "Acc S/Y",
+    "acc_absent": "Acc U/Y",
+    "acc_all": "Acc Y/Y",
+    "ncm_acc_all": "NCM Y/Y",
+}
 
 _HEADERS = {
     "gamma": "γ",
@@ -123,13 +153,18 @@ def format_long_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str])
     body = [
         [str(r["run"]), str(r["variant"])] + [_cell(m, r.get(m)) for m in metrics] for r in rows
     ]
+    return _markdown(header, body, n_left=2)
+
+
+def _markdown(header: Sequence[str], body: Sequence[Sequence[str]], n_left: int) -> str:
+    """A Markdown table: the first ``n_left`` columns left-aligned, the others right-aligned."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(cells):
         return (
             "| "
             + " | ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
+                c.ljust(w) if i < n_left else c.rjust(w)
                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))
             )
             + " |"
@@ -137,20 +172,99 @@ def format_long_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str])
 
     rule = (
         "|"
-        + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
+        + "|".join(
+            "-" * (w + 2) if i < n_left else "-" * (w + 1) + ":" for i, w in enumerate(widths)
+        )
         + "|"
     )
     return "\n".join([fmt(header), rule, *map(fmt, body)])
+
+
+def _paper_labels(selectors: Sequence[str]) -> dict[str, str]:
+    """``{result_rows variant: paper row label}`` in the paper's row order."""
+    labels = {"pre-trained": "pre-trained", "fine-tuned": "fine-tuned"}
+    for name in selectors:
+        shown = name.upper() if name in ("alg", "pcv") else name
+        labels[f"fine-tuned + γ ({name})"] = f"fine-tuned + γ {shown}"
+    return labels
+
+
+def paper_rows(
+    runs: Mapping[str, Mapping[str, Any]],
+    selectors: Sequence[str] = PAPER_SELECTORS,
+    metrics: Sequence[str] = PAPER_METRICS,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The paper-style rows: ``(per setting, average over settings)``.
+
+    Each row holds ``setting``, ``model`` (pre-trained, fine-tuned, fine-tuned + γ ALG, PCV,
+    oracle, in that order; a selector a run did not fit is left out of its block) and the
+    metrics. An average row holds ``n``, the number of settings that have the model, and each
+    metric's mean over them (NaN values skipped, as in :func:`mean_rows`); γ is not averaged.
+    """
+    labels = _paper_labels(selectors)
+    per_setting = []
+    for setting, results in runs.items():
+        values = dict(result_rows(results))
+        for variant, label in labels.items():
+            if variant in values:
+                row = {"setting": setting, "model": label}
+                row.update({m: values[variant].get(m) for m in metrics})
+                per_setting.append(row)
+    average = []
+    for label in labels.values():
+        group = [r for r in per_setting if r["model"] == label]
+        if group:
+            row = {"setting": "average", "model": label, "n": len(group)}
+            row.update(
+                {m: None if m == "gamma" else _mean([r.get(m) for r in group]) for m in metrics}
+            )
+            average.append(row)
+    return per_setting, average
+
+
+def paper_table(
+    runs: Mapping[str, Mapping[str, Any]],
+    selectors: Sequence[str] = PAPER_SELECTORS,
+    metrics: Sequence[str] = PAPER_METRICS,
+    title: str | None = None,
+) -> str:
+    """The paper-style Markdown report: one table per setting, then the average over settings.
+
+    Accuracies and AUSUC in %, γ in logit units; "—" where a value is undefined (NaN).
+    """
+    per_setting, average = paper_rows(runs, selectors, metrics)
+    names = [_PAPER_HEADERS.get(m, _HEADERS.get(m, m)) for m in metrics]
+    lines = [] if title is None else [f"## {title}", ""]
+    for setting in runs:
+        body = [
+            [r["model"]] + [_cell(m, r[m]) for m in metrics]
+            for r in per_setting
+            if r["setting"] == setting
+        ]
+        lines += [f"**{setting}** (accuracies in %)", "", _markdown(["model", *names], body, 1), ""]
+    if len(runs) > 1:
+        kept = [(m, h) for m, h in zip(metrics, names, strict=True) if m != "gamma"]
+        body = [[r["model"], str(r["n"])] + [_cell(m, r[m]) for m, _ in kept] for r in average]
+        lines += [
+            f"**Average over {len(runs)} settings** (accuracies in %; n = settings averaged)",
+            "",
+            _markdown(["model", "n", *(h for _, h in kept)], body, 1),
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def collate_dir(
     root: str | os.PathLike,
     out: str | os.PathLike | None = None,
     metrics: Sequence[str] | None = None,
+    paper: bool = False,
 ) -> str:
     """Collate every run below ``root``; write ``<out>.csv``, ``<out>_wide.csv`` and ``<out>.md``.
 
     ``out`` defaults to ``root/collated``. Returns the Markdown text (runs, then means).
+    With ``paper=True`` it also writes ``<out>_paper.md`` and ``<out>_paper.csv``
+    (:func:`paper_table`: per setting, then averaged) and returns that table instead.
     """
     metrics = tuple(metrics or DEFAULT_METRICS)
     runs = find_runs(root)
@@ -166,4 +280,10 @@ def collate_dir(
     wide = [{"run": name, **flatten_results(res)} for name, res in runs.items()]
     atomic_write_text(f"{prefix}_wide.csv", rows_to_csv(wide))
     atomic_write_text(f"{prefix}.md", text + "\n")
-    return text
+    if not paper:
+        return text
+    per_setting, average = paper_rows(runs)
+    atomic_write_text(f"{prefix}_paper.csv", rows_to_csv(per_setting + average))
+    table = paper_table(runs, title=f"{len(runs)} setting(s) in {root}")
+    atomic_write_text(f"{prefix}_paper.md", table)
+    return table
