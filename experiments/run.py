@@ -10,7 +10,9 @@ this file only hands it the composed config and the run directory.
 
 Under ``torchrun`` every rank composes the same config and gets the same run directory
 (named by the overrides, not by the time); rank 0 alone writes Hydra's ``.hydra/`` record,
-each other rank logs to its own ``<job>_rank<r>.log`` beside rank 0's ``<job>.log``.
+each other rank logs to its own ``<job>_rank<r>.log`` beside rank 0's ``<job>.log``. A
+SLURM job of several tasks started by the submitit launcher (``hydra/launcher=slurm`` with
+``tasks_per_node > 1``) gets the same variables torchrun would set, from SLURM's.
 """
 
 from __future__ import annotations
@@ -33,8 +35,33 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("calib-run")
 
 
+def slurm_task_env() -> dict[str, str]:
+    """The torchrun variables for a task of a multi-task SLURM job started by submitit.
+
+    Empty unless submitit runs this process (``SUBMITIT_EXECUTOR=slurm``) in a job of several
+    tasks and torchrun's variables are unset. Rank, world size and local rank come from SLURM;
+    the master is the job's first node, on a port derived from the job id (submitit's rule).
+    """
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or "RANK" in os.environ:
+        return {}
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return {}
+    from submitit.helpers import TorchDistributedEnvironment  # the optional "slurm" extra
+
+    job = TorchDistributedEnvironment()
+    return {
+        "MASTER_ADDR": job.master_addr,
+        "MASTER_PORT": str(job.master_port),
+        "RANK": str(job.rank),
+        "WORLD_SIZE": str(job.world_size),
+        "LOCAL_RANK": str(job.local_rank),
+        "LOCAL_WORLD_SIZE": str(job.local_world_size),
+    }
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> float | None:
+    os.environ.update(slurm_task_env())
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     run_dir = cfg_dict.pop("run_dir", None) or HydraConfig.get().runtime.output_dir
     try:
