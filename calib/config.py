@@ -231,6 +231,8 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     if not model_name:
         raise ConfigError("model.name is required")
     model_kwargs = dict(model_spec.pop("kwargs", None) or {})
+    if model_kwargs.get("class_names") == "from_dataset":  # e.g. a CLIP zero-shot head
+        model_kwargs["class_names"] = list(target.class_names)
     make_model = functools.partial(
         create_model,
         model_name,

@@ -1,7 +1,7 @@
 """`calib-collate DIR`: one table from every run under DIR (a multirun folder, or several).
 
     calib-collate multirun/digits_demo               # writes DIR/collated.csv and DIR/collated.md
-    calib-collate multirun/office_home --group name  # paper-style: one block per setting + mean
+    calib-collate multirun/paper/office_home --paper  # paper-style: one block per setting + average
 
 The work is in :mod:`calib.collate`; this is its command line.
 """
@@ -23,10 +23,19 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="comma-separated metric keys to show (default: ausuc and the headline accuracies)",
     )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="print the paper-style table (pre-trained, fine-tuned, + γ ALG/PCV/oracle per "
+        "setting, then the average); also writes DIR/collated_paper.{md,csv}",
+    )
     args = parser.parse_args(argv)
     try:
         text = collate_dir(
-            args.dir, out=args.out, metrics=args.metrics.split(",") if args.metrics else None
+            args.dir,
+            out=args.out,
+            metrics=args.metrics.split(",") if args.metrics else None,
+            paper=args.paper,
         )
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"calib-collate: {err}")

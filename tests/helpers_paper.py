@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from calib.data import ClassSplit, FakeRoot, vtab_class_names
+from calib.data import ClassSplit, FakeRoot
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -68,16 +68,3 @@ def fake_overrides(fake: FakeRoot) -> list[str]:
     if fake.kind == "vtab":
         return [f"dataset.root={fake.root}", "model=tiny_clip"]
     return [f"dataset.root={fake.root}", f"dataset.list_dir={fake.list_dir}", "model=smoke_cnn"]
-
-
-def with_dataset_class_names(cfg: dict) -> dict:
-    """Fill ``model.kwargs.class_names: from_dataset`` with the VTAB task's class names.
-
-    What build_plan is proposed to do itself (tests/test_paper_benchmarks.py expects it of
-    build_plan in an xfail test): a CLIP head takes the names of the dataset it is built for.
-    """
-    kwargs = cfg["model"].get("kwargs") or {}
-    if kwargs.get("class_names") == "from_dataset":
-        names = vtab_class_names(cfg["dataset"]["task"], cfg["dataset"]["root"])
-        cfg["model"]["kwargs"] = {**kwargs, "class_names": list(names)}
-    return cfg

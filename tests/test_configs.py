@@ -14,7 +14,6 @@ from helpers_paper import (
     compose_config,
     compose_experiment,
     experiment_names,
-    with_dataset_class_names,
 )
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -85,7 +84,7 @@ def test_experiment_builds(experiment, fake_roots, tmp_path):
             overrides.append("model=tiny_clip")
         else:
             overrides.append(f"dataset.list_dir={fake.list_dir}")
-    cfg = with_dataset_class_names(compose_experiment(experiment, overrides))
+    cfg = compose_experiment(experiment, overrides)
     plan = build_plan(cfg, run_dir=tmp_path)
     assert plan.name == experiment and plan.run_dir == tmp_path
     assert plan.target.num_classes == plan.split.num_classes
@@ -174,7 +173,7 @@ def test_vtab_builds_the_real_clip_vit_b32(fake_roots, tmp_path):
     """The VTAB config's own model (random weights: no download), a 102-row zero-shot head."""
     fake = fake_roots["vtab"]
     overrides = ["model.pretrained=false", f"dataset.root={fake.root}"]
-    cfg = with_dataset_class_names(compose_experiment("vtab_caltech101", overrides))
+    cfg = compose_experiment("vtab_caltech101", overrides)
     plan = build_plan(cfg, run_dir=tmp_path)
     model = plan.make_model()
     assert model.head.out_features == 102 and model.name == "clip_zero_shot:ViT-B-32"

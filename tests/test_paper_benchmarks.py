@@ -24,7 +24,6 @@ from helpers_paper import (
     benchmark_classes,
     compose_experiment,
     fake_overrides,
-    with_dataset_class_names,
 )
 
 from calib.collate import collate_dir, paper_rows, paper_table
@@ -142,7 +141,7 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
     else:
         fake = make_fake_root(kind, tmp_path / "data", classes=benchmark_classes(kind))
     cfg = compose_experiment(experiment, [*SMOKE, *fake_overrides(fake)])
-    plan = build_plan(with_dataset_class_names(cfg), run_dir=tmp_path / "run")
+    plan = build_plan(cfg, run_dir=tmp_path / "run")
     if kind == "vtab":
         expected = vtab_class_split(47)
     else:
@@ -173,11 +172,6 @@ def test_paper_split_on_a_root_with_few_classes(tmp_path):
     check_results(tmp_path / "run", ClassSplit.from_benchmark("office_home", "Ar"), 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_plan must replace model.kwargs.class_names: from_dataset by the target's "
-    "class names (the calib/config.py change proposed with this test)",
-)
 def test_build_plan_takes_class_names_from_the_dataset(tmp_path):
     fake = make_fake_root("vtab", tmp_path / "data", tasks=["svhn"])
     cfg = compose_experiment("vtab_svhn", [*SMOKE, *fake_overrides(fake)])
