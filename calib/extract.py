@@ -223,15 +223,15 @@ def extract(
             total = len(loader)  # type: ignore[arg-type]
         except TypeError:  # an iterable-style loader has no length
             total = None
-        with torch.inference_mode(), autocast:
-            bar = tqdm(
-                loader,
-                desc=desc,
-                total=total,
-                disable=not (progress and distributed.is_main()),
-                leave=False,
-            )
-            for batch in bar:
+        # The bar is advanced by hand rather than wrapping the loader: tqdm.auto's class calls
+        # iter() on what it wraps and then iterates it again, which starts a DataLoader's
+        # worker processes twice (the first set prefetches batches that are thrown away).
+        bar = tqdm(
+            total=total, desc=desc, disable=not (progress and distributed.is_main()), leave=False
+        )
+        with bar, torch.inference_mode(), autocast:
+            for batch in loader:
+                bar.update()
                 x, y = _split_batch(batch)
                 n = x.shape[0] if x.ndim else 0
                 if labelled is None:

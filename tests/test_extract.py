@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from calib.extract import Extracted, extract, model_device
+from calib.extract import Extracted, extract, extraction_loader, model_device
 
 
 class FeatureNet(nn.Module):
@@ -153,3 +153,31 @@ def test_extract_on_cuda_returns_cpu_tensors(net, dataset):
     ref = reference(net.cpu(), x)[1]
     torch.testing.assert_close(out.logits, ref, atol=0.02, rtol=0.02)  # float16 autocast
     assert torch.equal(out.labels, y)
+
+
+class CountingLoader(DataLoader):
+    """A DataLoader that counts how many iterators were made from it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.iterators = 0
+
+    def __iter__(self):
+        self.iterators += 1
+        return super().__iter__()
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_loader_is_iterated_once(net, dataset, progress):
+    # each DataLoader iterator starts its own worker processes, which prefetch batches
+    loader = CountingLoader(dataset, batch_size=8)
+    out = extract(net, loader, progress=progress)
+    assert loader.iterators == 1 and len(out) == 23
+
+
+def test_extraction_loader_in_one_process_is_the_dataset_in_order(net, dataset):
+    loader = extraction_loader(dataset, batch_size=5)
+    assert list(loader.sampler) == list(range(23))
+    out = extract(net, loader, features=True, progress=False)
+    torch.testing.assert_close(out.logits, reference(net, dataset.tensors[0])[1])
+    assert torch.equal(out.labels, dataset.tensors[1])

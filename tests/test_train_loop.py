@@ -164,6 +164,21 @@ def test_training_learns_and_leaves_the_model_mode_as_it_was():
     assert not model.training
 
 
+def test_each_epoch_iterates_its_loader_once(monkeypatch):
+    import calib.train.loop as loop
+
+    iterators = []
+
+    class CountingLoader(loop.DataLoader):
+        def __iter__(self):
+            iterators.append(self)
+            return super().__iter__()
+
+    monkeypatch.setattr(loop, "DataLoader", CountingLoader)
+    _run(TrainConfig(epochs=3, batch_size=8))
+    assert len(iterators) == 3 and len(set(map(id, iterators))) == 3  # workers start once
+
+
 def test_iters_per_epoch_sets_the_number_of_images():
     _, result = _run(TrainConfig(epochs=1, batch_size=8, iters_per_epoch=3))
     assert result.history[0]["images_per_s"] * result.history[0]["seconds"] == pytest.approx(24)

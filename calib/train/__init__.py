@@ -12,10 +12,13 @@ Modules: :mod:`~calib.train.optim` (``OPTIMIZERS``, ``create_optimizer``),
 :mod:`~calib.train.schedule` (``SCHEDULERS``, ``create_scheduler``),
 :mod:`~calib.train.sampling` (the per-epoch sample order), :mod:`~calib.train.checkpoint`
 (checksummed atomic checkpoints), :mod:`~calib.train.loop` (``TrainConfig``, ``train``).
+
+Under ``torchrun`` (after :func:`calib.distributed.init_distributed`) the same call trains with
+DistributedDataParallel: ``batch_size`` is the global batch, rank 0 writes the checkpoints.
 """
 
 from .checkpoint import CheckpointError, ConfigMismatchError, load_checkpoint, save_checkpoint
-from .loop import TrainConfig, TrainResult, resolve_device, train
+from .loop import TrainConfig, TrainResult, convert_sync_batchnorm, resolve_device, train
 from .optim import OPTIMIZERS, OptimizerSpec, create_optimizer, split_parameters
 from .schedule import SCHEDULERS, cosine_lr, create_scheduler
 
@@ -27,6 +30,7 @@ __all__ = [
     "OptimizerSpec",
     "TrainConfig",
     "TrainResult",
+    "convert_sync_batchnorm",
     "cosine_lr",
     "create_optimizer",
     "create_scheduler",

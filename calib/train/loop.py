@@ -447,8 +447,7 @@ class _Trainer:
             worker_init_fn=seed_worker,
             generator=epoch_generator(cfg.seed, STREAM_WORKERS, epoch, ctx.rank),
         )
-        bar = tqdm(
-            loader,
+        bar = tqdm(  # advanced by hand: wrapping the loader would start its workers twice
             total=len(sampler),
             desc=f"{self.desc} {epoch + 1}/{cfg.epochs}",
             disable=not self.progress,
@@ -461,7 +460,8 @@ class _Trainer:
         num_classes: int | None = None
         model.train()
         start = time.perf_counter()
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(loader):
+            bar.update()
             x, y_cpu = _unpack(batch)
             x = x.to(device, non_blocking=True)
             if self.channels_last and x.ndim == 4:
