@@ -3,7 +3,8 @@
 SIGKILL the whole torchrun process group once the first checkpoint exists, run the same
 command again: the final weights equal, bit for bit, those of an uninterrupted 2-process run
 (the model has BatchNorm and dropout; each rank's RNG state is in the checkpoint). A corrupted
-checkpoint stops the rerun with an error naming the file; nothing is loaded from it.
+checkpoint stops the rerun with an error naming the file; nothing is loaded from it. One
+process can finish what two started (with a notice that its random streams differ).
 
 Run as a script under torchrun, this file is the training job itself::
 
@@ -120,8 +121,19 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, j
     data[-100] ^= 0xFF
     (corrupt_dir / "checkpoints" / "last.pt").write_bytes(bytes(data))
 
+    # the same checkpoint resumed by one process (e.g. a requeued job that got fewer GPUs)
+    shrunk_dir = tmp_path / "shrunk"
+    shutil.copytree(killed_dir, shrunk_dir)
+    shrunk = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), str(shrunk_dir)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
     rerun, corrupt = _start(killed_dir, 0.0), _start(corrupt_dir, 0.0)
-    jobs += [rerun, corrupt]
+    jobs += [shrunk, rerun, corrupt]
     out, _ = rerun.communicate(timeout=TIMEOUT_S)
     assert rerun.returncode == 0, out
     resumed = [line for line in out.splitlines() if "resuming from epoch" in line]
@@ -143,6 +155,12 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, j
     assert corrupt.returncode != 0, out_corrupt
     assert "CheckpointError" in out_corrupt and "SHA-256 mismatch" in out_corrupt, out_corrupt
     assert not (corrupt_dir / "checkpoints" / "final.pt").exists()
+
+    out_shrunk, _ = shrunk.communicate(timeout=TIMEOUT_S)
+    assert shrunk.returncode == 0, out_shrunk
+    assert "written by a run of 2 process(es), resumed with 1" in out_shrunk, out_shrunk
+    assert out_shrunk.count("fine-tune epoch") == EPOCHS - k
+    assert (shrunk_dir / "checkpoints" / "done").exists()
 
 
 def main(argv: list[str] | None = None) -> None:
