@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.setup-stamp
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo sweep lint bench clean
+.PHONY: setup test test-fast demo demo-ddp sweep lint bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test-fast: setup
 demo: setup
 	$(BIN)/calib-run
 
+demo-ddp: setup
+	$(BIN)/torchrun --standalone --nproc_per_node 2 -m experiments.run device=cpu
+
 sweep: setup
 	$(BIN)/calib-run -m optimizer=sgd,adam,adamw,adabelief,adadelta,adagrad,rmsprop
 
@@ -38,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_curve.py
 	$(BIN)/python benchmarks/bench_calibrators.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_extract.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .hypothesis

@@ -27,6 +27,7 @@ _API = {
     "CalibratedClassifier": "calib.wrapper",
     "calibrate": "calib.wrapper",
     "extract": "calib.extract",
+    "extraction_loader": "calib.extract",
     "Extracted": "calib.extract",
     "ClassSplit": "calib.data",
     "Domain": "calib.data",
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from .config import build_plan
     from .curve import SeenAbsentCurve, ausuc, seen_absent_curve
     from .data import ClassSplit, Domain
-    from .extract import Extracted, extract
+    from .extract import Extracted, extract, extraction_loader
     from .metrics import accuracy_report
     from .models import Classifier, create_model
     from .ncm import ncm_report
@@ -72,6 +73,7 @@ __all__ = [
     "calibrate",
     "create_model",
     "extract",
+    "extraction_loader",
     "ncm_report",
     "run_pipeline",
     "seen_absent_curve",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,19 +205,42 @@ def _model_metrics(
     metrics = accuracy_report(logits, labels, split.seen, split.absent, gamma=gamma)
     metrics["ausuc"] = seen_absent_curve(logits, labels, split.seen, split.absent).ausuc
     if train is not None and train.features is not None and test.features is not None:
-        ncm = ncm_report(
-            train.features.numpy(),
-            train.labels.numpy(),
-            test.features.numpy(),
-            labels,
-            split.seen,
-            split.absent,
-            num_classes=logits.shape[1],
-        )
-        metrics.update(
-            {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
-        )
+        metrics.update(_ncm_metrics(train, test, split, logits.shape[1]))
     return metrics
+
+
+def _ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classes: int) -> dict:
+    """NCM accuracies (``ncm_*``) over the classes of S ∪ U that have training features.
+
+    On the benchmarks every class of S ∪ U has training samples; where some do not (a tiny
+    or partial dataset), NCM classifies among the others, with a RuntimeWarning, and only
+    the test samples of those classes count. No seen or no absent class with samples: no
+    NCM metrics.
+    """
+    train_y, test_y = train.labels.numpy(), test.labels.numpy()
+    seen = np.intersect1d(np.asarray(split.seen), train_y)
+    absent = np.intersect1d(np.asarray(split.absent), train_y)
+    n_missing = len(split.seen) + len(split.absent) - seen.size - absent.size
+    if n_missing:
+        warnings.warn(
+            f"NCM: {n_missing} class(es) of S ∪ U have no training sample to average; NCM "
+            f"classifies among the other {seen.size + absent.size}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if seen.size == 0 or absent.size == 0:
+        return {}
+    keep = np.isin(test_y, np.concatenate([seen, absent]))
+    ncm = ncm_report(
+        train.features.numpy(),
+        train_y,
+        test.features.numpy()[keep],
+        test_y[keep],
+        seen,
+        absent,
+        num_classes=num_classes,
+    )
+    return {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
 
 
 def _pcv_splits(
@@ -231,7 +255,13 @@ def _pcv_splits(
 ) -> list[PseudoSplit]:
     """Fine-tune on pseudo-seen classes of S and score held-out S data, k times. No U data is used."""
     labels = dataset_targets(train_set)
-    seen = np.asarray(split.seen)
+    # a seen class without training samples can be neither fine-tuned on nor scored
+    seen = np.intersect1d(np.asarray(split.seen), labels)
+    if seen.size < 2:
+        raise ValueError(
+            "PCV splits the seen classes into pseudo-seen and pseudo-absent ones: it needs "
+            f"training samples of at least 2 seen classes, found {seen.size}"
+        )
     cfg = pcv.finetune or base_cfg
     splits = []
     for j in range(pcv.num_splits):

@@ -25,6 +25,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from calib.config import ConfigError, build_plan
 from calib.data import DatasetNotFoundError
@@ -62,7 +63,11 @@ def slurm_task_env() -> dict[str, str]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> float | None:
     os.environ.update(slurm_task_env())
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        cfg_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:  # a `???` the experiment leaves to the command line
+        log.error("config value %s is required: set it on the command line", err.full_key)
+        sys.exit(2)
     run_dir = cfg_dict.pop("run_dir", None) or HydraConfig.get().runtime.output_dir
     try:
         plan = build_plan(cfg_dict, run_dir=run_dir)

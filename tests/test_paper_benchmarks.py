@@ -154,12 +154,6 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
         assert plan.source.name == f"office_home/{cfg['source']['domain']}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="calib.pipeline needs the two fixes proposed with this test (PCV over the seen "
-    "classes that have samples; NCM over the classes that have training features)",
-)
 def test_paper_split_on_a_root_with_few_classes(tmp_path):
     """Two seen and two absent classes with images, 61 of the 65 without: must still run."""
     fake = make_fake_root("office_home", tmp_path / "data")
