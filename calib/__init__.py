@@ -26,7 +26,6 @@ _API = {
     "SELECTORS": "calib.selectors",
     "CalibratedClassifier": "calib.wrapper",
     "calibrate": "calib.wrapper",
-    "extract": "calib.extract",
     "extraction_loader": "calib.extract",
     "Extracted": "calib.extract",
     "ClassSplit": "calib.data",
@@ -44,7 +43,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from .config import build_plan
     from .curve import SeenAbsentCurve, ausuc, seen_absent_curve
     from .data import ClassSplit, Domain
-    from .extract import Extracted, extract, extraction_loader
+    from .extract import Extracted, extraction_loader
     from .metrics import accuracy_report
     from .models import Classifier, create_model
     from .ncm import ncm_report
@@ -72,7 +71,6 @@ __all__ = [
     "build_plan",
     "calibrate",
     "create_model",
-    "extract",
     "extraction_loader",
     "ncm_report",
     "run_pipeline",

@@ -50,3 +50,15 @@ def test_library_never_imports_hydra():
     code = "import sys, calib, calib.pipeline, calib.config, calib.collate; print('hydra' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """`import calib.<module>` sets an attribute on calib: no public name may be a module name."""
+    code = (
+        "import importlib, pkgutil, calib\n"
+        "mods = [m.name for m in pkgutil.iter_modules(calib.__path__)]\n"
+        "[importlib.import_module('calib.' + m) for m in mods]\n"
+        "print(sorted(set(mods) & set(calib.__all__)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
