@@ -26,6 +26,7 @@ writes files and prints. ``run_dir`` must be the same path, on a shared file sys
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import warnings
@@ -138,6 +139,16 @@ class EvalConfig:
             raise ValueError(f"eval.num_workers must be ≥ 0, got {self.num_workers}")
 
 
+def _weights_sha256(model: nn.Module) -> str:
+    """A digest of the model's parameters and buffers (names, shapes, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers cannot be viewed as bytes
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def _subset(dataset: Dataset, mask: np.ndarray) -> Subset:
     return Subset(dataset, np.flatnonzero(mask).tolist())
 
@@ -163,13 +174,18 @@ class _Stages:
         )
 
     def extract(self, tag: str, model: nn.Module, dataset: Dataset) -> Extracted:
+        """Logits, features and labels of ``model`` on ``dataset``, from the cache when it was
+        written by these very weights on a dataset of this size."""
         path = self.run_dir / "extract" / f"{tag}.pt"
+        weights = _weights_sha256(model)
         if path.exists():
             try:
                 data = torch.load(path, map_location="cpu", weights_only=True)
-                return Extracted(
-                    logits=data["logits"], labels=data["labels"], features=data["features"]
-                )
+                if data["weights_sha256"] == weights and len(data["labels"]) == len(dataset):
+                    return Extracted(
+                        logits=data["logits"], labels=data["labels"], features=data["features"]
+                    )
+                log.warning("extraction cache %s is from other weights or data; recomputing", path)
             except Exception as err:  # a foreign or damaged cache is recomputed, never trusted
                 log.warning("ignoring unreadable extraction cache %s (%s); recomputing", path, err)
         out = extract(
@@ -182,7 +198,12 @@ class _Stages:
             desc=f"extract {tag}",
         )
         if distributed.is_main():  # every rank holds the gathered rows; one writes them
-            payload = {"logits": out.logits, "labels": out.labels, "features": out.features}
+            payload = {
+                "logits": out.logits,
+                "labels": out.labels,
+                "features": out.features,
+                "weights_sha256": weights,
+            }
             atomic_save(path, lambda fh: torch.save(payload, fh))
         return out
 

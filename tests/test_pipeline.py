@@ -105,6 +105,19 @@ def test_rerun_resumes_without_retraining(demo_run, capsys):
     assert "fine-tuned + γ (alg)" in capsys.readouterr().out
 
 
+def test_stale_extraction_cache_is_recomputed(demo_run):
+    """A cache written by other weights (e.g. a retrained model) is never trusted."""
+    plan, results, run_dir = demo_run
+    path = run_dir / "extract" / "finetuned_test.pt"
+    cache = torch.load(path, weights_only=True)
+    torch.save(
+        {**cache, "logits": torch.zeros_like(cache["logits"]), "weights_sha256": "other"}, path
+    )
+    again = plan.run()
+    assert again["finetuned"] == results["finetuned"]
+    assert torch.load(path, weights_only=True)["weights_sha256"] == cache["weights_sha256"]
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
