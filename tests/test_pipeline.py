@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers_paper import CONF, compose_experiment
 
 import calib
 from calib.config import ConfigError, build_plan
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 # a tiny version of the digits demo: same data and model, one epoch per stage
 TINY = [
@@ -29,9 +26,7 @@ TINY = [
 
 
 def compose_cfg(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_experiment("digits_demo", overrides)
 
 
 @pytest.fixture(scope="module")
