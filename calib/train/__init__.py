@@ -18,7 +18,15 @@ DistributedDataParallel: ``batch_size`` is the global batch, rank 0 writes the c
 """
 
 from .checkpoint import CheckpointError, ConfigMismatchError, load_checkpoint, save_checkpoint
-from .loop import TrainConfig, TrainResult, convert_sync_batchnorm, resolve_device, train
+from .config import TrainConfig
+from .loop import (
+    EpochCallback,
+    LossFn,
+    TrainResult,
+    convert_sync_batchnorm,
+    resolve_device,
+    train,
+)
 from .optim import OPTIMIZERS, OptimizerSpec, create_optimizer, split_parameters
 from .schedule import SCHEDULERS, cosine_lr, create_scheduler
 
@@ -27,6 +35,8 @@ __all__ = [
     "SCHEDULERS",
     "CheckpointError",
     "ConfigMismatchError",
+    "EpochCallback",
+    "LossFn",
     "OptimizerSpec",
     "TrainConfig",
     "TrainResult",

@@ -20,14 +20,12 @@ float additions in the gradient average. BatchNorm normalises over each rank's s
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import numbers
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,8 @@ from .checkpoint import (
     save_checkpoint,
     write_done,
 )
-from .optim import OPTIMIZERS, check_momentum, create_optimizer
+from .config import TrainConfig
+from .optim import create_optimizer
 from .sampling import (
     STREAM_INIT,
     STREAM_WORKERS,
@@ -62,145 +61,26 @@ from .sampling import (
     epoch_generator,
     seed_worker,
 )
-from .schedule import SCHEDULERS, create_scheduler
+from .schedule import create_scheduler
 
-__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "convert_sync_batchnorm"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "LossFn",
+    "EpochCallback",
+    "train",
+    "resolve_device",
+    "convert_sync_batchnorm",
+]
 
 logger = logging.getLogger("calib.train")
 
-_AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Settings that change speed, not the numbers the run computes; left out of the fingerprint so
-# a run can resume on a machine with another core count.
-_NOT_FINGERPRINTED = ("num_workers",)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one training run; validated at construction (``ValueError``).
-
-    Attributes:
-        optimizer: an :data:`~calib.train.optim.OPTIMIZERS` key.
-        lr: backbone learning rate; ``None`` = the optimizer's default.
-        lr_head: head learning rate; ``None`` = ``lr``.
-        weight_decay: ``None`` = the optimizer's default (never applied to biases and norms).
-        momentum: for sgd / rmsprop; ``None`` = the optimizer's default.
-        epochs: number of epochs (checkpoint and log line after each).
-        iters_per_epoch: iterations per epoch; ``None`` = one pass over the data in full
-            batches (the remainder, < batch_size samples, is left out of that epoch).
-        batch_size: samples per iteration.
-        scheduler: a :data:`~calib.train.schedule.SCHEDULERS` key, stepped every iteration.
-        warmup_iters: linear warm-up iterations.
-        min_lr: the cosine schedule's floor.
-        seed: sample order, worker seeds and the global RNGs at the start of a fresh run.
-        amp: "auto" (bf16 where supported, else fp16, on CUDA; off on CPU), "bf16", "fp16",
-            "off"; ``True``/``False`` mean "auto"/"off".
-        channels_last: "auto" (on CUDA), ``True`` or ``False``.
-        num_workers: DataLoader worker processes.
-        grad_clip: max global gradient norm; ``None`` = no clipping.
-        label_smoothing: cross-entropy label smoothing in [0, 1).
-        optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...).
-        sync_batchnorm: in a multi-process run, convert BatchNorm layers to
-            ``torch.nn.SyncBatchNorm`` for the run (statistics over the global batch, as in one
-            process; CUDA only); restored to the original layers afterwards. No effect in one
-            process.
-    """
-
-    optimizer: str = "sgd"
-    lr: float | None = None
-    lr_head: float | None = None
-    weight_decay: float | None = None
-    momentum: float | None = None
-    epochs: int = 1
-    iters_per_epoch: int | None = None
-    batch_size: int = 64
-    scheduler: str = "cosine"
-    warmup_iters: int = 0
-    min_lr: float = 0.0
-    seed: int = 0
-    amp: str | bool = "auto"
-    channels_last: str | bool = "auto"
-    num_workers: int = 0
-    grad_clip: float | None = None
-    label_smoothing: float = 0.0
-    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    sync_batchnorm: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.optimizer_kwargs, Mapping):
-            self.optimizer_kwargs = dict(self.optimizer_kwargs)
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
-
-        def bad(name: str, need: str) -> ValueError:
-            return ValueError(f"TrainConfig.{name} must be {need}, got {getattr(self, name)!r}")
-
-        for name, kind in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise bad(name, f"a {kind.kind} name ({', '.join(kind.names())})")
-            if value not in kind:
-                try:
-                    kind.get(value)
-                except KeyError as err:
-                    raise ValueError(f"TrainConfig.{name}: {err.args[0]}") from None
-        for name in ("lr", "lr_head", "grad_clip"):
-            value = getattr(self, name)
-            if value is not None and not (_is_real(value) and value > 0):
-                raise bad(name, "a number > 0 or None")
-        if self.weight_decay is not None and not (
-            _is_real(self.weight_decay) and self.weight_decay >= 0
-        ):
-            raise bad("weight_decay", "a number >= 0 or None")
-        if not (_is_real(self.min_lr) and self.min_lr >= 0):
-            raise bad("min_lr", "a number >= 0")
-        if not (_is_real(self.label_smoothing) and 0 <= self.label_smoothing < 1):
-            raise bad("label_smoothing", "a number in [0, 1)")
-        try:
-            check_momentum(self.optimizer, self.momentum)
-        except ValueError as err:
-            raise ValueError(f"TrainConfig.momentum: {err}") from None
-        for name in ("epochs", "batch_size"):
-            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
-                raise bad(name, "an int >= 1")
-        if self.iters_per_epoch is not None and not (
-            _is_int(self.iters_per_epoch) and self.iters_per_epoch >= 1
-        ):
-            raise bad("iters_per_epoch", "an int >= 1 or None (one pass over the data)")
-        for name in ("warmup_iters", "seed", "num_workers"):
-            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 0):
-                raise bad(name, "an int >= 0")
-        if not (isinstance(self.amp, bool) or self.amp in _AMP_MODES):
-            raise bad("amp", f"one of {_AMP_MODES} or a bool")
-        if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
-            raise bad("channels_last", "'auto' or a bool")
-        if not isinstance(self.optimizer_kwargs, dict):
-            raise bad("optimizer_kwargs", "a mapping")
-        if not isinstance(self.sync_batchnorm, bool):
-            raise bad("sync_batchnorm", "a bool")
-        taken = {"lr", "lr_head", "weight_decay", "momentum"} & set(self.optimizer_kwargs)
-        if taken:
-            raise ValueError(
-                f"TrainConfig.optimizer_kwargs sets {sorted(taken)}: use the TrainConfig fields"
-            )
-
-    def settings(self, **extra: Any) -> dict[str, Any]:
-        """The fields that determine the trained weights, plus ``extra``, as plain JSON values."""
-        values = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED}
-        return json.loads(json.dumps({**values, **extra}, sort_keys=True, default=repr))
+#: ``loss_fn(logits, labels, inputs) -> scalar loss``: the training objective (default:
+#: cross-entropy over all logits with ``config.label_smoothing``). Called inside autocast.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``on_epoch_end(epoch, model)``: called with the plain (un-wrapped) model after epoch ``epoch``
+#: (1-based) and once with ``epoch = 0`` before the first step of a fresh run.
+EpochCallback = Callable[[int, nn.Module], None]
 
 
 @dataclass
@@ -300,8 +180,10 @@ class _Trainer:
         log: Callable[[str], None],
         desc: str,
         ctx: distributed.DistributedContext,
+        loss_fn: LossFn | None = None,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
+        self.loss_fn = loss_fn or self._cross_entropy
         self.device, self.progress, self.log, self.desc = device, progress, log, desc
         self.ctx = ctx
         self.n = len(dataset)  # type: ignore[arg-type]
@@ -479,7 +361,7 @@ class _Trainer:
                         f"labels must lie in [0, {num_classes}) (the model's logit columns); "
                         f"batch {i} of epoch {epoch + 1} has {int(y_cpu.min())}..{int(y_cpu.max())}"
                     )
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                loss = self.loss_fn(logits, y, x)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
@@ -518,6 +400,11 @@ class _Trainer:
             "seconds": seconds,
             "images_per_s": n_images / seconds if seconds > 0 else math.inf,
         }
+
+    def _cross_entropy(
+        self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
     @staticmethod
     def _check_logits(logits: torch.Tensor, x: torch.Tensor) -> int:
@@ -561,6 +448,8 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     desc: str = "fine-tune",
+    loss_fn: LossFn | None = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with cross-entropy over all its logits.
 
@@ -579,6 +468,16 @@ def train(
         log: receives one line per epoch and resume notices; default ``logging`` (INFO,
             logger "calib.train").
         desc: label for the bar and the log lines.
+        loss_fn: the objective, ``loss_fn(logits, labels, inputs)`` (see :data:`LossFn`);
+            default cross-entropy over all logits. Part of what a method trains with: the
+            caller keys its run directory by it (the checkpoint settings cannot see it).
+        on_epoch_end: called as ``on_epoch_end(epoch, model)`` on every rank with the
+            un-wrapped model after each epoch (``epoch`` 1-based, before that epoch's
+            checkpoint is written) and with ``epoch = 0`` before the first step of a fresh
+            run; not called for epochs finished before a resume, nor on a finished run. The
+            global RNG states are restored after each call, so a callback that draws random
+            numbers leaves the training stream unchanged. A run killed during a call repeats
+            that epoch, and the call, when resumed.
 
     Returns:
         :class:`TrainResult`. ``model`` ends with the trained weights, in its original
@@ -621,7 +520,7 @@ def train(
         log(f"{desc}: run already finished ({files.done}); loaded {files.final}")
         return TrainResult(list(done["history"]), resumed_from=config.epochs, already_done=True)
 
-    trainer = _Trainer(model, dataset, config, device, progress, log, desc, ctx)
+    trainer = _Trainer(model, dataset, config, device, progress, log, desc, ctx, loss_fn)
     start, resumed_from = 0, None
     if files is not None and files.last.exists():  # every rank loads the same file
         state = load_checkpoint(files.last)
@@ -632,12 +531,16 @@ def train(
         _seed_globals(derive_seed(config.seed, STREAM_INIT, 0, ctx.rank))
 
     was_training = model.training
+    if on_epoch_end is not None and resumed_from is None:
+        _call_isolated(on_epoch_end, 0, model)
     trainer.wrap()
     try:
         for epoch in range(start, config.epochs):
             stats = trainer.run_epoch(epoch)
             trainer.history.append(stats)
             log(trainer.format(stats))
+            if on_epoch_end is not None:
+                _call_isolated(on_epoch_end, epoch + 1, model)
             if files is not None:
                 rng_states = distributed.all_gather_object(capture_rng_state())
                 if ctx.is_main:
@@ -655,6 +558,16 @@ def train(
             files.last.unlink(missing_ok=True)  # the done marker and final.pt supersede it
         distributed.barrier()  # no rank returns before the run is marked done
     return TrainResult(trainer.history, resumed_from=resumed_from)
+
+
+def _call_isolated(callback: EpochCallback, epoch: int, model: nn.Module) -> None:
+    """``callback(epoch, model)`` without touching the training's RNG streams or model mode."""
+    rng, training = capture_rng_state(), model.training
+    try:
+        callback(epoch, model)
+    finally:
+        restore_rng_state(rng)
+        model.train(training)
 
 
 def _silent(line: str) -> None:

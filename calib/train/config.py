@@ -1,0 +1,153 @@
+"""Hyperparameters of one training run: :class:`TrainConfig`, validated at construction.
+
+:meth:`TrainConfig.settings` is what a run is fingerprinted by (checkpoints refuse to resume
+under other settings); the fields that change speed but not the numbers are left out of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .optim import OPTIMIZERS, check_momentum
+from .schedule import SCHEDULERS
+
+__all__ = ["TrainConfig", "AMP_MODES", "NOT_FINGERPRINTED"]
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Settings that change speed, not the numbers the run computes; left out of the fingerprint so
+# a run can resume on a machine with another core count.
+NOT_FINGERPRINTED = ("num_workers",)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run; validated at construction (``ValueError``).
+
+    Attributes:
+        optimizer: an :data:`~calib.train.optim.OPTIMIZERS` key.
+        lr: backbone learning rate; ``None`` = the optimizer's default.
+        lr_head: head learning rate; ``None`` = ``lr``.
+        weight_decay: ``None`` = the optimizer's default (never applied to biases and norms).
+        momentum: for sgd / rmsprop; ``None`` = the optimizer's default.
+        epochs: number of epochs (checkpoint and log line after each).
+        iters_per_epoch: iterations per epoch; ``None`` = one pass over the data in full
+            batches (the remainder, < batch_size samples, is left out of that epoch).
+        batch_size: samples per iteration.
+        scheduler: a :data:`~calib.train.schedule.SCHEDULERS` key, stepped every iteration.
+        warmup_iters: linear warm-up iterations.
+        min_lr: the cosine schedule's floor.
+        seed: sample order, worker seeds and the global RNGs at the start of a fresh run.
+        amp: "auto" (bf16 where supported, else fp16, on CUDA; off on CPU), "bf16", "fp16",
+            "off"; ``True``/``False`` mean "auto"/"off".
+        channels_last: "auto" (on CUDA), ``True`` or ``False``.
+        num_workers: DataLoader worker processes.
+        grad_clip: max global gradient norm; ``None`` = no clipping.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...).
+        sync_batchnorm: in a multi-process run, convert BatchNorm layers to
+            ``torch.nn.SyncBatchNorm`` for the run (statistics over the global batch, as in one
+            process; CUDA only); restored to the original layers afterwards. No effect in one
+            process.
+    """
+
+    optimizer: str = "sgd"
+    lr: float | None = None
+    lr_head: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    epochs: int = 1
+    iters_per_epoch: int | None = None
+    batch_size: int = 64
+    scheduler: str = "cosine"
+    warmup_iters: int = 0
+    min_lr: float = 0.0
+    seed: int = 0
+    amp: str | bool = "auto"
+    channels_last: str | bool = "auto"
+    num_workers: int = 0
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    sync_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optimizer_kwargs, Mapping):
+            self.optimizer_kwargs = dict(self.optimizer_kwargs)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+
+        def bad(name: str, need: str) -> ValueError:
+            return ValueError(f"TrainConfig.{name} must be {need}, got {getattr(self, name)!r}")
+
+        for name, kind in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise bad(name, f"a {kind.kind} name ({', '.join(kind.names())})")
+            if value not in kind:
+                try:
+                    kind.get(value)
+                except KeyError as err:
+                    raise ValueError(f"TrainConfig.{name}: {err.args[0]}") from None
+        for name in ("lr", "lr_head", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (_is_real(value) and value > 0):
+                raise bad(name, "a number > 0 or None")
+        if self.weight_decay is not None and not (
+            _is_real(self.weight_decay) and self.weight_decay >= 0
+        ):
+            raise bad("weight_decay", "a number >= 0 or None")
+        if not (_is_real(self.min_lr) and self.min_lr >= 0):
+            raise bad("min_lr", "a number >= 0")
+        if not (_is_real(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise bad("label_smoothing", "a number in [0, 1)")
+        try:
+            check_momentum(self.optimizer, self.momentum)
+        except ValueError as err:
+            raise ValueError(f"TrainConfig.momentum: {err}") from None
+        for name in ("epochs", "batch_size"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise bad(name, "an int >= 1")
+        if self.iters_per_epoch is not None and not (
+            _is_int(self.iters_per_epoch) and self.iters_per_epoch >= 1
+        ):
+            raise bad("iters_per_epoch", "an int >= 1 or None (one pass over the data)")
+        for name in ("warmup_iters", "seed", "num_workers"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "an int >= 0")
+        if not (isinstance(self.amp, bool) or self.amp in AMP_MODES):
+            raise bad("amp", f"one of {AMP_MODES} or a bool")
+        if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
+            raise bad("channels_last", "'auto' or a bool")
+        if not isinstance(self.optimizer_kwargs, dict):
+            raise bad("optimizer_kwargs", "a mapping")
+        if not isinstance(self.sync_batchnorm, bool):
+            raise bad("sync_batchnorm", "a bool")
+        taken = {"lr", "lr_head", "weight_decay", "momentum"} & set(self.optimizer_kwargs)
+        if taken:
+            raise ValueError(
+                f"TrainConfig.optimizer_kwargs sets {sorted(taken)}: use the TrainConfig fields"
+            )
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """The fields that determine the trained weights, plus ``extra``, as plain JSON values."""
+        values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        return json.loads(json.dumps({**values, **extra}, sort_keys=True, default=repr))
