@@ -3,7 +3,9 @@
 Each writer writes a temporary file in the destination's folder, flushes and
 fsyncs it, then ``os.replace``-s it over the destination (atomic on POSIX and
 Windows within one file system). A crash mid-write leaves at most a stray
-``.tmp`` file beside the old, intact destination.
+``.tmp`` file beside the old, intact destination. The file gets the mode a plain
+``open`` would give it (``0o666`` less the process umask), so a lab's group can read
+results, checkpoints and calibrators alike.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileExistsError:  # mkdir: a part of the parent path is a file
+        raise NotADirectoryError(f"cannot write {path}: {path.parent} is not a folder") from None
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write {path}: {err.strerror}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0o600 files
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
@@ -47,6 +55,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -5,18 +5,21 @@
     calib-run -m optimizer=sgd,adam,adamw,adabelief,adadelta,adagrad,rmsprop
     torchrun --nproc_per_node 4 -m experiments.run experiment=imagenet_r   # one run, 4 GPUs
 
-All the work happens in the library (:func:`calib.config.build_plan`, :mod:`calib.pipeline`);
-this file only hands it the composed config and the run directory.
+All the work happens in the library (:func:`calib.run.build_plan`, :mod:`calib.run.pipeline`);
+this file only hands it the composed config and the run directory. torch and the rest of
+calib are imported when a run starts, so ``--help`` and tab completion answer at once.
 
-Under ``torchrun`` every rank composes the same config and gets the same run directory
-(named by the overrides, not by the time); rank 0 alone writes Hydra's ``.hydra/`` record,
-each other rank logs to its own ``<job>_rank<r>.log`` beside rank 0's ``<job>.log``. A
-SLURM job of several tasks started by the submitit launcher (``hydra/launcher=slurm`` with
-``tasks_per_node > 1``) gets the same variables torchrun would set, from SLURM's.
+Run folders: ``outputs/<name>/<overrides>`` (``defaults`` without overrides), never one inside
+another; ``run_dir=PATH`` replaces the whole folder (Hydra's log and config record go there
+too). Under ``torchrun`` every rank composes the same config and gets the same run directory;
+rank 0 alone writes Hydra's ``.hydra/`` record, each other rank logs to its own
+``<job>_rank<r>.log``. A SLURM job of several tasks started by the submitit launcher
+(``hydra/launcher=slurm`` with ``tasks_per_node > 1``) gets the variables torchrun would set.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -24,16 +27,35 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from calib.config import ConfigError, build_plan
-from calib.data import DatasetNotFoundError
-from calib.distributed import launch_env
+from calib.launch import launch_env
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 log = logging.getLogger("calib-run")
+
+
+def folder_name(overrides: str | None) -> str:
+    """A run's folder name from Hydra's ``override_dirname``: ``defaults`` when there are no
+    overrides, and no path separator (a value such as a weights path must not nest folders)."""
+    return (overrides or "defaults").replace(os.sep, "∕")
+
+
+def run_folder(run_dir: str | None, base: str, overrides: str | None) -> str:
+    """``run_dir`` when given, else ``<base>/<folder_name(overrides)>``."""
+    return run_dir if run_dir else f"{base}/{folder_name(overrides)}"
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("calib_folder"):
+        OmegaConf.register_new_resolver("calib_folder", folder_name)
+        OmegaConf.register_new_resolver("calib_run_dir", run_folder)
+
+
+_register_resolvers()  # before Hydra composes; also for the compose API (tests, notebooks)
 
 
 def slurm_task_env() -> dict[str, str]:
@@ -60,23 +82,37 @@ def slurm_task_env() -> dict[str, str]:
     }
 
 
+def _fail(message: str) -> None:
+    log.error("%s", message)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> float | None:
     os.environ.update(slurm_task_env())
     try:
         cfg_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:  # a `???` the experiment leaves to the command line
-        log.error("config value %s is required: set it on the command line", err.full_key)
-        sys.exit(2)
-    run_dir = cfg_dict.pop("run_dir", None) or HydraConfig.get().runtime.output_dir
+        _fail(f"config value {err.full_key} is required: set it on the command line")
+    hydra_cfg = HydraConfig.get()
+    run_dir = cfg_dict.pop("run_dir", None)
+    if run_dir and hydra_cfg.mode == RunMode.MULTIRUN:
+        _fail("run_dir names the folder of one run; a sweep names its folders by hydra.sweep.dir")
+    run_dir = run_dir or hydra_cfg.runtime.output_dir
+
+    # the heavy part (torch, the data sets, the models) loads only now
+    from calib.data import DatasetNotFoundError
+    from calib.run import ConfigError, StaleRunError, build_plan
+    from calib.train import ConfigMismatchError
+
     try:
         plan = build_plan(cfg_dict, run_dir=run_dir)
-    except (ConfigError, DatasetNotFoundError) as err:
-        log.error("%s", err)
-        sys.exit(2)
-    results = plan.run()
+        results = plan.run()
+    except (ConfigError, DatasetNotFoundError, StaleRunError, ConfigMismatchError) as err:
+        _fail(str(err))
     if launch_env().is_main:
         log.info("results written to %s", plan.run_dir)
+    gc.freeze()  # the objects left are freed by the OS at exit, not by a last collection
     # a sweeper may optimise this: AUSUC of the fine-tuned model
     return results["finetuned"].get("ausuc")
 

@@ -1,0 +1,334 @@
+"""The main job, from plain Python: (source model →) fine-tune on S → extract → fit γ → report.
+
+:func:`run_pipeline` takes built objects (domains, a class split, a model factory, training
+configs) and leaves in ``run_dir``::
+
+    run.json           the config leaves the run was made with (written by a RunPlan)
+    stages.json        every stage's key and identity (see calib.run.stages)
+    source/ | <cache>  source-model training checkpoints (shared cache: calib.run.source_cache)
+    finetune/          fine-tuning checkpoints
+    pcv/split_<j>/     pseudo-split fine-tuning checkpoints (when a selector takes pseudo splits)
+    extract/*.pt       extracted logits, features and labels, keyed by their stage
+    calibrators/*.json one fitted LogitBiasCalibrator per selector
+    results.json       {"pretrained", "finetuned", "calibrated", "meta"} (see calib.run.results)
+    results.csv        the same, flattened to one row
+    results.md         the printed table
+    curve.png          seen–absent curves, pre-trained vs fine-tuned, chosen γ marked
+
+Before any work every stage's key is compared with the folder's records: a folder made with
+other settings is refused, naming what changed (:class:`calib.run.stages.StaleRunError`).
+A killed run started again with the same arguments resumes at its last checkpoint and skips
+finished stages.
+
+Under ``torchrun`` every rank runs :func:`run_pipeline` with the same arguments: all ranks
+train (DDP, global batch sizes as configured) and extract their shard of each dataset
+(gathered into dataset order on every rank), every rank computes the same results, and only
+rank 0 writes files and prints. ``run_dir`` must be the same path, on a shared file system.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from .. import distributed
+from ..calibrator import LogitBiasCalibrator
+from ..data import ClassSplit, Domain
+from ..extract import Extracted
+from ..selectors import PseudoSplit
+from ..train import TrainConfig, resolve_device
+from ._selectors import selector_spec
+from .report_metrics import model_metrics, plot_curves
+from .results import format_table, write_results
+from .runner import Runner, weights_sha256
+from .settings import CalibrationConfig, EvalConfig
+from .source_cache import SourceCache
+from .stage_plan import StagePlan, plan_stages
+from .stages import StageStore
+
+__all__ = ["run_pipeline", "model_identity"]
+
+log = logging.getLogger(__name__)
+
+
+def model_identity(model: nn.Module) -> dict[str, str]:
+    """What a model is before training: its class and a digest of its weights."""
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "weights": weights_sha256(model),
+    }
+
+
+def _pretrained(
+    runner: Runner,
+    plan: StagePlan,
+    model: nn.Module,
+    source: Domain | None,
+    cfg: TrainConfig | None,
+) -> nn.Module:
+    """Stage 1: the pre-trained model (trained on the source domain first, when given)."""
+    if source is not None:
+        assert cfg is not None
+        runner.train_source(plan.pretrained, model, source.train, cfg)
+    else:
+        runner.store.record(plan.pretrained)
+    return model
+
+
+def _finetuned(
+    runner: Runner, plan: StagePlan, pretrained: nn.Module, target: Domain, cfg: TrainConfig
+) -> nn.Module:
+    """Stage 2: fine-tune a copy of the pre-trained model on the target's S samples."""
+    if plan.finetune_rows is None or plan.finetune_rows.size == 0:
+        raise ValueError(f"{target.name} has no training sample of the seen classes")
+    model = copy.deepcopy(pretrained)
+    runner.train(plan.finetune, model, Subset(target.train, plan.finetune_rows.tolist()), cfg)
+    return model
+
+
+def _pseudo_splits(
+    runner: Runner,
+    plan: StagePlan,
+    pretrained: nn.Module,
+    target: Domain,
+    split: ClassSplit,
+    cfg: TrainConfig,
+) -> list[PseudoSplit]:
+    """PCV: fine-tune on pseudo-seen classes of S, score held-out S data, k times (no U data)."""
+    splits = []
+    for (train_stage, score_stage), sub in zip(plan.pcv, plan.pcv_subsets, strict=True):
+        model = copy.deepcopy(pretrained)
+        runner.train(train_stage, model, Subset(target.train, sub.fit_rows.tolist()), cfg)
+        scored = runner.extract(
+            score_stage, model, Subset(target.train_eval, sub.heldout_rows.tolist())
+        )
+        splits.append(
+            PseudoSplit(
+                logits=scored.logits.numpy(),
+                labels=scored.labels.numpy(),
+                seen_classes=sub.pseudo_seen,
+                # γ goes to every column absent from this run's fine-tuning: pseudo-absent and U
+                absent_classes=np.union1d(sub.pseudo_absent, np.asarray(split.absent)),
+            )
+        )
+    return splits
+
+
+def _fit_selector(
+    name: str,
+    params: Mapping[str, Any],
+    split: ClassSplit,
+    ft_train: Extracted,
+    ft_test: Extracted,
+    pseudo_splits: list[PseudoSplit] | None,
+) -> LogitBiasCalibrator:
+    """Fit selector ``name`` on exactly the data its declaration names."""
+    kind = selector_spec(name).data
+    data: dict[str, Any] = {}
+    if kind == "finetune_train":  # fine-tuning training data only: the S samples
+        in_seen = np.isin(ft_train.labels.numpy(), split.seen)
+        data = {
+            "logits": ft_train.logits.numpy()[in_seen],
+            "labels": ft_train.labels.numpy()[in_seen],
+        }
+    elif kind == "target_labelled":  # labelled test data with U: an upper bound, for analysis
+        data = {"logits": ft_test.logits.numpy(), "labels": ft_test.labels.numpy()}
+    elif kind == "target_unlabelled":  # the test logits, no labels
+        data = {"logits": ft_test.logits.numpy()}
+    elif kind == "pseudo_splits":
+        data = {"pseudo_splits": pseudo_splits}
+    cal = _calibrator(name, params)
+    return cal.fit(
+        seen_classes=split.seen,
+        absent_classes=split.absent,
+        num_classes=ft_test.logits.shape[1],
+        **data,
+    )
+
+
+def _calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
+    known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
+    options = {k: v for k, v in params.items() if k not in known}
+    if options:
+        return LogitBiasCalibrator(method=name, options=options, **known)  # type: ignore[call-arg]
+    return LogitBiasCalibrator(method=name, **known)
+
+
+def run_pipeline(
+    *,
+    target: Domain,
+    split: ClassSplit,
+    make_model: Callable[[], nn.Module],
+    finetune: TrainConfig,
+    run_dir: str | os.PathLike,
+    calibration: CalibrationConfig | None = None,
+    source: Domain | None = None,
+    source_train: TrainConfig | None = None,
+    eval: EvalConfig | None = None,  # noqa: A002 - mirrors the config group name
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    title: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+    plot: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    config_leaves: Mapping[str, Any] | None = None,
+    config_record: Mapping[str, Any] | None = None,
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Run the whole experiment and write its results; returns the results dict.
+
+    Args:
+        target: the target domain; ``target.train`` (augmenting transform) is fine-tuned on,
+            ``target.train_eval`` (same samples, evaluation transform) and ``target.test`` are scored.
+        split: the seen (fine-tuning) classes S and absent classes U of the target domain.
+        make_model: builds the (pre-trained or randomly initialised) model; called once, under
+            ``torch.manual_seed(seed)``, unless ``model`` is given.
+        finetune: training config of the fine-tuning on S.
+        run_dir: where everything is written; rerunning with the same directory resumes.
+        calibration: the γ selectors to fit (default ``CalibrationConfig()``: alg, oracle).
+        source: a source domain (all classes) to train on first, giving the "pre-trained" model.
+        source_train: training config of the source model (required with ``source``).
+        eval: extraction settings (default ``EvalConfig()``).
+        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ...; under ``torchrun`` ``"auto"``
+            and ``"cuda"`` mean this process's ``cuda:LOCAL_RANK``.
+        seed: seeds the model's initialisation (training seeds come with the train configs).
+        progress: show progress bars.
+        title: table title.
+        meta: settings to store under ``results["meta"]``.
+        plot: draw ``curve.png``.
+        cache_dir: where finished source models are shared between runs (``None``: in the run
+            folder).
+        config_leaves: the config's identity leaves (from :func:`calib.run.plan.build_plan`),
+            folded into the stage identities and checked against ``run_dir/run.json``.
+        config_record: the whole config, recorded in ``run_dir/run.json``.
+        model: the already built pre-trained model (``make_model()`` under the seed); it is
+            trained in place when there is a source domain.
+
+    Raises:
+        calib.run.stages.StaleRunError: ``run_dir`` holds stages computed from other inputs
+            (nothing is computed).
+    """
+    if source is not None and source_train is None:
+        raise ValueError("a source domain needs a source_train config")
+    if split.num_classes != target.num_classes:
+        raise ValueError(
+            f"the class split is for {split.num_classes} classes but {target.name} has {target.num_classes}"
+        )
+    calibration = CalibrationConfig() if calibration is None else calibration
+    eval = EvalConfig() if eval is None else eval  # noqa: A001
+    run_dir = Path(run_dir)
+    device = resolve_device(device)
+    if model is None:
+        torch.manual_seed(seed)  # a randomly initialised model, or head, is the same in every run
+        model = make_model()
+    plan = plan_stages(
+        target=target,
+        split=split,
+        model_identity=model_identity(model),
+        finetune=finetune,
+        calibration=calibration,
+        eval_cfg=eval,
+        source=source,
+        source_train=source_train,
+        seed=seed,
+        config_leaves=config_leaves,
+    )
+    store = StageStore(run_dir)
+    if config_leaves is not None:
+        store.check_config(config_leaves)
+    store.check(plan.all())  # before any work: never serve another run's numbers
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config_leaves is not None:
+        store.write_config(config_leaves, dict(config_record or {}))
+    with distributed.distributed_context(device) as ctx:
+        cache = SourceCache(cache_dir) if cache_dir is not None else None
+        runner = Runner(run_dir, device, eval, progress and ctx.is_main, store, cache)
+        if ctx.is_main:
+            log.info(
+                "run dir: %s; device: %s (%d process(es)); S = %d classes, U = %d classes",
+                run_dir,
+                device,
+                ctx.world_size,
+                len(split.seen),
+                len(split.absent),
+            )
+        pretrained = _pretrained(runner, plan, model, source, source_train)
+        finetuned = _finetuned(runner, plan, pretrained, target, finetune)
+        ex = {
+            tag: runner.extract(stage, pretrained if tag.startswith("pre") else finetuned, ds)
+            for (tag, stage), ds in zip(
+                plan.extracts.items(),
+                [target.train_eval, target.test, target.train_eval, target.test],
+                strict=True,
+            )
+        }
+        pseudo = None
+        if calibration.needs_pcv:
+            assert calibration.pcv is not None
+            pseudo = _pseudo_splits(
+                runner, plan, pretrained, target, split, calibration.pcv.finetune or finetune
+            )
+        calibrators = {}
+        for name in calibration.selectors:
+            store.record(plan.selectors[name])
+            cal = _fit_selector(
+                name,
+                calibration.params(name),
+                split,
+                ex["finetuned_train"],
+                ex["finetuned_test"],
+                pseudo,
+            )
+            if ctx.is_main:
+                cal.save(run_dir / "calibrators" / f"{name}.json")
+            calibrators[name] = cal
+        results = _results(ex, split, calibrators, target, device, ctx.world_size, meta, plan)
+        if ctx.is_main:  # every rank computed the same results; one writes and prints them
+            write_results(results, run_dir)
+            if plot:
+                plot_curves(
+                    results,
+                    ex["pretrained_test"],
+                    ex["finetuned_test"],
+                    split,
+                    run_dir / "curve.png",
+                    title,
+                )
+            print(format_table(results, title=title or target.name))
+        distributed.barrier()  # the results exist when any rank returns
+        return results
+
+
+def _results(ex, split, calibrators, target, device, world_size, meta, plan) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "pretrained": model_metrics(ex["pretrained_test"], ex["pretrained_train"], split),
+        "finetuned": model_metrics(ex["finetuned_test"], ex["finetuned_train"], split),
+        "calibrated": {},
+        "meta": {
+            "target": target.name,
+            "num_classes": target.num_classes,
+            "seen_classes": list(map(int, split.seen)),
+            "absent_classes": list(map(int, split.absent)),
+            "device": str(device),
+            "world_size": world_size,
+            "stage_keys": plan.keys(),
+            **(dict(meta) if meta else {}),
+        },
+    }
+    for name, cal in calibrators.items():
+        metrics = model_metrics(
+            ex["finetuned_test"], ex["finetuned_train"], split, gamma=cal.gamma_
+        )
+        metrics["gamma"] = cal.gamma_
+        results["calibrated"][name] = metrics
+    return results

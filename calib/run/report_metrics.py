@@ -1,0 +1,91 @@
+"""The numbers of a run's report: each model's metrics on the extracted logits, and its curve plot.
+
+:func:`model_metrics` is what every row of the table holds: :func:`calib.accuracy_report` at
+γ, the AUSUC of the seen–absent curve, and the cosine-NCM accuracies on the features.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..curve import seen_absent_curve
+from ..data import ClassSplit
+from ..extract import Extracted
+from ..metrics import accuracy_report
+from ..ncm import ncm_report
+
+__all__ = ["model_metrics", "ncm_metrics", "plot_curves"]
+
+
+def model_metrics(
+    test: Extracted, train: Extracted | None, split: ClassSplit, gamma: float = 0.0
+) -> dict:
+    logits, labels = test.logits.numpy(), test.labels.numpy()
+    metrics = accuracy_report(logits, labels, split.seen, split.absent, gamma=gamma)
+    metrics["ausuc"] = seen_absent_curve(logits, labels, split.seen, split.absent).ausuc
+    if train is not None and train.features is not None and test.features is not None:
+        metrics.update(ncm_metrics(train, test, split, logits.shape[1]))
+    return metrics
+
+
+def ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classes: int) -> dict:
+    """NCM accuracies (``ncm_*``) over the classes of S ∪ U that have training features.
+
+    On the benchmarks every class of S ∪ U has training samples; where some do not (a tiny
+    or partial dataset), NCM classifies among the others, with a RuntimeWarning, and only
+    the test samples of those classes count. No seen or no absent class with samples: no
+    NCM metrics.
+    """
+    train_y, test_y = train.labels.numpy(), test.labels.numpy()
+    seen = np.intersect1d(np.asarray(split.seen), train_y)
+    absent = np.intersect1d(np.asarray(split.absent), train_y)
+    n_missing = len(split.seen) + len(split.absent) - seen.size - absent.size
+    if n_missing:
+        warnings.warn(
+            f"NCM: {n_missing} class(es) of S ∪ U have no training sample to average; NCM "
+            f"classifies among the other {seen.size + absent.size}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if seen.size == 0 or absent.size == 0:
+        return {}
+    keep = np.isin(test_y, np.concatenate([seen, absent]))
+    ncm = ncm_report(
+        train.features.numpy(),
+        train_y,
+        test.features.numpy()[keep],
+        test_y[keep],
+        seen,
+        absent,
+        num_classes=num_classes,
+    )
+    return {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
+
+
+def plot_curves(
+    results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..plotting import plot_seen_absent_curves, save_figure
+
+    curves = {
+        "pre-trained": seen_absent_curve(
+            pre_test.logits, pre_test.labels, split.seen, split.absent
+        ),
+        "fine-tuned": seen_absent_curve(ft_test.logits, ft_test.labels, split.seen, split.absent),
+    }
+    points = {
+        f"γ {name} = {m['gamma']:+.2f}": (m["acc_seen"], m["acc_absent"])
+        for name, m in results["calibrated"].items()
+    }
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    plot_seen_absent_curves(curves, points=points, ax=ax, title=title)
+    save_figure(fig, path)
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""The cached, resumable steps of a run: training and extraction, each keyed by its stage.
+
+:class:`Runner` holds what every step needs (run folder, device, extraction settings, the
+stage records, the shared source cache) and runs one stage at a time:
+
+- :meth:`Runner.train` trains a model in the stage's folder (``run_dir/<stage>``, or the
+  shared cache entry for the source model), resuming from its last epoch checkpoint;
+- :meth:`Runner.extract` returns logits, features and labels from ``run_dir/<stage>.pt`` when
+  that file was written for this very stage key by these very weights, else computes them.
+
+A stage is recorded (:meth:`calib.run.stages.StageStore.record`) before it starts, so a
+resumed run checks its key before touching its checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .. import distributed
+from ..extract import Extracted, extract, extraction_loader
+from ..io import atomic_save
+from ..train import EpochCallback, LossFn, TrainConfig, train
+from .settings import EvalConfig
+from .source_cache import SourceCache
+from .stages import Stage, StageStore
+
+__all__ = ["Runner", "weights_sha256"]
+
+log = logging.getLogger(__name__)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """A digest of the model's parameters and buffers (names, shapes, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers cannot be viewed as bytes
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class Runner:
+    """Runs the stages of one run folder (see the module docstring)."""
+
+    run_dir: Path
+    device: torch.device
+    eval_cfg: EvalConfig
+    progress: bool
+    store: StageStore
+    cache: SourceCache | None = None
+
+    def loader(self, dataset: Dataset) -> DataLoader:
+        """This rank's shard of ``dataset`` in order (all of it in one process)."""
+        return extraction_loader(
+            dataset,
+            batch_size=self.eval_cfg.batch_size,
+            num_workers=self.eval_cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def extract(self, stage: Stage, model: nn.Module, dataset: Dataset) -> Extracted:
+        """Logits, features and labels of ``model`` on ``dataset`` for ``stage``, cached."""
+        path = self.run_dir / f"{stage.name}.pt"
+        weights = weights_sha256(model)
+        cached = self._cached(path, stage, weights, len(dataset))
+        if cached is not None:
+            return cached
+        self.store.record(stage)
+        out = extract(
+            model,
+            self.loader(dataset),
+            device=self.device,
+            features=True,
+            amp=self.eval_cfg.amp and self.device.type == "cuda",
+            progress=self.progress,
+            desc=stage.name,
+        )
+        if distributed.is_main():  # every rank holds the gathered rows; one writes them
+            payload = {
+                "logits": out.logits,
+                "labels": out.labels,
+                "features": out.features,
+                "weights_sha256": weights,
+                "stage_key": stage.key,
+            }
+            atomic_save(path, lambda fh: torch.save(payload, fh))
+        return out
+
+    @staticmethod
+    def _cached(path: Path, stage: Stage, weights: str, n: int) -> Extracted | None:
+        if not path.exists():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            fits = (
+                data.get("stage_key") == stage.key
+                and data["weights_sha256"] == weights
+                and len(data["labels"]) == n
+            )
+            if fits:
+                return Extracted(
+                    logits=data["logits"], labels=data["labels"], features=data["features"]
+                )
+            log.warning("extraction cache %s is from other weights or data; recomputing", path)
+        except Exception as err:  # a foreign or damaged cache is recomputed, never trusted
+            log.warning("ignoring unreadable extraction cache %s (%s); recomputing", path, err)
+        return None
+
+    def train(
+        self,
+        stage: Stage,
+        model: nn.Module,
+        dataset: Dataset,
+        cfg: TrainConfig,
+        *,
+        loss_fn: LossFn | None = None,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> None:
+        """Train ``model`` in place for ``stage`` in ``run_dir/<stage>`` (resumable)."""
+        self.store.record(stage)
+        self._train(stage, self.run_dir / stage.name, model, dataset, cfg, loss_fn, on_epoch_end)
+
+    def train_source(
+        self, stage: Stage, model: nn.Module, dataset: Dataset, cfg: TrainConfig
+    ) -> None:
+        """Train (or load) the source model: in the shared cache when there is one."""
+        self.store.record(stage, cache=None if self.cache is None else str(self.cache.root))
+        if self.cache is None:
+            self._train(stage, self.run_dir / stage.name, model, dataset, cfg, None, None)
+            return
+        with self.cache.hold(stage) as entry:
+            log.info("source model: %s", entry)
+            self._train(stage, entry, model, dataset, cfg, None, None)
+
+    def _train(self, stage, run_dir, model, dataset, cfg, loss_fn, on_epoch_end) -> None:
+        train(
+            model,
+            dataset,
+            cfg,
+            run_dir=run_dir,
+            device=self.device,
+            progress=self.progress,
+            desc=stage.name,
+            loss_fn=loss_fn,
+            on_epoch_end=on_epoch_end,
+        )

@@ -1,0 +1,129 @@
+"""The settings of a run besides training: which γ selectors, PCV, extraction.
+
+Plain frozen dataclasses, validated at construction (``ValueError`` naming the field and the
+value). :func:`calib.run.plan.build_plan` builds them from the config's ``calibration`` and
+``eval`` sections; Python users construct them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..train import TrainConfig
+from ._selectors import selector_spec
+
+__all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig"]
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+
+
+@dataclass(frozen=True)
+class PCVConfig:
+    """Pseudo Cross-Validation: k pseudo splits of S; no absent-class data is touched.
+
+    Attributes:
+        num_splits: k, the number of random pseudo splits of S (each fine-tunes one model).
+        absent_fraction: share of S's classes made pseudo-absent in each split.
+        holdout_fraction: share of each S class's training samples held out to score γ.
+        seed: seed of the splits (split j uses ``seed + j``).
+        finetune: training config of the pseudo runs; ``None`` = the main fine-tuning config.
+
+    The criterion PCV maximises is a parameter of the ``pcv`` selector
+    (``CalibrationConfig.options["pcv"]["criterion"]``).
+    """
+
+    num_splits: int = 3
+    absent_fraction: float = 0.5
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    finetune: TrainConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("pcv.num_splits", self.num_splits, 1)
+        _check_fraction("pcv.absent_fraction", self.absent_fraction)
+        _check_fraction("pcv.holdout_fraction", self.holdout_fraction)
+        _check_int("pcv.seed", self.seed, 0)
+        if self.finetune is not None and not isinstance(self.finetune, TrainConfig):
+            raise ValueError(f"pcv.finetune must be a TrainConfig or None, got {self.finetune!r}")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Which γ selectors a run fits, with their parameters.
+
+    Attributes:
+        selectors: keys of :data:`calib.selectors.SELECTORS`, in table order.
+        options: ``{selector: {parameter: value}}``; a selector's declared parameters not given
+            here take their declared defaults. Validated against each selector's declaration.
+        pcv: settings of the PCV stage; required when a selector takes ``pseudo_splits``.
+    """
+
+    selectors: tuple[str, ...] = ("alg", "oracle")
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    pcv: PCVConfig | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.selectors, str):
+            raise ValueError(
+                f"calibration.selectors must be a list of keys, got {self.selectors!r}"
+            )
+        selectors = tuple(self.selectors)
+        object.__setattr__(self, "selectors", selectors)
+        if len(set(selectors)) != len(selectors):
+            raise ValueError(f"calibration.selectors lists a selector twice: {list(selectors)}")
+        if not isinstance(self.options, Mapping):
+            raise ValueError(f"calibration.options must be a mapping, got {self.options!r}")
+        unused = sorted(set(self.options) - set(selectors))
+        if unused:
+            raise ValueError(
+                f"calibration.options sets {unused}, which calibration.selectors does not list "
+                f"({list(selectors)})"
+            )
+        resolved = {}
+        for name in selectors:
+            spec = selector_spec(name)  # unknown key -> KeyError listing the known ones
+            given = self.options.get(name) or {}
+            if not isinstance(given, Mapping):
+                raise ValueError(f"calibration.options.{name} must be a mapping, got {given!r}")
+            try:
+                resolved[name] = spec.check_params(dict(given))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"calibration.options.{name}: {err}") from None
+            if spec.data == "pseudo_splits" and self.pcv is None:
+                raise ValueError(
+                    f"selector {name!r} takes pseudo splits, but calibration.pcv is not set"
+                )
+        object.__setattr__(self, "options", resolved)
+
+    def params(self, name: str) -> dict[str, Any]:
+        """The full, validated parameters of selector ``name``."""
+        return dict(self.options[name])
+
+    @property
+    def needs_pcv(self) -> bool:
+        return any(selector_spec(n).data == "pseudo_splits" for n in self.selectors)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Extraction settings: batch size (per process), loader workers, mixed precision on GPU."""
+
+    batch_size: int = 256
+    num_workers: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("eval.batch_size", self.batch_size, 1)
+        _check_int("eval.num_workers", self.num_workers, 0)
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"eval.amp must be true or false, got {self.amp!r}")

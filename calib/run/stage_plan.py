@@ -1,0 +1,246 @@
+"""Every stage of a run and its identity, computed before any work.
+
+:func:`plan_stages` names the stages a run will compute and what each depends on (see
+:mod:`calib.run.identity`); the run refuses a folder whose records disagree before it trains
+anything. Each stage's identity holds
+
+- its own settings (a :class:`~calib.train.TrainConfig`'s fingerprint, a selector's
+  parameters, the extraction's precision),
+- the keys of the stages it reads (so a change upstream changes every key downstream),
+- the data it sees: a fingerprint of the sample list and transform (:func:`dataset_fingerprint`),
+  and the class split,
+- the config leaves under the prefixes of :data:`STAGE_SECTIONS` (given by
+  :func:`calib.run.plan.build_plan`; empty for a Python caller of ``run_pipeline``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset, Subset
+
+from ..data import ClassSplit, Domain, dataset_targets
+from ..train import TrainConfig
+from ._selectors import selector_spec
+from .identity import dataset_fingerprint
+from .settings import CalibrationConfig, EvalConfig, PCVConfig
+from .stages import Stage
+
+__all__ = ["STAGE_SECTIONS", "StagePlan", "PCVSubset", "plan_stages", "pcv_subsets", "sections"]
+
+#: The config prefixes each kind of stage depends on directly. Everything upstream reaches a
+#: stage through the keys of the stages it reads.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "pretrained": ("seed", "imports", "model", "source", "source_train"),
+    "finetune": ("dataset", "split", "finetune", "optimizer", "scheduler"),
+    "pcv": ("dataset", "split", "finetune", "optimizer", "scheduler", "calibration.pcv"),
+    "extract": ("dataset", "eval"),
+    "selector": ("calibration.selectors", "calibration.options.{name}"),
+}
+
+
+def sections(leaves: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """The leaves of ``leaves`` (dotted keys) under any of ``prefixes``."""
+    return {
+        k: v for k, v in leaves.items() if any(k == p or k.startswith(p + ".") for p in prefixes)
+    }
+
+
+@dataclass(frozen=True)
+class PCVSubset:
+    """One pseudo split of S: pseudo-seen/absent classes and the train-set rows it uses."""
+
+    pseudo_seen: np.ndarray
+    pseudo_absent: np.ndarray
+    fit_rows: np.ndarray  # indices into the target train set: pseudo-seen, not held out
+    heldout_rows: np.ndarray  # indices: held-out samples of every S class
+
+
+def pcv_subsets(labels: np.ndarray, split: ClassSplit, pcv: PCVConfig) -> list[PCVSubset]:
+    """The k pseudo splits of S (split j drawn from ``seed + j``); no U sample is used.
+
+    Raises:
+        ValueError: fewer than 2 seen classes have training samples.
+    """
+    seen = np.intersect1d(np.asarray(split.seen), labels)
+    if seen.size < 2:
+        raise ValueError(
+            "PCV splits the seen classes into pseudo-seen and pseudo-absent ones: it needs "
+            f"training samples of at least 2 seen classes, found {seen.size}"
+        )
+    out = []
+    for j in range(pcv.num_splits):
+        rng = np.random.default_rng(pcv.seed + j)
+        order = rng.permutation(seen)
+        n_absent = min(max(1, round(pcv.absent_fraction * seen.size)), seen.size - 1)
+        pseudo_absent, pseudo_seen = np.sort(order[:n_absent]), np.sort(order[n_absent:])
+        heldout = np.zeros(labels.size, dtype=bool)
+        for c in seen:
+            idx = np.flatnonzero(labels == c)
+            n_out = int(round(pcv.holdout_fraction * idx.size))
+            if idx.size >= 2:
+                n_out = min(max(1, n_out), idx.size - 1)
+            heldout[rng.choice(idx, size=n_out, replace=False)] = True
+        fit = ~heldout & np.isin(labels, pseudo_seen)
+        out.append(
+            PCVSubset(pseudo_seen, pseudo_absent, np.flatnonzero(fit), np.flatnonzero(heldout))
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """The stages of one run, in the order they run."""
+
+    pretrained: Stage
+    finetune: Stage
+    extracts: dict[str, Stage]
+    pcv: list[tuple[Stage, Stage]] = field(default_factory=list)  # (training, held-out scores)
+    pcv_subsets: list[PCVSubset] = field(default_factory=list)
+    selectors: dict[str, Stage] = field(default_factory=dict)
+    finetune_rows: np.ndarray | None = None  # target train rows of S
+
+    def all(self) -> list[Stage]:
+        stages = [self.pretrained, self.finetune, *self.extracts.values()]
+        for train_stage, score_stage in self.pcv:
+            stages += [train_stage, score_stage]
+        return stages + list(self.selectors.values())
+
+    def keys(self) -> dict[str, str]:
+        """``{stage name: key}`` of every stage."""
+        return {s.name: s.key for s in self.all()}
+
+
+def _train_identity(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+    return {
+        "settings": cfg.settings(dataset_size=len(dataset)),
+        "data": dataset_fingerprint(dataset),
+    }
+
+
+def plan_stages(
+    *,
+    target: Domain,
+    split: ClassSplit,
+    model_identity: Mapping[str, Any],
+    finetune: TrainConfig,
+    calibration: CalibrationConfig,
+    eval_cfg: EvalConfig,
+    source: Domain | None = None,
+    source_train: TrainConfig | None = None,
+    seed: int = 0,
+    config_leaves: Mapping[str, Any] | None = None,
+) -> StagePlan:
+    """All stages of a run with their identities (see the module docstring).
+
+    Args:
+        model_identity: what the pre-trained model is before any training: its class and a
+            digest of its initial weights (``{"class": ..., "weights": ...}``).
+        config_leaves: the run's identity leaves (:func:`calib.run.identity.identity_leaves`).
+    """
+    leaves = dict(config_leaves or {})
+
+    def own(kind: str, name: str = "") -> dict[str, Any]:
+        prefixes = tuple(p.format(name=name) for p in STAGE_SECTIONS[kind])
+        return sections(leaves, prefixes)
+
+    split_id = {
+        "num_classes": split.num_classes,
+        "seen": list(split.seen),
+        "absent": list(split.absent),
+    }
+    base = {"model": dict(model_identity), "seed": seed, "config": own("pretrained")}
+    if source is not None:
+        assert source_train is not None
+        pretrained = Stage(
+            "source", {"stage": "source", **base, **_train_identity(source_train, source.train)}
+        )
+    else:
+        pretrained = Stage("pretrained", {"stage": "pretrained", **base})
+
+    labels = dataset_targets(target.train)
+    rows = np.flatnonzero(np.isin(labels, split.seen))
+    ft_set = Subset(target.train, rows.tolist())
+    finetuned = Stage(
+        "finetune",
+        {
+            "stage": "finetune",
+            "from": pretrained.key,
+            "split": split_id,
+            "config": own("finetune"),
+            **_train_identity(finetune, ft_set),
+        },
+    )
+
+    def extract_stage(tag: str, model: Stage, dataset: Dataset) -> Stage:
+        return Stage(
+            f"extract/{tag}",
+            {
+                "stage": "extract",
+                "model": model.key,
+                "data": dataset_fingerprint(dataset),
+                "amp": eval_cfg.amp,
+                "config": own("extract"),
+            },
+        )
+
+    extracts = {
+        "pretrained_train": extract_stage("pretrained_train", pretrained, target.train_eval),
+        "pretrained_test": extract_stage("pretrained_test", pretrained, target.test),
+        "finetuned_train": extract_stage("finetuned_train", finetuned, target.train_eval),
+        "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
+    }
+
+    pcv_stages, subsets = [], []
+    if calibration.needs_pcv:
+        assert calibration.pcv is not None
+        pcv = calibration.pcv
+        pcv_cfg = pcv.finetune or finetune
+        pcv_settings = {k: v for k, v in asdict(pcv).items() if k != "finetune"}
+        subsets = pcv_subsets(labels, split, pcv)
+        for j, sub in enumerate(subsets):
+            fit_set = Subset(target.train, sub.fit_rows.tolist())
+            train_stage = Stage(
+                f"pcv/split_{j}",
+                {
+                    "stage": "pcv_split",
+                    "split_index": j,
+                    "from": pretrained.key,
+                    "pcv": pcv_settings,
+                    "pseudo_seen": sub.pseudo_seen.tolist(),
+                    "split": split_id,
+                    "config": own("pcv"),
+                    **_train_identity(pcv_cfg, fit_set),
+                },
+            )
+            heldout = Subset(target.train_eval, sub.heldout_rows.tolist())
+            pcv_stages.append(
+                (train_stage, extract_stage(f"pcv_split_{j}_heldout", train_stage, heldout))
+            )
+
+    selectors = {}
+    for name in calibration.selectors:
+        kind = selector_spec(name).data
+        inputs = {
+            "finetune_train": [extracts["finetuned_train"].key],
+            "target_labelled": [extracts["finetuned_test"].key],
+            "target_unlabelled": [extracts["finetuned_test"].key],
+            "pseudo_splits": [s.key for _, s in pcv_stages],
+            None: [],
+        }[kind]
+        selectors[name] = Stage(
+            f"selector/{name}",
+            {
+                "stage": "selector",
+                "selector": name,
+                "data": kind,
+                "params": calibration.params(name),
+                "inputs": inputs,
+                "split": split_id,
+                "config": own("selector", name),
+            },
+        )
+    return StagePlan(pretrained, finetuned, extracts, pcv_stages, subsets, selectors, rows)
