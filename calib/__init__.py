@@ -24,6 +24,8 @@ _API = {
     "PseudoSplit": "calib.selectors",
     "NotFittedError": "calib.calibrator",
     "SELECTORS": "calib.selectors",
+    "SelectorSpec": "calib.selectors",
+    "register_selector": "calib.selectors",
     "CalibratedClassifier": "calib.wrapper",
     "calibrate": "calib.wrapper",
     "extraction_loader": "calib.extract",
@@ -49,7 +51,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from .ncm import ncm_report
     from .pipeline import run_pipeline
     from .registry import Registry
-    from .selectors import SELECTORS, PseudoSplit
+    from .selectors import SELECTORS, PseudoSplit, SelectorSpec, register_selector
     from .train import TrainConfig
     from .wrapper import CalibratedClassifier, calibrate
 
@@ -65,6 +67,7 @@ __all__ = [
     "Registry",
     "SELECTORS",
     "SeenAbsentCurve",
+    "SelectorSpec",
     "TrainConfig",
     "accuracy_report",
     "ausuc",
@@ -73,6 +76,7 @@ __all__ = [
     "create_model",
     "extraction_loader",
     "ncm_report",
+    "register_selector",
     "run_pipeline",
     "seen_absent_curve",
     "__version__",

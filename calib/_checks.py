@@ -8,33 +8,49 @@ where a function returns an array, go back out with the input's type and device.
 
 from __future__ import annotations
 
+import math
+import numbers
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-try:  # torch is a dependency, but the metrics do not need it to be importable
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None  # type: ignore[assignment]
-
 __all__ = [
+    "InvalidInput",
     "is_tensor",
     "as_numpy",
     "check_logits",
     "check_labels",
     "check_classes",
+    "check_real",
     "like_input",
 ]
 
+# Integers above this lose precision as float64 logits.
+_EXACT_INT = 2**53
+
+
+class InvalidInput(TypeError, ValueError):
+    """A value of the wrong type (a string for a number, ...): both a TypeError and a ValueError."""
+
+
+def _torch():
+    """The torch module if it is already imported, else None: a tensor implies torch is loaded."""
+    return sys.modules.get("torch")
+
 
 def is_tensor(x: Any) -> bool:
+    torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
 
 
 def as_numpy(x: Any, name: str) -> np.ndarray:
-    """``x`` as a numpy array (a torch tensor is detached and moved to the CPU)."""
+    """``x`` as a numpy array (a torch tensor is detached and moved to the CPU; bfloat16 →
+    float32, exactly)."""
     if is_tensor(x):
+        torch = _torch()
         t = x.detach()
         if t.dtype == torch.bfloat16:
             t = t.float()
@@ -49,13 +65,54 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
         ) from err
 
 
+def check_real(value: Any, name: str, *, finite: bool = False) -> float:
+    """``value`` as a Python float: a real number, numpy scalar or one-element array/tensor.
+
+    Raises:
+        InvalidInput: a string, boolean, complex number or anything else that is not a real
+            number; ValueError: NaN or an array with more than one element.
+    """
+    if is_tensor(value) or isinstance(value, np.ndarray):
+        values = as_numpy(value, name)
+        if values.size != 1:
+            raise ValueError(f"{name} must be a scalar, got an array of shape {values.shape}")
+        if (
+            values.dtype == np.bool_
+            or not np.issubdtype(values.dtype, np.number)
+            or (np.issubdtype(values.dtype, np.complexfloating))
+        ):
+            raise InvalidInput(f"{name} must be a real number, got dtype {values.dtype}")
+        value = values.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidInput(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if finite and not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if math.isnan(out):
+        raise ValueError(f"{name} is NaN")
+    return out
+
+
+def _first_bad(a: np.ndarray, bad: np.ndarray) -> str:
+    i, j = np.argwhere(bad)[0]
+    return f"first at sample {i}, class {j}: {a[i, j]}"
+
+
 def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
     """Validate a (N, C) score matrix and return it as a float numpy array.
 
-    float32 and float64 inputs keep their dtype (no copy); other dtypes become float64.
+    float32 and float64 inputs keep their dtype (no copy); float16, bfloat16 tensors (as
+    float32), integers up to 2**53 and booleans become float, exactly.
+
+    ``-inf`` is accepted: a class that can never be predicted in that sample (the authors'
+    code masks excluded classes so). NaN and ``+inf`` are refused, as are rows whose every
+    entry is ``-inf`` (no class could be predicted) and complex numbers. When every row is
+    non-negative and sums to 1 the input looks like probabilities, and a warning says that γ
+    is in logit units.
 
     Raises:
-        ValueError: not 2-D, no rows or columns, or any NaN/inf entry.
+        ValueError: not 2-D, no rows or columns, NaN/+inf, an all ``-inf`` row, or integers
+            beyond 2**53. TypeError: a non-numeric or complex dtype.
     """
     a = as_numpy(logits, name)
     if a.ndim != 2:
@@ -63,18 +120,69 @@ def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {a.shape}")
     if a.dtype not in (np.float32, np.float64):
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-            raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
-        a = a.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
-        n_bad = int((~finite).sum())
+        a = _as_float(a, name)
+    lo, hi = a.min(), a.max()  # NaN propagates into both
+    if math.isnan(hi) or hi == math.inf:
+        bad = np.isnan(a) | np.isposinf(a)
         raise ValueError(
-            f"{name} has {n_bad} non-finite value(s) (NaN or inf); first at "
-            f"sample {bad[0]}, class {bad[1]}: {a[bad[0], bad[1]]}"
+            f"{name} has {int(bad.sum())} non-finite value(s), NaN or +inf ({_first_bad(a, bad)}); "
+            "only -inf is accepted (a class that can never be predicted)"
         )
+    if lo == -math.inf:
+        dead = np.isneginf(a).all(axis=1)
+        if dead.any():
+            raise ValueError(
+                f"{name}: sample {int(np.flatnonzero(dead)[0])} has -inf in every column "
+                f"({int(dead.sum())} such row(s)): no class can be predicted there"
+            )
+    elif lo >= 0 and hi < 1 and a.shape[1] > 1:  # one-hot rows are no reason to warn
+        _warn_if_probabilities(a, name)
     return a
+
+
+def _as_float(a: np.ndarray, name: str) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got complex dtype {a.dtype}")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.integer) and a.size:
+        big = max(abs(int(a.min())), abs(int(a.max())))
+        if big > _EXACT_INT:
+            raise ValueError(
+                f"{name} holds integers up to {big}, beyond 2**53: they cannot be compared "
+                "exactly as floats; pass float logits"
+            )
+    return a.astype(np.float64)
+
+
+def _warn_if_probabilities(a: np.ndarray, name: str) -> None:
+    sums = a.sum(axis=1, dtype=np.float64)
+    if np.all(np.abs(sums - 1.0) <= 1e-3):
+        warnings.warn(
+            f"{name} look like probabilities (every row is non-negative and sums to 1): calib "
+            "works on logits, and γ is in logit units; pass the model's pre-softmax outputs "
+            "(or their log)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _integral(values: np.ndarray, name: str, what: str) -> np.ndarray:
+    """Float ``values`` that hold whole numbers, as they are; an error naming ``name`` else."""
+    if not np.issubdtype(values.dtype, np.floating) or not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be integer {what}, got dtype {values.dtype}")
+    if not np.all(values == np.round(values)):
+        bad = values[values != np.round(values)]
+        raise ValueError(f"{name} must be integer {what}, got {bad[0]!r}")
+    return values
+
+
+def _out_of_range(values: np.ndarray, upper: int | None) -> np.ndarray:
+    """Mask of entries outside [0, upper), compared in the values' own dtype (no wrap-around)."""
+    bad = values < 0
+    if upper is not None:
+        bad |= values >= upper
+    return bad
 
 
 def check_labels(
@@ -92,44 +200,42 @@ def check_labels(
         raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
     if y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} entries but {rows} have {n} rows")
-    if not np.issubdtype(y.dtype, np.integer):
-        if (
-            np.issubdtype(y.dtype, np.floating)
-            and np.all(np.isfinite(y))
-            and np.all(y == np.round(y))
-        ):
-            y = y.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64, copy=False)
-    upper = np.iinfo(np.int64).max if num_classes is None else num_classes
-    if n and (y.min() < 0 or y.max() >= upper):
-        bad = y[(y < 0) | (y >= upper)]
-        raise ValueError(
-            f"{name} out of range: {bad.size} label(s) outside [0, {num_classes}), e.g. {int(bad[0])}"
-        )
-    return y
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        if y.dtype == np.bool_:
+            raise ValueError(f"{name} must be integer class indices, got dtype bool")
+        _integral(y, name, "class indices")
+    if n:
+        bad = _out_of_range(y, num_classes)
+        if bad.any():
+            raise ValueError(
+                f"{name} out of range: {int(bad.sum())} label(s) outside [0, "
+                f"{num_classes if num_classes is not None else 'inf'}), e.g. {y[bad][0].item()!r}"
+            )
+    return y.astype(np.int64, copy=False)
 
 
 def _class_index(classes: Any, num_classes: int, name: str) -> np.ndarray:
+    """``classes`` (any iterable of ints, an array or a tensor) as sorted unique int64."""
     if isinstance(classes, (str, bytes)):
         raise TypeError(f"{name} must be a collection of class indices, got a string")
-    c = as_numpy(list(classes) if isinstance(classes, (set, frozenset)) else classes, name)
-    c = np.atleast_1d(c)
+    if not (is_tensor(classes) or isinstance(classes, np.ndarray)) and isinstance(
+        classes, Iterable
+    ):
+        classes = list(classes)  # generators, dict keys, sets, ranges
+    c = np.atleast_1d(as_numpy(classes, name))
     if c.ndim != 1:
         raise ValueError(f"{name} must be a 1-D collection of class indices, got shape {c.shape}")
-    if c.size and not np.issubdtype(c.dtype, np.integer):
-        if np.issubdtype(c.dtype, np.floating) and np.all(c == np.round(c)):
-            c = c.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must hold integer class indices, got dtype {c.dtype}")
-    c = c.astype(np.int64, copy=False)
     if c.size == 0:
         raise ValueError(f"{name} is empty: at least one class is needed")
-    if c.min() < 0 or c.max() >= num_classes:
-        bad = c[(c < 0) | (c >= num_classes)]
-        raise ValueError(f"{name} out of range: {bad.tolist()[:10]} not in [0, {num_classes})")
-    uniq, counts = np.unique(c, return_counts=True)
+    if c.dtype == np.bool_ or not np.issubdtype(c.dtype, np.integer):
+        if c.dtype == np.bool_ or not np.issubdtype(c.dtype, np.number):
+            raise ValueError(f"{name} must hold integer class indices, got dtype {c.dtype}")
+        _integral(c, name, "class indices")
+    bad = _out_of_range(c, num_classes)
+    if bad.any():
+        shown = [v.item() for v in c[bad][:10]]
+        raise ValueError(f"{name} out of range: {shown} not in [0, {num_classes})")
+    uniq, counts = np.unique(c.astype(np.int64), return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"{name} lists class(es) more than once: {uniq[counts > 1].tolist()[:10]}")
     return uniq
@@ -168,5 +274,6 @@ def check_classes(
 def like_input(result: np.ndarray, reference: Any) -> Any:
     """``result`` converted back to the type of ``reference``: a tensor on its device, or numpy."""
     if is_tensor(reference):
+        torch = _torch()
         return torch.from_numpy(np.ascontiguousarray(result)).to(reference.device)
     return result

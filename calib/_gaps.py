@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Gaps", "compute_gaps", "absent_mask", "group_argmax", "label_rank"]
+__all__ = [
+    "Gaps",
+    "compute_gaps",
+    "absent_mask",
+    "group_argmax",
+    "label_rank",
+    "shifted_logits",
+]
 
 _BLOCK_ELEMENTS = 1 << 17  # rows are processed in blocks of about this many entries (cache-sized)
 
@@ -132,6 +139,7 @@ def label_rank(
     threshold_other_label = np.where(is_absent, -gamma, 0.0)
     threshold_absent_label = np.where(is_absent, 0.0, gamma)
     rank = np.empty(n, dtype=np.int64)
+    has_neginf = bool(logits.min() == -np.inf)
     block = max(1, _BLOCK_ELEMENTS // width)
     for start in range(0, n, block):
         rows = slice(start, start + block)
@@ -142,7 +150,32 @@ def label_rank(
         lower = col_index < y[:, None]
         y_absent = is_absent[y][:, None]
         threshold = np.where(y_absent, threshold_absent_label, threshold_other_label)
+        if has_neginf:  # -inf − -inf: two never-predictable columns tie
+            diff = np.where(np.isnan(diff), threshold, diff)
         tie_to_column = np.where(y_absent, ~is_absent | lower, ~is_absent & lower)
         beats = (diff > threshold) | ((diff == threshold) & tie_to_column)
         rank[rows] = np.count_nonzero(beats, axis=1)
     return rank
+
+
+# Deployed logits: z + γ on U, as float64, with the U entries lowered by 2-4 float64 rounding
+# units so that an exact tie z_a + γ = z_o goes to the non-absent column, as the rule says.
+_NUDGE_REL = 2.0**-51
+_NUDGE_ABS = 2.0**-1000
+
+
+def shifted_logits(logits: np.ndarray, absent: np.ndarray, gamma: float) -> np.ndarray:
+    """(N, C) float64 logits whose argmax is the rule's prediction: z + γ on U, lowered a hair.
+
+    For every column c in U the entry is s − (|s|·2⁻⁵¹ + 2⁻¹⁰⁰⁰) with s = z_c + γ in float64:
+    the addition is exact in float64 for float16 logits (and for bfloat16/float32 logits that
+    span less than 2²⁹ in magnitude), and the lowering (2-4 units in the last place of s) makes
+    an exact tie z_a + γ = z_o go to the non-absent column. ``argmax`` of the result therefore
+    equals :meth:`Gaps.predict` except when γ exceeds a sample's gap by less than ~5 float64
+    units in the last place of its logits (≈1e-15 relative) or two logits of U differ by that
+    little. ``-inf`` entries stay ``-inf``.
+    """
+    out = logits.astype(np.float64, copy=True)
+    s = out[:, absent] + gamma
+    out[:, absent] = s - (np.abs(s) * _NUDGE_REL + _NUDGE_ABS)
+    return out

@@ -1,14 +1,28 @@
 """``LogitBiasCalibrator``: one bias γ on the absent-class logits, chosen by a registered selector.
 
-A scikit-learn style estimator: ``__init__`` only stores its parameters, ``fit`` picks
-γ with the selector named by ``method`` (see :mod:`calib.selectors`) and returns the
-calibrator, whose fitted state ends in ``_``::
+A scikit-learn estimator (``BaseEstimator`` + ``ClassifierMixin``): ``__init__`` only stores its
+parameters, ``fit`` picks γ with the selector named by ``method`` (see :mod:`calib.selectors`)
+and returns the calibrator, whose fitted state ends in ``_``::
 
     cal = LogitBiasCalibrator(method="alg").fit(train_logits, train_labels, seen_classes)
     cal.gamma_                       # the bias, in logit units
-    cal.transform(test_logits)       # logits + γ on the absent columns
+    cal.transform(test_logits)       # float64 logits, γ on the absent columns
     cal.predict(test_logits)         # labels under the bias rule of calib._gaps
+    cal.score(test_logits, labels)   # acc_all, one float; cal.report(...) gives every metric
     cal.save("alg.json"); LogitBiasCalibrator.load("alg.json")
+
+**One decision rule in every dtype.** ``predict``, ``score``, ``report``,
+:func:`calib.accuracy_report` and the curve use the gap rule of :mod:`calib._gaps` (computed in
+float64 from the logits as given). ``transform`` and :class:`calib.CalibratedClassifier` return
+float64 logits built so that their argmax is that rule (:func:`calib._gaps.shifted_logits`), for
+float16, bfloat16, float32, float64 and integer logits alike; a low-precision output would
+round z + γ and move samples across the decision boundary (43 of 20,000 bf16 rows did).
+
+**scikit-learn checks.** ``check_is_fitted``, ``clone``, ``get_params``/``set_params``, the HTML
+repr and ``__sklearn_tags__`` (a classifier) work. scikit-learn's generic estimator checks feed
+``fit(X, y)`` arbitrary feature matrices; ``fit`` needs ``seen_classes`` (S is not a function of
+X and y), so the checks that fit cannot apply; ``tests/test_calibrator.py`` runs the ones that
+do and names the others with this reason.
 
 Files are JSON (no pickle): a format tag, a version, the parameters and the fitted state.
 """
@@ -18,21 +32,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-from ._checks import check_classes, check_logits, is_tensor, like_input
-from ._gaps import compute_gaps
+from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
+from ._gaps import compute_gaps, shifted_logits
 from .io import atomic_write_json
-from .selectors import SELECTORS, PseudoSplit, selector_arguments
-
-try:
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None  # type: ignore[assignment]
+from .selectors import PseudoSplit, SelectorSpec, check_pseudo_splits, selector_spec
 
 __all__ = ["LogitBiasCalibrator", "NotFittedError", "FILE_FORMAT", "FILE_VERSION"]
 
@@ -40,22 +51,16 @@ __all__ = ["LogitBiasCalibrator", "NotFittedError", "FILE_FORMAT", "FILE_VERSION
 FILE_FORMAT = "calib.LogitBiasCalibrator"
 FILE_VERSION = 1
 
-_PARAMS = ("method", "gamma", "criterion", "prior")
-
-# Why a selector refuses an input it does not take, where a hint helps.
-_UNUSED_HINTS = {
-    ("prior", "labels"): "it is label-free: pass unlabelled logits only",
-    ("fixed", "logits"): "pass num_classes to say how many columns the head has",
-    ("pcv", "logits"): "PCV scores the held-out S data inside pseudo_splits",
-    ("pcv", "labels"): "PCV scores the held-out S data inside pseudo_splits",
-}
+# The estimator's explicit selector parameters (sklearn wants every parameter in __init__);
+# any other parameter of a registered selector goes through ``options``.
+_EXPLICIT = ("gamma", "criterion", "prior")
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A calibrator was used before ``fit`` (or ``load``); like scikit-learn's error of that name."""
+class NotFittedError(_SklearnNotFittedError):
+    """A calibrator was used before ``fit`` (or ``load``): scikit-learn's error of that name."""
 
 
-class LogitBiasCalibrator:
+class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
     """Add one bias γ to the logits of the absent classes U; γ chosen by a selector.
 
     Args:
@@ -64,11 +69,14 @@ class LogitBiasCalibrator:
         gamma: γ for ``method="fixed"`` (logit units).
         criterion: ``"acc_all"`` or ``"hmean"`` for ``oracle``/``pcv`` (None = selector default).
         prior: share of U predictions for ``prior`` (None = |U| / (|S| + |U|)).
+        options: parameters of other (user-registered) selectors, ``{name: value}``; each
+            must be declared by the selector. None = none.
 
     Fitted attributes:
         gamma_: the bias (float, logit units).
         seen_classes_: S, sorted int64 array. absent_classes_: U, sorted int64 array.
-        num_classes_: C, the number of logit columns.
+        num_classes_: C, the number of logit columns. classes_: ``arange(C)``, the labels
+            ``predict`` can return (scikit-learn's name).
         info_: the selector's details (criterion reached, sample counts, ...).
     """
 
@@ -78,35 +86,51 @@ class LogitBiasCalibrator:
         gamma: float | None = None,
         criterion: str | None = None,
         prior: float | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.gamma = gamma
         self.criterion = criterion
         self.prior = prior
+        self.options = options
 
     # ------------------------------------------------------------------ sklearn parameters
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn contract)."""
-        return {name: getattr(self, name) for name in _PARAMS}
-
     def set_params(self, **params: Any) -> LogitBiasCalibrator:
         """Set constructor parameters; returns self. Unknown names raise ``ValueError``."""
-        unknown = sorted(set(params) - set(_PARAMS))
+        known = self._get_param_names()
+        unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(
-                f"LogitBiasCalibrator has no parameter(s) {unknown}; known: {list(_PARAMS)}"
-            )
+            raise ValueError(f"LogitBiasCalibrator has no parameter(s) {unknown}; known: {known}")
         for name, value in params.items():
             setattr(self, name, value)
         return self
 
-    def __repr__(self) -> str:
-        defaults = LogitBiasCalibrator().get_params()
-        shown = [
-            f"{k}={v!r}" for k, v in self.get_params().items() if k == "method" or v != defaults[k]
-        ]
-        return f"LogitBiasCalibrator({', '.join(shown)})"
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # `prior` and `fixed` fit without labels
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "gamma_")
+
+    def _spec(self) -> SelectorSpec:
+        return selector_spec(self.method, "LogitBiasCalibrator(method")
+
+    def _selector_params(self, spec: SelectorSpec) -> dict[str, Any]:
+        """The validated full parameter dict of the selector (explicit ones + ``options``)."""
+        options = self.options if self.options is not None else {}
+        if not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict of selector parameters, got {options!r}")
+        given = {name: getattr(self, name) for name in _EXPLICIT}
+        given = {name: value for name, value in given.items() if value is not None}
+        twice = sorted(set(given) & set(options))
+        if twice:
+            raise ValueError(
+                f"parameter {twice[0]!r} is given both directly and in options; pass it once"
+            )
+        return spec.check_params({**given, **options})
 
     # ------------------------------------------------------------------ fitting
 
@@ -122,88 +146,82 @@ class LogitBiasCalibrator:
     ) -> LogitBiasCalibrator:
         """Choose γ with the selector ``method``; returns self.
 
-        Each selector takes the data it needs and refuses the rest (so that, e.g., labels
-        never reach the label-free ``prior``, nor test logits ``pcv``):
+        The selector's declaration (:class:`calib.selectors.SelectorSpec`) says which data it
+        takes; the rest is refused with the reason (so that, e.g., labels never reach the
+        label-free ``prior``, nor test logits ``pcv``):
 
-        - ``alg``: ``logits``, ``labels`` of the fine-tuning training samples (S only).
-        - ``oracle``: labelled target ``logits``, ``labels`` including absent classes.
-        - ``prior``: unlabelled target ``logits``.
-        - ``pcv``: ``pseudo_splits``.
-        - ``fixed``: nothing (``num_classes`` gives the head's width).
+        - ``finetune_train`` (``alg``): ``logits``, ``labels`` of the fine-tuning training
+          samples (S only).
+        - ``target_labelled`` (``oracle``): labelled target ``logits``, ``labels`` with U.
+        - ``target_unlabelled`` (``prior``): unlabelled target ``logits``.
+        - ``pseudo_splits`` (``pcv``): ``pseudo_splits``.
+        - no data (``fixed``): nothing (``num_classes`` gives the head's width).
 
         Args:
             logits: (N, C) scores, numpy or torch (any device).
             labels: (N,) integer labels.
             seen_classes: S, the fine-tuning classes (required).
             absent_classes: U, the columns that get γ; default every column not in S.
-            pseudo_splits: for ``pcv``, a sequence of :class:`calib.PseudoSplit`.
+            pseudo_splits: for ``pcv``, a list of :class:`calib.PseudoSplit`.
             num_classes: C; needed when no logits or pseudo splits tell it, checked otherwise.
 
         Raises:
-            ValueError: unknown method, missing or unused data, inconsistent widths, or any
-                error of the selector (bad input, data it may not see).
+            ValueError: unknown method, missing or unused data, bad parameters, inconsistent
+                widths, or any error of the selector (bad input, data it may not see).
         """
-        method = self.method
-        try:
-            required, optional = selector_arguments(method)
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"LogitBiasCalibrator(method={method!r}): {err.args[0]}") from None
-        accepted = required | optional
+        spec = self._spec()
+        params = self._selector_params(spec)
         if seen_classes is None:
             raise ValueError("fit needs seen_classes: the fine-tuning classes S")
+        given = {"logits": logits, "labels": labels, "pseudo_splits": pseudo_splits}
+        for name, value in given.items():
+            if value is not None and name not in spec.inputs:
+                raise ValueError(
+                    f"method {self.method!r} does not use {name}: {spec.refusal(name)}"
+                )
+        for name in spec.inputs:
+            if given[name] is None:
+                raise ValueError(
+                    f"method {self.method!r} needs {name}: it reads {spec.data_text()}"
+                )
 
-        data = {"logits": logits, "labels": labels, "pseudo_splits": pseudo_splits}
-        params = {name: getattr(self, name) for name in _PARAMS if name != "method"}
-        for name, value in data.items():
-            if value is not None and name not in accepted:
-                hint = _UNUSED_HINTS.get((method, name), f"it takes {sorted(accepted)}")
-                raise ValueError(f"method {method!r} does not use {name}: {hint}")
-        for name, value in params.items():
-            if value is not None and name not in accepted:
-                raise ValueError(f"method {method!r} takes no parameter {name!r} (got {value!r})")
-
-        z = check_logits(logits) if logits is not None else None
-        if pseudo_splits is not None:
-            pseudo_splits = data["pseudo_splits"] = list(pseudo_splits)
-        width = self._num_classes(z, pseudo_splits, num_classes)
+        data = {name: given[name] for name in spec.inputs}
+        z = None
+        if "logits" in data:
+            z = data["logits"] = check_logits(logits)
+        splits = None
+        if "pseudo_splits" in data:
+            splits = data["pseudo_splits"] = check_pseudo_splits(pseudo_splits)
+        width = self._num_classes(z, splits, num_classes)
         seen, absent = check_classes(seen_classes, absent_classes, width)
 
-        kwargs = {name: value for name, value in {**data, **params}.items() if value is not None}
-        if z is not None:
-            kwargs["logits"] = z
-        kwargs.update(seen_classes=seen, absent_classes=absent, num_classes=width)
-        kwargs = {name: value for name, value in kwargs.items() if name in accepted}
-        missing = sorted(required - set(kwargs))
-        if missing:
-            raise ValueError(f"method {method!r} needs {', '.join(missing)}")
-
-        gamma, info = SELECTORS.get(method)(**kwargs)
+        gamma, info = spec.fn(
+            **data, seen_classes=seen, absent_classes=absent, num_classes=width, **params
+        )
         gamma = float(gamma)
         if not math.isfinite(gamma):
-            raise ValueError(f"selector {method!r} returned a non-finite γ: {gamma}")
+            raise ValueError(f"selector {self.method!r} returned a non-finite γ: {gamma}")
         self.gamma_ = gamma
         self.seen_classes_ = seen
         self.absent_classes_ = absent
         self.num_classes_ = width
+        self.classes_ = np.arange(width)
         self.info_ = dict(info)
         return self
 
     @staticmethod
     def _num_classes(
-        z: np.ndarray | None, pseudo_splits: list[PseudoSplit] | None, num_classes: int | None
+        z: np.ndarray | None, pseudo_splits: list[PseudoSplit] | None, num_classes: Any
     ) -> int:
         widths = {}
         if z is not None:
             widths["logits"] = z.shape[1]
         if pseudo_splits:
-            first = pseudo_splits[0]
-            shape = getattr(getattr(first, "logits", None), "shape", None)
+            shape = getattr(pseudo_splits[0].logits, "shape", None)
             if shape is not None and len(shape) == 2:
                 widths["pseudo_splits"] = int(shape[1])
         if num_classes is not None:
-            if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-                raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
-            widths["num_classes"] = int(num_classes)
+            widths["num_classes"] = _check_num_classes(num_classes)
         if not widths:
             raise ValueError("cannot tell the number of classes: pass logits or num_classes")
         if len(set(widths.values())) > 1:
@@ -219,70 +237,72 @@ class LogitBiasCalibrator:
                 f"{type(self).__name__}.load(path) before using it"
             )
 
-    def _check_width(self, num_columns: int, what: str) -> None:
-        if num_columns != self.num_classes_:
+    def _checked(self, logits: Any) -> np.ndarray:
+        self._check_fitted()
+        z = check_logits(logits)
+        if z.shape[1] != self.num_classes_:
             raise ValueError(
-                f"{what} has {num_columns} columns but the calibrator was fitted on "
+                f"logits has {z.shape[1]} columns but the calibrator was fitted on "
                 f"{self.num_classes_}"
             )
+        return z
 
     def transform(self, logits: Any) -> Any:
-        """``logits`` with γ added to the absent columns, shape (N, C).
+        """Calibrated logits (N, C), float64: ``logits`` + γ on the absent columns.
 
-        A torch tensor comes back as a tensor on its device with its dtype (integer
-        tensors become the default float dtype), a numpy array as numpy (float32 and
-        float64 kept, other dtypes become float64). The input is not modified.
+        Float64 whatever the input dtype, so that ``argmax`` of the result is exactly
+        :meth:`predict` (see :func:`calib._gaps.shifted_logits`: the U entries sit 2-4 float64
+        rounding units below z + γ, so that an exact tie goes to the non-absent column). A
+        torch tensor comes back as a float64 tensor on its device, numpy as numpy. The input
+        is not modified.
         """
         self._check_fitted()
         if is_tensor(logits):
             return self._transform_tensor(logits)
-        z = check_logits(logits)
-        self._check_width(z.shape[1], "logits")
-        return z + self._bias(z.dtype)
+        return shifted_logits(self._checked(logits), self.absent_classes_, self.gamma_)
 
-    def _transform_tensor(self, logits: torch.Tensor) -> torch.Tensor:
-        if logits.ndim != 2 or logits.shape[0] == 0:
-            raise ValueError(
-                f"logits must be a non-empty 2-D (samples, classes) tensor, got shape {tuple(logits.shape)}"
-            )
-        self._check_width(logits.shape[1], "logits")
-        if not logits.is_floating_point():
-            logits = logits.to(torch.get_default_dtype())
-        if not torch.isfinite(logits).all():
-            raise ValueError("logits have non-finite value(s) (NaN or inf)")
-        bias = torch.from_numpy(self._bias(np.float64)).to(logits.device, logits.dtype)
-        return logits + bias
+    def _transform_tensor(self, logits: Any) -> Any:
+        import torch
 
-    def _bias(self, dtype: Any) -> np.ndarray:
-        """(C,) γ on the absent columns and 0 elsewhere.
+        from .wrapper import shifted_logits_torch
 
-        Adding it row-wise is one pass over the logits; γ is rounded to the logits' dtype
-        first, as :class:`calib.CalibratedClassifier` does, so both give identical numbers.
-        """
-        bias = np.zeros(self.num_classes_, dtype=dtype)
-        bias[self.absent_classes_] = self.gamma_
-        return bias
+        bad_shape = logits.ndim != 2 or logits.shape[0] == 0
+        if bad_shape or logits.shape[1] != self.num_classes_ or _has_bad_values(logits):
+            self._checked(logits.detach().cpu())  # raises with the numpy path's message
+        mask = torch.zeros(self.num_classes_, dtype=torch.bool, device=logits.device)
+        mask[torch.as_tensor(self.absent_classes_, device=logits.device)] = True
+        gamma = torch.tensor(self.gamma_, dtype=torch.float64, device=logits.device)
+        return shifted_logits_torch(logits.detach(), mask, gamma)
 
     def predict(self, logits: Any) -> Any:
         """Predicted labels (N,) under γ, by the rule of :mod:`calib._gaps` (γ > gap → U).
 
         Same type as the input (a tensor on its device, or a numpy array), int64.
         """
-        self._check_fitted()
-        z = check_logits(logits)
-        self._check_width(z.shape[1], "logits")
+        z = self._checked(logits)
         pred = compute_gaps(z, self.absent_classes_).predict(self.gamma_)
         return like_input(pred.astype(np.int64, copy=False), logits)
 
-    def score(self, logits: Any, labels: Any) -> dict[str, float]:
-        """:func:`calib.accuracy_report` of ``logits`` under γ (acc_all, acc_seen, hmean, ...)."""
-        self._check_fitted()
+    def score(self, logits: Any, labels: Any, sample_weight: Any = None) -> float:
+        """``acc_all`` under γ: the fraction of samples whose :meth:`predict` equals the label.
+
+        One float, as scikit-learn's ``score`` (the accuracy of ``predict``);
+        ``sample_weight`` weights the samples. Every metric: :meth:`report`.
+        """
+        z = self._checked(logits)
+        y = check_labels(labels, z.shape[0], z.shape[1])
+        hits = compute_gaps(z, self.absent_classes_).predict(self.gamma_) == y
+        if sample_weight is None:
+            return float(hits.mean())
+        return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
+
+    def report(self, logits: Any, labels: Any, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
+        """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ...."""
         from .metrics import accuracy_report  # the metrics module is not needed to fit
 
-        z = check_logits(logits)
-        self._check_width(z.shape[1], "logits")
+        z = self._checked(logits)
         return accuracy_report(
-            z, labels, self.seen_classes_, self.absent_classes_, gamma=self.gamma_
+            z, labels, self.seen_classes_, self.absent_classes_, gamma=self.gamma_, topk=topk
         )
 
     # ------------------------------------------------------------------ files
@@ -305,7 +325,7 @@ class LogitBiasCalibrator:
                 "info": self.info_,
             },
         }
-        atomic_write_json(path, payload)  # strict JSON: non-finite numbers become null
+        _write(path, payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LogitBiasCalibrator:
@@ -348,9 +368,11 @@ class LogitBiasCalibrator:
         params, fitted = data["params"], data["fitted"]
         if not isinstance(params, dict) or not isinstance(fitted, dict):
             raise TypeError("'params' and 'fitted' must be objects")
-        unknown = set(params) - set(_PARAMS)
+        unknown = set(params) - set(cls._get_param_names())
         if unknown:
             raise ValueError(f"unknown parameter(s) {sorted(unknown)}")
+        probe = cls(**params)
+        probe._selector_params(probe._spec())  # a registered method and valid parameters
         gamma = fitted["gamma"]
         if (
             isinstance(gamma, bool)
@@ -374,10 +396,45 @@ class LogitBiasCalibrator:
         if not isinstance(info, dict):
             raise TypeError("'info' must be an object")
 
-        cal = cls(**params)
+        cal = probe
         cal.gamma_ = float(gamma)
         cal.seen_classes_ = seen
         cal.absent_classes_ = absent
         cal.num_classes_ = width
+        cal.classes_ = np.arange(width)
         cal.info_ = info
         return cal
+
+
+def _has_bad_values(t: Any) -> bool:
+    """On the tensor's device: a NaN, a +inf, a complex dtype or an all -inf row."""
+    if t.is_complex():
+        return True
+    if not t.is_floating_point():
+        return False
+    return bool(t.isnan().any() or t.isposinf().any() or t.isneginf().all(dim=1).any())
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 2
+    ):
+        raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    return int(num_classes)
+
+
+def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Atomic JSON write; an OS error names the destination, not the temporary file."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot save to {path}: {parent} is a file, not a folder")
+            break
+    try:
+        atomic_write_json(path, payload)  # strict JSON: non-finite numbers become null
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise type(err)(err.errno, f"cannot save calibrator to {path}: {reason}") from None

@@ -105,6 +105,8 @@ def seen_absent_curve(
     g_absent = np.sort(gaps.gap[right_absent])  # these join acc_absent as γ passes them
 
     breaks = np.unique(np.concatenate([g_seen, g_rest, g_absent]))
+    # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
+    breaks = breaks[np.isfinite(breaks)]
     gamma = np.append(breaks, np.inf)
     # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
     kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")

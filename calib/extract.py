@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 from . import distributed
 from .distributed import ShardSampler
 
-__all__ = ["Extracted", "extract", "extraction_loader", "model_device"]
+__all__ = [
+    "Extracted",
+    "extract",
+    "extraction_loader",
+    "features_and_logits",
+    "has_features",
+    "model_device",
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,46 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def has_features(model: nn.Module) -> bool:
+    """Whether :func:`features_and_logits` can take features from ``model``."""
+    if callable(getattr(model, "forward_features_logits", None)):
+        return True
+    return callable(getattr(model, "forward_features", None)) and callable(
+        getattr(model, "forward_head", None)
+    )
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, D), logits (B, C)) of ``model`` on a batch, in one forward pass.
+
+    ``model.forward_features_logits(x)`` when it has one (:class:`calib.models.Classifier`);
+    else a timm model's own split: ``f = forward_features(x)``, features
+    ``forward_head(f, pre_logits=True)`` (pooled, before the classifier), logits
+    ``forward_head(f)``.
+
+    Raises:
+        TypeError: the model offers neither.
+    """
+    inner = getattr(model, "forward_features_logits", None)
+    if callable(inner):
+        return inner(x)
+    if has_features(model):
+        trunk = model.forward_features(x)
+        return model.forward_head(trunk, pre_logits=True), model.forward_head(trunk)
+    raise TypeError(
+        f"{type(model).__name__} has neither forward_features_logits(x) -> (features, logits) "
+        "(e.g. calib.models.Classifier) nor timm's forward_features/forward_head"
+    )
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (None: no such parameter)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
 
 
 def extraction_loader(
@@ -192,10 +239,11 @@ def extract(
         ValueError: the loader yields no sample, or batches disagree in shape or labelling.
         TypeError: ``features=True`` for a model without ``forward_features_logits``.
     """
-    if features and not callable(getattr(model, "forward_features_logits", None)):
+    if features and not has_features(model):
         raise TypeError(
             f"features=True needs a model with forward_features_logits(x) -> (features, logits) "
-            f"(e.g. calib.models.Classifier); {type(model).__name__} has none"
+            f"(e.g. calib.models.Classifier) or timm's forward_features/forward_head; "
+            f"{type(model).__name__} has neither"
         )
     if isinstance(getattr(loader, "sampler", None), RandomSampler):
         warnings.warn(
@@ -206,7 +254,17 @@ def extract(
         device = model_device(model)
     else:
         device = torch.device(device)
+        if device.type == "meta":
+            raise ValueError(
+                "device='meta' holds no data: extraction needs a device that computes "
+                "(cpu, cuda, ...)"
+            )
         model.to(device)
+    if device.type == "meta":
+        raise ValueError("the model's weights are on the 'meta' device (no data): load them first")
+    # floating inputs follow the model's dtype (a float64 model on a float32 loader, a
+    # bfloat16 model on float32 images); autocast picks its own dtypes
+    input_dtype = None if amp else _input_dtype(model)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     autocast = torch.autocast(device.type) if amp else contextlib.nullcontext()
     sampler = getattr(loader, "sampler", None)
@@ -242,8 +300,10 @@ def extract(
                     continue
                 fmt = memory_format if x.ndim == 4 else torch.preserve_format
                 x = x.to(device, non_blocking=True, memory_format=fmt)
+                if input_dtype is not None and x.is_floating_point() and x.dtype != input_dtype:
+                    x = x.to(input_dtype)
                 if features:
-                    feats, out = model.forward_features_logits(x)
+                    feats, out = features_and_logits(model, x)
                     feature_parts.append(_check_output(feats, n, "features").float())
                 else:
                     out = model(x)

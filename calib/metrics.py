@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_numpy, check_classes, check_labels, check_logits, is_tensor
+from ._checks import check_classes, check_labels, check_logits, check_real
 from ._gaps import compute_gaps, group_argmax, label_rank
 
 __all__ = ["accuracy_report", "harmonic_mean", "restricted_hits"]
@@ -59,27 +59,25 @@ def restricted_hits(logits: np.ndarray, labels: np.ndarray, columns: np.ndarray)
 
 
 def _check_gamma(gamma: Any) -> float:
-    """``gamma`` as a Python float; a one-element array or tensor is accepted."""
-    if is_tensor(gamma) or isinstance(gamma, np.ndarray):
-        values = as_numpy(gamma, "gamma")
-        if values.size != 1:
-            raise ValueError(f"gamma must be a scalar, got shape {values.shape}")
-        gamma = values.item()
-    try:
-        value = float(gamma)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"gamma must be a real number, got {gamma!r}") from err
-    if math.isnan(value):
-        raise ValueError("gamma is NaN")
-    return value
+    """``gamma`` as a Python float (±inf allowed); strings, booleans and NaN are refused."""
+    return check_real(gamma, "gamma")
 
 
-def _check_topk(topk: Iterable[int]) -> list[int]:
+def _check_topk(topk: Iterable[int], num_classes: int) -> list[int]:
     """The distinct k > 1 of ``topk``, ascending (k = 1 is always reported)."""
+    if isinstance(topk, (str, bytes)) or not isinstance(topk, Iterable):
+        raise ValueError(f"topk must be a collection of integers >= 1, got {topk!r}")
     topk = tuple(topk)
     for k in topk:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"topk must hold integers >= 1, got {topk}")
+        if k > num_classes:
+            warnings.warn(
+                f"topk={topk}: k={int(k)} exceeds the {num_classes} columns of the logits, so "
+                f"every label is among the top {int(k)} and the _top{int(k)} accuracies are 1",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     return sorted({int(k) for k in topk if k > 1})
 
 
@@ -145,7 +143,7 @@ def accuracy_report(
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     gamma = _check_gamma(gamma)
-    ks = _check_topk(topk)
+    ks = _check_topk(topk, z.shape[1])
 
     label_seen = np.isin(y, seen)
     label_absent = np.isin(y, absent)

@@ -54,6 +54,11 @@ class Registry(Generic[T]):
             return add(obj)
         return add
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the object registered under ``name`` (KeyError if none)."""
+        self.get(name)
+        return self._items.pop(self._normalize(name))
+
     def get(self, name: str) -> T:
         """The object registered under ``name`` (case-insensitive, '-' and '_' alike)."""
         key = self._normalize(name)

@@ -1,37 +1,51 @@
 """γ selectors: the ways to choose the bias added to the absent-class logits.
 
-Every selector is a plain function registered in :data:`SELECTORS` that returns
-``(gamma, info)``: γ in logit units (a finite float) and a dict of details (the
-criterion reached, the data it used, ...). Selectors name their inputs with the
-same keywords, so that :class:`calib.LogitBiasCalibrator` can feed any of them:
+Every selector is a plain function that returns ``(gamma, info)``: γ in logit units (a finite
+float) and a dict of details (the criterion reached, the data it used, ...). It is registered
+with :func:`register_selector`, which stores ONE declaration, a :class:`SelectorSpec`, in
+:data:`SELECTORS`: the kind of data the selector takes (one of :data:`DATA_KINDS`) and its
+parameters with their defaults. :class:`calib.LogitBiasCalibrator`, :func:`calib.calibrate` and
+the run harness read that declaration to decide what to extract, what to pass and what to
+refuse; nothing inspects signatures or branches on names.
 
-==========  ========================================================  =====================
-key         data                                                      parameters
-==========  ========================================================  =====================
-``alg``     fine-tuning training logits and labels (S samples only)   —
-``oracle``  labelled target logits with absent classes (upper bound)  ``criterion``
-``pcv``     :class:`PseudoSplit` s: held-out S data, pseudo-absent    ``criterion``
-``prior``   unlabelled target logits (no labels at all)               ``prior``
-``fixed``   —                                                         ``gamma``
-==========  ========================================================  =====================
+==========  ======================  ========================================  =============
+key         data kind               what it is                                parameters
+==========  ======================  ========================================  =============
+``alg``     ``finetune_train``      fine-tuning training logits + labels (S)  —
+``oracle``  ``target_labelled``     labelled target data with U (upper bound) ``criterion``
+``pcv``     ``pseudo_splits``       :class:`PseudoSplit` s: held-out S data   ``criterion``
+``prior``   ``target_unlabelled``   unlabelled target logits, no labels       ``prior``
+``fixed``   None                    nothing                                   ``gamma``
+==========  ======================  ========================================  =============
 
-Data keywords: ``logits`` (N, C), ``labels`` (N,), ``seen_classes`` (S),
-``absent_classes`` (U, default every column not in S), ``pseudo_splits``,
-``num_classes``. Every γ a selector returns obeys the decision rule of
-:mod:`calib._gaps` (a sample moves to U exactly when γ > its gap), and the
-curve-based selectors are exact: they optimise over all of ℝ, not over a grid.
+A selector is called as ``fn(**data, seen_classes=S, absent_classes=U, num_classes=C,
+**params)``, where ``data`` holds the fit inputs of its kind (:data:`DATA_INPUTS`: ``logits``
+(N, C), ``labels`` (N,), ``pseudo_splits``). Every γ a selector returns obeys the decision rule
+of :mod:`calib._gaps` (a sample moves to U exactly when γ > its gap), and the curve-based
+selectors are exact: they optimise over all of ℝ, not over a grid.
+
+Registering your own::
+
+    @calib.selectors.register_selector(
+        "median_gap", data="target_unlabelled", params={"q": 0.5}, description="..."
+    )
+    def select_median_gap(logits, seen_classes, absent_classes, num_classes, q):
+        ...
+        return gamma, {"method": "median_gap"}
+
+    calib.LogitBiasCalibrator("median_gap", options={"q": 0.4}).fit(logits, seen_classes=S)
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._checks import check_classes, check_labels, check_logits
+from ._checks import check_classes, check_labels, check_logits, check_real
 from ._gaps import compute_gaps
 from .curve import SeenAbsentCurve, seen_absent_curve
 from .registry import Registry
@@ -39,7 +53,15 @@ from .registry import Registry
 __all__ = [
     "SELECTORS",
     "CRITERIA",
+    "DATA_KINDS",
+    "DATA_INPUTS",
+    "FIT_INPUTS",
+    "REQUIRED",
     "PseudoSplit",
+    "SelectorSpec",
+    "register_selector",
+    "selector_spec",
+    "check_pseudo_splits",
     "select_alg",
     "select_oracle",
     "select_pcv",
@@ -48,15 +70,208 @@ __all__ = [
     "selector_arguments",
 ]
 
-Selector = Callable[..., tuple[float, dict[str, Any]]]
+#: The kinds of data a selector may declare (``SelectorSpec.data``), or None for no data.
+DATA_KINDS = ("finetune_train", "target_labelled", "target_unlabelled", "pseudo_splits")
 
-SELECTORS: Registry[Selector] = Registry("selector")
+#: The ``fit`` inputs that each data kind consists of.
+DATA_INPUTS: Mapping[str | None, tuple[str, ...]] = {
+    "finetune_train": ("logits", "labels"),
+    "target_labelled": ("logits", "labels"),
+    "target_unlabelled": ("logits",),
+    "pseudo_splits": ("pseudo_splits",),
+    None: (),
+}
+
+#: Every data input of ``LogitBiasCalibrator.fit`` that a selector may take or refuse.
+FIT_INPUTS = ("logits", "labels", "pseudo_splits")
+
+# What each kind is, as said in messages ("method 'x' needs labels: it reads ...").
+_KIND_TEXT: Mapping[str | None, str] = {
+    "finetune_train": "the logits and labels of the fine-tuning training samples (labels in S)",
+    "target_labelled": "labelled target logits, absent classes included",
+    "target_unlabelled": "unlabelled target logits (labels never reach it)",
+    "pseudo_splits": "pseudo_splits: held-out S data scored by pseudo-split models",
+    None: "no data (num_classes gives the head's width)",
+}
+
+# Why an input is refused, by the kind of the selector that refuses it.
+_REFUSALS: Mapping[tuple[str | None, str], str] = {
+    ("target_unlabelled", "labels"): "it is label-free: labels never reach it; pass unlabelled "
+    "logits only",
+    ("pseudo_splits", "logits"): "it scores the held-out S data inside pseudo_splits",
+    ("pseudo_splits", "labels"): "it scores the held-out S data inside pseudo_splits",
+    (None, "logits"): "it takes no data: pass num_classes to say how many columns the head has",
+    (None, "labels"): "it takes no data",
+}
 
 #: Criteria that the curve-based selectors maximise (fractions in [0, 1]).
 CRITERIA = ("acc_all", "hmean")
 
 #: Two criterion values closer than this count as a tie (float rounding of averages).
 _TIE_ATOL = 1e-12
+
+
+class _Required:
+    """Default of a parameter that must be given (``fixed``'s ``gamma``)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: ``SelectorSpec.params`` default of a parameter without a default.
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """The declaration of one registered selector: what data it takes and its parameters.
+
+    Attributes:
+        fn: ``fn(**data, seen_classes=, absent_classes=, num_classes=, **params) ->
+            (gamma, info)``; ``data`` holds the inputs of :attr:`inputs`.
+        data: one of :data:`DATA_KINDS`, or None (the selector takes no data).
+        params: parameter name -> default value (:data:`REQUIRED` when it has none).
+        uses_absent_labels: True when the selector reads labels of absent-class samples
+            (only ``oracle``: an upper bound, not a deployable method).
+        description: one line for documentation and ``--help``.
+        name: the registry key.
+        checks: parameter name -> validator ``value -> value`` that raises ``ValueError``
+            naming the parameter and the value; parameters without one are passed as given.
+    """
+
+    fn: Callable[..., tuple[float, dict]]
+    data: str | None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    uses_absent_labels: bool = False
+    description: str = ""
+    name: str = ""
+    checks: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_INPUTS:
+            raise ValueError(
+                f"selector {self.name!r}: data must be one of {DATA_KINDS} or None, got "
+                f"{self.data!r}"
+            )
+        if not callable(self.fn):
+            raise TypeError(f"selector {self.name!r}: fn must be callable, got {self.fn!r}")
+        clash = set(self.params) & {*FIT_INPUTS, "seen_classes", "absent_classes", "num_classes"}
+        if clash:
+            raise ValueError(
+                f"selector {self.name!r}: parameter name(s) {sorted(clash)} are data keywords"
+            )
+        unknown = set(self.checks) - set(self.params)
+        if unknown:
+            raise ValueError(f"selector {self.name!r}: checks for undeclared {sorted(unknown)}")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The ``fit`` inputs of this selector's data kind, e.g. ``("logits", "labels")``."""
+        return DATA_INPUTS[self.data]
+
+    @property
+    def needs_logits(self) -> bool:
+        """Whether the selector reads logits (so ``calibrate`` must run the model)."""
+        return "logits" in self.inputs
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether the selector reads labels (so ``calibrate`` passes the loader's labels)."""
+        return "labels" in self.inputs
+
+    def data_text(self) -> str:
+        """What the selector's data kind is, in words."""
+        return _KIND_TEXT[self.data]
+
+    def refusal(self, name: str) -> str:
+        """Why this selector refuses the ``fit`` input ``name`` (one it does not take)."""
+        return _REFUSALS.get((self.data, name), f"it reads {self.data_text()}")
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The full, validated parameter dict: ``params`` over the declared defaults.
+
+        Raises:
+            ValueError: a parameter the selector does not declare, a REQUIRED one missing, or
+                a value its check refuses; the message names the parameter and the value.
+        """
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            name = unknown[0]
+            takes = sorted(self.params) or "none"
+            raise ValueError(
+                f"method {self.name!r} takes no parameter {name!r} (got {params[name]!r}); "
+                f"its parameters: {takes}"
+            )
+        full = {**self.params, **params}
+        for name, value in full.items():
+            if value is REQUIRED:
+                raise ValueError(f"method {self.name!r} needs {name}")
+            check = self.checks.get(name)
+            if check is not None:
+                full[name] = check(value)
+        return full
+
+
+SELECTORS: Registry[SelectorSpec] = Registry("selector")
+
+
+def register_selector(
+    name: str,
+    *,
+    data: str | None,
+    params: Mapping[str, Any] | None = None,
+    uses_absent_labels: bool = False,
+    description: str = "",
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    override: bool = False,
+) -> Callable[[Callable[..., tuple[float, dict]]], Callable[..., tuple[float, dict]]]:
+    """Decorator: register ``fn`` as the selector ``name`` with its declaration.
+
+    Returns the function unchanged (so it can still be called directly). Unregister in tests
+    with ``SELECTORS.unregister(name)``.
+    """
+
+    def add(fn: Callable[..., tuple[float, dict]]) -> Callable[..., tuple[float, dict]]:
+        spec = SelectorSpec(
+            fn=fn,
+            data=data,
+            params=dict(params or {}),
+            uses_absent_labels=uses_absent_labels,
+            description=description,
+            name=name,
+            checks=dict(checks or {}),
+        )
+        SELECTORS.register(name, spec, override=override)
+        return fn
+
+    return add
+
+
+def selector_spec(method: Any, where: str = "method") -> SelectorSpec:
+    """The :class:`SelectorSpec` registered as ``method``; ``ValueError`` naming it otherwise."""
+    try:
+        return SELECTORS.get(method)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{where}={method!r}: {err.args[0]}") from None
+
+
+def selector_arguments(name: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Deprecated: (required, optional) keyword names of the selector ``name``.
+
+    Read ``SELECTORS.get(name)`` (a :class:`SelectorSpec`) instead.
+    """
+    warnings.warn(
+        "selector_arguments is deprecated: read calib.selectors.SELECTORS.get(name), a "
+        "SelectorSpec (.inputs, .params)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    spec = SELECTORS.get(name)
+    required = {*spec.inputs, "seen_classes"} | {k for k, v in spec.params.items() if v is REQUIRED}
+    optional = {"absent_classes", "num_classes"} | {
+        k for k, v in spec.params.items() if v is not REQUIRED
+    }
+    return frozenset(required), frozenset(optional)
 
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare by identity
@@ -71,7 +286,8 @@ class PseudoSplit:
         labels: (N,) their labels; every one in ``seen_classes ∪ absent_classes`` and in S.
         seen_classes: the pseudo-seen classes (a subset of S) this model was fine-tuned on.
         absent_classes: the columns that receive γ in this run: the pseudo-absent classes
-            plus any other column absent from its fine-tuning (e.g. the real U).
+            plus every column absent from its fine-tuning, the real U included (deployment
+            shifts U too, so the split must be scored that way).
     """
 
     logits: Any
@@ -80,21 +296,60 @@ class PseudoSplit:
     absent_classes: Any
 
 
-def selector_arguments(name: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(required, optional) keyword names that the selector ``name`` accepts."""
-    params = inspect.signature(SELECTORS.get(name)).parameters.values()
-    required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
-    optional = frozenset(p.name for p in params if p.default is not inspect.Parameter.empty)
-    return required, optional
+def check_pseudo_splits(pseudo_splits: Any) -> list[PseudoSplit]:
+    """``pseudo_splits`` as a non-empty list of :class:`PseudoSplit`; ValueError/TypeError else."""
+    if isinstance(pseudo_splits, PseudoSplit):
+        raise TypeError(
+            "pseudo_splits must be a list of PseudoSplit, got a single PseudoSplit: pass [split]"
+        )
+    if isinstance(pseudo_splits, (str, bytes, Mapping)) or not hasattr(pseudo_splits, "__iter__"):
+        raise TypeError(
+            f"pseudo_splits must be a list of PseudoSplit, got {type(pseudo_splits).__name__}"
+        )
+    splits = list(pseudo_splits)
+    if not splits:
+        raise ValueError("pseudo_splits is empty: pcv needs at least one pseudo split")
+    for j, split in enumerate(splits):
+        if not isinstance(split, PseudoSplit):
+            raise TypeError(
+                f"pseudo_splits[{j}] must be a PseudoSplit, got {type(split).__name__}"
+                + (": build it as calib.PseudoSplit(**d)" if isinstance(split, Mapping) else "")
+            )
+    return splits
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def check_criterion(criterion: Any) -> str:
+    """``criterion`` if it is one of :data:`CRITERIA`; ValueError naming it otherwise."""
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    return criterion
+
+
+def check_prior(prior: Any) -> float | None:
+    """``prior``: None (the default share) or a real number in [0, 1]."""
+    if prior is None:
+        return None
+    value = check_real(prior, "prior")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"prior must be a share in [0, 1], got {prior!r}")
+    return value
+
+
+def check_gamma(gamma: Any) -> float:
+    """``gamma`` as a finite Python float; strings, booleans, NaN and ±inf are refused."""
+    return check_real(gamma, "gamma", finite=True)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_criterion(criterion: str) -> str:
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    return criterion
+def _check_width(num_classes: int | None, width: int) -> None:
+    """``num_classes``, when given, must be the logits' width."""
+    if num_classes is not None and int(num_classes) != width:
+        raise ValueError(f"num_classes={num_classes!r} but the logits have {width} columns")
 
 
 def _check_groups(
@@ -177,9 +432,17 @@ def _maximise(steps: Sequence[tuple[np.ndarray, np.ndarray]]) -> _Choice:
 # ----------------------------------------------------------------------------- selectors
 
 
-@SELECTORS.register("alg")
+@register_selector(
+    "alg",
+    data="finetune_train",
+    description="Average Logit Gap from the fine-tuning training data (S labels only)",
+)
 def select_alg(
-    logits: Any, labels: Any, seen_classes: Any, absent_classes: Any = None
+    logits: Any,
+    labels: Any,
+    seen_classes: Any,
+    absent_classes: Any = None,
+    num_classes: int | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Average Logit Gap (ALG) from the fine-tuning training data.
 
@@ -201,6 +464,7 @@ def select_alg(
         ValueError: a label outside S, |S| < 2, or invalid input.
     """
     z = check_logits(logits)
+    _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     if seen.size < 2:
@@ -214,6 +478,13 @@ def select_alg(
             f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
             f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
         )
+    used = np.concatenate([seen, absent])
+    if np.isneginf(z[:, used]).any():
+        col = int(used[np.isneginf(z[:, used]).any(axis=0)][0])
+        raise ValueError(
+            f"ALG averages logits, but column {col} holds -inf (a class that can never be "
+            "predicted): leave it out of seen_classes/absent_classes"
+        )
     z_seen = z[:, seen].astype(np.float64, copy=False)
     true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
     mean_other_seen = (z_seen.sum(axis=1) - true_logit) / (seen.size - 1)
@@ -223,13 +494,21 @@ def select_alg(
     return gamma, {"method": "alg", "n_samples": int(z.shape[0]), "gap_std": float(terms.std())}
 
 
-@SELECTORS.register("oracle")
+@register_selector(
+    "oracle",
+    data="target_labelled",
+    params={"criterion": "acc_all"},
+    checks={"criterion": check_criterion},
+    uses_absent_labels=True,
+    description="best γ on labelled target data with U (an upper bound for analysis)",
+)
 def select_oracle(
     logits: Any,
     labels: Any,
     seen_classes: Any,
     absent_classes: Any = None,
     criterion: str = "acc_all",
+    num_classes: int | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """The best γ on labelled target data that include absent-class samples.
 
@@ -250,8 +529,9 @@ def select_oracle(
         ``(gamma, info)``; ``info["value"]`` is the criterion reached, ``info["interval"]``
         the γ interval that reaches it.
     """
-    _check_criterion(criterion)
+    check_criterion(criterion)
     z = check_logits(logits)
+    _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     _check_groups(y, seen, absent, criterion)
@@ -267,19 +547,30 @@ def select_oracle(
     }
 
 
-@SELECTORS.register("fixed")
-def select_fixed(gamma: float) -> tuple[float, dict[str, Any]]:
-    """A given γ (logit units), checked to be a finite number."""
-    try:
-        value = float(gamma)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"gamma must be a number, got {gamma!r}") from err
-    if not np.isfinite(value):
-        raise ValueError(f"gamma must be finite, got {value}")
-    return value, {"method": "fixed"}
+@register_selector(
+    "fixed",
+    data=None,
+    params={"gamma": REQUIRED},
+    checks={"gamma": check_gamma},
+    description="a given γ (logit units)",
+)
+def select_fixed(
+    gamma: float,
+    seen_classes: Any = None,
+    absent_classes: Any = None,
+    num_classes: int | None = None,
+) -> tuple[float, dict[str, Any]]:
+    """A given γ (logit units), checked to be a finite real number (strings are refused)."""
+    return check_gamma(gamma), {"method": "fixed"}
 
 
-@SELECTORS.register("pcv")
+@register_selector(
+    "pcv",
+    data="pseudo_splits",
+    params={"criterion": "hmean"},
+    checks={"criterion": check_criterion},
+    description="Pseudo Cross-Validation: best mean criterion on held-out S data of pseudo splits",
+)
 def select_pcv(
     pseudo_splits: Sequence[PseudoSplit],
     seen_classes: Any,
@@ -308,13 +599,8 @@ def select_pcv(
         ValueError: no split, a split label in U (or outside S), a label outside its split's
             classes, pseudo-seen classes outside S, mismatched column counts.
     """
-    _check_criterion(criterion)
-    splits = list(pseudo_splits)
-    if not splits:
-        raise ValueError("pcv needs at least one pseudo split")
-    for j, split in enumerate(splits):
-        if not isinstance(split, PseudoSplit):
-            raise TypeError(f"pseudo_splits[{j}] must be a PseudoSplit, got {type(split).__name__}")
+    check_criterion(criterion)
+    splits = check_pseudo_splits(pseudo_splits)
     logits = [check_logits(s.logits, f"pseudo_splits[{j}].logits") for j, s in enumerate(splits)]
     widths = {z.shape[1] for z in logits}
     if num_classes is not None:
@@ -343,6 +629,13 @@ def select_pcv(
             p_seen, p_absent = check_classes(split.seen_classes, split.absent_classes, c)
         except ValueError as err:
             raise ValueError(f"{where}{err}") from None
+        left_out = np.setdiff1d(absent, p_absent)
+        if left_out.size:
+            raise ValueError(
+                f"{where}absent_classes {p_absent.tolist()[:10]} leave out the real absent "
+                f"classes {left_out.tolist()[:10]}: the deployed γ shifts U too, so a pseudo "
+                "split must be scored with γ on its pseudo-absent classes and on U"
+            )
         if not np.isin(p_seen, seen).all():
             extra = np.setdiff1d(p_seen, seen)
             raise ValueError(f"{where}pseudo-seen classes {extra.tolist()[:10]} are not in S")
@@ -366,12 +659,19 @@ def select_pcv(
     }
 
 
-@SELECTORS.register("prior")
+@register_selector(
+    "prior",
+    data="target_unlabelled",
+    params={"prior": None},
+    checks={"prior": check_prior},
+    description="label-free: the predicted share of U on unlabelled logits meets a prior",
+)
 def select_prior(
     logits: Any,
     seen_classes: Any,
     absent_classes: Any = None,
     prior: float | None = None,
+    num_classes: int | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Label-free: the γ under which the predicted share of U on unlabelled logits meets a prior.
 
@@ -389,13 +689,13 @@ def select_prior(
     """
     z = check_logits(logits)
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    _check_width(num_classes, z.shape[1])
+    prior = check_prior(prior)
     if prior is None:
         prior = absent.size / (seen.size + absent.size)
-    prior = float(prior)
-    if not 0.0 <= prior <= 1.0:
-        raise ValueError(f"prior must be a share in [0, 1], got {prior}")
     gaps = np.sort(compute_gaps(z, absent).gap)
-    gamma_steps = np.append(np.unique(gaps), np.inf)
+    finite = gaps[np.isfinite(gaps)]  # -inf columns: a group that can never win has no step
+    gamma_steps = np.append(np.unique(finite), np.inf)
     share = np.searchsorted(gaps, gamma_steps, side="left") / gaps.size  # predicted in U: gap < γ
     choice = _maximise([(gamma_steps, -np.abs(share - prior))])
     reached = float(np.count_nonzero(gaps < choice.gamma) / gaps.size)

@@ -1,19 +1,26 @@
 """Deploy a calibrated model: ``CalibratedClassifier`` adds γ to the absent-class logits.
 
-The wrapper is an ``nn.Module`` whose output is the wrapped model's logits plus γ on
-the absent columns; γ and the absent mask are buffers, so they travel with
-``.to(device)`` and ``state_dict()``. :func:`calibrate` is the one-call path for a
-fine-tuned model: extract its logits on a loader, fit a :class:`LogitBiasCalibrator`,
-wrap::
+The wrapper is an ``nn.Module`` whose output is the wrapped model's logits plus γ on the
+absent columns, as float64, built so that its argmax is the decision rule of
+:mod:`calib._gaps` in every input dtype (:func:`calib._gaps.shifted_logits`). γ and the
+absent mask are buffers, so they travel with ``.to(device)`` and ``state_dict()``.
+:func:`calibrate` is the one-call path for a fine-tuned model: extract its logits on a loader,
+fit a :class:`LogitBiasCalibrator`, wrap::
 
     calibrated = calib.calibrate(model, train_loader, seen_classes, method="alg")
-    calibrated(x)                 # model(x) + γ on the absent columns
+    calibrated(x)                 # model(x) + γ on the absent columns (float64)
     calibrated.calibrator.gamma_  # the fitted calibrator
+    calibrated.save("calibrated.pt")                              # weights + γ + U
+    calibrated = calib.CalibratedClassifier.load("calibrated.pt", make_model())
+
+The wrapper compiles with ``torch.jit.script`` and ``torch.jit.trace``, and exports with
+``torch.export.export`` and ONNX.
 """
 
 from __future__ import annotations
 
-import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,23 +28,44 @@ import torch
 from torch import nn
 
 from ._checks import _class_index
+from ._gaps import _NUDGE_ABS, _NUDGE_REL
 from .calibrator import LogitBiasCalibrator, NotFittedError
-from .extract import extract, model_device
-from .selectors import selector_arguments
+from .extract import extract, features_and_logits, model_device
+from .io import atomic_save
+from .selectors import check_gamma, selector_spec
 
-__all__ = ["CalibratedClassifier", "calibrate"]
+__all__ = ["CalibratedClassifier", "calibrate", "shifted_logits_torch"]
 
-_ESTIMATOR_PARAMS = ("gamma", "criterion", "prior")
-_FIT_INPUTS = ("pseudo_splits",)
+#: Format tag and version of :meth:`CalibratedClassifier.save` files.
+FILE_FORMAT = "calib.CalibratedClassifier"
+FILE_VERSION = 1
+
+
+def shifted_logits_torch(
+    logits: torch.Tensor, absent_mask: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
+    """:func:`calib._gaps.shifted_logits` in torch: float64, z + γ on U lowered a hair.
+
+    Args:
+        logits: (N, C) tensor, any real dtype. absent_mask: (C,) bool, True on U.
+        gamma: 0-d float64 tensor on the logits' device.
+    """
+    z = logits.to(torch.float64)
+    s = z + gamma
+    return torch.where(absent_mask, s - (s.abs() * _NUDGE_REL + _NUDGE_ABS), z)
 
 
 class CalibratedClassifier(nn.Module):
     """``model(x) + γ · 1[c ∈ U]``: a classifier with its absent-class logits raised by γ.
 
-    The wrapped model's weights are never changed. Its output must be (N, num_classes).
+    The output is float64 (N, C) whatever the model's dtype, so that ``argmax`` of it is the
+    rule that :meth:`LogitBiasCalibrator.predict` and :func:`calib.accuracy_report` apply
+    (see :mod:`calib.calibrator`); it is ``LogitBiasCalibrator.transform`` of the model's
+    logits. The wrapped model's weights are never changed; the wrapper starts in the model's
+    train/eval mode.
 
     Args:
-        model: the fine-tuned classifier.
+        model: the fine-tuned classifier; its output must be (N, num_classes).
         gamma: the bias γ in logit units (finite).
         absent_classes: U, the columns that receive γ.
         num_classes: C, the number of logit columns.
@@ -49,14 +77,21 @@ class CalibratedClassifier(nn.Module):
         calibrator: the fitted :class:`LogitBiasCalibrator` this wrapper was built from, or None.
     """
 
+    __jit_ignored_attributes__ = ["calibrator", "absent_classes"]
+
     gamma: torch.Tensor
     absent_mask: torch.Tensor
+    num_classes: int
 
     def __init__(
         self, model: nn.Module, gamma: float, absent_classes: Any, num_classes: int
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, (int, np.integer))
+            or num_classes < 2
+        ):
             raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
         num_classes = int(num_classes)
         absent = _class_index(absent_classes, num_classes, "absent_classes")
@@ -64,9 +99,7 @@ class CalibratedClassifier(nn.Module):
             raise ValueError(
                 "absent_classes covers every column: at least one column must stay un-shifted"
             )
-        gamma = float(gamma)
-        if not math.isfinite(gamma):
-            raise ValueError(f"gamma must be finite, got {gamma}")
+        gamma = check_gamma(gamma)
         device = model_device(model)
         mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
         mask[torch.as_tensor(absent, device=device)] = True
@@ -75,6 +108,7 @@ class CalibratedClassifier(nn.Module):
         self.register_buffer("gamma", torch.tensor(gamma, dtype=torch.float64, device=device))
         self.register_buffer("absent_mask", mask)
         self.calibrator: LogitBiasCalibrator | None = None
+        self.training = model.training  # the wrapper's own flag only: submodules keep theirs
 
     @classmethod
     def from_calibrator(
@@ -92,37 +126,120 @@ class CalibratedClassifier(nn.Module):
         """U as a sorted int64 numpy array."""
         return torch.nonzero(self.absent_mask).flatten().cpu().numpy()
 
-    def _bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """(C,) γ on the absent columns, 0 elsewhere, in the output's dtype."""
-        return torch.where(self.absent_mask, self.gamma, 0.0).to(dtype)
-
-    def _check(self, out: Any) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != self.num_classes:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    def _check(self, out: torch.Tensor) -> torch.Tensor:
+        if out.dim() != 2 or out.shape[1] != self.num_classes:
             raise ValueError(
-                f"the wrapped model must return (N, {self.num_classes}) logits, got {shape}"
+                f"the wrapped model must return (N, {self.num_classes}) logits, got shape "
+                f"{list(out.shape)}"
             )
+        if out.is_complex():
+            raise ValueError("the wrapped model returned complex logits")
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated logits (N, C): the model's logits plus γ on the absent columns."""
-        out = self._check(self.model(x))
-        return out + self._bias(out.dtype)
+        """Calibrated logits (N, C) float64: the model's logits plus γ on the absent columns."""
+        out = self.model(x)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError("the wrapped model must return a logits tensor")
+        return shifted_logits_torch(self._check(out), self.absent_mask, self.gamma)
 
+    @torch.jit.unused
     def forward_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, calibrated logits), for a wrapped model with ``forward_features_logits``."""
-        inner = getattr(self.model, "forward_features_logits", None)
-        if not callable(inner):
-            raise TypeError(
-                f"the wrapped {type(self.model).__name__} has no forward_features_logits"
+        """(features, calibrated logits): the model's ``forward_features_logits`` or, for a timm
+        model, ``forward_head(forward_features(x), pre_logits=True)``."""
+        features, out = features_and_logits(self.model, x)
+        return features, shifted_logits_torch(self._check(out), self.absent_mask, self.gamma)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        gamma = state_dict.get(prefix + "gamma")
+        if gamma is not None and (gamma.numel() != 1 or not torch.isfinite(gamma).all()):
+            raise ValueError(
+                f"state_dict entry {prefix}gamma must be one finite number, got {gamma}"
             )
-        features, out = inner(x)
-        out = self._check(out)
-        return features, out + self._bias(out.dtype)
+        mask = state_dict.get(prefix + "absent_mask")
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != (self.num_classes,):
+                raise ValueError(
+                    f"state_dict entry {prefix}absent_mask must be a ({self.num_classes},) bool "
+                    f"tensor, got {mask.dtype} of shape {tuple(mask.shape)}"
+                )
+            n_absent = int(mask.sum())
+            if n_absent == 0 or n_absent == self.num_classes:
+                raise ValueError(
+                    f"state_dict entry {prefix}absent_mask marks {n_absent} of "
+                    f"{self.num_classes} columns: at least one must be absent and one not"
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         n_absent = int(self.absent_mask.sum())
         return f"gamma={float(self.gamma):.6g}, absent_classes={n_absent} of {self.num_classes}"
+
+    # ------------------------------------------------------------------ files
+
+    @torch.jit.unused
+    def save(self, path: str | os.PathLike) -> None:
+        """Write γ, U, C and the wrapped model's ``state_dict`` to ``path``, atomically.
+
+        Only tensors, numbers, strings and lists: the file loads with
+        ``torch.load(weights_only=True)`` (:meth:`load` does that).
+        """
+        payload = {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "gamma": float(self.gamma),
+            "absent_classes": self.absent_classes.tolist(),
+            "num_classes": self.num_classes,
+            "model_state_dict": self.model.state_dict(),
+        }
+        atomic_save(path, lambda fh: torch.save(payload, fh))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, model: nn.Module, map_location: Any = None
+    ) -> CalibratedClassifier:
+        """Read a file of :meth:`save` into ``model`` (an instance of the wrapped architecture).
+
+        Loads with ``torch.load(weights_only=True)``: no code is unpickled. ``model``'s weights
+        are replaced by the saved ones (strictly: every key must match).
+
+        Raises:
+            FileNotFoundError: no file. ValueError: not such a file, or invalid γ / classes.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no calibrated-model file at {path}")
+        if map_location is None:
+            map_location = model_device(model)
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # a truncated file, a pickle with code, ...
+            raise ValueError(f"{path} is not a calibrated-model file: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
+            raise ValueError(f"{path} is not a calibrated-model file (format tag missing)")
+        if data.get("version") != FILE_VERSION:
+            raise ValueError(f"{path}: version {data.get('version')!r}, expected {FILE_VERSION}")
+        model.load_state_dict(data["model_state_dict"])
+        try:
+            return cls(model, data["gamma"], data["absent_classes"], data["num_classes"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"{path} is a corrupt calibrated-model file: {err}") from None
+
+
+def _check_device(device: Any) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device: {err}") from None
+    if device.type == "meta":
+        raise ValueError(
+            "device='meta' holds no data: calibrate needs a device that computes (cpu, cuda, ...)"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available on this machine")
+    return device
 
 
 def calibrate(
@@ -138,60 +255,68 @@ def calibrate(
 ) -> CalibratedClassifier:
     """Extract ``model``'s logits on ``loader``, fit a :class:`LogitBiasCalibrator`, wrap.
 
-    What ``loader`` must hold depends on ``method``:
+    What runs is read from the selector's declaration (:class:`calib.selectors.SelectorSpec`):
+    the model runs over ``loader`` only when the selector reads logits (or to learn the
+    number of columns when nothing else tells it), and the loader's labels are passed only
+    to selectors that read labels. So ``loader`` holds:
 
-    - ``alg``: the fine-tuning training data (labels in S only).
-    - ``oracle``: labelled target data including absent classes (an upper bound).
-    - ``prior``: target data; labels, if any, are not used.
-    - ``pcv`` and ``fixed``: none (``loader`` may be None): pass ``pseudo_splits=`` for
+    - ``alg`` (``finetune_train``): the fine-tuning training data (labels in S only).
+    - ``oracle`` (``target_labelled``): labelled target data including absent classes.
+    - ``prior`` (``target_unlabelled``): target data; its labels, if any, are not used.
+    - ``pcv`` and ``fixed``: nothing (``loader`` may be None): pass ``pseudo_splits=`` for
       ``pcv``, ``gamma=`` for ``fixed``, and ``num_classes`` unless the loader should be
       run to learn it.
 
     Args:
         model: the fine-tuned classifier; its weights are not changed and its train/eval
-            mode is restored after extraction.
+            mode is restored after extraction. The wrapper starts in the model's mode.
         loader: yields ``(x, y)`` batches or dicts with ``"image"``/``"label"``.
         seen_classes: S. absent_classes: U (default every column not in S).
         method: selector key (see :mod:`calib.selectors`).
         device: where to run the model (None = where it is); a given device moves the model.
         num_classes: C, when no logits tell it.
         progress: show a progress bar during extraction.
-        **selector_kwargs: ``gamma``, ``criterion``, ``prior`` (calibrator parameters) and
+        **selector_kwargs: ``gamma``, ``criterion``, ``prior``, ``options`` (calibrator
+            parameters), any parameter the selector declares (goes into ``options``), and
             ``pseudo_splits`` (data for ``pcv``).
 
     Returns:
         The :class:`CalibratedClassifier`, with the fitted calibrator as ``.calibrator``.
     """
-    unknown = sorted(set(selector_kwargs) - set(_ESTIMATOR_PARAMS) - set(_FIT_INPUTS))
+    spec = selector_spec(method, "calibrate(method")
+    device = _check_device(device)
+    pseudo_splits = selector_kwargs.pop("pseudo_splits", None)
+    explicit = {
+        k: selector_kwargs.pop(k)
+        for k in ("gamma", "criterion", "prior", "options")
+        if k in selector_kwargs
+    }
+    unknown = sorted(set(selector_kwargs) - set(spec.params))
     if unknown:
         raise TypeError(
-            f"calibrate() got unexpected keyword(s) {unknown}; selector options are "
-            f"{list(_ESTIMATOR_PARAMS + _FIT_INPUTS)}"
+            f"calibrate() got unexpected keyword(s) {unknown}; method {method!r} takes "
+            f"{sorted(spec.params) or 'no parameters'} (and pseudo_splits for pcv)"
         )
-    params = {k: v for k, v in selector_kwargs.items() if k in _ESTIMATOR_PARAMS}
-    pseudo_splits = selector_kwargs.get("pseudo_splits")
-    calibrator = LogitBiasCalibrator(method=method, **params)
-    try:
-        required, optional = selector_arguments(method)
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"calibrate(method={method!r}): {err.args[0]}") from None
-    uses = required | optional
+    if selector_kwargs:
+        explicit["options"] = {**(explicit.get("options") or {}), **selector_kwargs}
+    calibrator = LogitBiasCalibrator(method=method, **explicit)
+    calibrator._selector_params(spec)  # bad parameters stop before the model runs
 
     fit_data: dict[str, Any] = {}
     needs_width = num_classes is None and pseudo_splits is None
-    if "logits" in uses or needs_width:
+    if spec.needs_logits or needs_width:
         if loader is None:
             raise ValueError(f"method {method!r} needs a loader to extract logits from")
         extracted = extract(model, loader, device, progress=progress, desc=f"calibrate ({method})")
-        if "logits" in uses:
+        if spec.needs_logits:
             fit_data["logits"] = extracted.logits
-        if "labels" in uses:
+        if spec.needs_labels:
             if extracted.labels is None:
                 raise ValueError(
                     f"method {method!r} needs labels, but the loader's batches have none"
                 )
             fit_data["labels"] = extracted.labels
-        if num_classes is None and pseudo_splits is None:
+        if needs_width:
             num_classes = int(extracted.logits.shape[1])
     elif device is not None:
         model.to(device)

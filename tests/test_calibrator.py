@@ -40,9 +40,10 @@ def test_init_only_stores_and_params_round_trip():
         "gamma": None,
         "criterion": "hmean",
         "prior": None,
+        "options": None,
     }
     assert cal.set_params(method="oracle") is cal and cal.method == "oracle"
-    assert repr(cal) == "LogitBiasCalibrator(method='oracle', criterion='hmean')"
+    assert repr(cal) == "LogitBiasCalibrator(criterion='hmean', method='oracle')"
     with pytest.raises(ValueError, match="no parameter"):
         cal.set_params(gama=1.0)
     assert not hasattr(cal, "gamma_")
@@ -121,11 +122,11 @@ def test_fit_checks_classes_and_widths(data):
 # ----------------------------------------------------------------------------- using γ
 
 
-@pytest.mark.parametrize("method", ["transform", "predict", "score", "save"])
+@pytest.mark.parametrize("method", ["transform", "predict", "score", "report", "save"])
 def test_use_before_fit_raises_not_fitted(method, tmp_path):
     cal = LogitBiasCalibrator()
     arg = [tmp_path / "x.json"] if method == "save" else [np.zeros((2, 10))]
-    if method == "score":
+    if method in ("score", "report"):
         arg.append([0, 1])
     with pytest.raises(NotFittedError, match="not fitted yet"):
         getattr(cal, method)(*arg)
@@ -136,21 +137,24 @@ def test_transform_adds_gamma_to_absent_columns_only(data):
     logits, _ = data
     cal = fitted(0.75, absent_classes=[4, 5])  # columns 6..9 are extra (R): un-shifted
     out = cal.transform(logits)
-    assert out.dtype == np.float32 and out is not logits
-    np.testing.assert_array_equal(out[:, [4, 5]], logits[:, [4, 5]] + np.float32(0.75))
+    assert out.dtype == np.float64 and out is not logits
+    exact = logits[:, [4, 5]].astype(np.float64) + 0.75
+    # γ added in float64, then lowered by 2-4 units in the last place (ties stay out of U)
+    assert np.all(out[:, [4, 5]] < exact)
+    np.testing.assert_allclose(out[:, [4, 5]], exact, rtol=2**-49, atol=0)
     np.testing.assert_array_equal(np.delete(out, [4, 5], axis=1), np.delete(logits, [4, 5], axis=1))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_transform_keeps_tensor_type_dtype_and_input(dtype, data):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_transform_keeps_tensor_type_and_device_in_float64(dtype, data):
     logits = torch.from_numpy(data[0]).to(dtype)
     before = logits.clone()
     out = fitted().transform(logits)
-    assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.device == logits.device
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    assert out.device == logits.device
     assert torch.equal(logits, before)
-    expected = before.clone()
-    expected[:, 4:] += 0.75
-    assert torch.equal(out, expected)
+    expected = fitted().transform(before.double().numpy())
+    assert torch.equal(out, torch.from_numpy(expected))
 
 
 def test_transform_and_predict_check_their_input(data):
@@ -186,14 +190,20 @@ def test_predict_tie_between_groups_stays_on_the_seen_column():
     assert cal.predict(np.array([[2.0, 1.0], [2.0, 1.5]])).tolist() == [0, 1]
 
 
-def test_score_is_the_accuracy_report_at_gamma(data):
+def test_score_is_acc_all_and_report_the_accuracy_report_at_gamma(data):
     from calib.metrics import accuracy_report
 
     logits, labels = data
     cal = LogitBiasCalibrator("oracle").fit(logits, labels, SEEN)
-    report = cal.score(logits, labels)
+    report = cal.report(logits, labels)
     assert report == accuracy_report(logits, labels, SEEN, gamma=cal.gamma_)
     assert report["acc_all"] == pytest.approx(cal.info_["value"])
+    score = cal.score(logits, labels)
+    assert type(score) is float and score == report["acc_all"]
+    assert score == float(np.mean(cal.predict(logits) == labels))
+    weights = np.linspace(0.5, 2.0, labels.size)
+    expected = np.sum(weights * (cal.predict(logits) == labels)) / weights.sum()
+    assert cal.score(logits, labels, sample_weight=weights) == pytest.approx(expected)
 
 
 # ----------------------------------------------------------------------------- files

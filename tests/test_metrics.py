@@ -323,7 +323,7 @@ def test_default_absent_is_the_complement_of_seen():
 # Bad input
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])  # -inf is a never-predictable class
 def test_non_finite_logits_are_refused(bad):
     z = Z12.copy()
     z[2, 3] = bad
