@@ -9,7 +9,7 @@ paper's benchmarks are checked against the values in the design brief.
 from __future__ import annotations
 
 import pytest
-from helpers_paper import (
+from tests.helpers_paper import (
     benchmark_kind,
     compose_config,
     compose_experiment,
@@ -80,8 +80,8 @@ def test_experiment_builds(experiment, fake_roots, tmp_path):
     if kind is not None:
         fake = fake_roots[kind]
         overrides += ["model.pretrained=false", f"dataset.root={fake.root}"]
-        if kind == "vtab":
-            overrides.append("model=tiny_clip")
+        if kind == "vtab":  # the tiny CLIP takes 32 × 32 images (the dry run checks)
+            overrides += ["model=tiny_clip", "dataset.size=32"]
         else:
             overrides.append(f"dataset.list_dir={fake.list_dir}")
     cfg = compose_experiment(experiment, overrides)

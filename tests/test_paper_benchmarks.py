@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_paper import (
+from tests.helpers_paper import (
     SMOKE,
     benchmark_classes,
     compose_experiment,

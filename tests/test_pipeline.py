@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_paper import CONF, compose_experiment
+from tests.helpers_paper import CONF, compose_experiment
 
 import calib
 from calib.config import ConfigError, build_plan

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers_train import make_dataset, make_model
+from tests.helpers_train import make_dataset, make_model
 
 import calib.train.checkpoint as ckpt
 from calib.train import CheckpointError, ConfigMismatchError, TrainConfig, train

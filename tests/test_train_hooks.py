@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from helpers_train import RESUME_CONFIG, make_dataset, make_model
+from tests.helpers_train import RESUME_CONFIG, make_dataset, make_model
 
 from calib.train import TrainConfig, train
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers_train import make_dataset, make_model
+from tests.helpers_train import make_dataset, make_model
 from torch import nn
 from torch.utils.data import TensorDataset
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers_train import make_model
+from tests.helpers_train import make_model
 from timm.optim import AdaBelief
 from torch import nn
 

@@ -44,9 +44,8 @@ from .. import distributed
 from ..calibrator import LogitBiasCalibrator
 from ..data import ClassSplit, Domain
 from ..extract import Extracted
-from ..selectors import PseudoSplit
+from ..selectors import SELECTORS, PseudoSplit
 from ..train import TrainConfig, resolve_device
-from ._selectors import selector_spec
 from .report_metrics import model_metrics, plot_curves
 from .results import format_table, write_results
 from .runner import Runner, weights_sha256
@@ -132,7 +131,7 @@ def _fit_selector(
     pseudo_splits: list[PseudoSplit] | None,
 ) -> LogitBiasCalibrator:
     """Fit selector ``name`` on exactly the data its declaration names."""
-    kind = selector_spec(name).data
+    kind = SELECTORS.get(name).data
     data: dict[str, Any] = {}
     if kind == "finetune_train":  # fine-tuning training data only: the S samples
         in_seen = np.isin(ft_train.labels.numpy(), split.seen)
@@ -159,7 +158,7 @@ def _calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
     known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
     options = {k: v for k, v in params.items() if k not in known}
     if options:
-        return LogitBiasCalibrator(method=name, options=options, **known)  # type: ignore[call-arg]
+        return LogitBiasCalibrator(method=name, options=options, **known)
     return LogitBiasCalibrator(method=name, **known)
 
 
@@ -322,6 +321,13 @@ def _results(ex, split, calibrators, target, device, world_size, meta, plan) -> 
             "device": str(device),
             "world_size": world_size,
             "stage_keys": plan.keys(),
+            "selectors": {
+                name: {
+                    "data": SELECTORS.get(name).data,
+                    "uses_absent_labels": SELECTORS.get(name).uses_absent_labels,
+                }
+                for name in calibrators
+            },
             **(dict(meta) if meta else {}),
         },
     }

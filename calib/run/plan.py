@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -212,10 +213,20 @@ def build_calibration(
 
 
 def _import_plugins(modules: list[str]) -> None:
-    """Import the modules listed in ``imports`` (they register models, selectors, ...)."""
+    """Import what ``imports`` lists — module names or ``.py`` files — so that the models,
+    selectors or data sets they register can be named by the rest of the config."""
     for module in modules:
         try:
-            importlib.import_module(module)
+            if module.endswith(".py"):
+                path = Path(module).resolve()
+                spec = importlib.util.spec_from_file_location(f"calib_plugin_{path.stem}", path)
+                if spec is None or spec.loader is None or not path.is_file():
+                    raise ImportError(f"no Python file at {path}")
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = mod
+                spec.loader.exec_module(mod)
+            else:
+                importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(f"imports: cannot import {module!r} ({err})") from err
 

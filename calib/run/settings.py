@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..selectors import SELECTORS
 from ..train import TrainConfig
-from ._selectors import selector_spec
 
 __all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig"]
 
@@ -91,7 +91,7 @@ class CalibrationConfig:
             )
         resolved = {}
         for name in selectors:
-            spec = selector_spec(name)  # unknown key -> KeyError listing the known ones
+            spec = SELECTORS.get(name)  # unknown key -> KeyError listing the known ones
             given = self.options.get(name) or {}
             if not isinstance(given, Mapping):
                 raise ValueError(f"calibration.options.{name} must be a mapping, got {given!r}")
@@ -111,7 +111,7 @@ class CalibrationConfig:
 
     @property
     def needs_pcv(self) -> bool:
-        return any(selector_spec(n).data == "pseudo_splits" for n in self.selectors)
+        return any(SELECTORS.get(n).data == "pseudo_splits" for n in self.selectors)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from ..data import ClassSplit, Domain, dataset_targets
+from ..selectors import SELECTORS
 from ..train import TrainConfig
-from ._selectors import selector_spec
 from .identity import dataset_fingerprint
 from .settings import CalibrationConfig, EvalConfig, PCVConfig
 from .stages import Stage
@@ -223,7 +223,7 @@ def plan_stages(
 
     selectors = {}
     for name in calibration.selectors:
-        kind = selector_spec(name).data
+        kind = SELECTORS.get(name).data
         inputs = {
             "finetune_train": [extracts["finetuned_train"].key],
             "target_labelled": [extracts["finetuned_test"].key],
