@@ -52,6 +52,72 @@ def _uses_shares(diagrams: Mapping[str, ReliabilityDiagram]) -> bool:
     )
 
 
+def _draw_series(
+    ax: Axes,
+    count_ax: Axes | None,
+    d: ReliabilityDiagram,
+    label: str,
+    i: int,
+    shares: bool,
+    largest: int,
+) -> None:
+    """Series ``i``: sized bin markers, a faint joining line, and its step in the count strip."""
+    linestyle, marker, lighten = _STYLES[i % len(_STYLES)]
+    color = _shade(group_look(d.group).color, lighten)
+    full = d.count > 0
+    # marker area ∝ bin count: a bin of 2 samples at accuracy 0 must not look like a trend
+    ax.scatter(
+        d.confidence[full],
+        d.accuracy[full],
+        s=8 + 160 * d.count[full] / largest,
+        color=color,
+        marker=marker,
+        edgecolors="white",
+        linewidths=0.5,
+        zorder=4 + 0.1 * i,
+        clip_on=False,  # a full bin at confidence ≈ 1 sits on the frame
+    )
+    ax.plot(
+        d.confidence[full],
+        d.accuracy[full],
+        color=color,
+        linestyle=linestyle,
+        linewidth=1.1,
+        alpha=0.7,
+        marker=marker,
+        markersize=5,
+        markevery=[],  # the legend shows the marker; the sized scatter draws the points
+        label=label,
+        zorder=3,
+    )
+    if count_ax is not None and d.n_samples:
+        values = d.count / d.n_samples
+        if not shares:
+            widths = np.diff(d.edges)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = np.where(widths > 0, values / widths, 0.0)
+        count_ax.stairs(values, d.edges, color=color, linestyle=linestyle, linewidth=1.4)
+
+
+def _finish_axes(ax: Axes, count_ax: Axes | None, title: str | None, shares: bool) -> None:
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    if title:
+        ax.set_title(title)
+    if count_ax is None:
+        ax.set_xlabel("confidence (top-label probability)")
+    else:
+        count_ax.set_xlim(0.0, 1.0)
+        count_ax.set_ylim(bottom=0.0)
+        count_ax.set_ylabel("share of\nsamples" if shares else "density")
+        count_ax.set_xlabel("confidence (top-label probability)")
+        count_ax.grid(True, alpha=0.3)
+        ax.tick_params(labelbottom=False)
+
+
 def plot_reliability(
     diagrams: Mapping[str, ReliabilityDiagram],
     ax: Axes | None = None,
@@ -90,60 +156,11 @@ def plot_reliability(
     largest = max(max(int(d.count.max()), 1) for d in diagrams.values())
     sizes = {d.n_samples for d in diagrams.values()}
     for i, (label, d) in enumerate(diagrams.items()):
-        linestyle, marker, lighten = _STYLES[i % len(_STYLES)]
-        color = _shade(group_look(d.group).color, lighten)
-        full = d.count > 0
-        # marker area ∝ bin count: a bin of 2 samples at accuracy 0 must not look like a trend
-        ax.scatter(
-            d.confidence[full],
-            d.accuracy[full],
-            s=8 + 160 * d.count[full] / largest,
-            color=color,
-            marker=marker,
-            edgecolors="white",
-            linewidths=0.5,
-            zorder=4 + 0.1 * i,
-            clip_on=False,  # a full bin at confidence ≈ 1 sits on the frame
-        )
         n_text = f", n={d.n_samples}" if len(sizes) > 1 else ""
-        ax.plot(
-            d.confidence[full],
-            d.accuracy[full],
-            color=color,
-            linestyle=linestyle,
-            linewidth=1.1,
-            alpha=0.7,
-            marker=marker,
-            markersize=5,
-            markevery=[],  # the legend shows the marker; the sized scatter draws the points
-            label=f"{label} (ECE {d.ece:.3f}{n_text})",
-            zorder=3,
-        )
-        if count_ax is not None and d.n_samples:
-            values = d.count / d.n_samples
-            if not shares:
-                widths = np.diff(d.edges)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    values = np.where(widths > 0, values / widths, 0.0)
-            count_ax.stairs(values, d.edges, color=color, linestyle=linestyle, linewidth=1.4)
+        _draw_series(ax, count_ax, d, f"{label} (ECE {d.ece:.3f}{n_text})", i, shares, largest)
     if len(sizes) == 1 and title:
         title = f"{title} (n = {sizes.pop()})"
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("accuracy")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
-    if title:
-        ax.set_title(title)
-    if count_ax is None:
-        ax.set_xlabel("confidence (top-label probability)")
-    else:
-        count_ax.set_xlim(0.0, 1.0)
-        count_ax.set_ylim(bottom=0.0)
-        count_ax.set_ylabel("share of\nsamples" if shares else "density")
-        count_ax.set_xlabel("confidence (top-label probability)")
-        count_ax.grid(True, alpha=0.3)
-        ax.tick_params(labelbottom=False)
+    _finish_axes(ax, count_ax, title, shares)
     return ax
 
 
