@@ -93,14 +93,15 @@ def _row_temperatures(
     return np.where(np.isin(pred, absent), t_absent, t_seen)[:, None]
 
 
-def _log_softmax(scaled: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of float64 scores, through the row maximum (stable)."""
+def _log_softmax_(scaled: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of float64 scores through the row maximum (stable), in place."""
     top = scaled.max(axis=1, keepdims=True)
     if not np.isfinite(top).all():
         row = int(np.flatnonzero(~np.isfinite(top[:, 0]))[0])
         raise ValueError(f"logits row {row} has no finite score: no probability is defined")
-    shifted = scaled - top
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    scaled -= top
+    scaled -= np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+    return scaled
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def _probabilities(
 ) -> _Probabilities:
     pred = compute_gaps(z, absent).predict(gamma)
     scores = _shifted_scores(z, absent, gamma)
-    log_p = _log_softmax(scores / _row_temperatures(pred, absent, temps))
+    scores /= _row_temperatures(pred, absent, temps)
+    log_p = _log_softmax_(scores)
     return _Probabilities(log_p=log_p, pred=pred)
 
 
@@ -158,11 +160,11 @@ class _Scored:
 
 def _score(log_p: np.ndarray, pred: np.ndarray, y: np.ndarray) -> _Scored:
     rows = np.arange(y.size)
-    p = np.exp(log_p)
-    residual = p.copy()
-    residual[rows, y] -= 1.0
+    residual = np.exp(log_p)
+    confidence = residual[rows, pred]
+    residual[rows, y] -= 1.0  # p − onehot(y), in place
     return _Scored(
-        confidence=p[rows, pred],
+        confidence=confidence,
         correct=pred == y,
         nll=-log_p[rows, y],
         brier=np.einsum("ij,ij->i", residual, residual),
