@@ -30,7 +30,8 @@ Metrics (:func:`probability_report`), over the N test samples of a group:
   and holds the samples with u_{m−1} < confidence ≤ u_m (u_0 = 0). Without ties bin m holds
   the ranks ⌈(m−1)N/M⌉+1 … ⌈mN/M⌉, so sizes differ by at most one; tied confidences always
   share a bin (the lowest whose upper edge reaches them), so ties can leave later bins
-  empty, and N < M leaves M − N bins empty. The bins are those of the group's own samples.
+  empty, and N < M leaves M − N bins empty. The bins are those of the group's own samples;
+  a diagram's edges are 0, u_1, …, u_{M−1}, 1.
 - **NLL** (``nll``): mean of −log p_y, computed as logsumexp(s/T) − s_y/T (no log of 0).
 - **Brier** (``brier``): mean over samples of Σ_c (p_c − 1[c = y])², the multiclass form of
   Brier (1950), in [0, 2] (scikit-learn's ``brier_score_loss`` with multiclass ``labels``).
