@@ -43,11 +43,16 @@ def load_extract(run_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return data["logits"].numpy().astype(np.float64), data["labels"].numpy()
 
 
-def pseudo_splits(
-    run_dir: Path, cal: LogitBiasCalibrator, train_labels: np.ndarray, seed: int, fraction: float
+def redraw_pseudo_splits(
+    run_dir: Path,
+    seen_classes: np.ndarray,
+    absent_classes: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+    fraction: float,
 ) -> list[PseudoSplit]:
     """The PCV splits of the run, their class sets redrawn as ``calib.pipeline`` draws them."""
-    seen = np.intersect1d(cal.seen_classes_, train_labels)
+    seen = np.intersect1d(seen_classes, train_labels)
     files = sorted((run_dir / "extract").glob("pcv_split_*_heldout.pt"))
     splits = []
     for j in range(len(files)):
@@ -59,14 +64,24 @@ def pseudo_splits(
                 logits=z,
                 labels=y,
                 seen_classes=np.sort(order[n_absent:]),
-                absent_classes=np.union1d(order[:n_absent], cal.absent_classes_),
+                absent_classes=np.union1d(order[:n_absent], absent_classes),
             )
         )
+    return splits
+
+
+def pseudo_splits(
+    run_dir: Path, cal: LogitBiasCalibrator, train_labels: np.ndarray, seed: int, fraction: float
+) -> list[PseudoSplit]:
+    """The redrawn splits, checked: PCV refitted on them must give the γ the run saved."""
+    splits = redraw_pseudo_splits(
+        run_dir, cal.seen_classes_, cal.absent_classes_, train_labels, seed, fraction
+    )
     refit = LogitBiasCalibrator(method="pcv", criterion=cal.criterion).fit(
         pseudo_splits=splits,
         seen_classes=cal.seen_classes_,
         absent_classes=cal.absent_classes_,
-        num_classes=z.shape[1],
+        num_classes=cal.num_classes_,
     )
     if not np.isclose(refit.gamma_, cal.gamma_, rtol=0, atol=1e-9):
         raise SystemExit(
@@ -186,6 +201,10 @@ def figure(run_dir: Path, table: list[dict[str, Any]], args: argparse.Namespace)
     z, y = load_extract(run_dir, "finetuned_test")
     picked = {r["model"]: r for r in table}
     names = ["fine-tuned", f"+ γ ({args.figure_selector})", f"+ γ + T ({args.figure_selector})"]
+    if names[1] not in picked:
+        raise SystemExit(
+            f"--figure-selector {args.figure_selector!r}: the run has no such selector"
+        )
     groups = {}
     for group in ("all", "seen", "absent"):
         groups[group] = {}
