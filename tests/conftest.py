@@ -1,9 +1,25 @@
-"""Shared fixtures: the torch devices to run on (CUDA only where one is present)."""
+"""Shared fixtures: torch devices, a private source-model cache, and one tiny demo run.
+
+The tiny demo run (the digits demo with one epoch per stage) is computed once per session and
+shared by every test that only reads it; a test that changes a run folder works on a copy.
+"""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+
+from tests.helpers_paper import compose_experiment
+
+#: The digits demo at one epoch per stage and two PCV splits: the whole pipeline in seconds.
+TINY = [
+    "progress=false",
+    "source_train.epochs=1",
+    "finetune.epochs=1",
+    "calibration.pcv.num_splits=2",
+]
 
 
 @pytest.fixture(
@@ -18,3 +34,38 @@ import torch
 def device(request) -> torch.device:
     """Each available torch device in turn."""
     return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Source models go to a session cache, never into the checkout's .cache/."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CALIB_CACHE_DIR", str(tmp_path_factory.mktemp("calib_cache")))
+    yield
+    mp.undo()
+
+
+def tiny_config(overrides: list[str] = ()) -> dict:
+    """The resolved config of the tiny demo plus ``overrides``."""
+    return compose_experiment("digits_demo", [*TINY, *overrides])
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """``(plan, results, run_dir)`` of the tiny demo, run once per session. Read-only."""
+    from calib.run import build_plan
+
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    torch.set_num_threads(1)
+    plan = build_plan(tiny_config(), run_dir=run_dir)
+    results = plan.run()
+    return plan, results, run_dir
+
+
+@pytest.fixture
+def demo_copy(demo_run, tmp_path):
+    """A private copy of the tiny demo's run folder: ``(plan, results, run_dir)``."""
+    plan, results, run_dir = demo_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return plan, results, copy

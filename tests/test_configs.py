@@ -9,17 +9,17 @@ paper's benchmarks are checked against the values in the design brief.
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from calib.config import build_plan
+from calib.data import ClassSplit, make_fake_root, vtab_class_names, vtab_class_split
 from tests.helpers_paper import (
     benchmark_kind,
     compose_config,
     compose_experiment,
     experiment_names,
 )
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from calib.config import build_plan
-from calib.data import ClassSplit, make_fake_root, vtab_class_names, vtab_class_split
 
 EXPERIMENTS = experiment_names()
 ABSTRACT = [n for n in EXPERIMENTS if n.endswith("_base")]

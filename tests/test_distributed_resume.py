@@ -164,10 +164,9 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, j
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tests.helpers_train import RESUME_CONFIG, SlowDataset, make_dataset, make_model
-
     from calib.distributed import distributed_context
     from calib.train import TrainConfig, train
+    from tests.helpers_train import RESUME_CONFIG, SlowDataset, make_dataset, make_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")

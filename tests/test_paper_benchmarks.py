@@ -19,12 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers_paper import (
-    SMOKE,
-    benchmark_classes,
-    compose_experiment,
-    fake_overrides,
-)
 
 from calib.collate import collate_dir, paper_rows, paper_table
 from calib.config import build_plan
@@ -39,6 +33,12 @@ from calib.data import (
     vtab_task,
 )
 from calib.report import write_results
+from tests.helpers_paper import (
+    SMOKE,
+    benchmark_classes,
+    compose_experiment,
+    fake_overrides,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,12 @@ from calib.run.pipeline import model_identity
 from calib.run.stage_plan import plan_stages
 from tests.helpers_paper import compose_experiment
 
-TINY = ["progress=false", "source_train.epochs=1", "finetune.epochs=1", "calibration.pcv.num_splits=2"]
+TINY = [
+    "progress=false",
+    "source_train.epochs=1",
+    "finetune.epochs=1",
+    "calibration.pcv.num_splits=2",
+]
 
 
 def _set(cfg: dict, dotted: str, value) -> dict:

@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from tests.helpers_train import make_dataset, make_model
 
 import calib.train.checkpoint as ckpt
 from calib.train import CheckpointError, ConfigMismatchError, TrainConfig, train
@@ -17,6 +16,7 @@ from calib.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from tests.helpers_train import make_dataset, make_model
 
 
 def _state(value: float = 1.0) -> dict:

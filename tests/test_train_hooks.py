@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tests.helpers_train import RESUME_CONFIG, make_dataset, make_model
 
 from calib.train import TrainConfig, train
+from tests.helpers_train import RESUME_CONFIG, make_dataset, make_model
 
 
 def _train(config, **kwargs):

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from tests.helpers_train import make_dataset, make_model
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from calib.train import TrainConfig, train
 from calib.train.sampling import EpochBatchSampler
+from tests.helpers_train import make_dataset, make_model
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from tests.helpers_train import make_model
 from timm.optim import AdaBelief
 from torch import nn
 
@@ -18,6 +17,7 @@ from calib.train import (
     create_scheduler,
     split_parameters,
 )
+from tests.helpers_train import make_model
 
 EXPECTED_CLASS = {
     "sgd": torch.optim.SGD,

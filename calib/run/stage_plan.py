@@ -38,7 +38,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "finetune": ("dataset", "split", "finetune", "optimizer", "scheduler"),
     "pcv": ("dataset", "split", "finetune", "optimizer", "scheduler", "calibration.pcv"),
     "extract": ("dataset", "eval"),
-    "selector": ("calibration.selectors", "calibration.options.{name}"),
+    "selector": ("calibration.selectors", "calibration.options"),
 }
 
 
@@ -143,9 +143,8 @@ def plan_stages(
     """
     leaves = dict(config_leaves or {})
 
-    def own(kind: str, name: str = "") -> dict[str, Any]:
-        prefixes = tuple(p.format(name=name) for p in STAGE_SECTIONS[kind])
-        return sections(leaves, prefixes)
+    def own(kind: str) -> dict[str, Any]:
+        return sections(leaves, STAGE_SECTIONS[kind])
 
     split_id = {
         "num_classes": split.num_classes,
@@ -240,7 +239,7 @@ def plan_stages(
                 "params": calibration.params(name),
                 "inputs": inputs,
                 "split": split_id,
-                "config": own("selector", name),
+                "config": own("selector"),
             },
         )
     return StagePlan(pretrained, finetuned, extracts, pcv_stages, subsets, selectors, rows)
