@@ -99,10 +99,16 @@ def app(cfg: DictConfig) -> float | None:
     if run_dir and hydra_cfg.mode == RunMode.MULTIRUN:
         _fail("run_dir names the folder of one run; a sweep names its folders by hydra.sweep.dir")
     run_dir = run_dir or hydra_cfg.runtime.output_dir
+    from calib.run.schema import ConfigError, check_config  # no torch: a typo fails at once
+
+    try:
+        check_config(cfg_dict)
+    except ConfigError as err:
+        _fail(str(err))
 
     # the heavy part (torch, the data sets, the models) loads only now
     from calib.data import DatasetNotFoundError
-    from calib.run import ConfigError, StaleRunError, build_plan
+    from calib.run import StaleRunError, build_plan
     from calib.train import ConfigMismatchError
 
     try:

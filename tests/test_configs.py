@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from calib.config import build_plan
 from calib.data import ClassSplit, make_fake_root, vtab_class_names, vtab_class_split
+from calib.run import sections
 from tests.helpers_paper import (
     benchmark_kind,
     compose_config,
@@ -96,7 +97,8 @@ def test_office_home_released_defaults(experiment):
     cfg = compose_experiment(experiment)
     source, target = OFFICE_HOME_PAIRS[experiment]
     assert (cfg["source"]["domain"], cfg["dataset"]["domain"]) == (source, target)
-    assert cfg["source"]["root"] == cfg["dataset"]["root"]
+    source_spec = sections.source_spec(cfg)  # every dataset key the source does not set
+    assert source_spec == {**cfg["dataset"], "domain": source}
     assert cfg["split"] == {**cfg["split"], "kind": "benchmark", "benchmark": "office_home"}
     assert cfg["split"]["source"] == source  # the class order depends on the source domain
     split = ClassSplit.from_benchmark("office_home", source)
@@ -159,7 +161,7 @@ def test_vtab_split_and_head(experiment):
     assert cfg["dataset"]["task"] == task
     num_classes = len(vtab_class_names(task))
     split = cfg["split"]
-    built = ClassSplit.random(num_classes, split["n_seen"], split["n_absent"], seed=split["seed"])
+    built = sections.build_split(split, num_classes)
     assert built == vtab_class_split(num_classes)  # half seen, by the documented seeded rule
     model = cfg["model"]
     assert model["name"] == "clip_zero_shot" and model["kwargs"]["clip_model"] == "ViT-B-32"

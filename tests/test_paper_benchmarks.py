@@ -150,7 +150,8 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
     plan.run()
     check_results(tmp_path / "run", expected, num_splits=2)
     if kind == "office_home":  # the source model was trained on the source domain first
-        assert (tmp_path / "run" / "source").is_dir()
+        stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+        assert stages["source"]["identity"]["data"]["type"] == "ImageListDataset"
         assert plan.source.name == f"office_home/{cfg['source']['domain']}"
 
 

@@ -38,15 +38,13 @@ esac
 
 python=${PYTHON:-python}
 out=${CALIB_PAPER_DIR:-multirun/paper}/$benchmark
-here=$(cd "$(dirname "$0")" && pwd)
 
 # The dataset yaml reads its root from this variable: a `dataset.root=...` override would not
 # compose in a multirun over experiments (Hydra builds the sweep's base config from the default
 # experiment, which has no such key) and would end up in every run's folder name.
 export "$root_var=$root"
 
-# One folder per setting, named by the experiment's `name` and any extra overrides.
-"$python" -m experiments.run -m "experiment=$experiments" \
-  "hydra.sweep.dir=$out" 'hydra.sweep.subdir=${name}/${hydra:job.override_dirname}' "$@"
+# One folder per setting: <experiment name>/<extra overrides, or `defaults`>.
+"$python" -m experiments.run -m "experiment=$experiments" "hydra.sweep.dir=$out/\${name}" "$@"
 
-"$python" "$here/collate.py" "$out"
+"$python" -m experiments.collate "$out" --paper

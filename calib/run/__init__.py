@@ -15,24 +15,47 @@
 The harness uses the core (metrics, selectors, calibrator) and never imports Hydra.
 """
 
-from .identity import NON_IDENTITY_KEYS, identity_leaves
-from .pipeline import run_pipeline
-from .plan import RunPlan, build_plan, build_split, build_train_config
-from .schema import ConfigError
-from .settings import CalibrationConfig, EvalConfig, PCVConfig
-from .stages import StaleRunError
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "NON_IDENTITY_KEYS",
-    "CalibrationConfig",
-    "ConfigError",
-    "EvalConfig",
-    "PCVConfig",
-    "RunPlan",
-    "StaleRunError",
-    "build_plan",
-    "build_split",
-    "build_train_config",
-    "identity_leaves",
-    "run_pipeline",
-]
+# Public name -> module. Loaded on first access, so that `calib.run.schema` (the config check
+# of `calib-run`) is importable without torch.
+_API = {
+    "NON_IDENTITY_KEYS": "identity",
+    "identity_leaves": "identity",
+    "run_pipeline": "pipeline",
+    "RunPlan": "plan",
+    "build_plan": "plan",
+    "build_split": "sections",
+    "build_train_config": "sections",
+    "ConfigError": "schema",
+    "check_config": "schema",
+    "CalibrationConfig": "settings",
+    "EvalConfig": "settings",
+    "PCVConfig": "settings",
+    "StaleRunError": "stages",
+}
+
+if TYPE_CHECKING:
+    from .identity import NON_IDENTITY_KEYS, identity_leaves
+    from .pipeline import run_pipeline
+    from .plan import RunPlan, build_plan
+    from .schema import ConfigError, check_config
+    from .sections import build_split, build_train_config
+    from .settings import CalibrationConfig, EvalConfig, PCVConfig
+    from .stages import StaleRunError
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'calib.run' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

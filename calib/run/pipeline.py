@@ -250,48 +250,18 @@ def run_pipeline(
     if config_leaves is not None:
         store.write_config(config_leaves, dict(config_record or {}))
     with distributed.distributed_context(device) as ctx:
-        cache = SourceCache(cache_dir) if cache_dir is not None else None
-        runner = Runner(run_dir, device, eval, progress and ctx.is_main, store, cache)
-        if ctx.is_main:
-            log.info(
-                "run dir: %s; device: %s (%d process(es)); S = %d classes, U = %d classes",
-                run_dir,
-                device,
-                ctx.world_size,
-                len(split.seen),
-                len(split.absent),
-            )
-        pretrained = _pretrained(runner, plan, model, source, source_train)
-        finetuned = _finetuned(runner, plan, pretrained, target, finetune)
-        ex = {
-            tag: runner.extract(stage, pretrained if tag.startswith("pre") else finetuned, ds)
-            for (tag, stage), ds in zip(
-                plan.extracts.items(),
-                [target.train_eval, target.test, target.train_eval, target.test],
-                strict=True,
-            )
-        }
-        pseudo = None
-        if calibration.needs_pcv:
-            assert calibration.pcv is not None
-            pseudo = _pseudo_splits(
-                runner, plan, pretrained, target, split, calibration.pcv.finetune or finetune
-            )
-        calibrators = {}
-        for name in calibration.selectors:
-            store.record(plan.selectors[name])
-            cal = _fit_selector(
-                name,
-                calibration.params(name),
-                split,
-                ex["finetuned_train"],
-                ex["finetuned_test"],
-                pseudo,
-            )
-            if ctx.is_main:
-                cal.save(run_dir / "calibrators" / f"{name}.json")
-            calibrators[name] = cal
-        results = _results(ex, split, calibrators, target, device, ctx.world_size, meta, plan)
+        runner = Runner(
+            run_dir,
+            device,
+            eval,
+            progress and ctx.is_main,
+            store,
+            SourceCache(cache_dir) if cache_dir is not None else None,
+        )
+        results, ex = _execute(
+            runner, plan, model, target, split, finetune, calibration, source, source_train
+        )
+        results["meta"].update({"world_size": ctx.world_size, **(dict(meta) if meta else {})})
         if ctx.is_main:  # every rank computed the same results; one writes and prints them
             write_results(results, run_dir)
             if plot:
@@ -308,7 +278,46 @@ def run_pipeline(
         return results
 
 
-def _results(ex, split, calibrators, target, device, world_size, meta, plan) -> dict[str, Any]:
+def _execute(runner, plan, model, target, split, finetune, calibration, source, source_train):
+    """The stages in order; returns the results (without the run's settings) and the logits."""
+    if distributed.is_main():
+        log.info(
+            "run dir: %s; device: %s; S = %d classes, U = %d classes",
+            runner.run_dir,
+            runner.device,
+            len(split.seen),
+            len(split.absent),
+        )
+    pretrained = _pretrained(runner, plan, model, source, source_train)
+    finetuned = _finetuned(runner, plan, pretrained, target, finetune)
+    datasets = [target.train_eval, target.test, target.train_eval, target.test]
+    ex = {
+        tag: runner.extract(stage, pretrained if tag.startswith("pre") else finetuned, ds)
+        for (tag, stage), ds in zip(plan.extracts.items(), datasets, strict=True)
+    }
+    pseudo = None
+    if calibration.needs_pcv:
+        assert calibration.pcv is not None
+        pcv_cfg = calibration.pcv.finetune or finetune
+        pseudo = _pseudo_splits(runner, plan, pretrained, target, split, pcv_cfg)
+    calibrators = {}
+    for name in calibration.selectors:
+        runner.store.record(plan.selectors[name])
+        cal = _fit_selector(
+            name,
+            calibration.params(name),
+            split,
+            ex["finetuned_train"],
+            ex["finetuned_test"],
+            pseudo,
+        )
+        if distributed.is_main():
+            cal.save(runner.run_dir / "calibrators" / f"{name}.json")
+        calibrators[name] = cal
+    return _results(ex, split, calibrators, target, runner.device, plan), ex
+
+
+def _results(ex, split, calibrators, target, device, plan) -> dict[str, Any]:
     results: dict[str, Any] = {
         "pretrained": model_metrics(ex["pretrained_test"], ex["pretrained_train"], split),
         "finetuned": model_metrics(ex["finetuned_test"], ex["finetuned_train"], split),
@@ -319,7 +328,6 @@ def _results(ex, split, calibrators, target, device, world_size, meta, plan) -> 
             "seen_classes": list(map(int, split.seen)),
             "absent_classes": list(map(int, split.absent)),
             "device": str(device),
-            "world_size": world_size,
             "stage_keys": plan.keys(),
             "selectors": {
                 name: {
@@ -328,7 +336,6 @@ def _results(ex, split, calibrators, target, device, world_size, meta, plan) -> 
                 }
                 for name in calibrators
             },
-            **(dict(meta) if meta else {}),
         },
     }
     for name, cal in calibrators.items():

@@ -121,6 +121,57 @@ def _train_identity(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def _pcv_stages(target, pcv, cfg, subsets, pretrained, split_id, config, extract_stage):
+    """(training, held-out scores) stages of each pseudo split."""
+    settings = {k: v for k, v in asdict(pcv).items() if k != "finetune"}
+    stages = []
+    for j, sub in enumerate(subsets):
+        fit_set = Subset(target.train, sub.fit_rows.tolist())
+        train_stage = Stage(
+            f"pcv/split_{j}",
+            {
+                "stage": "pcv_split",
+                "split_index": j,
+                "from": pretrained.key,
+                "pcv": settings,
+                "pseudo_seen": sub.pseudo_seen.tolist(),
+                "split": split_id,
+                "config": config,
+                **_train_identity(cfg, fit_set),
+            },
+        )
+        heldout = Subset(target.train_eval, sub.heldout_rows.tolist())
+        stages.append((train_stage, extract_stage(f"pcv_split_{j}_heldout", train_stage, heldout)))
+    return stages
+
+
+def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dict[str, Stage]:
+    """One stage per selector, keyed by the stages whose outputs its declared data come from."""
+    stages = {}
+    for name in calibration.selectors:
+        kind = SELECTORS.get(name).data
+        inputs = {
+            "finetune_train": [extracts["finetuned_train"].key],
+            "target_labelled": [extracts["finetuned_test"].key],
+            "target_unlabelled": [extracts["finetuned_test"].key],
+            "pseudo_splits": [s.key for _, s in pcv_stages],
+            None: [],
+        }[kind]
+        stages[name] = Stage(
+            f"selector/{name}",
+            {
+                "stage": "selector",
+                "selector": name,
+                "data": kind,
+                "params": calibration.params(name),
+                "inputs": inputs,
+                "split": split_id,
+                "config": config,
+            },
+        )
+    return stages
+
+
 def plan_stages(
     *,
     target: Domain,
@@ -196,50 +247,16 @@ def plan_stages(
     pcv_stages, subsets = [], []
     if calibration.needs_pcv:
         assert calibration.pcv is not None
-        pcv = calibration.pcv
-        pcv_cfg = pcv.finetune or finetune
-        pcv_settings = {k: v for k, v in asdict(pcv).items() if k != "finetune"}
-        subsets = pcv_subsets(labels, split, pcv)
-        for j, sub in enumerate(subsets):
-            fit_set = Subset(target.train, sub.fit_rows.tolist())
-            train_stage = Stage(
-                f"pcv/split_{j}",
-                {
-                    "stage": "pcv_split",
-                    "split_index": j,
-                    "from": pretrained.key,
-                    "pcv": pcv_settings,
-                    "pseudo_seen": sub.pseudo_seen.tolist(),
-                    "split": split_id,
-                    "config": own("pcv"),
-                    **_train_identity(pcv_cfg, fit_set),
-                },
-            )
-            heldout = Subset(target.train_eval, sub.heldout_rows.tolist())
-            pcv_stages.append(
-                (train_stage, extract_stage(f"pcv_split_{j}_heldout", train_stage, heldout))
-            )
-
-    selectors = {}
-    for name in calibration.selectors:
-        kind = SELECTORS.get(name).data
-        inputs = {
-            "finetune_train": [extracts["finetuned_train"].key],
-            "target_labelled": [extracts["finetuned_test"].key],
-            "target_unlabelled": [extracts["finetuned_test"].key],
-            "pseudo_splits": [s.key for _, s in pcv_stages],
-            None: [],
-        }[kind]
-        selectors[name] = Stage(
-            f"selector/{name}",
-            {
-                "stage": "selector",
-                "selector": name,
-                "data": kind,
-                "params": calibration.params(name),
-                "inputs": inputs,
-                "split": split_id,
-                "config": own("selector"),
-            },
+        subsets = pcv_subsets(labels, split, calibration.pcv)
+        pcv_stages = _pcv_stages(
+            target,
+            calibration.pcv,
+            calibration.pcv.finetune or finetune,
+            subsets,
+            pretrained,
+            split_id,
+            own("pcv"),
+            extract_stage,
         )
+    selectors = _selector_stages(calibration, extracts, pcv_stages, split_id, own("selector"))
     return StagePlan(pretrained, finetuned, extracts, pcv_stages, subsets, selectors, rows)

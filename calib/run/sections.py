@@ -1,0 +1,202 @@
+"""Config sections → built objects: domains, the class split, training and calibration settings.
+
+Each builder reads one section of the config (the keys of ``conf/config.yaml``) and re-raises
+a bad value as :class:`~calib.run.schema.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..data import DATASETS, ClassSplit, Domain
+from ..train import TrainConfig
+from .schema import ConfigError
+from .settings import CalibrationConfig, PCVConfig
+
+__all__ = [
+    "build_calibration",
+    "build_split",
+    "build_train_config",
+    "domain_from_config",
+    "section",
+    "source_spec",
+    "wrap",
+]
+
+
+def section(cfg: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = cfg.get(key)
+    return {} if value is None else dict(value)
+
+
+def wrap(key: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; re-raise value/type/key errors as ConfigError naming the config key."""
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ConfigError(f"invalid {key}: {msg}") from err
+
+
+def domain_from_config(spec: Mapping[str, Any], key: str = "dataset") -> Domain:
+    """A :class:`~calib.data.Domain` from ``{name: <DATASETS key>, **builder kwargs}``."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if not name:
+        raise ConfigError(f"{key}.name is required (one of: {', '.join(DATASETS.names())})")
+    builder = wrap(f"{key}.name", lambda: DATASETS.get(name))
+    return wrap(key, lambda: builder(**spec))
+
+
+def source_spec(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The source domain's builder arguments: ``source`` over ``dataset`` when both name the
+    same dataset (a source domain of the target's dataset shares its root and image settings,
+    so an experiment only sets what differs, e.g. ``source.domain``)."""
+    source = cfg.get("source")
+    if not source:
+        return None
+    source = dict(source)
+    dataset = section(cfg, "dataset")
+    if source.get("name", dataset.get("name")) == dataset.get("name"):
+        return {**dataset, **source}
+    return source
+
+
+def build_split(spec: Mapping[str, Any], num_classes: int) -> ClassSplit:
+    """The seen/absent class split from the ``split`` config section.
+
+    ``kind``: ``explicit`` (``seen``, ``absent`` or null = the rest), ``random`` (``n_seen`` or
+    ``seen_fraction`` (n_seen = ⌊fraction · C⌋), ``n_absent`` or null, ``seed``), ``benchmark``
+    (``benchmark``, ``source`` for Office-Home). A key of another kind must stay null.
+    """
+    kind = spec.get("kind", "random")
+    used = {
+        "explicit": {"seen", "absent"},
+        "random": {"n_seen", "seen_fraction", "n_absent", "seed"},
+        "benchmark": {"benchmark", "source"},
+    }
+    if kind not in used:
+        raise ConfigError(f"split.kind must be explicit, random or benchmark, got {kind!r}")
+    stray = sorted(
+        k for k, v in spec.items() if k not in used[kind] | {"kind", "seed"} and v is not None
+    )
+    if stray:
+        raise ConfigError(
+            f"split.{stray[0]} is not used with split.kind={kind} (it takes "
+            f"{', '.join(sorted(used[kind]))}); set it to null"
+        )
+
+    def make() -> ClassSplit:
+        if kind == "explicit":
+            if spec.get("seen") is None:
+                raise ConfigError("split.seen is required with split.kind=explicit")
+            return ClassSplit.explicit(spec["seen"], spec.get("absent"), num_classes=num_classes)
+        if kind == "random":
+            return ClassSplit.random(
+                num_classes,
+                _n_seen(spec, num_classes),
+                spec.get("n_absent"),
+                seed=spec.get("seed", 0),
+            )
+        if spec.get("benchmark") is None:
+            raise ConfigError("split.benchmark is required with split.kind=benchmark")
+        split = ClassSplit.from_benchmark(spec["benchmark"], source=spec.get("source"))
+        if split.num_classes != num_classes:
+            raise ConfigError(
+                f"split.benchmark={spec['benchmark']} is a {split.num_classes}-class split "
+                f"but the dataset has {num_classes} classes"
+            )
+        return split
+
+    return wrap("split", make)
+
+
+def _n_seen(spec: Mapping[str, Any], num_classes: int) -> int:
+    n_seen, fraction = spec.get("n_seen"), spec.get("seen_fraction")
+    if (n_seen is None) == (fraction is None):
+        raise ConfigError(
+            "split.kind=random takes exactly one of split.n_seen, split.seen_fraction"
+        )
+    if n_seen is not None:
+        return int(n_seen)
+    if not 0 < fraction < 1:
+        raise ConfigError(f"split.seen_fraction must be in (0, 1), got {fraction!r}")
+    return max(1, int(fraction * num_classes))
+
+
+def build_train_config(
+    section: Mapping[str, Any],
+    *,
+    optimizer: Mapping[str, Any] | None,
+    scheduler: Mapping[str, Any] | None,
+    seed: int,
+    key: str,
+) -> TrainConfig:
+    """A :class:`~calib.train.TrainConfig` from a training section plus optimizer/scheduler groups.
+
+    With ``optimizer`` given (fine-tuning), the optimizer's lr and head lr (its registry
+    defaults where the group leaves them null) are multiplied by the section's ``lr_scale``;
+    without it (source training) the section names its own optimizer.
+    """
+    s = dict(section)
+    lr_scale = s.pop("lr_scale", 1.0)
+    if optimizer is not None:
+        opt = dict(optimizer)
+        s.update(
+            optimizer=opt.get("name"),
+            lr=opt.get("lr"),
+            lr_head=opt.get("lr_head"),
+            weight_decay=opt.get("weight_decay"),
+            momentum=opt.get("momentum"),
+            optimizer_kwargs=dict(opt.get("kwargs") or {}),
+        )
+    else:
+        kwargs = dict(s.pop("optimizer_kwargs", None) or {})
+        if "nesterov" in s:
+            kwargs["nesterov"] = s.pop("nesterov")
+        s["optimizer_kwargs"] = kwargs
+    if scheduler is not None:
+        s["scheduler"] = scheduler.get("name", "cosine")
+        s["warmup_iters"] = int(scheduler.get("warmup_iters", 0) or 0)
+        if scheduler.get("min_lr") is not None:
+            s["min_lr"] = scheduler["min_lr"]
+    s.setdefault("seed", seed)
+    cfg = wrap(key, lambda: TrainConfig(**s))
+    return cfg if lr_scale == 1.0 else wrap(key, lambda: _scaled(cfg, float(lr_scale)))
+
+
+def _scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
+    with_scale = getattr(cfg, "with_lr_scale", None)
+    if callable(with_scale):
+        return with_scale(scale)
+    from ..train.optim import OPTIMIZERS
+
+    spec = OPTIMIZERS.get(cfg.optimizer)
+    lr = spec.lr if cfg.lr is None else cfg.lr
+    lr_head = cfg.lr_head if cfg.lr_head is not None else (getattr(spec, "lr_head", None) or lr)
+    return dataclasses.replace(cfg, lr=lr * scale, lr_head=lr_head * scale)
+
+
+def build_calibration(
+    spec: Mapping[str, Any], finetune: TrainConfig, seed: int
+) -> CalibrationConfig:
+    spec = dict(spec)
+    pcv_spec = spec.pop("pcv", None)
+    pcv = None
+    if pcv_spec is not None:
+        pcv_spec = dict(pcv_spec)
+        ft_override = pcv_spec.pop("finetune", None)
+        pcv_ft = None
+        if ft_override:
+            pcv_ft = wrap(
+                "calibration.pcv.finetune",
+                lambda: dataclasses.replace(finetune, **dict(ft_override)),
+            )
+        pcv_spec.setdefault("seed", seed)
+        pcv = wrap("calibration.pcv", lambda: PCVConfig(**pcv_spec, finetune=pcv_ft))
+    options = {k: dict(v or {}) for k, v in (spec.pop("options", None) or {}).items()}
+    return wrap("calibration", lambda: CalibrationConfig(**spec, options=options, pcv=pcv))
