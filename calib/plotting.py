@@ -115,13 +115,15 @@ def plot_seen_absent_curves(
         look = selector_look(name)
         ax.plot([f * float(acc_seen)], [f * float(acc_absent)], linestyle="none",
                 marker=look.marker, markersize=look.markersize, color=look.color,
-                markeredgecolor="black", markeredgewidth=0.8, zorder=look.zorder, label=label)  # fmt: skip
+                markeredgecolor="black", markeredgewidth=0.8, zorder=look.zorder, label=label,
+                clip_on=False)  # fmt: skip
     if mark_uncalibrated and curves:
         look = selector_look("uncalibrated")
         xy = np.array([curve_point(curve, 0.0) for curve in curves.values()])
         ax.plot(f * xy[:, 0], f * xy[:, 1], linestyle="none", marker=look.marker,
                 markersize=look.markersize, color=look.color, markeredgecolor="white",
-                markeredgewidth=0.6, zorder=look.zorder, label="γ = 0 (uncalibrated)")  # fmt: skip
+                markeredgewidth=0.6, zorder=look.zorder, label="γ = 0 (uncalibrated)",
+                clip_on=False)  # fmt: skip
     unit = "%" if percent else "fraction"
     ax.set_xlabel(f"Acc S/Y: seen-class test accuracy ({unit})")
     ax.set_ylabel(f"Acc U/Y: absent-class test accuracy ({unit})")
@@ -129,7 +131,8 @@ def plot_seen_absent_curves(
     ax.set_ylim(0.0, f)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
-    # outside the axes: a legend never hides a curve or a point
+    # points may sit on the frame (Acc S/Y = 100 %): drawn unclipped; the legend outside the
+    # axes never hides a curve or a point
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(wrap_title(title))
