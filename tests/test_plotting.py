@@ -141,3 +141,17 @@ def test_importing_calib_plotting_does_not_import_matplotlib():
     code = "import sys, calib.plotting; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_models_and_selectors_never_share_a_look():
+    from calib.figures.style import GROUP_LOOKS
+
+    looks = [(look.color, look.marker) for look in SELECTOR_LOOKS.values()]
+    looks += [
+        (look.color, look.marker) for name, look in MODEL_LOOKS.items() if name != "fine-tuned"
+    ]
+    assert len(set(looks)) == len(looks)
+    # the fine-tuned model at γ = 0 is the uncalibrated point
+    fine, uncal = MODEL_LOOKS["fine-tuned"], SELECTOR_LOOKS["uncalibrated"]
+    assert (fine.color, fine.marker) == (uncal.color, uncal.marker)
+    assert len({look.color for look in GROUP_LOOKS.values()}) == len(GROUP_LOOKS)

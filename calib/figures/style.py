@@ -62,7 +62,9 @@ SELECTOR_LOOKS: dict[str, Look] = {
 #: The models of a run.
 MODEL_LOOKS: dict[str, Look] = {
     "pre-trained": Look("#7F7F7F", "o", linestyle="--"),
-    "fine-tuned": Look("#0072B2", "o", linestyle="-"),
+    # the fine-tuned model at γ = 0 is the uncalibrated point: the same black X, and no
+    # selector's look (ALG is the blue circle)
+    "fine-tuned": Look("#000000", "X", linestyle="-"),
 }
 
 #: Class groups: seen S, absent U, other columns R.
