@@ -151,3 +151,21 @@ def test_bad_settings_are_named(tmp_path, name, value):
     _, test_set, _ = target_sets()
     with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got {value}"):
         EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path), **{name: value})
+
+
+def test_linear_head_weight_finds_the_head_of_calib_and_timm_models(pre):
+    from calib.dynamics import linear_head_weight
+
+    assert linear_head_weight(pre) is pre.head.weight
+
+    class TimmLike(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def get_classifier(self):
+            return self.fc
+
+    timm_like = TimmLike()
+    assert linear_head_weight(timm_like) is timm_like.fc.weight
+    assert linear_head_weight(_NoLinearHead(copy.deepcopy(pre))) is None

@@ -38,9 +38,20 @@ log = logging.getLogger("calib.dynamics")
 HeadAccessor = Callable[[nn.Module], Any]
 
 
+try:  # timm models too (forward_features / forward_head), where calib.extract knows them
+    from ..extract import has_features as _has_features
+except ImportError:  # pragma: no cover - an older calib.extract
+
+    def _has_features(model: nn.Module) -> bool:
+        return callable(getattr(model, "forward_features_logits", None))
+
+
 def linear_head_weight(model: nn.Module) -> torch.Tensor | None:
-    """``model.head.weight`` when ``model.head`` is an ``nn.Linear``; None otherwise."""
+    """The (C, D) weight of the model's linear head: ``model.head`` when it is an ``nn.Linear``,
+    else timm's ``model.get_classifier()`` when that is one; None otherwise."""
     head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) and callable(getattr(model, "get_classifier", None)):
+        head = model.get_classifier()
     return head.weight if isinstance(head, nn.Linear) else None
 
 
@@ -152,12 +163,11 @@ class EpochEvaluator:
             num_workers=self.num_workers,
             pin_memory=device.type == "cuda",
         )
-        has_features = callable(getattr(model, "forward_features_logits", None))
         out = extract(
             model,
             loader,
             device=self.device,
-            features=has_features,
+            features=_has_features(model),
             amp=self.amp,
             progress=self.progress,
             desc=desc,
