@@ -39,6 +39,7 @@ __all__ = [
     "format_grouped_table",
     "sweep_series",
     "group_history_curves",
+    "histories_by_group",
 ]
 
 #: Metrics summarised by default (fractions in [0, 1]; ``gamma`` in logit units).
@@ -360,4 +361,20 @@ def group_history_curves(
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(stacked, axis=0) if common else np.array([])
         out[label] = {"runs": runs, "mean": (np.array(common, dtype=int), mean)}
+    return out
+
+
+def histories_by_group(
+    groups: Sequence[RunGroup], histories: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, dict[str, Sequence[Mapping[str, Any]]]]:
+    """``{group label: {run name: history rows}}`` for the runs that have a (non-empty) history.
+
+    ``histories``: run name → rows (e.g. :func:`calib.dynamics.read_history` of its folder).
+    Groups without any history are left out.
+    """
+    out = {}
+    for group in groups:
+        have = {run: histories[run] for run in group.runs if histories.get(run)}
+        if have:
+            out[group.label] = have
     return out

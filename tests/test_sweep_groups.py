@@ -185,3 +185,20 @@ def test_sweep_figures(runs, tmp_path):
     ax = plot_sweep_histories(histories, "ausuc", title="optimizer sweep")
     np.testing.assert_allclose(ax.get_lines()[-1].get_ydata(), [40.0, 80.0])
     assert "(%)" in ax.get_ylabel()
+
+
+def test_histories_by_group_and_written_sweep_figures(runs, tmp_path):
+    from calib.figures.sweep import write_sweep_figures
+    from calib.sweep_groups import histories_by_group
+
+    groups = group_runs(runs, metrics=("ausuc", "acc_absent"))
+    rows = [
+        {"epoch": 0, "acc_absent": 0.6, "ausuc": 0.5},
+        {"epoch": 1, "acc_absent": 0.1, "ausuc": 0.7},
+    ]
+    by_group = histories_by_group(groups, {"0": rows, "1": rows, "4": [], "5": rows})
+    assert by_group == {"optimizer=adam": {"0": rows, "1": rows}, "optimizer=sgd": {"5": rows}}
+    written = write_sweep_figures(tmp_path, groups, by_group, title="sweep", formats=("png",))
+    assert sorted(written) == ["sweep", "sweep_acc_absent_vs_epoch", "sweep_ausuc_vs_epoch"]
+    assert all(p.exists() and p.stat().st_size > 1000 for paths in written.values() for p in paths)
+    assert list(write_sweep_figures(tmp_path / "b", groups)) == ["sweep"]

@@ -6,12 +6,14 @@ The numbers come from :mod:`calib.sweep_groups` (:func:`~calib.sweep_groups.grou
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..plotting import wrap_title
+from ..plotting import save_figure, wrap_title
 from ..sweep_groups import RunGroup, group_history_curves, sweep_series, variant_label
 from ._common import finish_axes, legend_outside, new_axes
 from .style import cycle_look, model_look, selector_look
@@ -20,7 +22,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["METRIC_NAMES", "metric_axis", "plot_sweep", "plot_sweep_histories"]
+__all__ = [
+    "METRIC_NAMES",
+    "metric_axis",
+    "plot_sweep",
+    "plot_sweep_histories",
+    "write_sweep_figures",
+]
 
 #: Display names of the metrics.
 METRIC_NAMES = {
@@ -137,3 +145,29 @@ def plot_sweep_histories(
     what = f"{METRIC_NAMES.get(metric, metric)} during fine-tuning, every run (thin) and group mean"
     finish_axes(ax, title, "fine-tuning epoch (0 = pre-trained)", ylabel, what)
     return ax
+
+
+def write_sweep_figures(
+    out_dir: str | os.PathLike,
+    groups: Sequence[RunGroup],
+    histories_by_group: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
+    *,
+    title: str | None = None,
+    formats: Sequence[str] = ("png",),
+    metrics: Sequence[str] = ("ausuc", "acc_absent"),
+    history_metrics: Sequence[str] = ("acc_absent", "ausuc"),
+) -> dict[str, list[Path]]:
+    """Write ``sweep.<fmt>`` (:func:`plot_sweep`) and, with histories, ``sweep_<metric>_vs_epoch.<fmt>``
+    (:func:`plot_sweep_histories`) into ``out_dir``; returns figure stem → paths."""
+    out_dir = Path(out_dir)
+    formats = tuple(str(f).lower().lstrip(".") for f in formats)
+    figures = {"sweep": plot_sweep(groups, metrics, title=title)}
+    for metric in history_metrics if histories_by_group else ():
+        ax = plot_sweep_histories(histories_by_group, metric, title=title)
+        figures[f"sweep_{metric}_vs_epoch"] = ax.figure
+    written = {}
+    for stem, fig in figures.items():
+        written[stem] = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+        for path in written[stem]:
+            save_figure(fig, path)
+    return written
