@@ -59,6 +59,19 @@ DEFAULT_IGNORE: tuple[str, ...] = ("run_dir", "output_dir", "hydra")
 
 _MISSING = "<missing>"
 
+#: Column headers of the table (as in the run's own results table).
+_HEADERS = {
+    "gamma": "γ",
+    "acc_all": "all",
+    "acc_seen": "seen",
+    "acc_absent": "absent",
+    "hmean": "hmean",
+    "acc_seen_seen": "S/S",
+    "acc_absent_absent": "U/U",
+    "ausuc": "AUSUC",
+    "ncm_acc_all": "NCM all",
+}
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -285,7 +298,7 @@ def format_grouped_table(
 ) -> str:
     """A markdown table of :func:`grouped_rows`: mean ± std over seeds, accuracies in %,
     γ in logit units; ``n`` is the number of runs (seeds) of the group."""
-    headers = ["group", "model", "n", *metrics]
+    headers = ["group", "model", "n", *(_HEADERS.get(m, m) for m in metrics)]
     body = [
         [str(r["group"]), variant_label(str(r["variant"])), str(r["n_runs"])]
         + [_cell(m, r.get(m, math.nan), r.get(f"{m}_std", math.nan)) for m in metrics]

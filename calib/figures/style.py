@@ -132,7 +132,8 @@ def model_look(name: str) -> Look | None:
 def cycle_look(index: int) -> Look:
     """The ``index``-th look of a series of peers (e.g. the groups of a sweep): palette order."""
     markers = "os^Dv<>P"
-    colors = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+    # sky blue and orange first: not the blue / vermillion of the class groups seen and absent
+    colors = ("#56B4E9", "#E69F00", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#000000")
     return Look(colors[index % len(colors)], markers[index % len(markers)])
 
 
