@@ -233,7 +233,7 @@ def group_runs(
         keys = [k for k in swept_keys(runs, ignore) if not _is_seed(k, seed_key)]
         label_keys = _label_keys(keys, configs)
     else:
-        keys = list(by)
+        keys = [by] if isinstance(by, str) else list(by)
         known = {k for c in configs.values() for k in c}
         unknown = [k for k in keys if k not in known]
         if unknown:

@@ -169,3 +169,12 @@ def test_linear_head_weight_finds_the_head_of_calib_and_timm_models(pre):
     timm_like = TimmLike()
     assert linear_head_weight(timm_like) is timm_like.fc.weight
     assert linear_head_weight(_NoLinearHead(copy.deepcopy(pre))) is None
+
+
+def test_a_split_for_another_head_size_is_named(tmp_path, pre):
+    from calib.data import ClassSplit
+
+    _, test_set, _ = target_sets()
+    evaluator = EpochEvaluator(test_set, ClassSplit((0, 1), (2, 3), 8), HistoryWriter(tmp_path))
+    with pytest.raises(ValueError, match="6 logit columns but the class split is for 8 classes"):
+        evaluator(0, pre)

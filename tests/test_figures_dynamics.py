@@ -164,3 +164,9 @@ def test_figures_without_head_statistics_are_skipped(tmp_path, caplog):
     assert "weight_norms skipped" in caplog.text and "logits_vs_epoch skipped" in caplog.text
     with pytest.raises(FileNotFoundError, match="no history"):
         write_dynamics_figures(tmp_path / "empty")
+
+
+def test_unknown_format_is_named_before_drawing(run):
+    run_dir, _ = run
+    with pytest.raises(ValueError, match="formats must name file types"):
+        write_dynamics_figures(run_dir, formats=("png", "gif87"))

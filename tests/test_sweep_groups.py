@@ -202,3 +202,14 @@ def test_histories_by_group_and_written_sweep_figures(runs, tmp_path):
     assert sorted(written) == ["sweep", "sweep_acc_absent_vs_epoch", "sweep_ausuc_vs_epoch"]
     assert all(p.exists() and p.stat().st_size > 1000 for paths in written.values() for p in paths)
     assert list(write_sweep_figures(tmp_path / "b", groups)) == ["sweep"]
+
+
+def test_bad_figure_arguments_are_named(runs, tmp_path):
+    from calib.figures.sweep import plot_sweep, write_sweep_figures
+
+    groups = group_runs(runs, by="optimizer.name")  # one key as a string
+    assert [g.label for g in groups] == ["optimizer=adam", "optimizer=sgd"]
+    with pytest.raises(ValueError, match="metrics is empty"):
+        plot_sweep(groups, metrics=())
+    with pytest.raises(ValueError, match=r"formats must name file types .*'jpgx'"):
+        write_sweep_figures(tmp_path, groups, formats=("jpgx",))

@@ -129,6 +129,11 @@ class EpochEvaluator:
         train = None
         if self.train_set is not None:
             train = self._extract(model, self.train_set, f"history train e{epoch}")
+        if test.logits.shape[1] != self.split.num_classes:
+            raise ValueError(
+                f"the model gives {test.logits.shape[1]} logit columns but the class split is "
+                f"for {self.split.num_classes} classes"
+            )
         head_weight = self._head_weight(model, epoch, test.logits.shape[1])
         row, arrays = epoch_evaluation(
             epoch,

@@ -9,7 +9,7 @@ from ..plotting import wrap_title
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-__all__ = ["new_axes", "finish_axes", "legend_outside"]
+__all__ = ["new_axes", "finish_axes", "legend_outside", "check_formats"]
 
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float] = (7.5, 4.5)) -> Axes:
@@ -36,3 +36,23 @@ def finish_axes(ax: Axes, title: str | None, xlabel: str, ylabel: str, what: str
     ax.grid(True, alpha=0.3)
     legend_outside(ax)
     ax.set_title(wrap_title(f"{what} — {title}" if title else what), fontsize="medium")
+
+
+def check_formats(formats: Any) -> tuple[str, ...]:
+    """``formats`` as lower-case file suffixes that matplotlib can write.
+
+    Raises:
+        ValueError: no format, or one matplotlib cannot write (the known ones listed).
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if isinstance(formats, str):
+        formats = (formats,)
+    out = tuple(str(f).lower().lstrip(".") for f in formats)
+    known = FigureCanvasBase.get_supported_filetypes()
+    bad = [f for f in out if f not in known]
+    if not out or bad:
+        raise ValueError(
+            f"formats must name file types matplotlib writes ({sorted(known)}), got {formats!r}"
+        )
+    return out

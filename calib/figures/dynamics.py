@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..dynamics.history import epochs_with_arrays, read_epoch_arrays, read_history
 from ..plotting import save_figure
+from ._common import check_formats
 from .classes import accuracy_gains, class_weight_norms, plot_accuracy_gains, plot_weight_norms
 from .curves import curve_from_arrays, plot_curves_at_epochs, select_epochs
 from .epochs import accuracy_series, logit_series, plot_epoch_series, update_similarity_series
@@ -91,10 +92,10 @@ def write_dynamics_figures(
         FileNotFoundError: ``run_dir`` has no history.
     """
     run_dir = Path(run_dir)
+    formats = check_formats(formats)
     rows = read_history(run_dir)
     if not rows:
         raise FileNotFoundError(f"{run_dir} has no history.jsonl: was eval.every_epochs set?")
-    formats = tuple(str(f).lower().lstrip(".") for f in formats)
     written: dict[str, list[Path]] = {}
     for stem, draw in _drawers(run_dir, rows, norm_order, max_curves).items():
         try:

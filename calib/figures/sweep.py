@@ -15,7 +15,7 @@ import numpy as np
 
 from ..plotting import save_figure, wrap_title
 from ..sweep_groups import RunGroup, group_history_curves, sweep_series, variant_label
-from ._common import finish_axes, legend_outside, new_axes
+from ._common import check_formats, finish_axes, legend_outside, new_axes
 from .style import cycle_look, model_look, selector_look
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +88,10 @@ def plot_sweep(
 
     if not groups:
         raise ValueError("no groups to draw")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if not metrics:
+        raise ValueError("metrics is empty: name at least one metric to draw")
     fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3.5) * len(metrics) / 1.4 + 2.5, 4.8),
                  layout="constrained")  # fmt: skip
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -160,7 +164,7 @@ def write_sweep_figures(
     """Write ``sweep.<fmt>`` (:func:`plot_sweep`) and, with histories, ``sweep_<metric>_vs_epoch.<fmt>``
     (:func:`plot_sweep_histories`) into ``out_dir``; returns figure stem → paths."""
     out_dir = Path(out_dir)
-    formats = tuple(str(f).lower().lstrip(".") for f in formats)
+    formats = check_formats(formats)
     figures = {"sweep": plot_sweep(groups, metrics, title=title)}
     for metric in history_metrics if histories_by_group else ():
         ax = plot_sweep_histories(histories_by_group, metric, title=title)
