@@ -172,3 +172,13 @@ def test_epoch_record_rejects_a_bad_epoch(logits, epoch):
     z, y = logits
     with pytest.raises(ValueError, match="epoch must be an integer"):
         epoch_record(epoch, z, y, SEEN, ABSENT)
+
+
+def test_absent_none_means_every_other_column(logits):
+    z, y = logits
+    implicit = epoch_record(1, z, y, SEEN, None)
+    explicit = epoch_record(1, z, y, SEEN, [1, 3, 4, 6])
+    assert implicit.keys() == explicit.keys()
+    assert all(implicit[k] == explicit[k] or implicit[k] != implicit[k] for k in implicit)
+    with pytest.raises(ValueError, match="seen_classes and absent_classes overlap"):
+        epoch_record(1, z, y, SEEN, [0, 1])

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_numpy
+from .._checks import as_numpy, check_classes, check_logits
 from ..calibrator import LogitBiasCalibrator
 from ..curve import seen_absent_curve
 from ..metrics import accuracy_report
@@ -90,6 +90,24 @@ def _ncm(train_f, train_y, test_f, test_y, seen, absent, num_classes) -> dict[st
     return {f"ncm_{k}": report[k] for k in _ACC}
 
 
+def _ncm_row(y, test_features, train_features, train_labels, seen, absent, num_classes) -> dict:
+    """The ``ncm_*`` keys; class means from the training features when given, else the test's."""
+    if train_features is not None and train_labels is not None:
+        means_f, means_y, source = train_features, train_labels, "train"
+    else:  # transductive: the test set's own labelled means (analysis only)
+        means_f, means_y, source = test_features, y, "test"
+    row = _ncm(
+        as_numpy(means_f, "train_features"),
+        as_numpy(means_y, "train_labels").astype(np.int64),
+        as_numpy(test_features, "test_features"),
+        y.astype(np.int64),
+        seen,
+        absent,
+        num_classes,
+    )
+    return row | {"ncm_means": source}
+
+
 def _alg(train_logits, train_labels, test_logits, test_labels, seen, absent) -> dict[str, float]:
     in_seen = np.isin(train_labels, seen)
     if not in_seen.any():
@@ -127,7 +145,7 @@ def epoch_evaluation(
         raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
     z = as_numpy(test_logits, "test_logits")
     y = as_numpy(test_labels, "test_labels")
-    seen, absent = np.asarray(seen, dtype=np.int64), np.asarray(absent, dtype=np.int64)
+    seen, absent = check_classes(seen, absent, check_logits(z, "test_logits").shape[1])
     report = accuracy_report(z, y, seen, absent, topk=(1,))
     curve = seen_absent_curve(z, y, seen, absent)
     row: dict[str, Any] = {"epoch": int(epoch)} | {k: report[k] for k in _ACC}
@@ -138,19 +156,7 @@ def epoch_evaluation(
         0 if train_labels is None else int(np.size(as_numpy(train_labels, "train_labels")))
     )
     if test_features is not None:
-        if train_features is not None and train_labels is not None:
-            means_f, means_y, row["ncm_means"] = train_features, train_labels, "train"
-        else:  # transductive: the test set's own labelled means (analysis only)
-            means_f, means_y, row["ncm_means"] = test_features, y, "test"
-        row |= _ncm(
-            as_numpy(means_f, "train_features"),
-            as_numpy(means_y, "train_labels").astype(np.int64),
-            as_numpy(test_features, "test_features"),
-            y.astype(np.int64),
-            seen,
-            absent,
-            z.shape[1],
-        )
+        row |= _ncm_row(y, test_features, train_features, train_labels, seen, absent, z.shape[1])
     if train_logits is not None and train_labels is not None:
         tz = as_numpy(train_logits, "train_logits")
         row |= _alg(tz, as_numpy(train_labels, "train_labels"), z, y, seen, absent)
@@ -182,7 +188,7 @@ def epoch_record(epoch: int, test_logits: Any, test_labels: Any, seen: Any, abse
     Args:
         epoch: epochs of fine-tuning done (0 = pre-trained).
         test_logits: (N, C) target-test logits; test_labels: (N,) their labels.
-        seen, absent: the classes S and U.
+        seen, absent: the classes S and U (``absent=None``: every column not in S).
         test_features: (N, D) test features, for NCM (omitted: NCM keys NaN).
         train_logits, train_labels: (M, C), (M,) target-train logits and labels (eval
             transform) of this epoch; the S samples fit ALG γ (omitted: ALG keys NaN).
