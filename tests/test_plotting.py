@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from calib import accuracy_report
 from calib.curve import seen_absent_curve
-from calib.plotting import curve_xy, plot_seen_absent_curves, save_figure
+from calib.figures.style import MODEL_LOOKS, SELECTOR_LOOKS
+from calib.plotting import curve_point, curve_xy, plot_seen_absent_curves, save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +39,8 @@ def test_draws_each_curve_and_point_with_its_label(logits, tmp_path):
     np.testing.assert_array_equal(lines[0].get_ydata(), yy)
     np.testing.assert_array_equal(lines[1].get_xydata(), [[0.5, 0.25]])
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == [f"fine-tuned (AUSUC {curve.ausuc:.3f})", "γ alg"]
+    # the uncalibrated γ = 0 point is marked too (it was not: issue 11)
+    assert legend == [f"fine-tuned (AUSUC {curve.ausuc:.3f})", "γ alg", "γ = 0 (uncalibrated)"]
     assert ax.get_title() == "demo" and ax.get_xlim() == (0.0, 1.0)
 
     path = tmp_path / "sub" / "curve.png"
@@ -49,6 +52,51 @@ def test_draws_each_curve_and_point_with_its_label(logits, tmp_path):
     assert os.listdir(path.parent) == ["curve.png"]  # no temporary file left behind
 
 
+def test_uncalibrated_point_is_the_report_at_gamma_zero(logits):
+    z, y = logits
+    curves = {
+        "pre-trained": seen_absent_curve(z, y, range(4)),
+        "b": seen_absent_curve(-z, y, range(4)),
+    }
+    ax = plot_seen_absent_curves(curves, percent=True)
+    marks = ax.get_lines()[-1]
+    expected = []
+    for zz in (z, -z):
+        report = accuracy_report(zz, y, range(4), gamma=0.0)
+        expected.append([100 * report["acc_seen"], 100 * report["acc_absent"]])
+    np.testing.assert_allclose(marks.get_xydata(), expected)
+    assert marks.get_marker() == SELECTOR_LOOKS["uncalibrated"].marker
+    assert ax.get_lines()[0].get_color() == MODEL_LOOKS["pre-trained"].color  # the style's look
+    assert ax.get_xlim() == (0.0, 100.0) and "%" in ax.get_xlabel()
+    for gamma in (-1.0, 0.3, 2.0):  # curve_point at any γ is the report at that γ
+        report = accuracy_report(z, y, range(4), gamma=gamma)
+        assert curve_point(curves["pre-trained"], gamma) == (
+            report["acc_seen"],
+            report["acc_absent"],
+        )
+
+
+def test_each_selector_has_one_look_in_every_plot(logits):
+    """ "prior" was a purple square in one plot and a red triangle in another; PCV hid under the oracle."""
+    z, y = logits
+    curve = {"fine-tuned": seen_absent_curve(z, y, range(4))}
+    first = plot_seen_absent_curves(curve, {"γ prior = +1.00": (0.5, 0.5), "γ oracle": (0.6, 0.6)})
+    second = plot_seen_absent_curves(
+        curve, {"γ alg": (0.1, 0.1), "γ pcv": (0.6, 0.6), "γ prior": (0.5, 0.5)}
+    )
+    look = {}
+    for ax in (first, second):
+        for line in ax.get_lines()[1:-1]:
+            name = line.get_label().split()[1]
+            got = (line.get_marker(), line.get_color(), line.get_zorder())
+            assert look.setdefault(name, got) == got
+            assert got[:2] == (SELECTOR_LOOKS[name].marker, SELECTOR_LOOKS[name].color)
+    assert look["pcv"][2] > look["oracle"][2]  # drawn on top of the oracle
+    assert SELECTOR_LOOKS["pcv"].markersize < SELECTOR_LOOKS["oracle"].markersize  # and inside it
+    named = plot_seen_absent_curves(curve, {"mine": (0.2, 0.2)}, selectors={"mine": "pcv"})
+    assert named.get_lines()[1].get_marker() == SELECTOR_LOOKS["pcv"].marker
+
+
 def test_torch_curves_plot_like_numpy_ones(logits, device):
     z, y = logits
     numpy_curve = seen_absent_curve(z, y, range(4))
@@ -56,7 +104,7 @@ def test_torch_curves_plot_like_numpy_ones(logits, device):
         torch.tensor(z, dtype=torch.float32, device=device), torch.tensor(y), range(4)
     )
     ax = plot_seen_absent_curves({"numpy": numpy_curve, "torch": torch_curve})
-    a, b = ax.get_lines()
+    a, b, marks = ax.get_lines()
     np.testing.assert_array_equal(a.get_xydata(), b.get_xydata())
 
 
@@ -93,3 +141,17 @@ def test_importing_calib_plotting_does_not_import_matplotlib():
     code = "import sys, calib.plotting; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_models_and_selectors_never_share_a_look():
+    from calib.figures.style import GROUP_LOOKS
+
+    looks = [(look.color, look.marker) for look in SELECTOR_LOOKS.values()]
+    looks += [
+        (look.color, look.marker) for name, look in MODEL_LOOKS.items() if name != "fine-tuned"
+    ]
+    assert len(set(looks)) == len(looks)
+    # the fine-tuned model at γ = 0 is the uncalibrated point
+    fine, uncal = MODEL_LOOKS["fine-tuned"], SELECTOR_LOOKS["uncalibrated"]
+    assert (fine.color, fine.marker) == (uncal.color, uncal.marker)
+    assert len({look.color for look in GROUP_LOOKS.values()}) == len(GROUP_LOOKS)

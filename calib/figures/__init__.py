@@ -3,4 +3,13 @@
 The drawing helpers take the compute functions' outputs and draw with matplotlib, imported
 inside the functions (headless, no pyplot). :mod:`calib.figures.style` fixes one colour and
 marker per selector, model and class group, so a series looks the same in every figure.
+
+Training dynamics (from a run's history, :mod:`calib.dynamics`):
+
+- :mod:`calib.figures.epochs`: accuracies, logits and update similarity vs epoch.
+- :mod:`calib.figures.classes`: head weight norms per class; NN vs NCM accuracy gain.
+- :mod:`calib.figures.curves`: the seen–absent curves at selected epochs.
+- :mod:`calib.figures.dynamics`: :func:`write_dynamics_figures` draws them all.
+
+Sweeps (from many runs, :mod:`calib.sweep_groups`): :mod:`calib.figures.sweep`.
 """

@@ -10,7 +10,19 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["Look", "SELECTOR_LOOKS", "MODEL_LOOKS", "GROUP_LOOKS", "selector_look", "group_look"]
+__all__ = [
+    "Look",
+    "SELECTOR_LOOKS",
+    "MODEL_LOOKS",
+    "GROUP_LOOKS",
+    "METRIC_LOOKS",
+    "selector_look",
+    "group_look",
+    "metric_look",
+    "model_look",
+    "cycle_look",
+    "sequential_colors",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,9 @@ SELECTOR_LOOKS: dict[str, Look] = {
 #: The models of a run.
 MODEL_LOOKS: dict[str, Look] = {
     "pre-trained": Look("#7F7F7F", "o", linestyle="--"),
-    "fine-tuned": Look("#0072B2", "o", linestyle="-"),
+    # the fine-tuned model at γ = 0 is the uncalibrated point: the same black X, and no
+    # selector's look (ALG is the blue circle)
+    "fine-tuned": Look("#000000", "X", linestyle="-"),
 }
 
 #: Class groups: seen S, absent U, other columns R.
@@ -59,6 +73,33 @@ GROUP_LOOKS: dict[str, Look] = {
     "absent": Look("#D55E00", "^"),
     "other": Look("#7F7F7F", "s"),
     "all": Look("#000000", "D"),
+}
+
+
+_SEEN, _ABSENT, _BOTH = GROUP_LOOKS["seen"].color, GROUP_LOOKS["absent"].color, "#000000"
+
+#: Series of the per-epoch figures: the colour says which class group a series is about
+#: (blue = seen S, vermillion = absent U, black = both), marker and line style which quantity.
+METRIC_LOOKS: dict[str, Look] = {
+    "acc_seen": Look(_SEEN, "o", "-"),
+    "acc_seen_seen": Look(_SEEN, "v", "--"),
+    "ncm_acc_seen": Look(_SEEN, "s", ":"),
+    "acc_absent": Look(_ABSENT, "^", "-"),
+    "acc_absent_absent": Look(_ABSENT, "v", "--"),
+    "ncm_acc_absent": Look(_ABSENT, "s", ":"),
+    "alg_acc_absent": Look(_ABSENT, "o", "-."),
+    "acc_all": Look(_BOTH, "o", "-"),
+    "hmean": Look(_BOTH, "h", "--"),
+    "ausuc": Look(_BOTH, "D", "-."),
+    "logit_seen_mean": Look(_SEEN, "o", "-"),
+    "logit_seen_max_on_absent": Look(_SEEN, "s", "--"),
+    "logit_absent_mean": Look(_ABSENT, "^", "-"),
+    "logit_gt_absent": Look(_ABSENT, "*", "-", markersize=10),
+    "logit_other_absent_max": Look(_ABSENT, "v", "--"),
+    "update_cos_absent_absent": Look(_ABSENT, "^", "-"),
+    "update_cos_seen_absent": Look(_BOTH, "D", "--"),
+    "weight_norm_seen_mean": Look(_SEEN, "o", "-"),
+    "weight_norm_absent_mean": Look(_ABSENT, "^", "-"),
 }
 
 
@@ -76,3 +117,33 @@ def selector_look(name: str) -> Look:
 def group_look(group: str) -> Look:
     """The look of class group ``group`` (``seen``, ``absent``, ``other``, ``all``)."""
     return GROUP_LOOKS.get(group) or _derived(group)
+
+
+def metric_look(key: str) -> Look:
+    """The look of a per-epoch series (a history key; a stable derived one for others)."""
+    return METRIC_LOOKS.get(key) or _derived(key)
+
+
+def model_look(name: str) -> Look | None:
+    """The look of a model variant (``pre-trained``, ``fine-tuned``), None for other names."""
+    return MODEL_LOOKS.get(name)
+
+
+def cycle_look(index: int) -> Look:
+    """The ``index``-th look of a series of peers (e.g. the groups of a sweep): palette order."""
+    markers = "os^Dv<>P"
+    # sky blue and orange first: not the blue / vermillion of the class groups seen and absent
+    colors = ("#56B4E9", "#E69F00", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#000000")
+    return Look(colors[index % len(colors)], markers[index % len(markers)])
+
+
+def sequential_colors(n: int) -> list[str]:
+    """``n`` colours from dark to light (viridis, its too-light end left out) for ordered
+    series such as epochs: the later, the lighter."""
+    if n < 1:
+        return []
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps["viridis"]
+    return [to_hex(cmap(0.85 * i / max(n - 1, 1))) for i in range(n)]

@@ -1,0 +1,177 @@
+"""A sweep as figures: metrics per group before and after γ, and all runs' per-epoch curves.
+
+The numbers come from :mod:`calib.sweep_groups` (:func:`~calib.sweep_groups.group_runs`,
+:func:`~calib.sweep_groups.sweep_series`, :func:`~calib.sweep_groups.group_history_curves`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..plotting import save_figure, wrap_title
+from ..sweep_groups import RunGroup, group_history_curves, sweep_series, variant_label
+from ._common import check_formats, finish_axes, legend_outside, new_axes
+from .style import cycle_look, model_look, selector_look
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "METRIC_NAMES",
+    "metric_axis",
+    "plot_sweep",
+    "plot_sweep_histories",
+    "write_sweep_figures",
+]
+
+#: Display names of the metrics.
+METRIC_NAMES = {
+    "acc_all": "Acc Y/Y",
+    "acc_seen": "Acc S/Y",
+    "acc_absent": "Acc U/Y",
+    "acc_seen_seen": "Acc S/S",
+    "acc_absent_absent": "Acc U/U",
+    "hmean": "hmean of Acc S/Y and U/Y",
+    "ausuc": "AUSUC",
+    "ncm_acc_all": "NCM Acc Y/Y",
+    "ncm_acc_absent": "NCM Acc U/(S ∪ U)",
+    "gamma": "γ",
+    "gamma_alg": "ALG γ",
+}
+
+
+def metric_axis(metric: str) -> tuple[float, str]:
+    """(scale, axis label with unit) of a metric: accuracies in %, γ and logits in logit units."""
+    name = METRIC_NAMES.get(metric, metric)
+    if metric.startswith(("gamma", "logit_")):
+        return 1.0, f"{name} (logit units)"
+    if metric.startswith("update_cos"):
+        return 1.0, f"{name} (cosine, −1 to 1)"
+    if metric.startswith("weight_norm") or metric.startswith("update_norm"):
+        return 1.0, f"{name} (weight units)"
+    if metric in ("epoch", "n_samples", "n_train", "eval_seconds"):
+        return 1.0, name
+    return 100.0, f"test {name} (%)"
+
+
+def _variant_look(variant: str):
+    return model_look(variant) or selector_look(variant)
+
+
+def _invariant(series: dict[str, dict[str, np.ndarray]], variant: str) -> bool:
+    """The variant's means equal the fine-tuned ones everywhere (a γ-independent metric)."""
+    if variant in ("pre-trained", "fine-tuned") or "fine-tuned" not in series:
+        return False
+    a, b = series[variant]["mean"], series["fine-tuned"]["mean"]
+    return bool(np.array_equal(a, b, equal_nan=True))
+
+
+def plot_sweep(
+    groups: Sequence[RunGroup],
+    metrics: Sequence[str] = ("ausuc", "acc_absent"),
+    variants: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One panel per metric: per group, the mean ± sample std over seeds of each variant.
+
+    Variants (default all: pre-trained, fine-tuned, then each selector's fine-tuned + γ) are
+    drawn side by side in their style look. A selector whose values equal the fine-tuned ones
+    for every group (AUSUC does not depend on γ) is not repeated in that panel.
+    """
+    from matplotlib.figure import Figure
+
+    if not groups:
+        raise ValueError("no groups to draw")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if not metrics:
+        raise ValueError("metrics is empty: name at least one metric to draw")
+    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3.5) * len(metrics) / 1.4 + 2.5, 4.8),
+                 layout="constrained")  # fmt: skip
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    x = np.arange(len(groups))
+    for ax, metric in zip(axes, metrics, strict=True):
+        series = sweep_series(groups, metric, variants)
+        shown = [v for v in series if not _invariant(series, v) and (series[v]["n"] > 0).any()]
+        scale, ylabel = metric_axis(metric)
+        width = 0.8 / max(len(shown), 1)
+        for j, variant in enumerate(shown):
+            look = _variant_look(variant)
+            s = series[variant]
+            ax.errorbar(x + (j - (len(shown) - 1) / 2) * width, scale * s["mean"],
+                        yerr=np.nan_to_num(scale * s["std"]), linestyle="none", marker=look.marker,
+                        markersize=look.markersize * 0.8, color=look.color, capsize=3,
+                        markeredgecolor="black", markeredgewidth=0.5, label=variant_label(variant),
+                        zorder=look.zorder)  # fmt: skip
+        n = sorted({int(k) for v in shown for k in series[v]["n"] if k})
+        ax.set_xticks(x, [g.label for g in groups], rotation=20 if len(groups) > 3 else 0,
+                      ha="right" if len(groups) > 3 else "center")  # fmt: skip
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_title(f"{METRIC_NAMES.get(metric, metric)}", fontsize="medium")
+        seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}" if n else "0"
+        ax.set_xlabel(f"sweep group (mean ± sample std over {seeds} seeds)")
+    legend_outside(axes[-1])
+    what = "Sweep: before and after γ"
+    fig.suptitle(wrap_title(f"{what} — {title}" if title else what, 100), fontsize="medium")
+    return fig
+
+
+def plot_sweep_histories(
+    histories_by_group: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    metric: str,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Every run's ``metric`` over epochs (thin), and each group's mean (bold), one colour per group."""
+    curves = group_history_curves(histories_by_group, metric)
+    if not curves:
+        raise ValueError("no histories to draw")
+    ax = new_axes(ax)
+    scale, ylabel = metric_axis(metric)
+    for i, (label, data) in enumerate(curves.items()):
+        look = cycle_look(i)
+        for epochs, values in data["runs"].values():
+            ax.plot(epochs, scale * values, color=look.color, linewidth=0.8, alpha=0.45, zorder=2)
+        epochs, mean = data["mean"]
+        ax.plot(epochs, scale * mean, color=look.color, marker=look.marker, linewidth=2.0,
+                markersize=5, zorder=3, label=f"{label} (mean of {len(data['runs'])})")  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    what = f"{METRIC_NAMES.get(metric, metric)} during fine-tuning, every run (thin) and group mean"
+    finish_axes(ax, title, "fine-tuning epoch (0 = pre-trained)", ylabel, what)
+    return ax
+
+
+def write_sweep_figures(
+    out_dir: str | os.PathLike,
+    groups: Sequence[RunGroup],
+    histories_by_group: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
+    *,
+    title: str | None = None,
+    formats: Sequence[str] = ("png",),
+    metrics: Sequence[str] = ("ausuc", "acc_absent"),
+    history_metrics: Sequence[str] = ("acc_absent", "ausuc"),
+) -> dict[str, list[Path]]:
+    """Write ``sweep.<fmt>`` (:func:`plot_sweep`) and, with histories, ``sweep_<metric>_vs_epoch.<fmt>``
+    (:func:`plot_sweep_histories`) into ``out_dir``; returns figure stem → paths."""
+    out_dir = Path(out_dir)
+    formats = check_formats(formats)
+    figures = {"sweep": plot_sweep(groups, metrics, title=title)}
+    for metric in history_metrics if histories_by_group else ():
+        ax = plot_sweep_histories(histories_by_group, metric, title=title)
+        figures[f"sweep_{metric}_vs_epoch"] = ax.figure
+    written = {}
+    for stem, fig in figures.items():
+        written[stem] = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+        for path in written[stem]:
+            save_figure(fig, path)
+    return written
