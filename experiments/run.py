@@ -113,6 +113,7 @@ def app(cfg: DictConfig) -> float | None:
 
     try:
         plan = build_plan(cfg_dict, run_dir=run_dir)
+        plan.title = f"{plan.name}: {folder_name(hydra_cfg.job.override_dirname)}"
         results = plan.run()
     except (ConfigError, DatasetNotFoundError, StaleRunError, ConfigMismatchError) as err:
         _fail(str(err))

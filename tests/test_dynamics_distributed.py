@@ -22,7 +22,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, run_dir: str, weights: str) -> None:
-    from helpers_dynamics import make_model, tiny_run
+    from tests.helpers_dynamics import make_model, tiny_run
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
@@ -35,7 +35,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, weights: str) -> Non
 
 @pytest.mark.slow  # two processes start and join a group: several seconds
 def test_two_process_history_is_whole_and_written_once(tmp_path):
-    from helpers_dynamics import pretrained_model
+    from tests.helpers_dynamics import pretrained_model
     from test_dynamics_evaluator import _assert_row_matches, _independent_row
 
     pre = pretrained_model()

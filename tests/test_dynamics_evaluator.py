@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers_dynamics import SPLIT, pretrained_model, target_sets, tiny_run
+from tests.helpers_dynamics import SPLIT, pretrained_model, target_sets, tiny_run
 from torch import nn
 
 from calib import accuracy_report, seen_absent_curve

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers_dynamics import SPLIT, tiny_run
+from tests.helpers_dynamics import SPLIT, tiny_run
 from PIL import Image
 
 from calib.dynamics import HistoryWriter, read_epoch_arrays, read_history

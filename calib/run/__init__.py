@@ -45,7 +45,21 @@ if TYPE_CHECKING:
     from .settings import CalibrationConfig, EvalConfig, PCVConfig
     from .stages import StaleRunError
 
-__all__ = sorted(_API)
+__all__ = [
+    "NON_IDENTITY_KEYS",
+    "CalibrationConfig",
+    "ConfigError",
+    "EvalConfig",
+    "PCVConfig",
+    "RunPlan",
+    "StaleRunError",
+    "build_plan",
+    "build_split",
+    "build_train_config",
+    "check_config",
+    "identity_leaves",
+    "run_pipeline",
+]
 
 
 def __getattr__(name: str):

@@ -84,14 +84,43 @@ def _pretrained(
 
 
 def _finetuned(
-    runner: Runner, plan: StagePlan, pretrained: nn.Module, target: Domain, cfg: TrainConfig
+    runner: Runner,
+    plan: StagePlan,
+    pretrained: nn.Module,
+    target: Domain,
+    split: ClassSplit,
+    cfg: TrainConfig,
 ) -> nn.Module:
-    """Stage 2: fine-tune a copy of the pre-trained model on the target's S samples."""
+    """Stage 2: fine-tune a copy of the pre-trained model on the target's S samples (with the
+    per-epoch evaluation into ``history.jsonl`` when ``eval.every_epochs`` > 0)."""
     if plan.finetune_rows is None or plan.finetune_rows.size == 0:
         raise ValueError(f"{target.name} has no training sample of the seen classes")
     model = copy.deepcopy(pretrained)
-    runner.train(plan.finetune, model, Subset(target.train, plan.finetune_rows.tolist()), cfg)
+    callback = None
+    if plan.history is not None:
+        from ..dynamics import EpochEvaluator, HistoryWriter, linear_head_weight
+
+        runner.store.record(plan.history)
+        callback = EpochEvaluator(
+            target.test,
+            split,
+            HistoryWriter(runner.run_dir),
+            train_set=target.train_eval,
+            epochs=cfg.epochs,
+            every=runner.eval_cfg.every_epochs,
+            batch_size=runner.eval_cfg.batch_size,
+            num_workers=runner.eval_cfg.num_workers,
+            device=runner.device,
+            amp=runner.eval_cfg.amp and runner.device.type == "cuda",
+            pretrained_head_weight=_detached(linear_head_weight(pretrained)),
+        )
+    subset = Subset(target.train, plan.finetune_rows.tolist())
+    runner.train(plan.finetune, model, subset, cfg, on_epoch_end=callback)
     return model
+
+
+def _detached(weight: torch.Tensor | None) -> torch.Tensor | None:
+    return None if weight is None else weight.detach().clone()
 
 
 def _pseudo_splits(
@@ -273,6 +302,8 @@ def run_pipeline(
                     run_dir / "curve.png",
                     title,
                 )
+            if plan.history is not None:
+                _dynamics_figures(run_dir, title or target.name, eval.figures_pdf)
             print(format_table(results, title=title or target.name))
         distributed.barrier()  # the results exist when any rank returns
         return results
@@ -289,7 +320,7 @@ def _execute(runner, plan, model, target, split, finetune, calibration, source, 
             len(split.absent),
         )
     pretrained = _pretrained(runner, plan, model, source, source_train)
-    finetuned = _finetuned(runner, plan, pretrained, target, finetune)
+    finetuned = _finetuned(runner, plan, pretrained, target, split, finetune)
     datasets = [target.train_eval, target.test, target.train_eval, target.test]
     ex = {
         tag: runner.extract(stage, pretrained if tag.startswith("pre") else finetuned, ds)
@@ -315,6 +346,12 @@ def _execute(runner, plan, model, target, split, finetune, calibration, source, 
             cal.save(runner.run_dir / "calibrators" / f"{name}.json")
         calibrators[name] = cal
     return _results(ex, split, calibrators, target, runner.device, plan), ex
+
+
+def _dynamics_figures(run_dir: Path, title: str, pdf: bool) -> None:
+    from ..figures.dynamics import write_dynamics_figures
+
+    write_dynamics_figures(run_dir, title=title, formats=("png", "pdf") if pdf else ("png",))
 
 
 def _results(ex, split, calibrators, target, device, plan) -> dict[str, Any]:

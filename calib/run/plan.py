@@ -88,6 +88,7 @@ class RunPlan:
     meta: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
+    title: str | None = None  # of the table and figures; default ``name``
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -137,7 +138,7 @@ class RunPlan:
             device=self.device,
             seed=self.seed,
             progress=self.progress,
-            title=self.name,
+            title=self.title or self.name,
             meta=self.meta,
             cache_dir=self.cache_dir,
             config_leaves=self.identity,

@@ -150,7 +150,13 @@ SCHEMA: dict[str, Any] = {
             "finetune": None,
         },
     },
-    "eval": {"batch_size": _int(1), "num_workers": _int(0), "amp": _bool()},
+    "eval": {
+        "batch_size": _int(1),
+        "num_workers": _int(0),
+        "amp": _bool(),
+        "every_epochs": _int(0),
+        "figures_pdf": _bool(),
+    },
 }
 
 

@@ -116,14 +116,28 @@ class CalibrationConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Extraction settings: batch size (per process), loader workers, mixed precision on GPU."""
+    """Extraction settings and the per-epoch evaluation of the fine-tuning.
+
+    Attributes:
+        batch_size: extraction batch size per process.
+        num_workers: extraction loader processes.
+        amp: mixed precision on GPU.
+        every_epochs: evaluate the model at epoch 0 and every k epochs of the fine-tuning (and
+            at its last epoch) into ``history.jsonl`` and the dynamics figures; 0 = off.
+        figures_pdf: also write the figures as PDF.
+    """
 
     batch_size: int = 256
     num_workers: int = 0
     amp: bool = True
+    every_epochs: int = 0
+    figures_pdf: bool = False
 
     def __post_init__(self) -> None:
         _check_int("eval.batch_size", self.batch_size, 1)
         _check_int("eval.num_workers", self.num_workers, 0)
+        _check_int("eval.every_epochs", self.every_epochs, 0)
+        if not isinstance(self.figures_pdf, bool):
+            raise ValueError(f"eval.figures_pdf must be true or false, got {self.figures_pdf!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"eval.amp must be true or false, got {self.amp!r}")

@@ -98,6 +98,7 @@ class StagePlan:
     pretrained: Stage
     finetune: Stage
     extracts: dict[str, Stage]
+    history: Stage | None = None  # the per-epoch evaluation of the fine-tuning (eval.every_epochs)
     pcv: list[tuple[Stage, Stage]] = field(default_factory=list)  # (training, held-out scores)
     pcv_subsets: list[PCVSubset] = field(default_factory=list)
     selectors: dict[str, Stage] = field(default_factory=dict)
@@ -105,6 +106,8 @@ class StagePlan:
 
     def all(self) -> list[Stage]:
         stages = [self.pretrained, self.finetune, *self.extracts.values()]
+        if self.history is not None:
+            stages.append(self.history)
         for train_stage, score_stage in self.pcv:
             stages += [train_stage, score_stage]
         return stages + list(self.selectors.values())
@@ -244,6 +247,20 @@ def plan_stages(
         "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
     }
 
+    history = None
+    if eval_cfg.every_epochs:
+        history = Stage(
+            "history",
+            {
+                "stage": "history",
+                "finetune": finetuned.key,
+                "every_epochs": eval_cfg.every_epochs,
+                "test": dataset_fingerprint(target.test),
+                "train": dataset_fingerprint(target.train_eval),
+                "amp": eval_cfg.amp,
+                "config": own("extract"),
+            },
+        )
     pcv_stages, subsets = [], []
     if calibration.needs_pcv:
         assert calibration.pcv is not None
@@ -259,4 +276,4 @@ def plan_stages(
             extract_stage,
         )
     selectors = _selector_stages(calibration, extracts, pcv_stages, split_id, own("selector"))
-    return StagePlan(pretrained, finetuned, extracts, pcv_stages, subsets, selectors, rows)
+    return StagePlan(pretrained, finetuned, extracts, history, pcv_stages, subsets, selectors, rows)
