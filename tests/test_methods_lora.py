@@ -106,6 +106,7 @@ def test_default_targets_of_a_classifier_and_a_timm_model():
     assert dw and not set(dw) & set(targets)
 
 
+@pytest.mark.slow
 def test_lora_on_convolutions_merges_exactly(tmp_path):
     from calib.models import create_model
 

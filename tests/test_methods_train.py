@@ -206,9 +206,11 @@ def test_distill_absent_keeps_the_absent_logits_closer_to_the_pretrained_ones(tm
 
 KILLS = [(key, ("finetune", 2)) for key in sorted(METHODS.names())]
 KILLS.append(("lp_ft", ("probe", 2)))
+# lp_ft trains twice per run: its cases are the heavy ones
+KILLS = [pytest.param(*k, marks=pytest.mark.slow) if k[0] == "lp_ft" else k for k in KILLS]
 
 
-@pytest.mark.parametrize("key, kill", KILLS, ids=[f"{k}-{t}" for k, (t, _) in KILLS])
+@pytest.mark.parametrize("key, kill", KILLS, ids=lambda v: v if isinstance(v, str) else v[0])
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, key, kill):
     params = {"probe_epochs": 3} if key == "lp_ft" else None
     straight = state_copy(run(key, tmp_path / "straight", params))
@@ -221,6 +223,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, key, kill
     assert same_state(straight, rerun)
 
 
+@pytest.mark.slow
 def test_every_method_returns_a_plain_model_and_hooks_its_main_training(tmp_path):
     x = dataset().tensors[0][:5]
     for key in sorted(METHODS.names()):

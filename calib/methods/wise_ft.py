@@ -16,12 +16,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..curve import SeenAbsentCurve
 from ..metrics import accuracy_report
+from ..plotting import curve_xy
 from .params import real, real_grid
 from .parts import state_copy
 from .spec import METHODS, FinetuneContext, register_method
 
-__all__ = ["AlphaCurve", "alpha_tradeoff", "endpoints", "interpolate_state", "run_wise_ft"]
+__all__ = [
+    "AlphaCurve",
+    "alpha_tradeoff",
+    "area_over_seen_range",
+    "endpoints",
+    "gamma_area_on_alpha_range",
+    "interpolate_state",
+    "run_wise_ft",
+]
 
 #: The default α grid of the trade-off curve: 0, 0.1, ..., 1.
 DEFAULT_ALPHA_GRID = tuple(round(0.1 * k, 1) for k in range(11))
@@ -185,3 +195,40 @@ def alpha_tradeoff(
         acc_all=acc[:, 2],
         area=area,
     )
+
+
+def area_over_seen_range(x: Any, y: Any, lo: float, hi: float) -> float:
+    """The area under a polyline (x = Acc S/Y, y = Acc U/Y) over ``lo <= x <= hi``.
+
+    Each segment adds the integral of its straight line over the part of its x-extent inside
+    [lo, hi] (vertical segments add nothing), whatever the direction it is traversed in. For a
+    γ curve (x never rises along γ) over [0, 1] this is its AUSUC.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    total = 0.0
+    for x0, y0, x1, y1 in zip(x[:-1], y[:-1], x[1:], y[1:], strict=True):
+        if x0 == x1:
+            continue
+        if x0 > x1:
+            x0, y0, x1, y1 = x1, y1, x0, y0
+        a, b = max(x0, lo), min(x1, hi)
+        if b <= a:
+            continue
+        ya = y0 + (y1 - y0) * (a - x0) / (x1 - x0)
+        yb = y0 + (y1 - y0) * (b - x0) / (x1 - x0)
+        total += (b - a) * (ya + yb) / 2
+    return float(total)
+
+
+def gamma_area_on_alpha_range(alpha_curve: AlphaCurve, gamma_curve: SeenAbsentCurve) -> float:
+    """The area under ``gamma_curve`` over the Acc S/Y range the α path spans.
+
+    The number to set beside ``alpha_curve.area`` when the α path is monotone in Acc S/Y (the
+    usual case): both integrate Acc U/Y over the same x-range, so the larger one holds more
+    absent-class accuracy at equal seen-class accuracy. NaN when the path has NaN accuracies.
+    """
+    xs = np.asarray(alpha_curve.acc_seen, dtype=np.float64)
+    if np.isnan(xs).any():
+        return float("nan")
+    x, y = curve_xy(gamma_curve)
+    return area_over_seen_range(x, y, float(xs.min()), float(xs.max()))
