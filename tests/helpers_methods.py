@@ -8,6 +8,7 @@ makes the training of stage ``tag`` raise :class:`Killed` from its epoch-end hoo
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from helpers_train import make_dataset, make_model
 from torch.utils.data import TensorDataset
 
 from calib.data import ClassSplit
-from calib.methods import FinetuneContext
+from calib.methods import METHODS, FinetuneContext
 from calib.methods.parts import state_copy
 from calib.train import TrainConfig, train
 
@@ -35,6 +36,14 @@ CONFIG = dict(
     warmup_iters=2,
     seed=3,
 )
+
+
+def runnable_methods() -> list[str]:
+    """Every registered method whose optional dependency is installed (lora needs peft)."""
+    names = METHODS.names()
+    if importlib.util.find_spec("peft") is None:
+        names = [n for n in names if n != "lora"]
+    return names
 
 
 class Killed(RuntimeError):

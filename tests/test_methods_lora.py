@@ -136,3 +136,22 @@ def test_lora_on_convolutions_merges_exactly(tmp_path):
     assert ft.keys() == pre.keys()
     delta = (ft["backbone.conv.4.weight"] - pre["backbone.conv.4.weight"]).flatten(1)
     assert delta.abs().max() > 0 and torch.linalg.matrix_rank(delta.double(), atol=1e-6) <= 2
+
+
+def test_adapter_init_is_seeded_and_leaves_the_global_rng_alone():
+    from calib.methods.lora import add_lora
+
+    def adapters(seed):
+        model = pretrained()
+        before = torch.get_rng_state()
+        add_lora(model, ["backbone.0"], rank=2, alpha=2.0, seed=seed)
+        assert torch.equal(torch.get_rng_state(), before)
+        return {k: v for k, v in model.state_dict().items() if "lora_" in k}
+
+    a, b, c = adapters(1), adapters(1), adapters(2)
+    assert a.keys() == b.keys() and len(a) == 2
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(
+        a["backbone.0.lora_A.default.weight"], c["backbone.0.lora_A.default.weight"]
+    )
+    assert not a["backbone.0.lora_B.default.weight"].any()  # B = 0: the adapted model starts equal

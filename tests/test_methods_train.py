@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_methods import CONFIG, SPLIT, Killed, dataset, make_context, pretrained, same_state
+from helpers_methods import (
+    CONFIG,
+    SPLIT,
+    Killed,
+    dataset,
+    make_context,
+    pretrained,
+    runnable_methods,
+    same_state,
+)
 
 from calib.methods import METHODS, interpolate_state
 from calib.methods.parts import state_copy
@@ -32,6 +41,14 @@ def test_full_trains_everything(tmp_path):
     ft = state_copy(run("full", tmp_path))
     for key in ("backbone.0.weight", "backbone.1.running_mean", "head.weight", "head.bias"):
         assert not torch.equal(pre[key], ft[key]), key
+
+
+def test_full_is_todays_fine_tuning(tmp_path):
+    from calib.train import TrainConfig, train
+
+    plain = pretrained()
+    train(plain, dataset(), TrainConfig(**CONFIG), device="cpu", progress=False, log=lambda s: 0)
+    assert same_state(state_copy(plain), state_copy(run("full", tmp_path)))
 
 
 def test_frozen_head_keeps_the_head_bitwise(tmp_path):
@@ -204,7 +221,7 @@ def test_distill_absent_keeps_the_absent_logits_closer_to_the_pretrained_ones(tm
     assert kd < full
 
 
-KILLS = [(key, ("finetune", 2)) for key in sorted(METHODS.names())]
+KILLS = [(key, ("finetune", 2)) for key in runnable_methods()]
 KILLS.append(("lp_ft", ("probe", 2)))
 # lp_ft trains twice per run: its cases are the heavy ones
 KILLS = [pytest.param(*k, marks=pytest.mark.slow) if k[0] == "lp_ft" else k for k in KILLS]
@@ -226,7 +243,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, key, kill
 @pytest.mark.slow
 def test_every_method_returns_a_plain_model_and_hooks_its_main_training(tmp_path):
     x = dataset().tensors[0][:5]
-    for key in sorted(METHODS.names()):
+    for key in runnable_methods():
         seen = []
         model = run(key, tmp_path / key, on_epoch_end=lambda e, m: seen.append(e)).eval()
         assert seen == list(range(CONFIG["epochs"] + 1)), key

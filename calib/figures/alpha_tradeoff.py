@@ -101,13 +101,19 @@ def plot_alpha_tradeoff(
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
             zorder=4.0,
         )
+    _finish(ax, title)
+    return ax
+
+
+def _finish(ax: Axes, title: str | None) -> None:
+    """The axes of every seen–absent figure: unit square, equal aspect, legend lower left."""
     ax.set_xlabel("Acc S/Y (seen classes)")
     ax.set_ylabel("Acc U/Y (absent classes)")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
+    # the curves bow towards the upper right: keep that corner free
     ax.legend(loc="lower left", fontsize="small", framealpha=0.9)
     if title:
         ax.set_title(title)
-    return ax

@@ -120,7 +120,9 @@ def add_lora(
         target_modules=f"^(?:{pattern})$",
         bias="none",
     )
-    with torch.random.fork_rng(devices=[]):
+    # the init may draw on the CPU or on the model's GPUs: fork (and seed) them all
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         return LoraModel(model, config, "default")
 
