@@ -50,6 +50,21 @@ def test_every_row_of_the_comparison_is_registered_and_declared():
     assert METHODS.get("frozen_head").trains == "backbone"
 
 
+def test_training_params_leave_out_what_is_applied_after_training(tmp_path):
+    spec = METHODS.get("wise_ft")
+    key = spec.training_params({"alpha": 0.2})
+    assert "alpha" not in key and "alpha_grid" not in key and key["head"] == "linear"
+    assert key == spec.training_params({"alpha": 0.9, "alpha_grid": [0, 1]})
+    # and indeed: two α share one fine-tuning (the second run only loads it)
+    calls = []
+    spec.run(make_context(tmp_path, {"alpha": 0.2}, calls=calls))
+    spec.run(make_context(tmp_path, {"alpha": 0.9}, calls=calls))
+    done = tmp_path / "finetune" / "checkpoints" / "done"
+    assert done.exists() and [t for t, _ in calls] == ["finetune", "finetune"]
+    lora = METHODS.get("lora")  # no post-training parameter: the key is every parameter
+    assert lora.training_params({"rank": 4}) == lora.check_params({"rank": 4})
+
+
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(KeyError, match="fine-tuning method 'wise-fft'.*Did you mean 'wise_ft'"):
         METHODS.get("wise-fft")

@@ -153,6 +153,17 @@ def test_lp_ft_probes_then_fine_tunes(tmp_path):
     assert differs(ft, state_copy(run("full", tmp_path / "full")))
 
 
+def test_lp_ft_keeps_user_frozen_parameters_frozen_in_both_phases(tmp_path):
+    model = pretrained()
+    model.backbone[0].bias.requires_grad_(False)
+    model.head.bias.requires_grad_(False)
+    calls = []
+    out = run("lp_ft", tmp_path, {"probe_epochs": 1}, model=model, calls=calls)
+    assert calls[0] == ("probe", ["head.weight"])
+    assert "backbone.0.bias" not in calls[1][1] and "head.bias" not in calls[1][1]
+    assert not out.backbone[0].bias.requires_grad and out.backbone[0].weight.requires_grad
+
+
 def test_lp_ft_default_probes_as_long_as_fine_tuning(tmp_path):
     run("lp_ft", tmp_path)
     done = (tmp_path / "probe" / "checkpoints" / "done").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..train import EpochCallback, TrainConfig
-from .parts import backbone_modules, find_head, keep_in_eval, set_trainable
+from .parts import backbone_modules, find_head, keep_in_eval
 from .spec import FinetuneContext, register_method
 
 __all__ = ["probe", "run_linear_probe"]
@@ -18,16 +18,19 @@ def probe(
     on_epoch_end: EpochCallback | None = None,
 ) -> nn.Module:
     """Train only the head of ``ctx.model`` under ``config``, the backbone frozen and in eval
-    mode; returns ``ctx.model`` with every parameter trainable again."""
+    mode; returns ``ctx.model``, each parameter's ``requires_grad`` as it was before."""
     model = ctx.model
     _, head = find_head(model)
-    set_trainable(model, False)
-    set_trainable(head, True)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    head_ids = {id(p) for p in head.parameters()}
+    for p, trainable in flags:  # the head's parameters train unless they were frozen before
+        p.requires_grad_(trainable and id(p) in head_ids)
     try:
         with keep_in_eval(model, backbone_modules(model)):
             ctx.train(model, ctx.dataset, config, tag=tag, on_epoch_end=on_epoch_end)
     finally:
-        set_trainable(model, True)
+        for p, trainable in flags:
+            p.requires_grad_(trainable)
     return model
 
 

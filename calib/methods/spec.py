@@ -118,6 +118,8 @@ class MethodSpec:
         name: the registry key.
         checks: parameter name → check (:mod:`calib.methods.params`), one per parameter.
         summary: the first line of the method's docstring.
+        post_training: parameters applied after training (WiSE-FT's α): they change no
+            checkpoint, so :meth:`training_params` leaves them out of a stage key.
     """
 
     run: Callable[[FinetuneContext], nn.Module]
@@ -129,6 +131,7 @@ class MethodSpec:
     name: str = ""
     checks: Mapping[str, Check] = field(default_factory=dict)
     summary: str = ""
+    post_training: tuple[str, ...] = ()
 
     def check_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated by ``params``, every value checked and normalised.
@@ -155,6 +158,13 @@ class MethodSpec:
                     f"fine-tuning method {self.name!r}: parameter {key!r} {err}"
                 ) from None
         return out
+
+    def training_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The checked parameters that determine the trained weights: the key of the method's
+        training stages (the per-``tag`` checkpoint folders), which ``post_training``
+        parameters (e.g. WiSE-FT's ``alpha``) leave unchanged."""
+        p = self.check_params(params)
+        return {k: v for k, v in p.items() if k not in self.post_training}
 
     def prepare(self, model: nn.Module, params: Mapping[str, Any] | None = None) -> nn.Module:
         """``model`` with the head the parameters ask for, in place (returned).
@@ -183,6 +193,7 @@ class MethodSpec:
             "uses_absent_data": self.uses_absent_data,
             "reference": self.reference,
             "params": dict(self.params),
+            "post_training": list(self.post_training),
         }
 
 
@@ -289,11 +300,14 @@ def register_method(
     uses_absent_data: bool = False,
     reference: str = "",
     checks: Mapping[str, Check] | None = None,
+    post_training: tuple[str, ...] = (),
 ) -> Callable[[Callable[[FinetuneContext], nn.Module]], Callable[[FinetuneContext], nn.Module]]:
     """Register ``fn(ctx) -> model`` as method ``name``; returns ``fn`` unchanged.
 
     ``params`` are the method's own parameters (name → default); ``checks`` holds one check
     per parameter. The head options (:data:`calib.methods.params.HEAD_PARAMS`) are added.
+    ``post_training`` names the parameters used only after training (see
+    :meth:`MethodSpec.training_params`).
 
     Raises:
         ValueError: an unknown ``data`` kind, ``uses_absent_data`` inconsistent with it, a
@@ -313,6 +327,8 @@ def register_method(
             f"method {name!r}: every parameter needs one check; parameters {sorted(own)}, "
             f"checks {sorted(own_checks)}"
         )
+    if not set(post_training) <= set(own):
+        raise ValueError(f"method {name!r}: post_training {post_training} are not its parameters")
     taken = set(own) & set(HEAD_PARAMS)
     if taken:
         raise ValueError(f"method {name!r}: {sorted(taken)} are the shared head options")
@@ -334,6 +350,7 @@ def register_method(
             name=name,
             checks=MappingProxyType({**own_checks, **HEAD_CHECKS}),
             summary=(fn.__doc__ or "").strip().split("\n")[0],
+            post_training=tuple(post_training),
         )
         holder["spec"] = spec
         spec.check_params()  # the defaults must pass their own checks

@@ -101,6 +101,7 @@ def endpoints(ctx: FinetuneContext) -> tuple[dict[str, torch.Tensor], dict[str, 
     trains="all, then weights mixed with the pre-trained ones (alpha)",
     params={"alpha": 0.5, "alpha_grid": DEFAULT_ALPHA_GRID},
     checks={"alpha": real(0.0, 1.0), "alpha_grid": real_grid(0.0, 1.0)},
+    post_training=("alpha", "alpha_grid"),
     reference="Wortsman et al., Robust Fine-Tuning of Zero-Shot Models, CVPR 2022 (WiSE-FT)",
 )
 def run_wise_ft(ctx: FinetuneContext) -> nn.Module:
