@@ -263,3 +263,28 @@ def test_every_method_returns_a_plain_model_and_hooks_its_main_training(tmp_path
         with torch.no_grad():
             z = model(x)
         assert z.shape == (5, SPLIT.num_classes) and np.isfinite(z.numpy()).all()
+
+
+@pytest.mark.slow
+def test_linear_probe_and_frozen_head_on_a_timm_model(tmp_path):
+    timm = pytest.importorskip("timm")
+    from helpers_methods import labelled
+
+    def make():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return timm.create_model("test_efficientnet", num_classes=SPLIT.num_classes)
+
+    g = torch.Generator().manual_seed(0)
+    data = labelled(torch.randn(16, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 0] * 4))
+    config = {"epochs": 1, "iters_per_epoch": 2, "warmup_iters": 0}
+    pre = state_copy(make())
+    kwargs = dict(make=make, data=data, config=config)
+    probed = state_copy(run("linear_probe", tmp_path / "lp", model=make(), **kwargs))
+    head = {k for k in pre if k.startswith("classifier.")}
+    assert head == {"classifier.weight", "classifier.bias"}
+    assert all(torch.equal(pre[k], probed[k]) for k in pre if k not in head)  # BN buffers too
+    assert differs({k: pre[k] for k in head}, {k: probed[k] for k in head})
+    frozen = state_copy(run("frozen_head", tmp_path / "fh", model=make(), **kwargs))
+    assert all(torch.equal(pre[k], frozen[k]) for k in head)
+    assert differs({k: pre[k] for k in pre if k not in head}, frozen)
