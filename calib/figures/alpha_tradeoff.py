@@ -1,0 +1,119 @@
+""" "Fix the weights" against "fix the logits": the WiSE-FT α path beside the γ curves.
+
+The numbers come from :func:`calib.methods.alpha_tradeoff` (the α path) and
+:func:`calib.seen_absent_curve` (the γ curves); this module only draws them, on the axes of
+:func:`calib.plotting.plot_seen_absent_curves` (x = Acc S/Y, y = Acc U/Y, both in [0, 1]).
+The α path starts at the pre-trained model (α = 0, the γ = 0 point of its γ curve) and ends at
+the fine-tuned one (α = 1, the γ = 0 point of the fine-tuned curve); a path below the
+fine-tuned γ curve means one γ on the fine-tuned logits beats mixing the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..curve import SeenAbsentCurve
+from ..plotting import curve_xy
+from .style import MODEL_LOOKS, Look, selector_look
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
+    from ..methods.wise_ft import AlphaCurve
+
+__all__ = ["ALPHA_LOOK", "plot_alpha_tradeoff"]
+
+#: The α path: Okabe–Ito orange (no selector point is drawn in this figure), diamonds.
+ALPHA_LOOK = Look("#E69F00", "D", linestyle="-", zorder=3.0, markersize=5.5)
+
+
+def _curve_look(label: str) -> Look:
+    return MODEL_LOOKS.get(label) or selector_look(label)
+
+
+def _annotated(alpha: np.ndarray, wanted: Sequence[float]) -> list[int]:
+    """Indices of the grid points nearest to each wanted α, without repeats, in α order."""
+    return sorted({int(np.argmin(np.abs(alpha - a))) for a in wanted})
+
+
+def plot_alpha_tradeoff(
+    alpha_curve: AlphaCurve,
+    gamma_curves: Mapping[str, SeenAbsentCurve],
+    ax: Axes | None = None,
+    title: str | None = None,
+    annotate: Sequence[float] = (0.0, 0.5, 1.0),
+) -> Axes:
+    """Draw the α path and the γ curve(s) on one pair of axes.
+
+    Args:
+        alpha_curve: the WiSE-FT α path (:func:`calib.methods.alpha_tradeoff`).
+        gamma_curves: label → γ curve, e.g. ``{"pre-trained": ..., "fine-tuned": ...}``
+            (those two labels get the models' looks of :mod:`calib.figures.style`); the legend
+            shows each with its AUSUC.
+        ax: the axes to draw into; default a new figure's axes.
+        title: optional axes title.
+        annotate: the α values written beside the path (the nearest grid points).
+
+    Returns:
+        The axes drawn into (``ax.figure`` for :func:`calib.plotting.save_figure`).
+    """
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(5.5, 5), layout="constrained").add_subplot()
+    for label, curve in gamma_curves.items():
+        x, y = curve_xy(curve)
+        look = _curve_look(label)
+        ax.plot(
+            x,
+            y,
+            color=look.color,
+            linestyle=look.linestyle,
+            linewidth=1.8,
+            zorder=2.0,
+            label=f"{label}, γ swept (AUSUC {curve.ausuc:.3f})",
+        )
+    a = np.asarray(alpha_curve.alpha, dtype=np.float64)
+    x = np.asarray(alpha_curve.acc_seen, dtype=np.float64)
+    y = np.asarray(alpha_curve.acc_absent, dtype=np.float64)
+    ax.plot(
+        x,
+        y,
+        **ALPHA_LOOK.plot_kwargs(),
+        linewidth=1.6,
+        markeredgecolor="black",
+        markeredgewidth=0.5,
+        label=f"WiSE-FT, α swept {a[0]:g}→{a[-1]:g} (area {alpha_curve.area:.3f} on its S/Y range)",
+    )
+    for k in _annotated(a, annotate):
+        right = x[k] > 0.75  # near the right edge: write the label to the left of the point
+        ax.annotate(
+            f"α={a[k]:g}",
+            (x[k], y[k]),
+            xytext=(-8, 5) if right else (8, 5),
+            textcoords="offset points",
+            ha="right" if right else "left",
+            fontsize="small",
+            color="#4D4D4D",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+            zorder=4.0,
+        )
+    _finish(ax, title)
+    return ax
+
+
+def _finish(ax: Axes, title: str | None) -> None:
+    """The axes of every seen–absent figure: unit square, equal aspect, legend lower left."""
+    ax.set_xlabel("Acc S/Y (seen classes)")
+    ax.set_ylabel("Acc U/Y (absent classes)")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_aspect("equal")
+    ax.grid(True, alpha=0.3)
+    # the curves bow towards the upper right: keep that corner free
+    ax.legend(loc="lower left", fontsize="small", framealpha=0.9)
+    if title:
+        ax.set_title(title)
