@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from helpers_train import make_dataset, make_model
+from tests.helpers_train import make_dataset, make_model
 from torch.utils.data import TensorDataset
 
 from calib.data import ClassSplit

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_methods import SPLIT, labelled, make_context
-from helpers_train import make_dataset, make_model
+from tests.helpers_methods import SPLIT, labelled, make_context
+from tests.helpers_train import make_dataset, make_model
 
 from calib import accuracy_report, seen_absent_curve
 from calib.methods import METHODS, alpha_tradeoff, endpoints, interpolate_state

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_methods import SPLIT, labelled, make_context, pretrained, same_state
+from tests.helpers_methods import SPLIT, labelled, make_context, pretrained, same_state
 
 from calib.methods import METHODS
 from calib.methods.lora import default_lora_targets, resolve_lora_targets

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
-from helpers_methods import SPLIT, dataset, make_context, pretrained
-from helpers_train import make_model
+from tests.helpers_methods import SPLIT, dataset, make_context, pretrained
+from tests.helpers_train import make_model
 
 from calib.methods import (
     DATA_KINDS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_methods import (
+from tests.helpers_methods import (
     CONFIG,
     SPLIT,
     Killed,
@@ -98,7 +98,7 @@ def test_linear_probe_head_is_fitted_on_the_eval_features(tmp_path):
     # With the backbone frozen in eval mode, the probe sees the fixed features f = backbone(x)
     # in eval mode: training the head alone on those features (a plain Linear, same optimizer,
     # same batches) gives the same head.
-    from helpers_train import TinyNet
+    from tests.helpers_train import TinyNet
 
     from calib.train import TrainConfig, train
 
@@ -108,7 +108,7 @@ def test_linear_probe_head_is_fitted_on_the_eval_features(tmp_path):
     head_only = TinyNet()
     head_only.backbone = torch.nn.Identity()
     head_only.head.load_state_dict(pre.head.state_dict())
-    from helpers_methods import labelled
+    from tests.helpers_methods import labelled
 
     train(
         head_only,
@@ -268,7 +268,7 @@ def test_every_method_returns_a_plain_model_and_hooks_its_main_training(tmp_path
 @pytest.mark.slow
 def test_linear_probe_and_frozen_head_on_a_timm_model(tmp_path):
     timm = pytest.importorskip("timm")
-    from helpers_methods import labelled
+    from tests.helpers_methods import labelled
 
     def make():
         with torch.random.fork_rng():
