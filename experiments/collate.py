@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"calib-collate: {err}")
-    print(text)
+    print(text, end="" if text.endswith("\n") else "\n")
 
 
 if __name__ == "__main__":

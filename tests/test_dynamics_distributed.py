@@ -36,7 +36,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, weights: str) -> Non
 @pytest.mark.slow  # two processes start and join a group: several seconds
 def test_two_process_history_is_whole_and_written_once(tmp_path):
     from tests.helpers_dynamics import pretrained_model
-    from test_dynamics_evaluator import _assert_row_matches, _independent_row
+    from tests.test_dynamics_evaluator import _assert_row_matches, _independent_row
 
     pre = pretrained_model()
     torch.save(pre.state_dict(), tmp_path / "pre.pt")
