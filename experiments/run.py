@@ -113,7 +113,8 @@ def app(cfg: DictConfig) -> float | None:
 
     try:
         plan = build_plan(cfg_dict, run_dir=run_dir)
-        plan.title = f"{plan.name}: {folder_name(hydra_cfg.job.override_dirname)}"
+        overrides = folder_name(hydra_cfg.job.override_dirname).replace(",", ", ")
+        plan.title = f"{plan.name}: {overrides}"
         results = plan.run()
     except (ConfigError, DatasetNotFoundError, StaleRunError, ConfigMismatchError) as err:
         _fail(str(err))

@@ -109,6 +109,32 @@ def _optimizer_and_schedule(
         raise ConfigError(f"{key}: {err}") from err
 
 
+def _method(plan: RunPlan) -> None:
+    """The method's extra and its head option work with this model."""
+    import copy
+
+    method = plan.method
+    if method.name == "lora":
+        try:
+            import peft  # noqa: F401
+        except ImportError as err:
+            raise ConfigError(
+                "finetune.method=lora needs the optional extra: pip install 'calib[lora]' (peft)"
+            ) from err
+    if method.spec.uses_absent_data:
+        labels = dataset_targets(plan.target.train)
+        if not np.isin(labels, plan.split.absent).any():
+            raise ConfigError(
+                f"finetune.method={method.name} trains on the target data of S ∪ U (an upper "
+                f"bound that uses absent-class data), but {plan.target.name} has no training "
+                "sample of the absent classes U"
+            )
+    try:
+        method.spec.prepare(copy.deepcopy(plan._model()), method.params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"finetune.method_options: {err}") from err
+
+
 def dry_run(plan: RunPlan) -> None:
     """Build the model and pass one batch through it; build every stage's optimizer and schedule.
 
@@ -121,6 +147,7 @@ def dry_run(plan: RunPlan) -> None:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise ConfigError(f"invalid model: {msg}") from err
     _one_batch(plan)
+    _method(plan)
     labels = dataset_targets(plan.target.train)
     n_seen = int(np.isin(labels, plan.split.seen).sum())
     if n_seen == 0:

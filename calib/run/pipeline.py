@@ -28,7 +28,6 @@ rank 0 writes files and prints. ``run_dir`` must be the same path, on a shared f
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -46,10 +45,11 @@ from ..data import ClassSplit, Domain
 from ..extract import Extracted
 from ..selectors import SELECTORS, PseudoSplit
 from ..train import TrainConfig, resolve_device
-from .report_metrics import model_metrics, plot_curves
+from .method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
+from .report_metrics import alpha_results, model_metrics, plot_alpha_tradeoff_figure, plot_curves
 from .results import format_table, write_results
 from .runner import Runner, weights_sha256
-from .settings import CalibrationConfig, EvalConfig
+from .settings import CalibrationConfig, EvalConfig, MethodConfig
 from .source_cache import SourceCache
 from .stage_plan import StagePlan, plan_stages
 from .stages import StageStore
@@ -90,12 +90,13 @@ def _finetuned(
     target: Domain,
     split: ClassSplit,
     cfg: TrainConfig,
+    method: MethodConfig,
 ) -> nn.Module:
-    """Stage 2: fine-tune a copy of the pre-trained model on the target's S samples (with the
-    per-epoch evaluation into ``history.jsonl`` when ``eval.every_epochs`` > 0)."""
+    """Stage 2: fine-tune a copy of the pre-trained model with ``method`` on the target's S
+    samples (S ∪ U for a method that declares it), with the per-epoch evaluation into
+    ``history.jsonl`` when ``eval.every_epochs`` > 0."""
     if plan.finetune_rows is None or plan.finetune_rows.size == 0:
         raise ValueError(f"{target.name} has no training sample of the seen classes")
-    model = copy.deepcopy(pretrained)
     callback = None
     if plan.history is not None:
         from ..dynamics import EpochEvaluator, HistoryWriter, linear_head_weight
@@ -112,11 +113,14 @@ def _finetuned(
             num_workers=runner.eval_cfg.num_workers,
             device=runner.device,
             amp=runner.eval_cfg.amp and runner.device.type == "cuda",
-            pretrained_head_weight=_detached(linear_head_weight(pretrained)),
+            pretrained_head_weight=_detached(
+                linear_head_weight(prepared_pretrained(pretrained, method))
+            ),
         )
     subset = Subset(target.train, plan.finetune_rows.tolist())
-    runner.train(plan.finetune, model, subset, cfg, on_epoch_end=callback)
-    return model
+    return finetune_with_method(
+        runner, plan.finetune, pretrained, method, subset, cfg, split, on_epoch_end=callback
+    )
 
 
 def _detached(weight: torch.Tensor | None) -> torch.Tensor | None:
@@ -130,12 +134,18 @@ def _pseudo_splits(
     target: Domain,
     split: ClassSplit,
     cfg: TrainConfig,
+    method: MethodConfig,
 ) -> list[PseudoSplit]:
-    """PCV: fine-tune on pseudo-seen classes of S, score held-out S data, k times (no U data)."""
+    """PCV: fine-tune with the run's method on pseudo-seen classes of S, score held-out S data,
+    k times (no U data). The pseudo run's absent classes are pseudo-absent ∪ U."""
     splits = []
     for (train_stage, score_stage), sub in zip(plan.pcv, plan.pcv_subsets, strict=True):
-        model = copy.deepcopy(pretrained)
-        runner.train(train_stage, model, Subset(target.train, sub.fit_rows.tolist()), cfg)
+        absent = np.union1d(sub.pseudo_absent, np.asarray(split.absent))
+        pseudo = ClassSplit(
+            tuple(sub.pseudo_seen.tolist()), tuple(absent.tolist()), split.num_classes
+        )
+        fit = Subset(target.train, sub.fit_rows.tolist())
+        model = finetune_with_method(runner, train_stage, pretrained, method, fit, cfg, pseudo)
         scored = runner.extract(
             score_stage, model, Subset(target.train_eval, sub.heldout_rows.tolist())
         )
@@ -145,7 +155,7 @@ def _pseudo_splits(
                 labels=scored.labels.numpy(),
                 seen_classes=sub.pseudo_seen,
                 # γ goes to every column absent from this run's fine-tuning: pseudo-absent and U
-                absent_classes=np.union1d(sub.pseudo_absent, np.asarray(split.absent)),
+                absent_classes=absent,
             )
         )
     return splits
@@ -198,6 +208,7 @@ def run_pipeline(
     make_model: Callable[[], nn.Module],
     finetune: TrainConfig,
     run_dir: str | os.PathLike,
+    method: MethodConfig | None = None,
     calibration: CalibrationConfig | None = None,
     source: Domain | None = None,
     source_train: TrainConfig | None = None,
@@ -222,6 +233,7 @@ def run_pipeline(
         make_model: builds the (pre-trained or randomly initialised) model; called once, under
             ``torch.manual_seed(seed)``, unless ``model`` is given.
         finetune: training config of the fine-tuning on S.
+        method: how to fine-tune (default ``MethodConfig()``: ``full``, plain fine-tuning).
         run_dir: where everything is written; rerunning with the same directory resumes.
         calibration: the γ selectors to fit (default ``CalibrationConfig()``: alg, oracle).
         source: a source domain (all classes) to train on first, giving the "pre-trained" model.
@@ -253,6 +265,7 @@ def run_pipeline(
             f"the class split is for {split.num_classes} classes but {target.name} has {target.num_classes}"
         )
     calibration = CalibrationConfig() if calibration is None else calibration
+    method = MethodConfig() if method is None else method
     eval = EvalConfig() if eval is None else eval  # noqa: A001
     run_dir = Path(run_dir)
     device = resolve_device(device)
@@ -264,6 +277,7 @@ def run_pipeline(
         split=split,
         model_identity=model_identity(model),
         finetune=finetune,
+        method=method,
         calibration=calibration,
         eval_cfg=eval,
         source=source,
@@ -288,7 +302,7 @@ def run_pipeline(
             SourceCache(cache_dir) if cache_dir is not None else None,
         )
         results, ex = _execute(
-            runner, plan, model, target, split, finetune, calibration, source, source_train
+            runner, plan, model, target, split, finetune, method, calibration, source, source_train
         )
         results["meta"].update({"world_size": ctx.world_size, **(dict(meta) if meta else {})})
         if ctx.is_main:  # every rank computed the same results; one writes and prints them
@@ -304,12 +318,16 @@ def run_pipeline(
                 )
             if plan.history is not None:
                 _dynamics_figures(run_dir, title or target.name, eval.figures_pdf)
+            if "alpha" in ex:
+                plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
             print(format_table(results, title=title or target.name))
         distributed.barrier()  # the results exist when any rank returns
         return results
 
 
-def _execute(runner, plan, model, target, split, finetune, calibration, source, source_train):
+def _execute(
+    runner, plan, model, target, split, finetune, method, calibration, source, source_train
+):
     """The stages in order; returns the results (without the run's settings) and the logits."""
     if distributed.is_main():
         log.info(
@@ -320,17 +338,18 @@ def _execute(runner, plan, model, target, split, finetune, calibration, source, 
             len(split.absent),
         )
     pretrained = _pretrained(runner, plan, model, source, source_train)
-    finetuned = _finetuned(runner, plan, pretrained, target, split, finetune)
+    finetuned = _finetuned(runner, plan, pretrained, target, split, finetune, method)
+    start = prepared_pretrained(pretrained, method)  # the pre-trained row: where it starts
     datasets = [target.train_eval, target.test, target.train_eval, target.test]
     ex = {
-        tag: runner.extract(stage, pretrained if tag.startswith("pre") else finetuned, ds)
+        tag: runner.extract(stage, start if tag.startswith("pre") else finetuned, ds)
         for (tag, stage), ds in zip(plan.extracts.items(), datasets, strict=True)
     }
     pseudo = None
     if calibration.needs_pcv:
         assert calibration.pcv is not None
         pcv_cfg = calibration.pcv.finetune or finetune
-        pseudo = _pseudo_splits(runner, plan, pretrained, target, split, pcv_cfg)
+        pseudo = _pseudo_splits(runner, plan, pretrained, target, split, pcv_cfg, method)
     calibrators = {}
     for name in calibration.selectors:
         runner.store.record(plan.selectors[name])
@@ -345,7 +364,26 @@ def _execute(runner, plan, model, target, split, finetune, calibration, source, 
         if distributed.is_main():
             cal.save(runner.run_dir / "calibrators" / f"{name}.json")
         calibrators[name] = cal
-    return _results(ex, split, calibrators, target, runner.device, plan), ex
+    results = _results(ex, split, calibrators, target, runner.device, plan)
+    results["meta"]["method"] = method.name
+    results["meta"]["method_params"] = dict(method.params)
+    results["meta"]["uses_absent_data"] = method.spec.uses_absent_data
+    if plan.alpha:
+        subset = Subset(target.train, plan.finetune_rows.tolist())
+        by_alpha = alpha_tradeoff_logits(
+            runner,
+            plan.finetune,
+            plan.alpha,
+            pretrained,
+            method,
+            subset,
+            finetune,
+            split,
+            target.test,
+        )
+        results["alpha_tradeoff"] = alpha_results(by_alpha, ex, split)
+        ex["alpha"] = by_alpha
+    return results, ex
 
 
 def _dynamics_figures(run_dir: Path, title: str, pdf: bool) -> None:

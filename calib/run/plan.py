@@ -31,6 +31,7 @@ from .identity import identity_leaves
 from .schema import ConfigError, check_config
 from .sections import (
     build_calibration,
+    build_method,
     build_split,
     build_train_config,
     domain_from_config,
@@ -38,7 +39,7 @@ from .sections import (
     source_spec,
     wrap,
 )
-from .settings import CalibrationConfig, EvalConfig
+from .settings import CalibrationConfig, EvalConfig, MethodConfig
 from .stages import StageStore
 
 __all__ = ["ConfigError", "RunPlan", "build_plan", "build_split", "build_train_config"]
@@ -78,6 +79,7 @@ class RunPlan:
     make_model: Callable[[], nn.Module]
     finetune: TrainConfig
     calibration: CalibrationConfig
+    method: MethodConfig
     eval: EvalConfig
     source: Domain | None = None
     source_train: TrainConfig | None = None
@@ -105,6 +107,7 @@ class RunPlan:
             split=self.split,
             model_identity=model_identity(self._model()),
             finetune=self.finetune,
+            method=self.method,
             calibration=self.calibration,
             eval_cfg=self.eval,
             source=self.source,
@@ -130,6 +133,7 @@ class RunPlan:
             split=self.split,
             make_model=self.make_model,
             finetune=self.finetune,
+            method=self.method,
             run_dir=self.run_dir,
             calibration=self.calibration,
             source=self.source,
@@ -171,6 +175,7 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     target, source = _domains(cfg)
     split = build_split(section(cfg, "split"), target.num_classes)
     finetune, source_train = _train_configs(cfg, seed, with_source=source is not None)
+    method = build_method(section(cfg, "finetune"))
     calibration = build_calibration(section(cfg, "calibration"), finetune, seed)
     eval_cfg = wrap("eval", lambda: EvalConfig(**section(cfg, "eval")))
     make_model, model_name = _model_factory(section(cfg, "model"), target)
@@ -182,6 +187,7 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
         split=split,
         make_model=make_model,
         finetune=finetune,
+        method=method,
         calibration=calibration,
         eval=eval_cfg,
         source=source,
@@ -195,6 +201,7 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
             "seed": seed,
             "model": model_name,
             "optimizer": finetune.optimizer,
+            "method": method.name,
             "dataset": target.name,
             "source": None if source is None else source.name,
             "config": cfg,

@@ -68,12 +68,8 @@ def ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classe
 def plot_curves(
     results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from ..plotting import plot_seen_absent_curves, save_figure
+    """``curve.png``: the pre-trained and fine-tuned seen–absent curves, each selector's γ."""
+    from ..plotting import plot_seen_absent_curves, save_figure, wrap_title
 
     curves = {
         "pre-trained": seen_absent_curve(
@@ -81,11 +77,61 @@ def plot_curves(
         ),
         "fine-tuned": seen_absent_curve(ft_test.logits, ft_test.labels, split.seen, split.absent),
     }
+    labels = {f"γ {name} = {m['gamma']:+.2f}": name for name, m in results["calibrated"].items()}
     points = {
-        f"γ {name} = {m['gamma']:+.2f}": (m["acc_seen"], m["acc_absent"])
-        for name, m in results["calibrated"].items()
+        label: (results["calibrated"][name]["acc_seen"], results["calibrated"][name]["acc_absent"])
+        for label, name in labels.items()
     }
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    plot_seen_absent_curves(curves, points=points, ax=ax, title=title)
-    save_figure(fig, path)
-    plt.close(fig)
+    ax = plot_seen_absent_curves(
+        curves, points=points, selectors=labels, title=wrap_title(title, 60) if title else None
+    )
+    save_figure(ax.figure, path)
+
+
+def _alpha_curve(by_alpha, split: ClassSplit):
+    from ..methods import alpha_tradeoff
+
+    first = next(iter(by_alpha.values()))
+    logits = {a: e.logits for a, e in by_alpha.items()}
+    return alpha_tradeoff(logits, first.labels, split.seen, split.absent)
+
+
+def alpha_results(by_alpha, ex, split: ClassSplit) -> dict:
+    """WiSE-FT's α trade-off (``results["alpha_tradeoff"]``): Acc S/Y, U/Y, Y/Y per α at
+    γ = 0, the area under the α path, and the area under the fully fine-tuned (α = 1) model's γ
+    curve over the same Acc S/Y range — "fix the weights" against "fix the logits"."""
+    from ..methods.wise_ft import gamma_area_on_alpha_range
+
+    curve = _alpha_curve(by_alpha, split)
+    out = {
+        "alpha": [float(a) for a in curve.alpha],
+        "acc_seen": [float(v) for v in curve.acc_seen],
+        "acc_absent": [float(v) for v in curve.acc_absent],
+        "acc_all": [float(v) for v in curve.acc_all],
+        "area": float(curve.area),
+    }
+    end = by_alpha.get(1.0)
+    if end is not None:
+        gamma_curve = seen_absent_curve(end.logits, end.labels, split.seen, split.absent)
+        out["gamma_area_on_alpha_range"] = gamma_area_on_alpha_range(curve, gamma_curve)
+    return out
+
+
+def plot_alpha_tradeoff_figure(ex, split: ClassSplit, path: Path, title) -> None:
+    """The α path beside the γ curves of the pre-trained and the fully fine-tuned model."""
+    from ..figures.alpha_tradeoff import plot_alpha_tradeoff
+    from ..plotting import save_figure, wrap_title
+
+    by_alpha = ex["alpha"]
+    curves = {
+        "pre-trained": seen_absent_curve(
+            ex["pretrained_test"].logits, ex["pretrained_test"].labels, split.seen, split.absent
+        )
+    }
+    if 1.0 in by_alpha:
+        end = by_alpha[1.0]
+        curves["fine-tuned (α = 1)"] = seen_absent_curve(
+            end.logits, end.labels, split.seen, split.absent
+        )
+    ax = plot_alpha_tradeoff(_alpha_curve(by_alpha, split), curves, title=wrap_title(title, 60))
+    save_figure(ax.figure, path)

@@ -18,6 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,6 +129,20 @@ class Runner:
         self.store.record(stage)
         self._train(stage, self.run_dir / stage.name, model, dataset, cfg, loss_fn, on_epoch_end)
 
+    def train_in(
+        self,
+        stage: Stage,
+        run_dir: Path,
+        model: nn.Module,
+        dataset: Dataset,
+        cfg: TrainConfig,
+        loss_fn: LossFn | None = None,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> Any:
+        """One training call of ``stage`` (already recorded) in ``run_dir`` (a folder of the
+        stage: a method with several phases trains each in its own)."""
+        return self._train(stage, run_dir, model, dataset, cfg, loss_fn, on_epoch_end)
+
     def train_source(
         self, stage: Stage, model: nn.Module, dataset: Dataset, cfg: TrainConfig
     ) -> None:
@@ -140,8 +155,8 @@ class Runner:
             log.info("source model: %s", entry)
             self._train(stage, entry, model, dataset, cfg, None, None)
 
-    def _train(self, stage, run_dir, model, dataset, cfg, loss_fn, on_epoch_end) -> None:
-        train(
+    def _train(self, stage, run_dir, model, dataset, cfg, loss_fn, on_epoch_end) -> Any:
+        return train(
             model,
             dataset,
             cfg,

@@ -117,7 +117,12 @@ SCHEMA: dict[str, Any] = {
         "benchmark": _opt(_str()),
         "source": _opt(_str()),
     },
-    "finetune": {**_TRAIN, "lr_scale": _num(0, strict=True)},
+    "finetune": {
+        **_TRAIN,
+        "lr_scale": _num(0, strict=True),
+        "method": _str(),
+        "method_options": None,
+    },
     "source_train": {
         **_TRAIN,
         "optimizer": _str(),

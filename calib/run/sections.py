@@ -13,10 +13,11 @@ from typing import Any
 from ..data import DATASETS, ClassSplit, Domain
 from ..train import TrainConfig
 from .schema import ConfigError
-from .settings import CalibrationConfig, PCVConfig
+from .settings import CalibrationConfig, MethodConfig, PCVConfig
 
 __all__ = [
     "build_calibration",
+    "build_method",
     "build_split",
     "build_train_config",
     "domain_from_config",
@@ -144,6 +145,7 @@ def build_train_config(
     """
     s = dict(section)
     lr_scale = s.pop("lr_scale", 1.0)
+    s.pop("method", None), s.pop("method_options", None)  # how to train: build_method
     if optimizer is not None:
         opt = dict(optimizer)
         s.update(
@@ -181,6 +183,24 @@ def _scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
     return dataclasses.replace(cfg, lr=lr * scale, lr_head=lr_head * scale)
 
 
+def build_method(section: Mapping[str, Any]) -> MethodConfig:
+    """The fine-tuning method from ``finetune.method`` and ``finetune.method_options``."""
+    options = dict(section.get("method_options") or {})
+    return wrap(
+        "finetune.method",
+        lambda: MethodConfig(name=section.get("method", "full"), params=options),
+    )
+
+
+def _override(cfg: TrainConfig, override: Mapping[str, Any]) -> TrainConfig:
+    """``cfg`` with some fields replaced; another optimizer starts from its own defaults."""
+    fields = dataclasses.asdict(cfg)
+    if "optimizer" in override and override["optimizer"] != cfg.optimizer:
+        fields.update(lr=None, lr_head=None, weight_decay=None, momentum=None, optimizer_kwargs={})
+    fields.update(override)
+    return TrainConfig(**fields)
+
+
 def build_calibration(
     spec: Mapping[str, Any], finetune: TrainConfig, seed: int
 ) -> CalibrationConfig:
@@ -192,10 +212,7 @@ def build_calibration(
         ft_override = pcv_spec.pop("finetune", None)
         pcv_ft = None
         if ft_override:
-            pcv_ft = wrap(
-                "calibration.pcv.finetune",
-                lambda: dataclasses.replace(finetune, **dict(ft_override)),
-            )
+            pcv_ft = wrap("calibration.pcv.finetune", lambda: _override(finetune, ft_override))
         pcv_spec.setdefault("seed", seed)
         pcv = wrap("calibration.pcv", lambda: PCVConfig(**pcv_spec, finetune=pcv_ft))
     options = {k: dict(v or {}) for k, v in (spec.pop("options", None) or {}).items()}

@@ -14,7 +14,7 @@ from typing import Any
 from ..selectors import SELECTORS
 from ..train import TrainConfig
 
-__all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig"]
+__all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig", "MethodConfig"]
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -141,3 +141,35 @@ class EvalConfig:
             raise ValueError(f"eval.figures_pdf must be true or false, got {self.figures_pdf!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"eval.amp must be true or false, got {self.amp!r}")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """How the model is fine-tuned: a :data:`calib.methods.METHODS` key and its parameters.
+
+    Attributes:
+        name: the method (``full``, ``frozen_head``, ``linear_probe``, ``lp_ft``, ``wise_ft``,
+            ``distill_absent``, ``lora``, ``oracle_all`` or a registered one).
+        params: the method's parameters; the declared defaults fill the rest (validated).
+    """
+
+    name: str = "full"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..methods import METHODS
+
+        spec = METHODS.get(self.name)  # unknown key -> KeyError listing the known ones
+        if not isinstance(self.params, Mapping):
+            raise ValueError(f"finetune.method_options must be a mapping, got {self.params!r}")
+        try:
+            checked = spec.check_params(dict(self.params))
+        except ValueError as err:
+            raise ValueError(f"finetune.method_options: {err}") from None
+        object.__setattr__(self, "params", checked)
+
+    @property
+    def spec(self):
+        from ..methods import METHODS
+
+        return METHODS.get(self.name)

@@ -25,8 +25,8 @@ from torch.utils.data import Dataset, Subset
 from ..data import ClassSplit, Domain, dataset_targets
 from ..selectors import SELECTORS
 from ..train import TrainConfig
-from .identity import dataset_fingerprint
-from .settings import CalibrationConfig, EvalConfig, PCVConfig
+from .identity import dataset_fingerprint, digest
+from .settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
 from .stages import Stage
 
 __all__ = ["STAGE_SECTIONS", "StagePlan", "PCVSubset", "plan_stages", "pcv_subsets", "sections"]
@@ -59,8 +59,13 @@ class PCVSubset:
     heldout_rows: np.ndarray  # indices: held-out samples of every S class
 
 
-def pcv_subsets(labels: np.ndarray, split: ClassSplit, pcv: PCVConfig) -> list[PCVSubset]:
+def pcv_subsets(
+    labels: np.ndarray, split: ClassSplit, pcv: PCVConfig, with_absent: bool = False
+) -> list[PCVSubset]:
     """The k pseudo splits of S (split j drawn from ``seed + j``); no U sample is used.
+
+    ``with_absent``: the method trains on its absent classes too (``oracle_all``), so a pseudo
+    run trains on the pseudo-seen and pseudo-absent samples that are not held out.
 
     Raises:
         ValueError: fewer than 2 seen classes have training samples.
@@ -84,7 +89,7 @@ def pcv_subsets(labels: np.ndarray, split: ClassSplit, pcv: PCVConfig) -> list[P
             if idx.size >= 2:
                 n_out = min(max(1, n_out), idx.size - 1)
             heldout[rng.choice(idx, size=n_out, replace=False)] = True
-        fit = ~heldout & np.isin(labels, pseudo_seen)
+        fit = ~heldout & np.isin(labels, seen if with_absent else pseudo_seen)
         out.append(
             PCVSubset(pseudo_seen, pseudo_absent, np.flatnonzero(fit), np.flatnonzero(heldout))
         )
@@ -102,7 +107,8 @@ class StagePlan:
     pcv: list[tuple[Stage, Stage]] = field(default_factory=list)  # (training, held-out scores)
     pcv_subsets: list[PCVSubset] = field(default_factory=list)
     selectors: dict[str, Stage] = field(default_factory=dict)
-    finetune_rows: np.ndarray | None = None  # target train rows of S
+    finetune_rows: np.ndarray | None = None  # target train rows the method trains on
+    alpha: dict[float, Stage] = field(default_factory=dict)  # WiSE-FT: test logits per α
 
     def all(self) -> list[Stage]:
         stages = [self.pretrained, self.finetune, *self.extracts.values()]
@@ -110,7 +116,7 @@ class StagePlan:
             stages.append(self.history)
         for train_stage, score_stage in self.pcv:
             stages += [train_stage, score_stage]
-        return stages + list(self.selectors.values())
+        return stages + list(self.selectors.values()) + list(self.alpha.values())
 
     def keys(self) -> dict[str, str]:
         """``{stage name: key}`` of every stage."""
@@ -121,6 +127,18 @@ def _train_identity(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     return {
         "settings": cfg.settings(dataset_size=len(dataset)),
         "data": dataset_fingerprint(dataset),
+    }
+
+
+def _alpha_stages(method: MethodConfig, finetuned: Stage, test: Dataset, extract_stage) -> dict:
+    """WiSE-FT's α trade-off: one test extraction per α of ``alpha_grid``."""
+    if "alpha_grid" not in method.params:
+        return {}
+    return {
+        float(a): extract_stage(
+            f"alpha_{float(a):.4g}_test", digest({"finetune": finetuned.key, "alpha": a}), test
+        )
+        for a in method.params["alpha_grid"]
     }
 
 
@@ -181,6 +199,7 @@ def plan_stages(
     split: ClassSplit,
     model_identity: Mapping[str, Any],
     finetune: TrainConfig,
+    method: MethodConfig | None = None,
     calibration: CalibrationConfig,
     eval_cfg: EvalConfig,
     source: Domain | None = None,
@@ -196,6 +215,8 @@ def plan_stages(
         config_leaves: the run's identity leaves (:func:`calib.run.identity.identity_leaves`).
     """
     leaves = dict(config_leaves or {})
+    method = method or MethodConfig()
+    method_id = {"name": method.name, "params": dict(method.params)}
 
     def own(kind: str) -> dict[str, Any]:
         return sections(leaves, STAGE_SECTIONS[kind])
@@ -215,34 +236,39 @@ def plan_stages(
         pretrained = Stage("pretrained", {"stage": "pretrained", **base})
 
     labels = dataset_targets(target.train)
-    rows = np.flatnonzero(np.isin(labels, split.seen))
+    uses_absent = method.spec.data == "seen+absent"
+    rows = np.flatnonzero(np.isin(labels, split.seen + split.absent if uses_absent else split.seen))
     ft_set = Subset(target.train, rows.tolist())
     finetuned = Stage(
         "finetune",
         {
             "stage": "finetune",
             "from": pretrained.key,
+            "method": method_id,
             "split": split_id,
             "config": own("finetune"),
             **_train_identity(finetune, ft_set),
         },
     )
 
-    def extract_stage(tag: str, model: Stage, dataset: Dataset) -> Stage:
+    def extract_stage(tag: str, model: Stage | str, dataset: Dataset) -> Stage:
         return Stage(
             f"extract/{tag}",
             {
                 "stage": "extract",
-                "model": model.key,
+                "model": model if isinstance(model, str) else model.key,
                 "data": dataset_fingerprint(dataset),
                 "amp": eval_cfg.amp,
                 "config": own("extract"),
             },
         )
 
+    # the pre-trained row is the model the method starts from (e.g. with a cosine head)
+    head = {k: v for k, v in method.params.items() if k.startswith("head")}
+    start = digest({"pretrained": pretrained.key, "head": head})
     extracts = {
-        "pretrained_train": extract_stage("pretrained_train", pretrained, target.train_eval),
-        "pretrained_test": extract_stage("pretrained_test", pretrained, target.test),
+        "pretrained_train": extract_stage("pretrained_train", start, target.train_eval),
+        "pretrained_test": extract_stage("pretrained_test", start, target.test),
         "finetuned_train": extract_stage("finetuned_train", finetuned, target.train_eval),
         "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
     }
@@ -264,16 +290,19 @@ def plan_stages(
     pcv_stages, subsets = [], []
     if calibration.needs_pcv:
         assert calibration.pcv is not None
-        subsets = pcv_subsets(labels, split, calibration.pcv)
+        subsets = pcv_subsets(labels, split, calibration.pcv, with_absent=uses_absent)
         pcv_stages = _pcv_stages(
             target,
             calibration.pcv,
             calibration.pcv.finetune or finetune,
             subsets,
             pretrained,
-            split_id,
+            {**split_id, "method": method_id},
             own("pcv"),
             extract_stage,
         )
     selectors = _selector_stages(calibration, extracts, pcv_stages, split_id, own("selector"))
-    return StagePlan(pretrained, finetuned, extracts, history, pcv_stages, subsets, selectors, rows)
+    alpha = _alpha_stages(method, finetuned, target.test, extract_stage)
+    return StagePlan(
+        pretrained, finetuned, extracts, history, pcv_stages, subsets, selectors, rows, alpha
+    )
