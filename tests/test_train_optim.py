@@ -63,7 +63,8 @@ def test_each_optimizer_builds_and_steps(name):
 def test_registry_defaults_are_applied(name):
     spec = OPTIMIZERS.get(name)
     groups = _groups(create_optimizer(name, make_model()))
-    assert {g["lr"] for g in groups.values()} == {spec.lr}
+    assert groups["backbone"]["lr"] == groups["backbone_no_decay"]["lr"] == spec.lr
+    assert groups["head"]["lr"] == groups["head_no_decay"]["lr"] == spec.lr_head
     assert groups["backbone"]["weight_decay"] == groups["head"]["weight_decay"] == spec.weight_decay
     if spec.has_momentum:
         assert groups["backbone"]["momentum"] == spec.momentum
@@ -94,6 +95,16 @@ def test_head_and_backbone_get_their_own_lr():
 def test_lr_head_defaults_to_lr():
     groups = _groups(create_optimizer("adam", make_model(), lr=3e-4))
     assert {g["lr"] for g in groups.values()} == {3e-4}
+
+
+def test_lr_head_alone_keeps_the_registry_backbone_lr():
+    groups = _groups(create_optimizer("sgd", make_model(), lr_head=0.2))
+    assert groups["backbone"]["lr"] == OPTIMIZERS.get("sgd").lr and groups["head"]["lr"] == 0.2
+
+
+def test_sgd_without_momentum_drops_the_registry_nesterov():
+    sgd = create_optimizer("sgd", make_model(), momentum=0.0).param_groups[0]
+    assert sgd["momentum"] == 0.0 and sgd["nesterov"] is False
 
 
 def test_biases_and_norm_parameters_get_no_weight_decay():
