@@ -132,3 +132,14 @@ def test_mnist5k_reader_refuses_a_missing_value(tmp_path):
     good.write_text("0,1,2\n3,4,5\n")
     x, y = read_mnist5k_csv(good)
     assert x.tolist() == [[0.0, 1.0], [3.0, 4.0]] and y.tolist() == [2, 5]
+
+
+def test_digits_reader_equals_sklearns_load_digits():
+    from sklearn.datasets import load_digits
+
+    from calib.data.digits import read_sklearn_digits
+
+    bunch = load_digits()
+    images, target = read_sklearn_digits()
+    assert (images.dtype, target.dtype) == (bunch.images.dtype, bunch.target.dtype)
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
