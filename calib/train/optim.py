@@ -1,7 +1,8 @@
 """Optimizers by name, with fine-tuning defaults and separate head / backbone learning rates.
 
-Each :data:`OPTIMIZERS` entry is an :class:`OptimizerSpec`: the timm optimizer it builds
-(``timm.optim.create_optimizer_v2(opt=...)``) and every default used when the caller leaves a
+Each :data:`OPTIMIZERS` entry is an :class:`OptimizerSpec`: the optimizer it builds (a
+``torch.optim`` class directly, exactly as ``timm.optim.create_optimizer_v2(opt=...)`` would
+build it, or timm's own for AdaBelief) and every default used when the caller leaves a
 value out (backbone lr, head lr, weight decay, momentum, further constructor arguments). This
 registry is the one place those numbers live: ``TrainConfig`` resolves its ``None`` fields to
 them (:func:`resolve_optimizer_settings`) and ``conf/optimizer/*.yaml`` leave them ``null``.
@@ -79,6 +80,10 @@ class OptimizerSpec:
 
     Attributes:
         timm_name: the ``opt=`` name for ``timm.optim.create_optimizer_v2``.
+        torch_class: the ``torch.optim`` class that timm name builds, when it is one: built
+            directly then (``cls(groups, lr=lr, weight_decay=0.0, **kwargs)``, what timm calls),
+            which spares importing timm and, through it, torchvision (~3 s). ``kwargs`` must
+            then hold every default timm would add (e.g. adagrad's ``eps=1e-8``).
         lr: default learning rate of the backbone.
         lr_head: default learning rate of the head; ``None`` at construction = ``lr``.
         weight_decay: default weight decay (L2 for the coupled optimizers, decoupled for AdamW).
@@ -93,6 +98,7 @@ class OptimizerSpec:
 
     timm_name: str
     _: KW_ONLY
+    torch_class: str | None = None
     lr: float
     lr_head: float | None = None
     weight_decay: float = 0.0
@@ -101,6 +107,12 @@ class OptimizerSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.torch_class is not None and not isinstance(
+            getattr(torch.optim, self.torch_class, None), type
+        ):
+            raise ValueError(
+                f"OptimizerSpec.torch_class must name a torch.optim class, got {self.torch_class!r}"
+            )
         _check_positive("OptimizerSpec.lr", self.lr)
         if self.lr_head is None:
             object.__setattr__(self, "lr_head", self.lr)
@@ -129,6 +141,7 @@ OPTIMIZERS.register(
     "sgd",
     OptimizerSpec(
         "sgd",
+        torch_class="SGD",
         lr=1e-4,
         lr_head=1e-3,
         weight_decay=5e-4,
@@ -139,14 +152,21 @@ OPTIMIZERS.register(
 )
 OPTIMIZERS.register(
     "adam",
-    OptimizerSpec("adam", lr=1e-5, lr_head=1e-4, description="Adam (L2 weight decay)"),
+    OptimizerSpec(
+        "adam", torch_class="Adam", lr=1e-5, lr_head=1e-4, description="Adam (L2 weight decay)"
+    ),
 )
 # AdamW's decay is decoupled and multiplied by lr each step (1e-5 * 1e-2 = 1e-7 per step), so
 # its coefficient is on a different scale from the L2 ones.
 OPTIMIZERS.register(
     "adamw",
     OptimizerSpec(
-        "adamw", lr=1e-5, lr_head=1e-4, weight_decay=1e-2, description="AdamW (decoupled decay)"
+        "adamw",
+        torch_class="AdamW",
+        lr=1e-5,
+        lr_head=1e-4,
+        weight_decay=1e-2,
+        description="AdamW (decoupled decay)",
     ),
 )
 OPTIMIZERS.register(
@@ -162,16 +182,29 @@ OPTIMIZERS.register(
 OPTIMIZERS.register(
     "adadelta",
     OptimizerSpec(
-        "adadelta", lr=1e-1, lr_head=1.0, description="Adadelta (lr scales its own step)"
+        "adadelta",
+        torch_class="Adadelta",
+        lr=1e-1,
+        lr_head=1.0,
+        description="Adadelta (lr scales its own step)",
     ),
 )
 OPTIMIZERS.register(
-    "adagrad", OptimizerSpec("adagrad", lr=1e-4, lr_head=1e-3, description="AdaGrad")
+    "adagrad",
+    OptimizerSpec(
+        "adagrad",
+        torch_class="Adagrad",
+        lr=1e-4,
+        lr_head=1e-3,
+        kwargs={"eps": 1e-8},  # timm's default for adagrad (torch's is 1e-10)
+        description="AdaGrad",
+    ),
 )
 OPTIMIZERS.register(
     "rmsprop",
     OptimizerSpec(
         "rmsprop",
+        torch_class="RMSprop",
         lr=1e-5,
         lr_head=1e-4,
         momentum=0.0,
@@ -307,8 +340,6 @@ def create_optimizer(
         ValueError: lr or lr_head not > 0, weight_decay < 0, momentum outside [0, 1) or given
             to an optimizer without one, or a model with no trainable parameters.
     """
-    from timm.optim import create_optimizer_v2  # heavy import, only when building
-
     spec = OPTIMIZERS.get(name)  # an unknown name fails first, listing the known ones
     for reserved in RESERVED_KWARGS:
         if reserved in kwargs:
@@ -343,6 +374,11 @@ def create_optimizer(
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
 
     try:
+        if spec.torch_class is not None:
+            cls = getattr(torch.optim, spec.torch_class)
+            return cls(groups, lr=lr, weight_decay=0.0, **options)
+        from timm.optim import create_optimizer_v2  # heavy: imports torchvision
+
         return create_optimizer_v2(groups, opt=spec.timm_name, lr=lr, **options)
     except TypeError as err:
         raise TypeError(
