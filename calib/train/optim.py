@@ -306,6 +306,25 @@ def split_parameters(
     return groups
 
 
+def _param_groups(
+    model: nn.Module, head_name: str | None, lr: float, lr_head: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """The non-empty groups of :func:`split_parameters` with their lr and weight decay."""
+    groups = [
+        {
+            "name": group_name,
+            "params": params,
+            "lr": lr_head if group_name.startswith("head") else lr,
+            "weight_decay": 0.0 if group_name.endswith("no_decay") else weight_decay,
+        }
+        for group_name, params in split_parameters(model, head_name).items()
+        if params
+    ]
+    if not groups:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    return groups
+
+
 def create_optimizer(
     name: str,
     model: nn.Module,
@@ -359,20 +378,7 @@ def create_optimizer(
     if resolved["momentum"] is not None:
         options["momentum"] = resolved["momentum"]
 
-    groups = []
-    for group_name, params in split_parameters(model, head_name).items():
-        if params:
-            groups.append(
-                {
-                    "name": group_name,
-                    "params": params,
-                    "lr": lr_head if group_name.startswith("head") else lr,
-                    "weight_decay": 0.0 if group_name.endswith("no_decay") else weight_decay,
-                }
-            )
-    if not groups:
-        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-
+    groups = _param_groups(model, head_name, lr, lr_head, weight_decay)
     try:
         if spec.torch_class is not None:
             cls = getattr(torch.optim, spec.torch_class)
