@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 HEAVY = ("torchvision", "torch._dynamo", "timm", "open_clip", "sklearn", "mlxtend", "hydra")
@@ -20,6 +22,7 @@ HEAVY = ("torchvision", "torch._dynamo", "timm", "open_clip", "sklearn", "mlxten
 AFTER_TRAINING = tuple(m for m in HEAVY if m not in ("torch._dynamo", "mlxtend"))
 
 
+@pytest.mark.slow  # a fresh interpreter: ~3 s idle, 10 s under load
 def test_import_digits_domain_and_training_load_no_heavy_module():
     code = (
         "import sys, calib.data, calib.models, calib.train, calib.data.transforms\n"
