@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tests.helpers_train import make_dataset, make_model
 from torch.utils.data import TensorDataset
 
 from calib.data import ClassSplit
 from calib.methods import METHODS, FinetuneContext
 from calib.methods.parts import state_copy
 from calib.train import TrainConfig, train
+from tests.helpers_train import make_dataset, make_model
 
 SPLIT = ClassSplit(seen=(0, 1, 2), absent=(3, 4), num_classes=5)
 

@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from calib.config import build_plan
 from calib.data import ClassSplit, make_fake_root, vtab_class_names, vtab_class_split
 from calib.run import sections
+from calib.train import TrainConfig
 from tests.helpers_paper import (
     benchmark_kind,
     compose_config,
@@ -92,6 +93,19 @@ def test_experiment_builds(experiment, fake_roots, tmp_path):
     assert plan.make_model().head.out_features == plan.target.num_classes
 
 
+def _finetune_optimizer(cfg: dict) -> TrainConfig:
+    """The optimizer settings the composed ``optimizer`` group trains with (nulls = registry)."""
+    opt = cfg["optimizer"]
+    return TrainConfig(
+        optimizer=opt["name"],
+        lr=opt["lr"],
+        lr_head=opt["lr_head"],
+        weight_decay=opt["weight_decay"],
+        momentum=opt["momentum"],
+        optimizer_kwargs=opt["kwargs"],
+    )
+
+
 @pytest.mark.parametrize("experiment", sorted(OFFICE_HOME_PAIRS))
 def test_office_home_released_defaults(experiment):
     cfg = compose_experiment(experiment)
@@ -104,14 +118,9 @@ def test_office_home_released_defaults(experiment):
     split = ClassSplit.from_benchmark("office_home", source)
     assert (len(split.seen), len(split.absent)) == (30, 35)
     assert cfg["model"]["name"] == "resnet50.tv_in1k" and cfg["model"]["pretrained"] is True
-    opt = cfg["optimizer"]
-    assert (opt["name"], opt["lr"], opt["lr_head"], opt["weight_decay"]) == (
-        "sgd",
-        1e-4,
-        1e-3,
-        5e-4,
-    )
-    assert opt["momentum"] == 0.9 and opt["kwargs"] == {"nesterov": True}
+    opt = _finetune_optimizer(cfg)
+    assert (opt.optimizer, opt.lr, opt.lr_head, opt.weight_decay) == ("sgd", 1e-4, 1e-3, 5e-4)
+    assert opt.momentum == 0.9 and opt.optimizer_kwargs == {"nesterov": True}
     assert cfg["scheduler"]["name"] == "cosine"
     ft = cfg["finetune"]
     assert (ft["epochs"], ft["iters_per_epoch"], ft["batch_size"], ft["lr_scale"]) == (
@@ -143,13 +152,8 @@ def test_imagenet_released_defaults(experiment):
     if experiment == "imagenet_r":  # U = exactly the absent R classes; 800 columns in neither
         assert len(split.other) == 800
     assert cfg["model"]["name"] == "resnet50.tv_in1k" and cfg["model"]["pretrained"] is True
-    opt = cfg["optimizer"]
-    assert (opt["name"], opt["lr"], opt["lr_head"], opt["weight_decay"]) == (
-        "sgd",
-        1e-4,
-        1e-3,
-        1e-4,
-    )
+    opt = _finetune_optimizer(cfg)
+    assert (opt.optimizer, opt.lr, opt.lr_head, opt.weight_decay) == ("sgd", 1e-4, 1e-3, 1e-4)
     ft = cfg["finetune"]
     assert (ft["epochs"], ft["iters_per_epoch"], ft["batch_size"]) == (50, 500, 64)
 

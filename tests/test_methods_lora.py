@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers_methods import SPLIT, labelled, make_context, pretrained, same_state
 
 from calib.methods import METHODS
 from calib.methods.lora import default_lora_targets, resolve_lora_targets
 from calib.methods.parts import state_copy
+from tests.helpers_methods import SPLIT, labelled, make_context, pretrained, same_state
 
 pytest.importorskip("peft")
 

@@ -6,8 +6,6 @@ import re
 
 import pytest
 import torch
-from tests.helpers_methods import SPLIT, dataset, make_context, pretrained
-from tests.helpers_train import make_model
 
 from calib.methods import (
     DATA_KINDS,
@@ -18,6 +16,8 @@ from calib.methods import (
     register_method,
 )
 from calib.methods.params import integer
+from tests.helpers_methods import SPLIT, dataset, make_context, pretrained
+from tests.helpers_train import make_model
 
 PAPER_KEYS = {
     "full",

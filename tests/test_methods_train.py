@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from calib.methods import METHODS, interpolate_state
+from calib.methods.parts import state_copy
 from tests.helpers_methods import (
     CONFIG,
     SPLIT,
@@ -15,9 +18,6 @@ from tests.helpers_methods import (
     runnable_methods,
     same_state,
 )
-
-from calib.methods import METHODS, interpolate_state
-from calib.methods.parts import state_copy
 
 pytest.importorskip("timm")  # calib.train builds its optimizers with timm
 
@@ -98,9 +98,8 @@ def test_linear_probe_head_is_fitted_on_the_eval_features(tmp_path):
     # With the backbone frozen in eval mode, the probe sees the fixed features f = backbone(x)
     # in eval mode: training the head alone on those features (a plain Linear, same optimizer,
     # same batches) gives the same head.
-    from tests.helpers_train import TinyNet
-
     from calib.train import TrainConfig, train
+    from tests.helpers_train import TinyNet
 
     pre = pretrained()
     with torch.no_grad():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from calib.models import (
     CLIP_CONFIGS,
     DEFAULT_TEMPLATES,
+    clear_zero_shot_cache,
     create_clip_zero_shot,
     create_model,
     load_clip,
@@ -119,3 +120,76 @@ def test_missing_open_clip_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # makes `import open_clip` fail
     with pytest.raises(ImportError, match=r"pip install calib\[clip\]"):
         load_clip("tiny-clip")
+
+
+@pytest.fixture
+def count_text_encodings(monkeypatch):
+    """Counts prompts through CLIP's text tower; starts from an empty embedding cache."""
+    import open_clip
+
+    clear_zero_shot_cache()
+    calls = []
+    original = open_clip.CLIP.encode_text
+
+    def counting(self, text, *args, **kwargs):
+        calls.append(len(text))
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(open_clip.CLIP, "encode_text", counting)
+    yield calls
+    clear_zero_shot_cache()
+
+
+def _build(seed=0, names=NAMES, templates=TEMPLATES, **kwargs):
+    torch.manual_seed(seed)  # the seed fixes tiny-clip's random weights
+    return create_clip_zero_shot("tiny-clip", None, names, templates, **kwargs)
+
+
+def test_a_second_build_reuses_the_text_embeddings(count_text_encodings):
+    first = _build()
+    assert sum(count_text_encodings) == len(NAMES) * len(TEMPLATES)
+    count_text_encodings.clear()
+    torch.manual_seed(0)
+    second = create_model(
+        "clip_zero_shot", len(NAMES), class_names=NAMES, templates=TEMPLATES, clip_model="tiny-clip"
+    )
+    assert count_text_encodings == []  # the text encoder did not run
+    assert torch.equal(second.head.weight, first.head.weight)
+    with torch.no_grad():  # the cached copy is not the head's storage: training cannot reach it
+        first.head.weight.zero_()
+    assert torch.equal(_build().head.weight, second.head.weight)
+    assert count_text_encodings == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"names": ["airplane", "cat", "ship", "toad"]},
+        {"names": list(reversed(NAMES))},
+        {"templates": ["a photo of a {}.", "a blurry photo of the {}."]},
+        {"templates": ["a photo of a {}.", "a blurry photo of the {}.", lambda c: f"a {c}"]},
+        {"seed": 1},  # other weights
+    ],
+)
+def test_other_names_templates_or_weights_encode_afresh(count_text_encodings, change):
+    base = _build()
+    count_text_encodings.clear()
+    other = _build(**change)
+    assert sum(count_text_encodings) > 0  # encoded again, not served from the cache
+    assert not torch.equal(other.head.weight, base.head.weight)
+
+
+def test_changed_text_weights_under_the_same_name_encode_afresh(count_text_encodings, tmp_path):
+    torch.manual_seed(0)
+    clip, _, _ = load_clip("tiny-clip")
+    path = tmp_path / "tiny.pt"
+    torch.save(clip.state_dict(), path)
+    first = create_clip_zero_shot(CLIP_CONFIGS["tiny-clip"], path, NAMES, TEMPLATES)
+    with torch.no_grad():
+        clip.ln_final.weight.mul_(2.0)  # a text-tower weight changes, the file name does not
+        clip.ln_final.bias.add_(0.1)
+    torch.save(clip.state_dict(), path)
+    count_text_encodings.clear()
+    second = create_clip_zero_shot(CLIP_CONFIGS["tiny-clip"], path, NAMES, TEMPLATES)
+    assert sum(count_text_encodings) > 0
+    assert not torch.equal(first.head.weight, second.head.weight)

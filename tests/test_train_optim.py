@@ -63,7 +63,8 @@ def test_each_optimizer_builds_and_steps(name):
 def test_registry_defaults_are_applied(name):
     spec = OPTIMIZERS.get(name)
     groups = _groups(create_optimizer(name, make_model()))
-    assert {g["lr"] for g in groups.values()} == {spec.lr}
+    assert groups["backbone"]["lr"] == groups["backbone_no_decay"]["lr"] == spec.lr
+    assert groups["head"]["lr"] == groups["head_no_decay"]["lr"] == spec.lr_head
     assert groups["backbone"]["weight_decay"] == groups["head"]["weight_decay"] == spec.weight_decay
     if spec.has_momentum:
         assert groups["backbone"]["momentum"] == spec.momentum
@@ -94,6 +95,16 @@ def test_head_and_backbone_get_their_own_lr():
 def test_lr_head_defaults_to_lr():
     groups = _groups(create_optimizer("adam", make_model(), lr=3e-4))
     assert {g["lr"] for g in groups.values()} == {3e-4}
+
+
+def test_lr_head_alone_keeps_the_registry_backbone_lr():
+    groups = _groups(create_optimizer("sgd", make_model(), lr_head=0.2))
+    assert groups["backbone"]["lr"] == OPTIMIZERS.get("sgd").lr and groups["head"]["lr"] == 0.2
+
+
+def test_sgd_without_momentum_drops_the_registry_nesterov():
+    sgd = create_optimizer("sgd", make_model(), momentum=0.0).param_groups[0]
+    assert sgd["momentum"] == 0.0 and sgd["nesterov"] is False
 
 
 def test_biases_and_norm_parameters_get_no_weight_decay():
@@ -252,3 +263,59 @@ def test_negative_min_lr_and_unknown_schedule_are_rejected():
         create_scheduler("cosine", opt, 10, min_lr=-1.0)
     with pytest.raises(KeyError, match="unknown scheduler 'step'"):
         create_scheduler("step", opt, 10)
+
+
+def _state(opt) -> tuple:
+    groups = [{**g, "params": [id(p) for p in g["params"]]} for g in opt.param_groups]
+    return type(opt), dict(opt.defaults), groups
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("sgd", {}),
+        ("sgd", {"momentum": 0.0}),
+        ("sgd", {"lr": 0.1, "nesterov": False, "dampening": 0.1}),
+        ("adam", {}),
+        ("adam", {"betas": (0.8, 0.9), "eps": 1e-6, "amsgrad": True}),
+        ("adamw", {"weight_decay": 0.1}),
+        ("adadelta", {"rho": 0.8}),
+        ("adagrad", {}),
+        ("adagrad", {"lr_decay": 0.01}),
+        ("rmsprop", {}),
+        ("rmsprop", {"momentum": 0.5, "centered": True}),
+    ],
+)
+def test_torch_optimizers_are_built_exactly_as_timm_builds_them(name, kwargs, monkeypatch):
+    """Built without importing timm, yet the same class, defaults and groups as through timm."""
+    from timm.optim import create_optimizer_v2
+
+    from calib.train import optim
+
+    spec = OPTIMIZERS.get(name)
+    assert spec.torch_class is not None
+    model = make_model()
+    direct = create_optimizer(name, model, **kwargs)
+    via_timm = optim.OptimizerSpec(
+        spec.timm_name,
+        lr=spec.lr,
+        lr_head=spec.lr_head,
+        weight_decay=spec.weight_decay,
+        momentum=spec.momentum,
+        kwargs=spec.kwargs,
+    )  # the same spec without torch_class: built by create_optimizer_v2
+    monkeypatch.setitem(OPTIMIZERS._items, name, via_timm)
+    built = []
+
+    def spy(*args, **kw):
+        built.append(create_optimizer_v2(*args, **kw))
+        return built[-1]
+
+    monkeypatch.setattr("timm.optim.create_optimizer_v2", spy)
+    reference = create_optimizer(name, model, **kwargs)
+    assert built, "the reference must come from timm"
+    assert _state(direct) == _state(reference)
+
+
+def test_only_adabelief_needs_timm():
+    assert [k for k in OPTIMIZERS.names() if OPTIMIZERS.get(k).torch_class is None] == ["adabelief"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torchvision import transforms as T
-
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transform"]
 
 #: The ImageNet channel statistics (RGB, for inputs scaled to [0, 1]) of torchvision/timm ResNets.
@@ -31,6 +29,9 @@ def build_transform(
         raise ValueError(f"size must be ≥ 1, got {size}")
     if len(mean) != len(std) or any(s <= 0 for s in std):
         raise ValueError(f"mean and std must have the same length and std > 0, got {mean}, {std}")
+    # imported here: torchvision pulls in torchvision.models and torch._dynamo (~3 s)
+    from torchvision import transforms as T
+
     finish = [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
     if train:
         return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *finish])

@@ -1,7 +1,10 @@
 """Hyperparameters of one training run: :class:`TrainConfig`, validated at construction.
 
-:meth:`TrainConfig.settings` is what a run is fingerprinted by (checkpoints refuse to resume
-under other settings); the fields that change speed but not the numbers are left out of it.
+The optimizer fields left ``None`` are resolved at construction to the defaults of the
+optimizer's :data:`~calib.train.optim.OPTIMIZERS` entry, the one place those numbers live
+(:func:`~calib.train.optim.resolve_optimizer_settings`), so a config holds the numbers it trains
+with. :meth:`TrainConfig.settings` is what a run is fingerprinted by (checkpoints refuse to
+resume under other settings); the fields that change speed but not the numbers are left out.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ import json
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .optim import OPTIMIZERS, check_momentum
+from .optim import OPTIMIZERS, check_momentum, resolve_optimizer_settings
 from .schedule import SCHEDULERS
 
 __all__ = ["TrainConfig", "AMP_MODES", "NOT_FINGERPRINTED"]
@@ -38,14 +41,21 @@ def _is_real(value: Any) -> bool:
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters of one training run; validated at construction (``ValueError``).
+    """Hyperparameters of one training run; validated and resolved at construction.
+
+    The optimizer fields given as ``None`` hold the registry's defaults after construction:
+    ``TrainConfig(optimizer="sgd").lr_head`` is ``OPTIMIZERS.get("sgd").lr_head``. Since the
+    resolved numbers are fields, build a new config (not ``dataclasses.replace``) to change
+    ``optimizer``: a replaced config keeps the old optimizer's numbers and kwargs.
 
     Attributes:
         optimizer: an :data:`~calib.train.optim.OPTIMIZERS` key.
-        lr: backbone learning rate; ``None`` = the optimizer's default.
-        lr_head: head learning rate; ``None`` = ``lr``.
+        lr: backbone learning rate; ``None`` = the optimizer's default ``spec.lr``.
+        lr_head: head learning rate; ``None`` = the optimizer's ``spec.lr_head`` when ``lr`` is
+            ``None`` too, else ``lr`` (one given lr is one lr for the whole model).
         weight_decay: ``None`` = the optimizer's default (never applied to biases and norms).
-        momentum: for sgd / rmsprop; ``None`` = the optimizer's default.
+        momentum: for sgd / rmsprop; ``None`` = the optimizer's default (stays ``None`` for the
+            optimizers without momentum).
         epochs: number of epochs (checkpoint and log line after each).
         iters_per_epoch: iterations per epoch; ``None`` = one pass over the data in full
             batches (the remainder, < batch_size samples, is left out of that epoch).
@@ -60,7 +70,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         grad_clip: max global gradient norm; ``None`` = no clipping.
         label_smoothing: cross-entropy label smoothing in [0, 1).
-        optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...).
+        optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...),
+            merged over the optimizer's default kwargs (e.g. sgd's ``nesterov=True``).
         sync_batchnorm: in a multi-process run, convert BatchNorm layers to
             ``torch.nn.SyncBatchNorm`` for the run (statistics over the global batch, as in one
             process; CUDA only); restored to the original layers afterwards. No effect in one
@@ -91,6 +102,32 @@ class TrainConfig:
         if isinstance(self.optimizer_kwargs, Mapping):
             self.optimizer_kwargs = dict(self.optimizer_kwargs)
         self.validate()
+        self._resolve_optimizer_defaults()
+
+    def _resolve_optimizer_defaults(self) -> None:
+        resolved = resolve_optimizer_settings(
+            self.optimizer,
+            lr=self.lr,
+            lr_head=self.lr_head,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            kwargs=self.optimizer_kwargs,
+        )
+        self.lr = float(resolved["lr"])
+        self.lr_head = float(resolved["lr_head"])
+        self.weight_decay = float(resolved["weight_decay"])
+        self.momentum = None if resolved["momentum"] is None else float(resolved["momentum"])
+        self.optimizer_kwargs = resolved["kwargs"]
+
+    def with_lr_scale(self, scale: float) -> TrainConfig:
+        """A new, validated config with ``lr`` and ``lr_head`` multiplied by ``scale`` (> 0).
+
+        Raises:
+            ValueError: ``scale`` is not a finite number > 0 (or a scaled lr is not finite).
+        """
+        if not (_is_real(scale) and scale > 0):
+            raise ValueError(f"lr_scale must be a number > 0, got {scale!r}")
+        return replace(self, lr=self.lr * scale, lr_head=self.lr_head * scale)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
