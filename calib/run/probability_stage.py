@@ -44,8 +44,10 @@ from .results import format_cell, markdown_table
 __all__ = [
     "EXTRACTS",
     "TEMPERATURE_DATA",
+    "PROBABILITY_COLUMNS",
     "selector_temperature",
     "probability_results",
+    "probability_rows",
     "format_probability_table",
     "write_reliability_figure",
 ]
