@@ -1,0 +1,361 @@
+"""The run's probability report: ECE / NLL / Brier before and after γ, and after γ + T.
+
+:func:`probability_results` scores, on the target test logits, the pre-trained model, the
+fine-tuned model and, for every fitted selector, the fine-tuned model + γ (T = 1) and + γ + T,
+with :func:`calib.probability.probability_report` (overall and per group S, U). The
+temperature T of each selector is fitted by NLL (:mod:`calib.temperature`) on data that the
+selector itself may see, decided by the data kind it declares
+(``calib.selectors.SELECTORS.get(name).data``), never by its name:
+
+=====================  =====================================================================
+data kind              data T is fitted on
+=====================  =====================================================================
+``finetune_train``     the S rows of the fine-tuning training extraction (``alg``): no U row
+                       ever reaches the fit; in-sample for the fine-tuned model, so T is low.
+``pseudo_splits``      the held-out S data of the PCV pseudo splits, each split's
+                       pseudo-absent classes standing in for U and shifted by γ (``pcv``).
+``target_unlabelled``  none: the selector is label-free and NLL needs labels, so T = 1
+                       (``prior``).
+``target_labelled``    the labelled target test data, U included (``oracle``): in-sample, an
+                       upper bound for analysis.
+None                   none: the selector takes no data, so T = 1 (``fixed``).
+=====================  =====================================================================
+
+:func:`format_probability_table` renders the numbers, :func:`write_reliability_figure` draws
+the reliability diagrams (all, S, U) of the fine-tuned model, + γ and + γ + T.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..calibrator import LogitBiasCalibrator
+from ..data import ClassSplit
+from ..extract import Extracted
+from ..probability import probability_report, reliability_diagram
+from ..selectors import SELECTORS, PseudoSplit
+from ..temperature import fit_temperature, fit_temperature_pseudo_splits
+from .results import format_cell, markdown_table
+
+__all__ = [
+    "EXTRACTS",
+    "TEMPERATURE_DATA",
+    "PROBABILITY_COLUMNS",
+    "selector_temperature",
+    "probability_results",
+    "probability_rows",
+    "format_probability_table",
+    "write_reliability_figure",
+]
+
+#: The extractions :func:`probability_results` reads.
+EXTRACTS = ("pretrained_train", "pretrained_test", "finetuned_train", "finetuned_test")
+
+#: What T is fitted on, in words, by the selector's declared data kind (module docstring).
+TEMPERATURE_DATA: Mapping[str | None, str] = {
+    "finetune_train": "fine-tuning training logits of S (no U row; in-sample, so T is biased low)",
+    "pseudo_splits": "held-out S data of the PCV pseudo splits (pseudo-absent classes stand in "
+    "for U; no U row)",
+    "target_unlabelled": "none: the selector is label-free and NLL needs labels, so T = 1",
+    "target_labelled": "labelled target test data with U (in-sample: an upper bound)",
+    None: "none: the selector takes no data, so T = 1",
+}
+
+
+def _check_inputs(ex: Mapping[str, Extracted], split: ClassSplit, calibrators: Mapping) -> None:
+    missing = [k for k in EXTRACTS if k not in ex]
+    if missing:
+        raise ValueError(f"ex lacks the extraction(s) {missing}; it has {sorted(ex)}")
+    for tag in EXTRACTS:
+        e = ex[tag]
+        if not isinstance(e, Extracted) or e.labels is None:
+            raise TypeError(f"ex[{tag!r}] must be a calib.extract.Extracted with labels, got {e!r}")
+        if e.logits.ndim != 2 or e.logits.shape[1] != split.num_classes:
+            raise ValueError(
+                f"ex[{tag!r}].logits has shape {tuple(e.logits.shape)}; the class split is for "
+                f"{split.num_classes} classes"
+            )
+    for name, cal in calibrators.items():
+        if not isinstance(cal, LogitBiasCalibrator) or not hasattr(cal, "gamma_"):
+            raise TypeError(f"calibrators[{name!r}] must be a fitted LogitBiasCalibrator")
+        if cal.absent_classes_.tolist() != list(split.absent):
+            raise ValueError(
+                f"calibrators[{name!r}] shifts the classes {cal.absent_classes_.tolist()}, the "
+                f"class split's absent classes are {list(split.absent)}"
+            )
+
+
+def _numpy(e: Extracted) -> tuple[np.ndarray, np.ndarray]:
+    return e.logits.numpy(), e.labels.numpy()
+
+
+def selector_temperature(
+    name: str,
+    gamma: float,
+    ex: Mapping[str, Extracted],
+    split: ClassSplit,
+    pseudo_splits: Sequence[PseudoSplit] | None,
+    *,
+    per_group: bool = False,
+) -> tuple[Any, str, int]:
+    """T for selector ``name`` at its γ, fitted only on data that selector may see.
+
+    Args:
+        name: a key of :data:`calib.selectors.SELECTORS`; its declared data kind decides.
+        gamma: the selector's γ (logit units); T is fitted on the γ-shifted logits.
+        ex, split, pseudo_splits: as in :func:`probability_results`.
+        per_group: fit (T_S, T_U) instead of one T (:func:`calib.temperature.fit_temperature`).
+
+    Returns:
+        ``(T, data, n)``: T (a float, or a (T_S, T_U) tuple), what it was fitted on in words
+        (:data:`TEMPERATURE_DATA`) and the number of labelled rows it saw (0 for T = 1).
+
+    Raises:
+        ValueError: a ``pseudo_splits`` selector without pseudo splits.
+    """
+    kind = SELECTORS.get(name).data
+    data = TEMPERATURE_DATA[kind]
+    kw = {"absent_classes": split.absent, "gamma": gamma, "per_group": per_group}
+    if kind == "finetune_train":
+        z, y = _numpy(ex["finetuned_train"])
+        in_seen = np.isin(y, split.seen)  # the S rows only: U labels never reach T
+        return fit_temperature(z[in_seen], y[in_seen], **kw), data, int(in_seen.sum())
+    if kind == "target_labelled":
+        z, y = _numpy(ex["finetuned_test"])
+        return fit_temperature(z, y, **kw), data, int(y.size)
+    if kind == "pseudo_splits":
+        if not pseudo_splits:
+            raise ValueError(
+                f"selector {name!r} takes pseudo splits, but pseudo_splits is {pseudo_splits!r}"
+            )
+        t = fit_temperature_pseudo_splits(list(pseudo_splits), gamma, per_group=per_group)
+        return t, data, int(sum(len(s.labels) for s in pseudo_splits))
+    return ((1.0, 1.0) if per_group else 1.0), data, 0
+
+
+def probability_results(
+    ex: Mapping[str, Extracted],
+    split: ClassSplit,
+    calibrators: Mapping[str, LogitBiasCalibrator],
+    pseudo_splits: Sequence[PseudoSplit] | None,
+    *,
+    n_bins: int = 15,
+    per_group: bool = False,
+) -> dict[str, Any]:
+    """Probability metrics of the run on the target test logits (a JSON-able dict).
+
+    Args:
+        ex: ``pretrained_train pretrained_test finetuned_train finetuned_test`` →
+            :class:`calib.extract.Extracted` (logits (N, C), labels (N,)).
+        split: the seen classes S and absent classes U.
+        calibrators: selector name → fitted :class:`calib.LogitBiasCalibrator`.
+        pseudo_splits: PCV's pseudo splits (needed by a ``pseudo_splits`` selector), or None.
+        n_bins: bins of both ECEs.
+        per_group: also fit (T_S, T_U) for each selector whose T is fitted on data
+            (``temperature_per_group``, ``gamma_and_group_T``).
+
+    Returns:
+        ``{"pretrained": m, "finetuned": m, "calibrated": {name: {"gamma", "temperature",
+        "temperature_data", "temperature_samples", "gamma_only": m, "gamma_and_T": m}}}`` where
+        each m is :func:`calib.probability.probability_report` (ECE, adaptive ECE, NLL, Brier,
+        confidence; overall, ``_seen``, ``_absent``) on ``ex["finetuned_test"]`` (the
+        pre-trained row: ``ex["pretrained_test"]``). T rule per selector: the module docstring.
+    """
+    _check_inputs(ex, split, calibrators)
+    seen, absent = split.seen, split.absent
+
+    def report(tag: str, gamma: float = 0.0, t: Any = 1.0) -> dict[str, Any]:
+        z, y = _numpy(ex[tag])
+        return probability_report(z, y, seen, absent, gamma, t, n_bins)
+
+    out: dict[str, Any] = {
+        "pretrained": report("pretrained_test"),
+        "finetuned": report("finetuned_test"),
+        "calibrated": {},
+    }
+    for name, cal in calibrators.items():
+        gamma = float(cal.gamma_)
+        t, data, n = selector_temperature(name, gamma, ex, split, pseudo_splits)
+        entry = {
+            "gamma": gamma,
+            "temperature": float(t),
+            "temperature_data": data,
+            "temperature_samples": n,
+            "gamma_only": report("finetuned_test", gamma),
+            "gamma_and_T": report("finetuned_test", gamma, t),
+        }
+        if per_group and n:  # a T fitted on data (T = 1 by rule has no per-group variant)
+            pair, _, _ = selector_temperature(name, gamma, ex, split, pseudo_splits, per_group=True)
+            entry["temperature_per_group"] = [float(pair[0]), float(pair[1])]
+            entry["gamma_and_group_T"] = report("finetuned_test", gamma, tuple(pair))
+        out["calibrated"][name] = entry
+    return out
+
+
+# ----------------------------------------------------------------------------- the table
+
+#: (metric key, header) of the probability table's columns before T.
+PROBABILITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ece", "ECE"),
+    ("ece_seen", "ECE S"),
+    ("ece_absent", "ECE U"),
+    ("nll", "NLL"),
+    ("nll_seen", "NLL S"),
+    ("nll_absent", "NLL U"),
+    ("brier", "Brier"),
+)
+
+
+def _cell(key: str, value: Any) -> str:
+    if key.startswith("ece"):
+        return format_cell(key, value)  # a fraction, shown in %
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    return f"{float(value):.3f}"  # NLL in nats, Brier in [0, 2], T
+
+
+def _temperature_text(metrics: Mapping[str, Any]) -> str:
+    t_seen, t_absent = metrics["temperature_seen"], metrics["temperature_absent"]
+    if t_seen == t_absent:
+        return _cell("T", t_seen)
+    return f"{t_seen:.3f}/{t_absent:.3f}"
+
+
+def probability_rows(prob: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(row label, metrics) in display order: pre-trained, fine-tuned, + γ and + γ + T each."""
+    rows: list[tuple[str, Mapping[str, Any]]] = [
+        ("pre-trained", prob["pretrained"]),
+        ("fine-tuned", prob["finetuned"]),
+    ]
+    for name, entry in prob.get("calibrated", {}).items():
+        rows.append((f"+ γ ({name})", entry["gamma_only"]))
+        rows.append((f"+ γ + T ({name})", entry["gamma_and_T"]))
+        if "gamma_and_group_T" in entry:
+            rows.append((f"+ γ + T_S/T_U ({name})", entry["gamma_and_group_T"]))
+    return rows
+
+
+def format_probability_table(
+    prob: Mapping[str, Any], title: str | None = None, *, data_notes: bool = True
+) -> str:
+    """The probability metrics of :func:`probability_results` as a Markdown table.
+
+    Rows: pre-trained, fine-tuned, then + γ (name) and + γ + T (name) per selector; columns
+    ECE, ECE S, ECE U (in %), NLL, NLL S, NLL U (nats), Brier, T. With ``data_notes`` a line per
+    selector below the table says what its T was fitted on.
+    """
+    header = ["model"] + [h for _, h in PROBABILITY_COLUMNS] + ["T"]
+    body = [
+        [label] + [_cell(k, m.get(k)) for k, _ in PROBABILITY_COLUMNS] + [_temperature_text(m)]
+        for label, m in probability_rows(prob)
+    ]
+    parts = [markdown_table(header, body, n_left=1)]
+    if title is not None:
+        parts.insert(0, f"**{title}** (ECE in %, NLL in nats, Brier in [0, 2])")
+    if data_notes and prob.get("calibrated"):
+        notes = [
+            f"- T ({name}): {e['temperature_data']}"
+            + (f", {e['temperature_samples']} samples" if e.get("temperature_samples") else "")
+            for name, e in prob["calibrated"].items()
+        ]
+        parts.append("\n".join(notes))
+    return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- the figure
+
+
+def _figure_selector(prob: Mapping[str, Any]) -> str | None:
+    calibrated = prob.get("calibrated", {})
+    for name in ("pcv", "alg"):
+        if name in calibrated:
+            return name
+    return next(iter(calibrated), None)
+
+
+def write_reliability_figure(
+    ex: Mapping[str, Extracted],
+    split: ClassSplit,
+    calibrators: Mapping[str, LogitBiasCalibrator] | None,
+    prob: Mapping[str, Any],
+    path: str | os.PathLike,
+    title: str | None = None,
+    *,
+    selector: str | None = None,
+    n_bins: int | None = None,
+) -> None:
+    """Reliability diagrams (all, S, U) of fine-tuned vs + γ vs + γ + T, saved to ``path``.
+
+    Args:
+        ex, split: as in :func:`probability_results`; ``ex["finetuned_test"]`` is drawn.
+        calibrators: the fitted calibrators, checked against ``prob``'s γ (None: γ from
+            ``prob`` alone).
+        prob: the output of :func:`probability_results` (γ and T of each selector).
+        path: the image file (format from the suffix), written atomically.
+        title: the figure title.
+        selector: whose γ and T; default ``pcv`` when present, else ``alg``, else the first.
+        n_bins: equal-width bins; default those of ``prob``.
+    """
+    from ..figures.reliability import plot_reliability_groups
+    from ..plotting import save_figure
+
+    name = selector if selector is not None else _figure_selector(prob)
+    calibrated = prob.get("calibrated", {})
+    if name is None or name not in calibrated:
+        raise ValueError(
+            f"selector={name!r}: prob has no such calibrated model; it has {sorted(calibrated)}"
+        )
+    entry = calibrated[name]
+    if calibrators is not None and name in calibrators:
+        if float(calibrators[name].gamma_) != entry["gamma"]:
+            raise ValueError(
+                f"calibrators[{name!r}].gamma_ = {calibrators[name].gamma_} but prob holds "
+                f"γ = {entry['gamma']}: prob is from other calibrators"
+            )
+    n_bins = int(prob["finetuned"]["n_bins"]) if n_bins is None else n_bins
+    z, y = _numpy(ex["finetuned_test"])
+    t = entry["gamma_and_T"]
+    series = {
+        "fine-tuned": (0.0, 1.0),
+        f"+ γ ({name})": (entry["gamma"], 1.0),
+        f"+ γ + T ({name}, T = {entry['temperature']:.2f})": (
+            entry["gamma"],
+            (t["temperature_seen"], t["temperature_absent"]),
+        ),
+    }
+    groups = {
+        group: {
+            label: reliability_diagram(
+                z, y, split.seen, split.absent, gamma, temp, n_bins, group=group
+            )
+            for label, (gamma, temp) in series.items()
+        }
+        for group in ("all", "seen", "absent")
+    }
+    fig = plot_reliability_groups(groups, title=title)
+    _legends_below(fig, len(groups))
+    save_figure(fig, path)
+
+
+def _legends_below(fig: Any, n_panels: int) -> None:
+    """Move each panel's legend under its count strip: inside, it hides low-confidence bins."""
+    from matplotlib.transforms import offset_copy
+
+    top, strips = fig.axes[:n_panels], fig.axes[n_panels : 2 * n_panels]
+    for ax, strip in zip(top, strips, strict=True):
+        handles, labels = ax.get_legend_handles_labels()
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        below = offset_copy(strip.transAxes, fig=fig, y=-34, units="points")  # under the xlabel
+        strip.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            bbox_transform=below,
+            fontsize="small",
+        )
