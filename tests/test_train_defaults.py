@@ -225,12 +225,20 @@ def test_calib_run_optimizer_overrides_reach_the_train_config(tmp_path):
     assert (ft.optimizer, ft.weight_decay, ft.momentum) == ("adamw", 0.1, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calib.config.build_train_config scales only non-null lrs: it must apply "
-    "finetune.lr_scale to the resolved ones (TrainConfig.with_lr_scale); the lead's build_plan",
-)
 def test_calib_run_scales_the_registry_lrs_by_lr_scale(tmp_path):
     spec = OPTIMIZERS.get("sgd")
     ft = _demo_finetune(tmp_path, ["optimizer=sgd", "finetune.lr_scale=10"])
     assert (ft.lr, ft.lr_head) == (spec.lr * 10, spec.lr_head * 10)
+
+
+def test_python_and_calib_run_train_the_same_run(tmp_path):
+    """`TrainConfig(optimizer="sgd")` and `calib-run optimizer=sgd` fingerprint alike."""
+    ft = _demo_finetune(tmp_path, ["optimizer=sgd", "finetune.lr_scale=1"])
+    same = TrainConfig(
+        optimizer="sgd",
+        epochs=ft.epochs,
+        batch_size=ft.batch_size,
+        iters_per_epoch=ft.iters_per_epoch,
+        seed=ft.seed,
+    )
+    assert same.settings() == ft.settings()

@@ -46,6 +46,11 @@ from ..extract import Extracted
 from ..selectors import SELECTORS, PseudoSplit
 from ..train import TrainConfig, resolve_device
 from .method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
+from .probability_stage import (
+    format_probability_table,
+    probability_results,
+    write_reliability_figure,
+)
 from .report_metrics import alpha_results, model_metrics, plot_alpha_tradeoff_figure, plot_curves
 from .results import format_table, write_results
 from .runner import Runner, weights_sha256
@@ -316,11 +321,15 @@ def run_pipeline(
                     run_dir / "curve.png",
                     title,
                 )
+                write_reliability_figure(
+                    ex, split, None, results["probability"], run_dir / "reliability.png", title
+                )
             if plan.history is not None:
                 _dynamics_figures(run_dir, title or target.name, eval.figures_pdf)
             if "alpha" in ex:
                 plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
             print(format_table(results, title=title or target.name))
+            print("\n" + format_probability_table(results["probability"], title="probabilities"))
         distributed.barrier()  # the results exist when any rank returns
         return results
 
@@ -365,6 +374,7 @@ def _execute(
             cal.save(runner.run_dir / "calibrators" / f"{name}.json")
         calibrators[name] = cal
     results = _results(ex, split, calibrators, target, runner.device, plan)
+    results["probability"] = probability_results(ex, split, calibrators, pseudo)
     results["meta"]["method"] = method.name
     results["meta"]["method_params"] = dict(method.params)
     results["meta"]["uses_absent_data"] = method.spec.uses_absent_data

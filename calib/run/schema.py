@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["SCHEMA", "check_config", "ConfigError"]
@@ -56,8 +56,11 @@ def _choice(*values: Any) -> tuple[Check, str]:
     )
 
 
-def _list(of: tuple[Check, str]) -> tuple[Check, str]:
-    return (lambda v: isinstance(v, list) and all(of[0](x) for x in v)), f"a list of {of[1]}s"
+def _list(of: tuple[Check, str], items: str) -> tuple[Check, str]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, Sequence) and not isinstance(v, str) and all(of[0](x) for x in v)
+
+    return ok, f"a list of {items}"
 
 
 def _map() -> tuple[Check, str]:
@@ -97,7 +100,7 @@ SCHEMA: dict[str, Any] = {
     "progress": _AUTO_BOOL,
     "run_dir": _opt(_str()),
     "cache_dir": _opt(_str()),
-    "imports": _list(_str()),
+    "imports": _list(_str(), "module names or .py paths"),
     "dataset": None,
     "source": None,
     "model": {
@@ -112,8 +115,8 @@ SCHEMA: dict[str, Any] = {
         "n_absent": _opt(_int(1)),
         "seen_fraction": _opt(_num(0, strict=True)),
         "seed": _int(0),
-        "seen": _opt(_list(_int(0))),
-        "absent": _opt(_list(_int(0))),
+        "seen": _opt(_list(_int(0), "class indices ≥ 0")),
+        "absent": _opt(_list(_int(0), "class indices ≥ 0")),
         "benchmark": _opt(_str()),
         "source": _opt(_str()),
     },
@@ -145,7 +148,7 @@ SCHEMA: dict[str, Any] = {
     },
     "scheduler": {"name": _str(), "warmup_iters": _int(0), "min_lr": _num(0)},
     "calibration": {
-        "selectors": _list(_str()),
+        "selectors": _list(_str(), "selector keys"),
         "options": None,
         "pcv": {
             "num_splits": _int(1),
