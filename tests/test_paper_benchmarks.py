@@ -155,6 +155,31 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
         assert plan.source.name == f"office_home/{cfg['source']['domain']}"
 
 
+METHOD_RUNS = [
+    pytest.param("office_home", "office_home_ar_cl", "lp_ft", id="office_home_ar_cl-lp_ft"),
+    pytest.param("vtab", "vtab_dtd", "wise_ft", id="vtab_dtd-wise_ft"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "experiment", "method"), METHOD_RUNS)
+def test_benchmark_runs_another_method(tmp_path, kind, experiment, method):
+    """`benchmarks/paper/*.sh ROOT finetune.method=...`: the paper configs run every method."""
+    if kind == "vtab":
+        fake = make_fake_root("vtab", tmp_path / "data", tasks=["dtd"])
+    else:
+        fake = make_fake_root(kind, tmp_path / "data", classes=benchmark_classes(kind))
+    extra = [f"finetune.method={method}"]
+    if method == "wise_ft":
+        extra.append("+finetune.method_options.alpha_grid=[0,1]")
+    cfg = compose_experiment(experiment, [*SMOKE, *fake_overrides(fake), *extra])
+    results = build_plan(cfg, run_dir=tmp_path / "run").run()
+    assert results["meta"]["method"] == method
+    assert set(results["calibrated"]) == {"alg", "pcv", "prior", "oracle"}
+    if method == "wise_ft":
+        assert results["alpha_tradeoff"]["alpha"] == [0.0, 1.0]
+
+
 def test_paper_split_on_a_root_with_few_classes(tmp_path):
     """Two seen and two absent classes with images, 61 of the 65 without: must still run."""
     fake = make_fake_root("office_home", tmp_path / "data")
