@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import brute
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import calib
+import tests.brute as brute
 from calib.curve import SeenAbsentCurve, ausuc, seen_absent_curve
 from calib.metrics import accuracy_report
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import brute
 import numpy as np
 import pytest
 import torch
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import calib
+import tests.brute as brute
 from calib._gaps import compute_gaps, label_rank
 from calib.metrics import accuracy_report, harmonic_mean
 

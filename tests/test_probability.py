@@ -9,12 +9,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from brute import predict as brute_predict
 from sklearn.metrics import brier_score_loss, log_loss
 
 from calib import accuracy_report
 from calib._checks import check_logits
 from calib.probability import probability_report, reliability_diagram, shifted_probabilities
+from tests.brute import predict as brute_predict
 
 # ----------------------------------------------------------------------------- brute force
 
