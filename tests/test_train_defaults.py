@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calib.train import OPTIMIZERS, TrainConfig, create_optimizer, loop, train
+from calib.train import OPTIMIZERS, TrainConfig, create_optimizer, train
+from calib.train import trainer as loop
 from calib.train.optim import OptimizerSpec, resolve_optimizer_settings
 from tests.helpers_train import make_dataset, make_model
 

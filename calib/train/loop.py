@@ -21,26 +21,18 @@ float additions in the gradient average. BatchNorm normalises over each rank's s
 from __future__ import annotations
 
 import logging
-import math
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from .. import distributed
 from ..io import atomic_save
 from .checkpoint import (
-    CheckpointError,
     RunFiles,
     capture_rng_state,
     check_settings,
@@ -51,17 +43,12 @@ from .checkpoint import (
     write_done,
 )
 from .config import TrainConfig
-from .optim import create_optimizer
 from .sampling import (
     STREAM_INIT,
-    STREAM_WORKERS,
-    EpochBatchSampler,
-    batches_per_pass,
     derive_seed,
-    epoch_generator,
-    seed_worker,
 )
-from .schedule import create_scheduler
+from .trainer import LossFn as _LossFn
+from .trainer import _Trainer, convert_sync_batchnorm, seed_globals
 
 __all__ = [
     "TrainConfig",
@@ -77,7 +64,7 @@ logger = logging.getLogger("calib.train")
 
 #: ``loss_fn(logits, labels, inputs) -> scalar loss``: the training objective (default:
 #: cross-entropy over all logits with ``config.label_smoothing``). Called inside autocast.
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = _LossFn
 #: ``on_epoch_end(epoch, model)``: called with the plain (un-wrapped) model after epoch ``epoch``
 #: (1-based) and once with ``epoch = 0`` before the first step of a fresh run.
 EpochCallback = Callable[[int, nn.Module], None]
@@ -109,333 +96,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     process's ``cuda:LOCAL_RANK`` (:func:`calib.distributed.local_device`).
     """
     return distributed.local_device(device)
-
-
-def _amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
-    mode = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else amp
-    if mode == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
-
-
-def _seed_globals(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG)
-    random.seed(seed)
-
-
-def convert_sync_batchnorm(model: nn.Module) -> Callable[[], None]:
-    """Replace ``model``'s BatchNorm layers by ``nn.SyncBatchNorm``, in place; returns an undo.
-
-    The new layers share the old ones' parameters and running-statistics tensors, so the
-    optimizer and checkpoints see the same tensors, and the undo (which puts the original
-    layer objects back) keeps what was trained.
-    """
-    originals = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if isinstance(child, nn.modules.batchnorm._BatchNorm)
-        and not isinstance(child, nn.SyncBatchNorm)
-    ]
-    for parent, name, child in originals:
-        setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
-
-    def undo() -> None:
-        for parent, name, child in originals:
-            child.train(getattr(parent, name).training)
-            setattr(parent, name, child)
-
-    return undo
-
-
-def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise TypeError(
-            f"dataset items must be (input, label) pairs; the loader gave a {type(batch).__name__}"
-        )
-    x, y = batch[0], batch[1]
-    if (
-        not isinstance(y, torch.Tensor)
-        or y.ndim != 1
-        or y.dtype.is_floating_point
-        or y.is_complex()
-    ):
-        raise TypeError(f"labels must be integer class indices, got {getattr(y, 'dtype', type(y))}")
-    return x, y
-
-
-class _Trainer:
-    """State of one :func:`train` call: model, optimizer, scheduler, scaler, history."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        dataset: Dataset,
-        config: TrainConfig,
-        device: torch.device,
-        progress: bool,
-        log: Callable[[str], None],
-        desc: str,
-        ctx: distributed.DistributedContext,
-        loss_fn: LossFn | None = None,
-    ) -> None:
-        self.model, self.dataset, self.config = model, dataset, config
-        self.loss_fn = loss_fn or self._cross_entropy
-        self.device, self.progress, self.log, self.desc = device, progress, log, desc
-        self.ctx = ctx
-        self.n = len(dataset)  # type: ignore[arg-type]
-        if self.n < 1:
-            raise ValueError("cannot train on an empty dataset")
-        if ctx.world_size > 1:
-            if config.batch_size % ctx.world_size:
-                raise ValueError(
-                    f"TrainConfig.batch_size ({config.batch_size}) is the global batch; it must "
-                    f"be divisible by the {ctx.world_size} processes of this run"
-                )
-            if self.n < config.batch_size:
-                raise ValueError(
-                    f"the dataset ({self.n} samples) is smaller than one global batch "
-                    f"({config.batch_size}); it cannot be split over {ctx.world_size} processes"
-                )
-            if config.sync_batchnorm and device.type != "cuda":
-                raise ValueError(
-                    "TrainConfig.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); "
-                    f"this run computes on {device}"
-                )
-        self.iters = config.iters_per_epoch or batches_per_pass(self.n, config.batch_size)
-        total_steps = self.iters * config.epochs
-        if config.warmup_iters > total_steps:
-            raise ValueError(
-                f"TrainConfig.warmup_iters ({config.warmup_iters}) exceeds the run's "
-                f"{total_steps} iterations"
-            )
-        self.amp_dtype = _amp_dtype(config.amp, device)
-        cl = config.channels_last
-        self.channels_last = device.type == "cuda" if cl == "auto" else bool(cl)
-
-        model.to(device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.optimizer = create_optimizer(
-            config.optimizer,
-            model,
-            lr=config.lr,
-            lr_head=config.lr_head,
-            weight_decay=config.weight_decay,
-            momentum=config.momentum,
-            **config.optimizer_kwargs,
-        )
-        self.scheduler = create_scheduler(
-            config.scheduler, self.optimizer, total_steps, config.warmup_iters, min_lr=config.min_lr
-        )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.history: list[dict[str, Any]] = []
-        self.net: nn.Module = model  # what the batches go through: the model, or its DDP wrapper
-        self._restore_batchnorm: Callable[[], None] | None = None
-
-    # -- multi-process -----------------------------------------------------------------------
-    def wrap(self) -> None:
-        """Wrap the model in DDP (several processes). Call after loading any checkpoint:
-        DDP starts by broadcasting rank 0's weights and buffers."""
-        if not self.ctx.is_distributed:
-            return
-        if self.config.sync_batchnorm:
-            self._restore_batchnorm = convert_sync_batchnorm(self.model)
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.net = DistributedDataParallel(self.model, device_ids=ids)
-
-    def unwrap(self) -> None:
-        """Drop the DDP wrapper and restore the original BatchNorm layers."""
-        self.net = self.model
-        if self._restore_batchnorm is not None:
-            self._restore_batchnorm()
-            self._restore_batchnorm = None
-
-    # -- checkpoint state ------------------------------------------------------------------
-    def state(
-        self, epoch: int, settings: dict[str, Any], rng_states: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        """The checkpoint of the end of ``epoch``; ``rng_states`` holds one entry per rank."""
-        return {
-            "format": "calib-train/1",
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_states[0],
-            "rng_ranks": rng_states,
-            "world_size": len(rng_states),
-            "settings": settings,
-            "history": self.history,
-        }
-
-    def load_state(self, path: Path, state: dict[str, Any]) -> int:
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if self.scaler.is_enabled() and state["scaler"]:
-                self.scaler.load_state_dict(state["scaler"])
-            self.history = list(state["history"])
-            epoch = int(state["epoch"])
-            self._restore_rng(path, state, epoch)
-        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
-            raise CheckpointError(f"checkpoint {path} does not fit this model/run: {err}") from err
-        if not 0 <= epoch <= self.config.epochs or len(self.history) != epoch:
-            raise CheckpointError(
-                f"checkpoint {path} records an inconsistent epoch count ({epoch})"
-            )
-        return epoch
-
-    def _restore_rng(self, path: Path, state: dict[str, Any], epoch: int) -> None:
-        """Each rank takes back its own RNG state; a changed process count reseeds ranks > 0."""
-        rank, world = self.ctx.rank, self.ctx.world_size
-        saved_world = int(state.get("world_size", 1))
-        if saved_world == world:
-            restore_rng_state(state["rng_ranks"][rank] if world > 1 else state["rng"])
-            return
-        self.log(
-            f"{self.desc}: {path} was written by a run of {saved_world} process(es), resumed "
-            f"with {world}; it continues from epoch {epoch}, but its random streams (dropout, "
-            "augmentation, BatchNorm statistics per rank) differ from an uninterrupted run"
-        )
-        if rank == 0:
-            restore_rng_state(state["rng"])
-        else:
-            _seed_globals(derive_seed(self.config.seed, STREAM_INIT, epoch, rank))
-
-    # -- one epoch -------------------------------------------------------------------------
-    def run_epoch(self, epoch: int) -> dict[str, Any]:
-        """Train epoch ``epoch`` (0-based); return its history entry."""
-        cfg, model, device, ctx = self.config, self.net, self.device, self.ctx
-        sampler = EpochBatchSampler(
-            self.n,
-            cfg.batch_size,
-            cfg.seed,
-            epoch,
-            cfg.iters_per_epoch,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-        )
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=sampler,
-            num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda",
-            worker_init_fn=seed_worker,
-            generator=epoch_generator(cfg.seed, STREAM_WORKERS, epoch, ctx.rank),
-        )
-        bar = tqdm(  # advanced by hand: wrapping the loader would start its workers twice
-            total=len(sampler),
-            desc=f"{self.desc} {epoch + 1}/{cfg.epochs}",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        postfix_every = max(1, len(sampler) // 20)
-        loss_terms, correct, counts = [], [], []
-        lr = self.optimizer.param_groups[0]["lr"]
-        num_classes: int | None = None
-        model.train()
-        start = time.perf_counter()
-        for i, batch in enumerate(loader):
-            bar.update()
-            x, y_cpu = _unpack(batch)
-            x = x.to(device, non_blocking=True)
-            if self.channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y_cpu.to(device, non_blocking=True)
-            lr = self.optimizer.param_groups[0]["lr"]
-            with torch.autocast(
-                device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-            ):
-                logits = model(x)
-                if num_classes is None:
-                    num_classes = self._check_logits(logits, x)
-                if int(y_cpu.min()) < 0 or int(y_cpu.max()) >= num_classes:
-                    raise ValueError(
-                        f"labels must lie in [0, {num_classes}) (the model's logit columns); "
-                        f"batch {i} of epoch {epoch + 1} has {int(y_cpu.min())}..{int(y_cpu.max())}"
-                    )
-                loss = self.loss_fn(logits, y, x)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-
-            loss_terms.append(loss.detach().float() * y.numel())
-            correct.append((logits.detach().argmax(1) == y).sum())
-            counts.append(y.numel())
-            if self.progress and i % postfix_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
-        bar.close()
-        # per-batch loss sums, per-batch sample counts, and the correct count, summed over ranks
-        # in one collective: the epoch's numbers are those of the global batches
-        tally = torch.cat(
-            [
-                torch.stack(loss_terms).double().cpu(),  # synchronises the device
-                torch.tensor(counts, dtype=torch.float64),
-                torch.stack(correct).sum().double().cpu().reshape(1),
-            ]
-        )
-        if ctx.is_distributed:
-            tally = distributed.all_reduce_sum(tally)
-        n_batches = len(loss_terms)
-        losses, batch_counts = tally[:n_batches], tally[n_batches : 2 * n_batches]
-        seconds = time.perf_counter() - start
-        n_images = int(batch_counts.sum())
-        return {
-            "epoch": epoch + 1,
-            "loss": self._mean_loss(losses, batch_counts, epoch),
-            "acc": float(tally[-1]) / n_images,
-            "lr": float(lr),
-            "seconds": seconds,
-            "images_per_s": n_images / seconds if seconds > 0 else math.inf,
-        }
-
-    def _cross_entropy(
-        self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor
-    ) -> torch.Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
-
-    @staticmethod
-    def _check_logits(logits: torch.Tensor, x: torch.Tensor) -> int:
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(x):
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
-            raise ValueError(
-                f"the model must return logits of shape (N, C); got {shape} for N={len(x)}"
-            )
-        return int(logits.shape[1])
-
-    def _mean_loss(self, loss_terms: torch.Tensor, counts: torch.Tensor, epoch: int) -> float:
-        finite = torch.isfinite(loss_terms)
-        if not bool(finite.all()):
-            # fp16 overflow: the grad scaler skipped those steps; tolerated while some are finite.
-            if not self.scaler.is_enabled() or not bool(finite.any()):
-                raise FloatingPointError(
-                    f"the training loss became non-finite in epoch {epoch + 1}; "
-                    "lower the learning rate or enable grad_clip"
-                )
-            self.log(
-                f"{self.desc}: {int((~finite).sum())} batches of epoch {epoch + 1} had a "
-                "non-finite fp16 loss; the grad scaler skipped their steps"
-            )
-        return float(loss_terms[finite].sum() / counts[finite].sum())
-
-    def format(self, stats: dict[str, Any]) -> str:
-        return (
-            f"{self.desc} epoch {stats['epoch']}/{self.config.epochs}: loss {stats['loss']:.4f} "
-            f"acc {stats['acc']:.4f} lr {stats['lr']:.3g} "
-            f"{stats['images_per_s']:.0f} img/s ({stats['seconds']:.1f} s)"
-        )
 
 
 def train(
@@ -528,7 +188,7 @@ def train(
         start = resumed_from = trainer.load_state(files.last, state)
         log(f"{desc}: resuming from epoch {start}/{config.epochs} ({files.last})")
     else:
-        _seed_globals(derive_seed(config.seed, STREAM_INIT, 0, ctx.rank))
+        seed_globals(derive_seed(config.seed, STREAM_INIT, 0, ctx.rank))
 
     was_training = model.training
     if on_epoch_end is not None and resumed_from is None:
