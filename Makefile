@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,clip,slurm]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,clip,slurm,lora]"
+	$(BIN)/python -m pip install --quiet --no-deps "netcal>=1.3"
 	touch $(STAMP)
 
 test: setup
