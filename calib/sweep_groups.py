@@ -33,6 +33,8 @@ __all__ = [
     "flatten_config",
     "swept_keys",
     "group_runs",
+    "run_labels",
+    "sweep_label_keys",
     "run_variants",
     "variant_label",
     "grouped_rows",
@@ -129,21 +131,26 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _ignored(key: str, ignore: Sequence[str]) -> bool:
-    return any(part in ignore for part in key.split("."))
+def _ignored(key: str, ignore: Sequence[str], ignore_keys: Sequence[str] = ()) -> bool:
+    return any(part in ignore for part in key.split(".")) or any(
+        key == k or key.startswith(k + ".") for k in ignore_keys
+    )
 
 
 def swept_keys(
-    runs: Mapping[str, Mapping[str, Any]], ignore: Sequence[str] = DEFAULT_IGNORE
+    runs: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
 ) -> list[str]:
     """The dotted config keys whose values differ across ``runs`` (a key missing in some runs
-    differs), sorted; keys with a component in ``ignore`` are left out."""
+    differs), sorted; keys with a component in ``ignore`` are left out, and so are the dotted
+    keys ``ignore_keys`` with everything below them (e.g. ``"eval.batch_size"``, ``"name"``)."""
     configs = _configs(runs)
     keys = sorted({k for c in configs.values() for k in c})
     return [
         k
         for k in keys
-        if not _ignored(k, ignore)
+        if not _ignored(k, ignore, ignore_keys)
         and len({_canon(c.get(k, _MISSING)) for c in configs.values()}) > 1
     ]
 
@@ -212,6 +219,7 @@ def group_runs(
     seed_key: str = "seed",
     metrics: Sequence[str] = DEFAULT_METRICS,
     ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
 ) -> list[RunGroup]:
     """Group ``runs`` by the swept keys (or the keys ``by``) except the seed; stats per group.
 
@@ -220,7 +228,7 @@ def group_runs(
         by: the dotted keys to group by; default every swept key that is not a seed.
         seed_key: keys whose last component is this are seeds: averaged over, never grouped by.
         metrics: the metrics to summarise, per model variant.
-        ignore: see :func:`swept_keys`.
+        ignore, ignore_keys: see :func:`swept_keys`.
 
     Returns:
         The groups in order of their first run. Without any swept key, one group ``"all runs"``.
@@ -230,7 +238,7 @@ def group_runs(
     """
     configs = _configs(runs)
     if by is None:
-        keys = [k for k in swept_keys(runs, ignore) if not _is_seed(k, seed_key)]
+        keys = [k for k in swept_keys(runs, ignore, ignore_keys) if not _is_seed(k, seed_key)]
         label_keys = _label_keys(keys, configs)
     else:
         keys = [by] if isinstance(by, str) else list(by)
@@ -238,7 +246,8 @@ def group_runs(
         unknown = [k for k in keys if k not in known]
         if unknown:
             raise ValueError(
-                f"no run has config key(s) {unknown}; swept keys: {swept_keys(runs, ignore)}"
+                f"no run has config key(s) {unknown}; swept keys: "
+                f"{swept_keys(runs, ignore, ignore_keys)}"
             )
         label_keys = keys
     members: dict[str, list[str]] = {}
@@ -262,6 +271,46 @@ def group_runs(
                 variants[variant][metric] = _stat(per_run)
         groups.append(RunGroup(label, v, tuple(names), variants))
     return groups
+
+
+def run_labels(
+    runs: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
+) -> dict[str, str]:
+    """``{run name: short label}`` from the swept keys alone, seeds included
+    (``optimizer=adam, seed=1``), keys that change together named once (as in
+    :func:`group_runs`). A run whose label is not unique (its config equals another's on every
+    swept key), and every run when nothing was swept, is labelled by its name.
+
+    Raises:
+        ValueError: a run without ``meta.config``.
+    """
+    configs = _configs(runs)
+    keys = _label_keys(swept_keys(runs, ignore, ignore_keys), configs)
+    labels: dict[str, str] = {
+        name: ", ".join(f"{_short(k)}={_show(c.get(k, _MISSING))}" for k in keys) or name
+        for name, c in configs.items()
+    }
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {name: label if counts[label] == 1 else name for name, label in labels.items()}
+
+
+def sweep_label_keys(
+    runs: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
+) -> list[str]:
+    """The swept keys as the labels name them (``optimizer``, ``seed``): one per set of keys
+    that change together, ``.name`` dropped; e.g. for a figure's title.
+
+    Raises:
+        ValueError: a run without ``meta.config``.
+    """
+    configs = _configs(runs)
+    return [_short(k) for k in _label_keys(swept_keys(runs, ignore, ignore_keys), configs)]
 
 
 def grouped_rows(
