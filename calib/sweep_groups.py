@@ -159,8 +159,15 @@ def _is_seed(key: str, seed_key: str) -> bool:
     return key.split(".")[-1] == seed_key or key == seed_key
 
 
+def _refines(fine: tuple, coarse: tuple) -> bool:
+    """Every class of partition ``fine`` lies inside one class of ``coarse``."""
+    inside: dict[int, int] = {}
+    return all(inside.setdefault(f, c) == c for f, c in zip(fine, coarse, strict=True))
+
+
 def _label_keys(keys: list[str], configs: dict[str, dict[str, Any]]) -> list[str]:
-    """One representative per set of keys that split the runs identically."""
+    """One representative per set of keys that split the runs identically, and none for a key
+    implied by another (``optimizer.lr`` when each optimizer has its own lr, shared by some)."""
     by_partition: dict[tuple, list[str]] = {}
     for key in keys:
         ids: dict[str, int] = {}
@@ -172,7 +179,9 @@ def _label_keys(keys: list[str], configs: dict[str, dict[str, Any]]) -> list[str
     def rank(key: str) -> tuple:
         return (key.split(".")[-1] != "name", len(key), key)
 
-    chosen = {min(group, key=rank) for group in by_partition.values()}
+    parts = list(by_partition)
+    implied = {p for p in parts if any(q != p and _refines(q, p) for q in parts)}
+    chosen = {min(by_partition[p], key=rank) for p in parts if p not in implied}
     return [k for k in keys if k in chosen]
 
 
