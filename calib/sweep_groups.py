@@ -61,19 +61,6 @@ DEFAULT_IGNORE: tuple[str, ...] = ("run_dir", "output_dir", "hydra")
 
 _MISSING = "<missing>"
 
-#: Column headers of the table (as in the run's own results table).
-_HEADERS = {
-    "gamma": "γ",
-    "acc_all": "all",
-    "acc_seen": "seen",
-    "acc_absent": "absent",
-    "hmean": "hmean",
-    "acc_seen_seen": "S/S",
-    "acc_absent_absent": "U/U",
-    "ausuc": "AUSUC",
-    "ncm_acc_all": "NCM all",
-}
-
 
 @dataclass(frozen=True)
 class Stat:
@@ -344,39 +331,30 @@ def grouped_rows(
 
 
 def _cell(metric: str, mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    if metric == "gamma":
-        return f"{mean:+.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else "")
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if math.isfinite(std) else "")
+    """``format_cell`` of the mean, then ``± std`` in the same unit when the std is finite."""
+    from .run.results import format_cell
+
+    text = format_cell(metric, mean)
+    if text == "—" or not math.isfinite(std):
+        return text
+    return text + (f" ± {std:.3f}" if metric == "gamma" else f" ± {100 * std:.1f}")
 
 
 def format_grouped_table(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS
 ) -> str:
     """A markdown table of :func:`grouped_rows`: mean ± std over seeds, accuracies in %,
-    γ in logit units; ``n`` is the number of runs (seeds) of the group."""
-    headers = ["group", "model", "n", *(_HEADERS.get(m, m) for m in metrics)]
+    γ in logit units, "—" where undefined; ``n`` is the number of runs (seeds) of the group.
+    Rendered by :func:`calib.run.results.markdown_table` with its :data:`~calib.run.results.HEADERS`."""
+    from .run.results import HEADERS, markdown_table
+
+    headers = ["group", "model", "n", *(HEADERS.get(m, m) for m in metrics)]
     body = [
         [str(r["group"]), variant_label(str(r["variant"])), str(r["n_runs"])]
         + [_cell(m, r.get(m, math.nan), r.get(f"{m}_std", math.nan)) for m in metrics]
         for r in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
-        + "|"
-    )
-    return "\n".join([line(headers), rule, *(line(b) for b in body)]) + "\n"
+    return markdown_table(headers, body, n_left=2) + "\n"
 
 
 def sweep_series(
