@@ -141,3 +141,11 @@ def test_the_command_line(sweep, capsys):
         main([str(sweep.parent / "empty")])
     with pytest.raises(SystemExit, match="is not a folder"):
         main([str(sweep.parent / "missing")])
+
+
+def test_one_run_folder_is_its_own_sweep(sweep):
+    """DIR may be a run folder itself: its name labels it, its history is found."""
+    run = sweep / "0"
+    text = collate_dir(run)
+    assert text.startswith(f"**1 run(s) in {run}**") and "| 0   " in text
+    assert (run / "figures" / "sweep_ausuc_vs_epoch.png").is_file()
