@@ -82,7 +82,9 @@ def _meta(results: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def run_method(results: Mapping[str, Any]) -> tuple[str, bool]:
     """``(method key, whether it trained on U's data)`` of a run: ``meta.method`` (a key, or a
-    mapping with ``name`` and ``uses_absent_data``); ``("full", False)`` without one."""
+    mapping with ``name`` and ``uses_absent_data`` as :meth:`MethodSpec.describe` gives);
+    ``("full", False)`` without one. For a bare key the flag is
+    ``meta.method_uses_absent_data`` when recorded, else true for ``oracle_all`` only."""
     method = _meta(results).get("method")
     if isinstance(method, Mapping):
         name = str(method.get("name") or "full")
