@@ -33,6 +33,8 @@ __all__ = [
     "flatten_config",
     "swept_keys",
     "group_runs",
+    "run_labels",
+    "sweep_label_keys",
     "run_variants",
     "variant_label",
     "grouped_rows",
@@ -58,19 +60,6 @@ DEFAULT_METRICS: tuple[str, ...] = (
 DEFAULT_IGNORE: tuple[str, ...] = ("run_dir", "output_dir", "hydra")
 
 _MISSING = "<missing>"
-
-#: Column headers of the table (as in the run's own results table).
-_HEADERS = {
-    "gamma": "γ",
-    "acc_all": "all",
-    "acc_seen": "seen",
-    "acc_absent": "absent",
-    "hmean": "hmean",
-    "acc_seen_seen": "S/S",
-    "acc_absent_absent": "U/U",
-    "ausuc": "AUSUC",
-    "ncm_acc_all": "NCM all",
-}
 
 
 @dataclass(frozen=True)
@@ -129,21 +118,26 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _ignored(key: str, ignore: Sequence[str]) -> bool:
-    return any(part in ignore for part in key.split("."))
+def _ignored(key: str, ignore: Sequence[str], ignore_keys: Sequence[str] = ()) -> bool:
+    return any(part in ignore for part in key.split(".")) or any(
+        key == k or key.startswith(k + ".") for k in ignore_keys
+    )
 
 
 def swept_keys(
-    runs: Mapping[str, Mapping[str, Any]], ignore: Sequence[str] = DEFAULT_IGNORE
+    runs: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
 ) -> list[str]:
     """The dotted config keys whose values differ across ``runs`` (a key missing in some runs
-    differs), sorted; keys with a component in ``ignore`` are left out."""
+    differs), sorted; keys with a component in ``ignore`` are left out, and so are the dotted
+    keys ``ignore_keys`` with everything below them (e.g. ``"eval.batch_size"``, ``"name"``)."""
     configs = _configs(runs)
     keys = sorted({k for c in configs.values() for k in c})
     return [
         k
         for k in keys
-        if not _ignored(k, ignore)
+        if not _ignored(k, ignore, ignore_keys)
         and len({_canon(c.get(k, _MISSING)) for c in configs.values()}) > 1
     ]
 
@@ -152,8 +146,15 @@ def _is_seed(key: str, seed_key: str) -> bool:
     return key.split(".")[-1] == seed_key or key == seed_key
 
 
+def _refines(fine: tuple, coarse: tuple) -> bool:
+    """Every class of partition ``fine`` lies inside one class of ``coarse``."""
+    inside: dict[int, int] = {}
+    return all(inside.setdefault(f, c) == c for f, c in zip(fine, coarse, strict=True))
+
+
 def _label_keys(keys: list[str], configs: dict[str, dict[str, Any]]) -> list[str]:
-    """One representative per set of keys that split the runs identically."""
+    """One representative per set of keys that split the runs identically, and none for a key
+    implied by another (``optimizer.lr`` when each optimizer has its own lr, shared by some)."""
     by_partition: dict[tuple, list[str]] = {}
     for key in keys:
         ids: dict[str, int] = {}
@@ -165,7 +166,9 @@ def _label_keys(keys: list[str], configs: dict[str, dict[str, Any]]) -> list[str
     def rank(key: str) -> tuple:
         return (key.split(".")[-1] != "name", len(key), key)
 
-    chosen = {min(group, key=rank) for group in by_partition.values()}
+    parts = list(by_partition)
+    implied = {p for p in parts if any(q != p and _refines(q, p) for q in parts)}
+    chosen = {min(by_partition[p], key=rank) for p in parts if p not in implied}
     return [k for k in keys if k in chosen]
 
 
@@ -212,6 +215,7 @@ def group_runs(
     seed_key: str = "seed",
     metrics: Sequence[str] = DEFAULT_METRICS,
     ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
 ) -> list[RunGroup]:
     """Group ``runs`` by the swept keys (or the keys ``by``) except the seed; stats per group.
 
@@ -220,7 +224,7 @@ def group_runs(
         by: the dotted keys to group by; default every swept key that is not a seed.
         seed_key: keys whose last component is this are seeds: averaged over, never grouped by.
         metrics: the metrics to summarise, per model variant.
-        ignore: see :func:`swept_keys`.
+        ignore, ignore_keys: see :func:`swept_keys`.
 
     Returns:
         The groups in order of their first run. Without any swept key, one group ``"all runs"``.
@@ -230,7 +234,7 @@ def group_runs(
     """
     configs = _configs(runs)
     if by is None:
-        keys = [k for k in swept_keys(runs, ignore) if not _is_seed(k, seed_key)]
+        keys = [k for k in swept_keys(runs, ignore, ignore_keys) if not _is_seed(k, seed_key)]
         label_keys = _label_keys(keys, configs)
     else:
         keys = [by] if isinstance(by, str) else list(by)
@@ -238,7 +242,8 @@ def group_runs(
         unknown = [k for k in keys if k not in known]
         if unknown:
             raise ValueError(
-                f"no run has config key(s) {unknown}; swept keys: {swept_keys(runs, ignore)}"
+                f"no run has config key(s) {unknown}; swept keys: "
+                f"{swept_keys(runs, ignore, ignore_keys)}"
             )
         label_keys = keys
     members: dict[str, list[str]] = {}
@@ -264,6 +269,46 @@ def group_runs(
     return groups
 
 
+def run_labels(
+    runs: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
+) -> dict[str, str]:
+    """``{run name: short label}`` from the swept keys alone, seeds included
+    (``optimizer=adam, seed=1``), keys that change together named once (as in
+    :func:`group_runs`). A run whose label is not unique (its config equals another's on every
+    swept key), and every run when nothing was swept, is labelled by its name.
+
+    Raises:
+        ValueError: a run without ``meta.config``.
+    """
+    configs = _configs(runs)
+    keys = _label_keys(swept_keys(runs, ignore, ignore_keys), configs)
+    labels: dict[str, str] = {
+        name: ", ".join(f"{_short(k)}={_show(c.get(k, _MISSING))}" for k in keys) or name
+        for name, c in configs.items()
+    }
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {name: label if counts[label] == 1 else name for name, label in labels.items()}
+
+
+def sweep_label_keys(
+    runs: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    ignore_keys: Sequence[str] = (),
+) -> list[str]:
+    """The swept keys as the labels name them (``optimizer``, ``seed``): one per set of keys
+    that change together, ``.name`` dropped; e.g. for a figure's title.
+
+    Raises:
+        ValueError: a run without ``meta.config``.
+    """
+    configs = _configs(runs)
+    return [_short(k) for k in _label_keys(swept_keys(runs, ignore, ignore_keys), configs)]
+
+
 def grouped_rows(
     groups: Sequence[RunGroup], metrics: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -286,39 +331,30 @@ def grouped_rows(
 
 
 def _cell(metric: str, mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    if metric == "gamma":
-        return f"{mean:+.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else "")
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if math.isfinite(std) else "")
+    """``format_cell`` of the mean, then ``± std`` in the same unit when the std is finite."""
+    from .run.results import format_cell
+
+    text = format_cell(metric, mean)
+    if text == "—" or not math.isfinite(std):
+        return text
+    return text + (f" ± {std:.3f}" if metric == "gamma" else f" ± {100 * std:.1f}")
 
 
 def format_grouped_table(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS
 ) -> str:
     """A markdown table of :func:`grouped_rows`: mean ± std over seeds, accuracies in %,
-    γ in logit units; ``n`` is the number of runs (seeds) of the group."""
-    headers = ["group", "model", "n", *(_HEADERS.get(m, m) for m in metrics)]
+    γ in logit units, "—" where undefined; ``n`` is the number of runs (seeds) of the group.
+    Rendered by :func:`calib.run.results.markdown_table` with its :data:`~calib.run.results.HEADERS`."""
+    from .run.results import HEADERS, markdown_table
+
+    headers = ["group", "model", "n", *(HEADERS.get(m, m) for m in metrics)]
     body = [
         [str(r["group"]), variant_label(str(r["variant"])), str(r["n_runs"])]
         + [_cell(m, r.get(m, math.nan), r.get(f"{m}_std", math.nan)) for m in metrics]
         for r in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
-        + "|"
-    )
-    return "\n".join([line(headers), rule, *(line(b) for b in body)]) + "\n"
+    return markdown_table(headers, body, n_left=2) + "\n"
 
 
 def sweep_series(

@@ -1,9 +1,10 @@
-"""`calib-collate DIR`: one table from every run under DIR (a multirun folder, or several).
+"""`calib-collate DIR`: the tables and figures of every run under DIR (a multirun folder, or several).
 
-    calib-collate multirun/digits_demo               # writes DIR/collated.csv and DIR/collated.md
-    calib-collate multirun/paper/office_home --paper  # paper-style: one block per setting + average
+    calib-collate multirun/digits_demo               # grouped table + DIR/figures/sweep*.png
+    calib-collate multirun/paper/office_home --paper  # paper-style: per setting, a block per method
 
-The work is in :mod:`calib.collate`; this is its command line.
+Runs are grouped by the swept config keys (mean ± std over seeds per group); the work is in
+:mod:`calib.run.collate`; this is its command line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from calib.collate import collate_dir
+from calib.run.collate import collate_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,8 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="print the paper-style table (pre-trained, fine-tuned, + γ ALG/PCV/oracle per "
-        "setting, then the average); also writes DIR/collated_paper.{md,csv}",
+        help="print the paper-style table (per setting: pre-trained, then per fine-tuning "
+        "method: method, + γ ALG/PCV/oracle; then the average); also writes "
+        "DIR/collated_paper.{md,csv}",
+    )
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="skip the sweep figures (default: written to DIR/figures/, or next to --out)",
     )
     args = parser.parse_args(argv)
     try:
@@ -36,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             out=args.out,
             metrics=args.metrics.split(",") if args.metrics else None,
             paper=args.paper,
+            figures=not args.no_figures,
         )
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"calib-collate: {err}")

@@ -253,34 +253,32 @@ def test_paper_table_rows_and_average(tmp_path):
         {"a": fake_results(0.4), "b": fake_results(0.6, ("alg", "oracle"))}
     )
     models = [r["model"] for r in per_setting]
+    # a run without meta.method is plain fine-tuning (`full`); the oracle used U labels
     assert models[:5] == [
         "pre-trained",
-        "fine-tuned",
-        "fine-tuned + γ ALG",
-        "fine-tuned + γ PCV",
-        "fine-tuned + γ oracle",
-    ]  # prior is not a row of the paper's tables
-    assert models[5:] == [
-        "pre-trained",
-        "fine-tuned",
-        "fine-tuned + γ ALG",
-        "fine-tuned + γ oracle",
+        "full",
+        "full + γ ALG",
+        "full + γ PCV",
+        "full + γ oracle †",
     ]
+    assert models[5:] == ["pre-trained", "full", "full + γ ALG", "full + γ oracle †"]
+    assert [r["uses_absent_labels"] for r in per_setting[:5]] == [False] * 4 + [True]
     by_model = {r["model"]: r for r in average}
-    assert by_model["fine-tuned"]["n"] == 2 and by_model["fine-tuned + γ PCV"]["n"] == 1
-    assert by_model["fine-tuned"]["acc_seen"] == pytest.approx(0.5)
-    assert by_model["fine-tuned + γ PCV"]["acc_seen"] == pytest.approx(0.5)
-    assert by_model["fine-tuned"]["gamma"] is None and by_model["fine-tuned"]["ncm_acc_all"] is None
+    assert by_model["full"]["n"] == 2 and by_model["full + γ PCV"]["n"] == 1
+    assert by_model["full"]["acc_seen"] == pytest.approx(0.5)
+    assert by_model["full + γ PCV"]["acc_seen"] == pytest.approx(0.5)
+    assert by_model["full"]["gamma"] is None and by_model["full"]["ncm_acc_all"] is None
 
-    text = collate_dir(tmp_path, paper=True)
+    text = collate_dir(tmp_path, paper=True, figures=False)
     assert text == (tmp_path / "collated_paper.md").read_text()
     assert "**office_home_ar_cl**" in text and "Average over 2 settings" in text
     header = next(line for line in text.splitlines() if "Acc S/Y" in line)
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "model", "γ", "Acc S/Y", "Acc U/Y", "Acc Y/Y", "hmean", "AUSUC", "NCM Y/Y",
     ]  # fmt: skip
-    alg = next(line for line in text.splitlines() if line.startswith("| fine-tuned + γ ALG"))
+    alg = next(line for line in text.splitlines() if line.startswith("| full + γ ALG"))
     assert [c.strip() for c in alg.strip("|").split("|")][1:4] == ["+1.500", "50.0", "25.0"]
+    assert text.rstrip().splitlines()[-1].startswith("† uses labels of the absent classes U")
     csv = (tmp_path / "collated_paper.csv").read_text().splitlines()
     assert len(csv) == 1 + 5 + 4 + 5  # header, two settings, the average of five models
     assert "Average" not in paper_table({"only": fake_results(0.4)})  # one setting: no average

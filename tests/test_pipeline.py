@@ -112,9 +112,15 @@ def test_sweep_and_collation(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "optimizer=adam" in done.stdout and "Mean over runs" in done.stdout
+    assert f"2 run(s) in {sweep}, swept: optimizer" in done.stdout
+    assert "Mean ± sample std over seeds, 2 group(s)" in done.stdout
     long_csv = (sweep / "collated.csv").read_text().splitlines()
-    assert len(long_csv) == 1 + 2 * 5 + 5  # header, 2 runs x 5 variants, 5 means
+    assert len(long_csv) == 1 + 2 * 5  # header, 2 runs x 5 variants
+    assert long_csv[1].startswith("optimizer=adam,")  # the short label: the swept key only
+    groups_csv = (sweep / "collated_groups.csv").read_text().splitlines()
+    assert len(groups_csv) == 1 + 2 * 5 and groups_csv[1].startswith("optimizer=adam,")
+    figures = sorted(p.name for p in (sweep / "figures").iterdir())
+    assert figures == ["sweep.png", "sweep_acc_absent_vs_epoch.png", "sweep_ausuc_vs_epoch.png"]
     sgd = json.loads((sweep / runs[1] / "results.json").read_text())
     assert f"{100 * sgd['finetuned']['ausuc']:.1f}" in done.stdout
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
-from calib.collate import collate_dir, find_runs, long_rows, mean_rows
+from calib.collate import collate_dir, find_runs, long_rows
 from calib.io import json_safe
 from calib.report import flatten_results, format_table, write_results
 
@@ -60,21 +59,22 @@ def test_flatten_results():
     assert flat["calibrated.alg.gamma"] == 1.5 and flat["meta.seen_classes"] == "0 1"
 
 
-def test_collate_long_rows_and_means(tmp_path):
+def test_collate_long_rows_without_configs(tmp_path):
+    """Results without meta.config (older runs): every run is its own group, named by folder."""
     for name, acc in (("optimizer=sgd", 0.2), ("optimizer=adam", 0.6)):
         write_results(fake_results(acc), tmp_path / name)
     runs = find_runs(tmp_path)
     assert list(runs) == ["optimizer=adam", "optimizer=sgd"]
     rows = long_rows(runs, ["acc_all", "acc_absent"])
-    assert len(rows) == 6
-    means = mean_rows(rows, ["acc_all", "acc_absent"])
-    assert [m["variant"] for m in means] == ["pre-trained", "fine-tuned", "fine-tuned + γ (alg)"]
-    assert means[0]["acc_all"] == pytest.approx(0.4)
-    assert means[0]["acc_absent"] is None  # all NaN -> no mean, not 0
-    text = collate_dir(tmp_path)
-    assert "Mean over runs" in text and "40.0" in text
-    for suffix in (".csv", "_wide.csv", ".md"):
+    assert len(rows) == 6 and rows[0]["run"] == rows[0]["folder"] == "optimizer=adam"
+    text = collate_dir(tmp_path, figures=False)
+    assert "Mean over runs" not in text and "2 group(s)" in text
+    grouped = text.split("group(s)")[1]
+    assert "| optimizer=adam | pre-trained" in grouped and "60.0" in grouped
+    assert "40.0" not in text  # never the mean across the two optimizers
+    for suffix in (".csv", "_groups.csv", "_wide.csv", ".md"):
         assert (tmp_path / f"collated{suffix}").is_file()
+    assert not (tmp_path / "figures").exists()
 
 
 def test_collate_errors(tmp_path):
@@ -89,8 +89,3 @@ def test_collate_errors(tmp_path):
     (tmp_path / "run" / "results.json").write_text(json.dumps({"other": 1}))
     with pytest.raises(ValueError, match="not a calib results file"):
         find_runs(tmp_path)
-
-
-def test_mean_skips_nan():
-    rows = [{"variant": "v", "x": 0.5}, {"variant": "v", "x": math.nan}]
-    assert mean_rows(rows, ["x"])[0]["x"] == 0.5

@@ -72,6 +72,16 @@ def _invariant(series: dict[str, dict[str, np.ndarray]], variant: str) -> bool:
     return bool(np.array_equal(a, b, equal_nan=True))
 
 
+def _ticks(labels: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``(key, values)`` when every label is ``key=value`` for one key, else ``(None, labels)``."""
+    parts = [label.split("=", 1) for label in labels]
+    if all(len(p) == 2 and "," not in label for p, label in zip(parts, labels, strict=True)):
+        keys = {p[0] for p in parts}
+        if len(keys) == 1:
+            return keys.pop(), [p[1] for p in parts]
+    return None, list(labels)
+
+
 def plot_sweep(
     groups: Sequence[RunGroup],
     metrics: Sequence[str] = ("ausuc", "acc_absent"),
@@ -82,7 +92,8 @@ def plot_sweep(
 
     Variants (default all: pre-trained, fine-tuned, then each selector's fine-tuned + γ) are
     drawn side by side in their style look. A selector whose values equal the fine-tuned ones
-    for every group (AUSUC does not depend on γ) is not repeated in that panel.
+    for every group (AUSUC does not depend on γ) is not repeated in that panel. When one key
+    was swept, the ticks show its values and the x label names it.
     """
     from matplotlib.figure import Figure
 
@@ -92,7 +103,7 @@ def plot_sweep(
         metrics = (metrics,)
     if not metrics:
         raise ValueError("metrics is empty: name at least one metric to draw")
-    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3.5) * len(metrics) / 1.4 + 2.5, 4.8),
+    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3.5) * len(metrics) / 1.4 + 2.5, 5.4),
                  layout="constrained")  # fmt: skip
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     x = np.arange(len(groups))
@@ -110,14 +121,15 @@ def plot_sweep(
                         markeredgecolor="black", markeredgewidth=0.5, label=variant_label(variant),
                         zorder=look.zorder)  # fmt: skip
         n = sorted({int(k) for v in shown for k in series[v]["n"] if k})
-        ax.set_xticks(x, [g.label for g in groups], rotation=20 if len(groups) > 3 else 0,
-                      ha="right" if len(groups) > 3 else "center")  # fmt: skip
+        key, ticks = _ticks([g.label for g in groups])
+        tilt = sum(len(t) for t in ticks) > 60
+        ax.set_xticks(x, ticks, rotation=20 if tilt else 0, ha="right" if tilt else "center")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_title(f"{METRIC_NAMES.get(metric, metric)}", fontsize="medium")
         seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}" if n else "0"
-        ax.set_xlabel(f"sweep group (mean ± sample std over {seeds} seeds)")
+        ax.set_xlabel(f"{key or 'sweep group'} (mean ± sample std over {seeds} seeds)")
     legend_outside(axes[-1])
     what = "Sweep: before and after γ"
     fig.suptitle(wrap_title(f"{what} — {title}" if title else what, 100), fontsize="medium")

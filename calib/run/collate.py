@@ -1,28 +1,43 @@
-"""Collate many runs (a Hydra multirun folder, a benchmark's settings) into one table.
+"""Collate many runs (a Hydra multirun folder, a benchmark's settings) into tables and figures.
 
-Each run folder holds a ``results.json`` (see :mod:`calib.report`). A run is named by its
-path below the collated folder (Hydra names multirun folders by their overrides, e.g.
-``optimizer=adam``). The long table has one row per (run, model variant), where the
-variants are pre-trained, fine-tuned and fine-tuned + γ of each selector; a closing
-block averages every variant over the runs (the paper's "average" row).
+Each run folder holds a ``results.json`` (see :mod:`calib.run.results`) whose ``meta.config``
+is the run's full resolved config. The runs are grouped by the swept keys
+(:mod:`calib.sweep_groups`: the config keys whose values differ, less those that cannot change
+a number, :data:`IGNORE_KEYS`); a run's label names its swept keys only
+(``optimizer=adam, seed=1``) and a group's label the swept keys but the seed
+(``optimizer=adam``). :func:`collate_dir` writes::
 
-:func:`paper_table` (``collate_dir(..., paper=True)``) lays the same numbers out as the
-paper's tables: one block per setting (a benchmark's pairs or tasks) with the rows
-pre-trained, fine-tuned and fine-tuned + γ from ALG, PCV and the oracle, the columns
-Acc S/Y, U/Y, Y/Y, their harmonic mean, AUSUC and NCM accuracy, then the average over
-settings.
+    collated.md / .csv      one row per (run, model variant), then the mean ± std over seeds
+                            per group (the CSV holds the per-run rows only)
+    collated_groups.csv     the grouped rows (mean, std, n per metric)
+    collated_wide.csv       one row per run, every key of its results
+    figures/sweep.png       per group: AUSUC and Acc U/Y before and after γ
+    figures/sweep_<m>_vs_epoch.png   every run's per-epoch curve (its history.jsonl), if any
+
+A run without ``meta.config`` (results written before it was recorded) is its own group,
+labelled by its folder. The paper-style table (``paper=True``) is :mod:`calib.run.paper_table`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_text
+from ..sweep_groups import (
+    RunGroup,
+    format_grouped_table,
+    group_runs,
+    grouped_rows,
+    run_labels,
+    sweep_label_keys,
+)
+from .identity import NON_IDENTITY_KEYS
+from .paper_table import PAPER_METRICS, PAPER_SELECTORS, paper_rows, paper_table
 from .results import (
     HEADERS,
     flatten_results,
@@ -33,16 +48,21 @@ from .results import (
 )
 
 __all__ = [
+    "DEFAULT_METRICS",
+    "IGNORE_KEYS",
+    "PAPER_METRICS",
+    "PAPER_SELECTORS",
     "find_runs",
+    "run_folder",
+    "short_labels",
+    "sweep_groups",
+    "sweep_title",
     "long_rows",
-    "mean_rows",
     "format_long_table",
+    "write_sweep_figures_of",
     "collate_dir",
     "paper_rows",
     "paper_table",
-    "DEFAULT_METRICS",
-    "PAPER_METRICS",
-    "PAPER_SELECTORS",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -54,35 +74,22 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "ausuc",
     "ncm_acc_all",
 )
-
-#: Columns of the paper-style table, in order (γ only on calibrated rows).
-PAPER_METRICS: tuple[str, ...] = (
-    "gamma",
-    "acc_seen",
-    "acc_absent",
-    "acc_all",
-    "hmean",
-    "ausuc",
-    "ncm_acc_all",
-)
-#: The γ selectors of the paper's tables, in row order.
-PAPER_SELECTORS: tuple[str, ...] = ("alg", "pcv", "oracle")
-
-_PAPER_HEADERS = {
-    "acc_seen": "Acc S/Y",
-    "acc_absent": "Acc U/Y",
-    "acc_all": "Acc Y/Y",
-    "ncm_acc_all": "NCM Y/Y",
-}
+#: Config keys (dotted, each covering the keys below it) that never define a group or a label:
+#: those that cannot change a number, and the run's name.
+IGNORE_KEYS: tuple[str, ...] = tuple(dict.fromkeys((*NON_IDENTITY_KEYS, "name")))
 
 
 def find_runs(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{run name: results}`` for every ``results.json`` below ``root``, sorted by name.
 
+    A run's name is its folder relative to ``root`` (``root``'s own name for a results.json
+    directly in ``root``).
+
     Raises:
         FileNotFoundError: ``root`` is missing or holds no results.json.
         ValueError: a results.json is not valid JSON or lacks the expected keys.
     """
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
@@ -101,37 +108,60 @@ def find_runs(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def run_folder(root: str | os.PathLike, name: str) -> Path:
+    """The folder of the run :func:`find_runs` named ``name`` below ``root``."""
+    root = Path(root)
+    return root if (root / "results.json").is_file() and name == root.name else root / name
+
+
+def _have_configs(runs: Mapping[str, Mapping[str, Any]]) -> bool:
+    return all(isinstance((r.get("meta") or {}).get("config"), Mapping) for r in runs.values())
+
+
+def short_labels(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``{run name: label}``: the swept keys with the run's values (``optimizer=adam,
+    seed=1``); the run's name when the runs lack ``meta.config`` or nothing was swept."""
+    if not _have_configs(runs):
+        return {name: name for name in runs}
+    return run_labels(runs, ignore_keys=IGNORE_KEYS)
+
+
+def sweep_groups(
+    runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] | None = None
+) -> list[RunGroup]:
+    """The runs grouped by the swept keys but the seed (:func:`calib.sweep_groups.group_runs`,
+    ignoring :data:`IGNORE_KEYS`); each run its own group (labelled by its name) when the runs
+    lack ``meta.config``."""
+    kw = {} if metrics is None else {"metrics": tuple(metrics)}
+    if _have_configs(runs):
+        return group_runs(runs, ignore_keys=IGNORE_KEYS, **kw)
+    groups = []
+    for name, results in runs.items():
+        one = {name: {**results, "meta": {**(results.get("meta") or {}), "config": {}}}}
+        groups.append(dataclasses.replace(group_runs(one, **kw)[0], label=name))
+    return groups
+
+
+def sweep_title(root: str | os.PathLike, runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which sweep: ``"<root>, swept: optimizer, seed"`` (``"<root>"`` when nothing was)."""
+    keys = sweep_label_keys(runs, ignore_keys=IGNORE_KEYS) if _have_configs(runs) else []
+    return f"{root}, swept: {', '.join(keys)}" if keys else str(root)
+
+
 def long_rows(
-    runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]
+    runs: Mapping[str, Mapping[str, Any]],
+    metrics: Sequence[str],
+    labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (run, model variant) with the chosen metrics."""
+    """One row per (run, model variant): ``run`` (its label, default the run's name),
+    ``folder`` (the run's name), ``variant`` and the chosen metrics."""
     rows = []
     for run, results in runs.items():
         for variant, values in result_rows(results):
-            row = {"run": run, "variant": variant}
+            row = {"run": (labels or {}).get(run, run), "folder": run, "variant": variant}
             row.update({m: values.get(m) for m in metrics})
             rows.append(row)
     return rows
-
-
-def _mean(values: Sequence[Any]) -> float | None:
-    nums = [
-        float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))
-    ]
-    return sum(nums) / len(nums) if nums else None
-
-
-def mean_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Each variant's metrics averaged over runs (NaN/missing values skipped), first-seen order."""
-    variants: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        variants.setdefault(row["variant"], []).append(row)
-    out = []
-    for variant, group in variants.items():
-        mean = {"run": f"mean of {len(group)}", "variant": variant}
-        mean.update({m: _mean([r.get(m) for r in group]) for m in metrics})
-        out.append(mean)
-    return out
 
 
 def format_long_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
@@ -144,85 +174,32 @@ def format_long_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str])
     return markdown_table(header, body, n_left=2)
 
 
-def _paper_labels(selectors: Sequence[str]) -> dict[str, str]:
-    """``{result_rows variant: paper row label}`` in the paper's row order."""
-    labels = {"pre-trained": "pre-trained", "fine-tuned": "fine-tuned"}
-    for name in selectors:
-        shown = name.upper() if name in ("alg", "pcv") else name
-        labels[f"fine-tuned + γ ({name})"] = f"fine-tuned + γ {shown}"
-    return labels
-
-
-def paper_rows(
+def write_sweep_figures_of(
+    root: str | os.PathLike,
     runs: Mapping[str, Mapping[str, Any]],
-    selectors: Sequence[str] = PAPER_SELECTORS,
-    metrics: Sequence[str] = PAPER_METRICS,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The paper-style rows: ``(per setting, average over settings)``.
+    groups: Sequence[RunGroup],
+    out_dir: str | os.PathLike,
+    title: str,
+) -> dict[str, list[Path]]:
+    """Write the sweep figures (:func:`calib.figures.sweep.write_sweep_figures`) of ``groups``
+    into ``out_dir``, with every run's ``history.jsonl`` (read from its folder) where it has one.
+    Returns figure stem → written paths."""
+    from ..dynamics.history import read_history  # torch and matplotlib only when drawing
+    from ..figures.sweep import write_sweep_figures
+    from ..sweep_groups import histories_by_group
 
-    Each row holds ``setting``, ``model`` (pre-trained, fine-tuned, fine-tuned + γ ALG, PCV,
-    oracle, in that order; a selector a run did not fit is left out of its block) and the
-    metrics. An average row holds ``n``, the number of settings that have the model, and each
-    metric's mean over them (NaN values skipped, as in :func:`mean_rows`); γ is not averaged.
-    """
-    labels = _paper_labels(selectors)
-    per_setting = []
-    for setting, results in runs.items():
-        values = dict(result_rows(results))
-        for variant, label in labels.items():
-            if variant in values:
-                row = {"setting": setting, "model": label}
-                row.update({m: values[variant].get(m) for m in metrics})
-                per_setting.append(row)
-    average = []
-    for label in labels.values():
-        group = [r for r in per_setting if r["model"] == label]
-        if group:
-            row = {"setting": "average", "model": label, "n": len(group)}
-            row.update(
-                {m: None if m == "gamma" else _mean([r.get(m) for r in group]) for m in metrics}
-            )
-            average.append(row)
-    return per_setting, average
+    histories = {name: read_history(run_folder(root, name)) for name in runs}
+    by_group = histories_by_group(groups, histories)
+    return write_sweep_figures(out_dir, groups, by_group or None, title=title)
 
 
-def paper_table(
-    runs: Mapping[str, Mapping[str, Any]],
-    selectors: Sequence[str] = PAPER_SELECTORS,
-    metrics: Sequence[str] = PAPER_METRICS,
-    title: str | None = None,
-) -> str:
-    """The paper-style Markdown report: one table per setting, then the average over settings.
-
-    Accuracies and AUSUC in %, γ in logit units; "—" where a value is undefined (NaN).
-    """
-    per_setting, average = paper_rows(runs, selectors, metrics)
-    names = [_PAPER_HEADERS.get(m, HEADERS.get(m, m)) for m in metrics]
-    lines = [] if title is None else [f"## {title}", ""]
-    for setting in runs:
-        body = [
-            [r["model"]] + [format_cell(m, r[m]) for m in metrics]
-            for r in per_setting
-            if r["setting"] == setting
-        ]
-        lines += [
-            f"**{setting}** (accuracies in %)",
-            "",
-            markdown_table(["model", *names], body, 1),
-            "",
-        ]
-    if len(runs) > 1:
-        kept = [(m, h) for m, h in zip(metrics, names, strict=True) if m != "gamma"]
-        body = [
-            [r["model"], str(r["n"])] + [format_cell(m, r[m]) for m, _ in kept] for r in average
-        ]
-        lines += [
-            f"**Average over {len(runs)} settings** (accuracies in %; n = settings averaged)",
-            "",
-            markdown_table(["model", "n", *(h for _, h in kept)], body, 1),
-            "",
-        ]
-    return "\n".join(lines).rstrip() + "\n"
+def _check_metrics(runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> None:
+    known = {k for r in runs.values() for _, values in result_rows(r) for k in values}
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(
+            f"metrics {unknown} are in no run's results; known: {', '.join(sorted(known))}"
+        )
 
 
 def collate_dir(
@@ -230,31 +207,42 @@ def collate_dir(
     out: str | os.PathLike | None = None,
     metrics: Sequence[str] | None = None,
     paper: bool = False,
+    figures: bool = True,
 ) -> str:
-    """Collate every run below ``root``; write ``<out>.csv``, ``<out>_wide.csv`` and ``<out>.md``.
+    """Collate every run below ``root``: write the tables and figures listed in the module doc.
 
-    ``out`` defaults to ``root/collated``. Returns the Markdown text (runs, then means).
-    With ``paper=True`` it also writes ``<out>_paper.md`` and ``<out>_paper.csv``
-    (:func:`paper_table`: per setting, then averaged) and returns that table instead.
+    ``out`` is the prefix of the tables (default ``root/collated``); the figures go to the
+    folder ``figures`` next to it (``figures=False``: none). Returns the Markdown text (runs,
+    then the grouped means). With ``paper=True`` it also writes ``<out>_paper.md`` and
+    ``<out>_paper.csv`` (:func:`paper_table`) and returns that table instead.
     """
-    metrics = tuple(metrics or DEFAULT_METRICS)
     runs = find_runs(root)
-    rows = long_rows(runs, metrics)
-    means = mean_rows(rows, metrics) if len(runs) > 1 else []
-    text = f"**{len(runs)} run(s) in {root}** (accuracies in %)\n\n" + format_long_table(
+    if metrics:  # a metric no run has is a typo; the default ones may be missing (NCM off)
+        _check_metrics(runs, metrics)
+    metrics = tuple(metrics or DEFAULT_METRICS)
+    groups = sweep_groups(runs, metrics)
+    title = sweep_title(root, runs)
+    rows = long_rows(runs, metrics, short_labels(runs))
+    means = grouped_rows(groups, metrics)
+    text = f"**{len(runs)} run(s) in {title}** (accuracies in %)\n\n" + format_long_table(
         rows, metrics
     )
-    if means:
-        text += "\n\n**Mean over runs**\n\n" + format_long_table(means, metrics)
+    text += (
+        f"\n\n**Mean ± sample std over seeds, {len(groups)} group(s)** (accuracies in %; "
+        "n = runs in the group)\n\n" + format_grouped_table(means, metrics).rstrip("\n")
+    )
     prefix = Path(out) if out is not None else Path(root) / "collated"
-    atomic_write_text(f"{prefix}.csv", rows_to_csv(rows + means))
+    atomic_write_text(f"{prefix}.csv", rows_to_csv(rows))
+    atomic_write_text(f"{prefix}_groups.csv", rows_to_csv(means))
     wide = [{"run": name, **flatten_results(res)} for name, res in runs.items()]
     atomic_write_text(f"{prefix}_wide.csv", rows_to_csv(wide))
     atomic_write_text(f"{prefix}.md", text + "\n")
+    if figures:
+        write_sweep_figures_of(root, runs, groups, prefix.parent / "figures", title)
     if not paper:
         return text
     per_setting, average = paper_rows(runs)
     atomic_write_text(f"{prefix}_paper.csv", rows_to_csv(per_setting + average))
-    table = paper_table(runs, title=f"{len(runs)} setting(s) in {root}")
+    table = paper_table(runs, title=f"{len(runs)} run(s) in {root}")
     atomic_write_text(f"{prefix}_paper.md", table)
     return table
