@@ -124,16 +124,22 @@ def method_rows(results: dict[str, Any], selectors: list[str]) -> list[tuple[str
 def main_table(runs: list[tuple[Path, dict]], selectors: list[str]) -> str:
     header = ["method", "row"] + [h for _, h in COLUMNS]
     body = []
-    shown = []  # the pre-trained row once per distinct starting model (a cosine head differs)
+
+    def start_key(results: dict) -> tuple | None:
+        pre = results.get("pretrained")
+        return None if pre is None else tuple(pre.get(k) for k, _ in COLUMNS[1:])
+
+    # the pre-trained row once per distinct starting model (a cosine head differs)
+    one_start = len({start_key(r) for _, r in runs}) == 1
+    shown = []
     for _, results in runs:
         name = method_label(results)
-        pre = results.get("pretrained")
-        key = None if pre is None else tuple(pre.get(k) for k, _ in COLUMNS[1:])
+        key = start_key(results)
         if key is not None and key not in shown:
             shown.append(key)
-            body.append(
-                ["pre-trained", f"start of {name}"] + [cell(k, pre.get(k, 0.0)) for k, _ in COLUMNS]
-            )
+            row = "start of every run" if one_start else f"start of {name}"
+            pre = results["pretrained"]
+            body.append(["pre-trained", row] + [cell(k, pre.get(k, 0.0)) for k, _ in COLUMNS])
         for label, metrics in method_rows(results, selectors):
             body.append([name, label] + [cell(k, metrics.get(k)) for k, _ in COLUMNS])
     return markdown(header, body)
