@@ -121,7 +121,7 @@ def test_sweep_and_collation(tmp_path):
     assert len(groups_csv) == 1 + 2 * 5 and groups_csv[1].startswith("optimizer=adam,")
     figures = sorted(p.name for p in (sweep / "figures").iterdir())
     assert figures == ["sweep.png", "sweep_acc_absent_vs_epoch.png", "sweep_ausuc_vs_epoch.png"]
-    sgd = json.loads((sweep / runs[1] / "results.json").read_text())
+    sgd = json.loads((sweep / "digits_demo" / runs[1] / "results.json").read_text())
     assert f"{100 * sgd['finetuned']['ausuc']:.1f}" in done.stdout
 
 

@@ -18,6 +18,17 @@ from tests.helpers_paper import CONF
 PLUGIN = str(CONF.parent / "tests" / "plugin_selector.py")
 
 
+@pytest.fixture(autouse=True)
+def _unregister_plugin_selectors():
+    """The plugin registers selectors in-process: take them out again for the other tests."""
+    from calib.selectors import SELECTORS
+
+    yield
+    for name in ("median_gap", "needs_splits"):
+        if name in SELECTORS:
+            SELECTORS.unregister(name)
+
+
 @pytest.mark.slow
 def test_user_selector_runs_through_calib_run(tmp_path):
     run_dir = tmp_path / "run"
