@@ -45,6 +45,7 @@ def plot_alpha_tradeoff(
     ax: Axes | None = None,
     title: str | None = None,
     annotate: Sequence[float] = (0.0, 0.5, 1.0),
+    gamma_area: float | None = None,
 ) -> Axes:
     """Draw the α path and the γ curve(s) on one pair of axes.
 
@@ -56,6 +57,9 @@ def plot_alpha_tradeoff(
         ax: the axes to draw into; default a new figure's axes.
         title: optional axes title.
         annotate: the α values written beside the path (the nearest grid points).
+        gamma_area: the area under the fine-tuned model's γ curve over the S/Y range the α
+            path spans (:func:`calib.methods.wise_ft.gamma_area_on_alpha_range`), the number
+            to compare with the path's own area; shown in the path's legend entry.
 
     Returns:
         The axes drawn into (``ax.figure`` for :func:`calib.plotting.save_figure`).
@@ -63,7 +67,7 @@ def plot_alpha_tradeoff(
     if ax is None:
         from matplotlib.figure import Figure
 
-        ax = Figure(figsize=(5.5, 5), layout="constrained").add_subplot()
+        ax = Figure(figsize=(9.5, 5.5), layout="constrained").add_subplot()
     for label, curve in gamma_curves.items():
         x, y = curve_xy(curve)
         look = _curve_look(label)
@@ -86,7 +90,10 @@ def plot_alpha_tradeoff(
         linewidth=1.6,
         markeredgecolor="black",
         markeredgewidth=0.5,
-        label=f"WiSE-FT, α swept {a[0]:g}→{a[-1]:g} (area {alpha_curve.area:.3f} on its S/Y range)",
+        label=(
+            f"WiSE-FT, α swept {a[0]:g}→{a[-1]:g}: area {alpha_curve.area:.3f} on its S/Y range"
+            + ("" if gamma_area is None else f"\n(γ curve of α = 1 there: {gamma_area:.3f})")
+        ),
     )
     for k in _annotated(a, annotate):
         right = x[k] > 0.75  # near the right edge: write the label to the left of the point
@@ -106,14 +113,14 @@ def plot_alpha_tradeoff(
 
 
 def _finish(ax: Axes, title: str | None) -> None:
-    """The axes of every seen–absent figure: unit square, equal aspect, legend lower left."""
+    """The axes of every seen–absent figure: unit square, equal aspect, legend beside them."""
     ax.set_xlabel("Acc S/Y (seen classes)")
     ax.set_ylabel("Acc U/Y (absent classes)")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
-    # the curves bow towards the upper right: keep that corner free
-    ax.legend(loc="lower left", fontsize="small", framealpha=0.9)
+    # beside the axes: inside, it would cover the curves' low-S/Y ends or the α path's
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", framealpha=0.9)
     if title:
         ax.set_title(title)

@@ -65,6 +65,15 @@ def ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classe
     return {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
 
 
+def _finetuned_label(meta) -> str:
+    """ "fine-tuned", with the method when it is not plain fine-tuning (WiSE-FT: its α)."""
+    method = meta.get("method", "full")
+    if method == "full":
+        return "fine-tuned"
+    alpha = meta.get("method_params", {}).get("alpha")
+    return f"fine-tuned ({method}{'' if alpha is None else f', α = {alpha:g}'})"
+
+
 def plot_curves(
     results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title
 ) -> None:
@@ -75,7 +84,9 @@ def plot_curves(
         "pre-trained": seen_absent_curve(
             pre_test.logits, pre_test.labels, split.seen, split.absent
         ),
-        "fine-tuned": seen_absent_curve(ft_test.logits, ft_test.labels, split.seen, split.absent),
+        _finetuned_label(results.get("meta", {})): seen_absent_curve(
+            ft_test.logits, ft_test.labels, split.seen, split.absent
+        ),
     }
     labels = {f"γ {name} = {m['gamma']:+.2f}": name for name, m in results["calibrated"].items()}
     points = {
@@ -118,7 +129,8 @@ def alpha_results(by_alpha, ex, split: ClassSplit) -> dict:
 
 
 def plot_alpha_tradeoff_figure(ex, split: ClassSplit, path: Path, title) -> None:
-    """The α path beside the γ curves of the pre-trained and the fully fine-tuned model."""
+    """The α path beside the γ curves of the pre-trained and the fully fine-tuned (α = 1)
+    model, which the legend calls "fine-tuned"."""
     from ..figures.alpha_tradeoff import plot_alpha_tradeoff
     from ..plotting import save_figure, wrap_title
 
@@ -129,9 +141,15 @@ def plot_alpha_tradeoff_figure(ex, split: ClassSplit, path: Path, title) -> None
         )
     }
     if 1.0 in by_alpha:
+        from ..methods.wise_ft import gamma_area_on_alpha_range
+
         end = by_alpha[1.0]
-        curves["fine-tuned (α = 1)"] = seen_absent_curve(
-            end.logits, end.labels, split.seen, split.absent
-        )
-    ax = plot_alpha_tradeoff(_alpha_curve(by_alpha, split), curves, title=wrap_title(title, 60))
+        gamma_curve = seen_absent_curve(end.logits, end.labels, split.seen, split.absent)
+        area = gamma_area_on_alpha_range(_alpha_curve(by_alpha, split), gamma_curve)
+        curves["fine-tuned"] = gamma_curve
+    else:
+        area = None
+    ax = plot_alpha_tradeoff(
+        _alpha_curve(by_alpha, split), curves, title=wrap_title(title, 60), gamma_area=area
+    )
     save_figure(ax.figure, path)
