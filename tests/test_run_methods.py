@@ -14,6 +14,7 @@ import torch
 import calib
 from calib.methods import METHODS
 from calib.run import ConfigError, build_plan
+from calib.run.identity import diff_leaves, flatten
 from tests.conftest import tiny_config
 
 # one epoch of fine-tuning, no PCV, no history: the method is what is tested
@@ -43,8 +44,11 @@ def test_every_method_runs_with_every_selector(method, tmp_path):
 def test_methods_key_their_stages(demo_run, tmp_path):
     plan, _, _ = demo_run
     other = build_plan(tiny_config(["finetune.method=frozen_head"]), run_dir=tmp_path)
-    a, b = plan.stages().keys(), other.stages().keys()
-    assert a["source"] == b["source"] and a["finetune"] != b["finetune"]
+    sa, sb = plan.stages(), other.stages()
+    a, b = sa.keys(), sb.keys()
+    changed = diff_leaves(flatten(sa.pretrained.identity), flatten(sb.pretrained.identity))
+    assert a["source"] == b["source"], changed
+    assert a["finetune"] != b["finetune"]
     assert a["extract/pretrained_test"] == b["extract/pretrained_test"]  # same starting model
     cosine = build_plan(
         tiny_config(["+finetune.method_options.head=cosine"]), run_dir=tmp_path / "c"
