@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils import TransformerTags
 
 from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
 from ._gaps import compute_gaps, shifted_logits
@@ -76,7 +77,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         gamma_: the bias (float, logit units).
         seen_classes_: S, sorted int64 array. absent_classes_: U, sorted int64 array.
         num_classes_: C, the number of logit columns. classes_: ``arange(C)``, the labels
-            ``predict`` can return (scikit-learn's name).
+            ``predict`` can return; n_features_in_: C (scikit-learn's names).
         info_: the selector's details (criterion reached, sample counts, ...).
     """
 
@@ -110,6 +111,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False  # `prior` and `fixed` fit without labels
         tags.input_tags.allow_nan = False
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])  # float64 out
         return tags
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -206,6 +208,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         self.absent_classes_ = absent
         self.num_classes_ = width
         self.classes_ = np.arange(width)
+        self.n_features_in_ = width
         self.info_ = dict(info)
         return self
 
@@ -402,6 +405,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         cal.absent_classes_ = absent
         cal.num_classes_ = width
         cal.classes_ = np.arange(width)
+        cal.n_features_in_ = width
         cal.info_ = info
         return cal
 
