@@ -42,7 +42,7 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
 from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
-from ._gaps import compute_gaps, shifted_logits
+from ._gaps import gaps_of, scan_checked, shifted_logits
 from .io import atomic_write_json
 from .selectors import PseudoSplit, SelectorSpec, check_pseudo_splits, selector_spec
 
@@ -240,9 +240,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__}.load(path) before using it"
             )
 
-    def _checked(self, logits: Any) -> np.ndarray:
+    def _checked(self, logits: Any, values: bool = True) -> np.ndarray:
         self._check_fitted()
-        z = check_logits(logits)
+        z = check_logits(logits, values=values)
         if z.shape[1] != self.num_classes_:
             raise ValueError(
                 f"logits has {z.shape[1]} columns but the calibrator was fitted on "
@@ -262,7 +262,8 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         if is_tensor(logits):
             return self._transform_tensor(logits)
-        return shifted_logits(self._checked(logits), self.absent_classes_, self.gamma_)
+        z = self._checked(logits, values=False)  # values: checked in the one pass
+        return shifted_logits(z, self.absent_classes_, self.gamma_, name="logits")
 
     def _transform_tensor(self, logits: Any) -> Any:
         import torch
@@ -282,9 +283,11 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
 
         Same type as the input (a tensor on its device, or a numpy array), int64.
         """
-        z = self._checked(logits)
-        pred = compute_gaps(z, self.absent_classes_).predict(self.gamma_)
-        return like_input(pred.astype(np.int64, copy=False), logits)
+        return like_input(self._predict(self._checked(logits, values=False)), logits)
+
+    def _predict(self, z: np.ndarray) -> np.ndarray:
+        scanned = scan_checked(z, self.seen_classes_, self.absent_classes_)
+        return gaps_of(scanned).predict(self.gamma_).astype(np.int64, copy=False)
 
     def score(self, logits: Any, labels: Any, sample_weight: Any = None) -> float:
         """``acc_all`` under γ: the fraction of samples whose :meth:`predict` equals the label.
@@ -292,9 +295,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         One float, as scikit-learn's ``score`` (the accuracy of ``predict``);
         ``sample_weight`` weights the samples. Every metric: :meth:`report`.
         """
-        z = self._checked(logits)
+        z = self._checked(logits, values=False)
         y = check_labels(labels, z.shape[0], z.shape[1])
-        hits = compute_gaps(z, self.absent_classes_).predict(self.gamma_) == y
+        hits = self._predict(z) == y
         if sample_weight is None:
             return float(hits.mean())
         return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_classes, check_labels, check_logits, like_input
-from ._gaps import compute_gaps
+from ._gaps import gaps_of, scan_checked
 
 __all__ = ["SeenAbsentCurve", "seen_absent_curve", "ausuc"]
 
@@ -90,10 +90,10 @@ def seen_absent_curve(
         A :class:`SeenAbsentCurve`; its arrays are torch tensors on the logits' device when
         the logits are a tensor, numpy arrays otherwise.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    gaps = compute_gaps(z, absent)
+    gaps = gaps_of(scan_checked(z, seen, absent))
 
     label_seen = np.isin(y, seen)
     label_absent = np.isin(y, absent)

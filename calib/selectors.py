@@ -44,8 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_classes, check_labels, check_logits
-from ._gaps import compute_gaps
+from ._checks import check_classes, check_labels, check_logits, check_stats
+from ._gaps import group_codes, scan_checked
+from ._kernels import alg_sums
 from .curve import SeenAbsentCurve, seen_absent_curve
 from .selector_spec import (
     CRITERIA,
@@ -212,7 +213,7 @@ def select_alg(
     Raises:
         ValueError: a label outside S, |S| < 2, or invalid input.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False)  # values: checked in the one pass below
     _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
@@ -227,17 +228,18 @@ def select_alg(
             f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
             f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
         )
-    used = np.concatenate([seen, absent])
-    if np.isneginf(z[:, used]).any():
+    sum_seen, sum_absent, lo, hi, nan = alg_sums(z, group_codes(z.shape[1], seen, absent))
+    check_stats(z, "logits", lo, hi, nan)
+    if not (np.isfinite(sum_seen).all() and np.isfinite(sum_absent).all()):
+        used = np.concatenate([seen, absent])
         col = int(used[np.isneginf(z[:, used]).any(axis=0)][0])
         raise ValueError(
             f"ALG averages logits, but column {col} holds -inf (a class that can never be "
             "predicted): leave it out of seen_classes/absent_classes"
         )
-    z_seen = z[:, seen].astype(np.float64, copy=False)
     true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
-    mean_other_seen = (z_seen.sum(axis=1) - true_logit) / (seen.size - 1)
-    mean_absent = z[:, absent].astype(np.float64, copy=False).mean(axis=1)
+    mean_other_seen = (sum_seen - true_logit) / (seen.size - 1)
+    mean_absent = sum_absent / absent.size
     terms = mean_other_seen - mean_absent
     gamma = float(terms.mean())
     return gamma, {"method": "alg", "n_samples": int(z.shape[0]), "gap_std": float(terms.std())}
@@ -279,7 +281,7 @@ def select_oracle(
         the γ interval that reaches it.
     """
     check_criterion(criterion)
-    z = check_logits(logits)
+    z = check_logits(logits, values=False)  # values: checked by the curve's one pass
     _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
@@ -436,13 +438,13 @@ def select_prior(
     Returns:
         ``(gamma, info)``; ``info["share"]`` is the share reached, ``info["prior"]`` the target.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False)  # values: checked in the one pass below
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     _check_width(num_classes, z.shape[1])
     prior = check_prior(prior)
     if prior is None:
         prior = absent.size / (seen.size + absent.size)
-    gaps = np.sort(compute_gaps(z, absent).gap)
+    gaps = np.sort(scan_checked(z, seen, absent)["gap"])
     finite = gaps[np.isfinite(gaps)]  # -inf columns: a group that can never win has no step
     gamma_steps = np.append(np.unique(finite), np.inf)
     share = np.searchsorted(gaps, gamma_steps, side="left") / gaps.size  # predicted in U: gap < γ

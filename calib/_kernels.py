@@ -1,0 +1,163 @@
+"""One-pass kernels over the logits: every metric reads each logit once, on both cores.
+
+Each kernel streams the (N, C) logits row by row (rows in parallel) and computes in that one
+read what the numpy versions in :mod:`calib._gaps` compute in several passes: the best column
+and its value in each group (S, U, the other columns R), the per-sample gap, the rank of the
+label under the rule of :mod:`calib._gaps`, and the value statistics that input validation
+needs (min, max, NaN). They are compiled with numba when it is installed (``cache=True``: once
+per machine) and fall back to the numpy implementations otherwise, with identical results:
+the same comparisons in the same order, ties to the lowest column, float64 differences.
+
+Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+__all__ = ["available", "scan", "shift", "alg_sums", "SEEN", "ABSENT", "REST"]
+
+SEEN, ABSENT, REST = 0, 1, 2
+
+_lock = threading.Lock()  # numba's default thread pool takes one parallel launch at a time
+_compiled: dict[str, Any] | None = None
+_failed = False
+
+
+def _build() -> dict[str, Any] | None:
+    """The compiled kernels, or None when numba is not installed."""
+    global _compiled, _failed
+    if _compiled is not None or _failed:
+        return _compiled
+    try:
+        from . import _numba_kernels
+    except ImportError:
+        _failed = True
+        return None
+    _compiled = {
+        "scan": _numba_kernels.scan,
+        "shift": _numba_kernels.shift,
+        "alg_sums": _numba_kernels.alg_sums,
+    }
+    return _compiled
+
+
+def available() -> bool:
+    """Whether the compiled kernels are in use (numba installed)."""
+    return _build() is not None
+
+
+def _first_of(group: np.ndarray) -> np.ndarray:
+    """(3,) first column of each group (-1 when the group is empty)."""
+    first = np.full(3, -1, dtype=np.int64)
+    for g in (SEEN, ABSENT, REST):
+        cols = np.flatnonzero(group == g)
+        if cols.size:
+            first[g] = cols[0]
+    return first
+
+
+def scan(
+    z: np.ndarray,
+    group: np.ndarray,
+    labels: np.ndarray | None = None,
+    gamma: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Per row: best column of S, U, R and their values, the gap, value statistics, and (with
+    ``labels``) the rank of the label under γ overall, among S and among U.
+
+    Args:
+        z: (N, C) float32/float64 logits, not yet checked for NaN/inf.
+        group: (C,) int8 codes (0 S, 1 U, 2 R).
+        labels: (N,) int64 labels in [0, C), or None (no ranks).
+        gamma: the bias for the overall rank.
+
+    Returns:
+        ``gap`` (N,) float64 = max over non-U − max over U; ``pred_other``, ``pred_absent``,
+        ``pred_seen`` (N,) int64; ``lo``, ``hi`` (N,) row min/max; ``nan`` (N,) bool; with
+        labels, ``rank``, ``rank_seen``, ``rank_absent`` (N,) int64 (C where the label is not
+        in that group).
+    """
+    kernels = _build()
+    z = np.ascontiguousarray(z)
+    group = np.ascontiguousarray(group, dtype=np.int8)
+    want_ranks = labels is not None
+    y = np.ascontiguousarray(labels if want_ranks else np.zeros(z.shape[0]), dtype=np.int64)
+    if kernels is None:
+        return _scan_numpy(z, group, y if want_ranks else None, gamma)
+    with _lock:
+        out = kernels["scan"](z, group, _first_of(group), y, float(gamma), want_ranks)
+    keys = ("gap", "pred_other", "pred_absent", "pred_seen", "lo", "hi", "nan")
+    result = dict(zip(keys, out[:7], strict=True))
+    if want_ranks:
+        result.update(rank=out[7], rank_seen=out[8], rank_absent=out[9])
+    return result
+
+
+def shift(z: np.ndarray, add: np.ndarray, rel: np.ndarray, tiny: np.ndarray):
+    """(out, lo, hi, nan): float64 ``s − (|s|·rel + tiny)`` with ``s = z + add``, per column;
+    and the row statistics of ``z``."""
+    kernels = _build()
+    z = np.ascontiguousarray(z)
+    if kernels is None:
+        s = z.astype(np.float64) + add
+        out = s - (np.minimum(np.abs(s), 1e308) * rel + tiny)
+        return out, z.min(axis=1), z.max(axis=1), np.isnan(z).any(axis=1)
+    with _lock:
+        return kernels["shift"](z, add, rel, tiny)
+
+
+def alg_sums(z: np.ndarray, group: np.ndarray):
+    """(sum over S, sum over U, lo, hi, nan) per row, sums in float64."""
+    kernels = _build()
+    z = np.ascontiguousarray(z)
+    group = np.ascontiguousarray(group, dtype=np.int8)
+    if kernels is None:
+        z64 = z.astype(np.float64)
+        return (
+            z64[:, group == SEEN].sum(axis=1),
+            z64[:, group == ABSENT].sum(axis=1),
+            z.min(axis=1),
+            z.max(axis=1),
+            np.isnan(z).any(axis=1),
+        )
+    with _lock:
+        return kernels["alg_sums"](z, group)
+
+
+# ----------------------------------------------------------------------------- numpy fallback
+
+
+def _scan_numpy(
+    z: np.ndarray, group: np.ndarray, labels: np.ndarray | None, gamma: float
+) -> dict[str, np.ndarray]:
+    from ._gaps import group_argmax, label_rank
+
+    n, c = z.shape
+    out: dict[str, np.ndarray] = {
+        "lo": z.min(axis=1),
+        "hi": z.max(axis=1),
+        "nan": np.isnan(z).any(axis=1),
+    }
+    seen, absent = np.flatnonzero(group == SEEN), np.flatnonzero(group == ABSENT)
+    other = np.flatnonzero(group != ABSENT)
+    pred_other, max_other = group_argmax(z, other)
+    pred_absent, max_absent = group_argmax(z, absent)
+    out.update(
+        gap=max_other.astype(np.float64) - max_absent.astype(np.float64),
+        pred_other=pred_other,
+        pred_absent=pred_absent,
+        pred_seen=group_argmax(z, seen)[0] if seen.size else pred_other,
+    )
+    if labels is not None:
+        out["rank"] = label_rank(z, labels, absent, gamma)
+        for key, cols, g in (("rank_seen", seen, SEEN), ("rank_absent", absent, ABSENT)):
+            rank = np.full(n, c, dtype=np.int64)
+            rows = group[labels] == g
+            if rows.any():
+                rank[rows] = label_rank(z[rows], labels[rows], absent, 0.0, columns=cols)
+            out[key] = rank
+    return out
