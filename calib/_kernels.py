@@ -39,6 +39,8 @@ def _build() -> dict[str, Any] | None:
         return None
     _compiled = {
         "scan": _numba_kernels.scan,
+        "scan_ranks": _numba_kernels.scan_ranks,
+        "scan2": _numba_kernels.scan2,
         "shift": _numba_kernels.shift,
         "alg_sums": _numba_kernels.alg_sums,
     }
@@ -85,11 +87,26 @@ def scan(
     z = np.ascontiguousarray(z)
     group = np.ascontiguousarray(group, dtype=np.int8)
     want_ranks = labels is not None
-    y = np.ascontiguousarray(labels if want_ranks else np.zeros(z.shape[0]), dtype=np.int64)
+    y = np.ascontiguousarray(labels, dtype=np.int64) if want_ranks else None
     if kernels is None:
-        return _scan_numpy(z, group, y if want_ranks else None, gamma)
+        return _scan_numpy(z, group, y, gamma)
+    first = _first_of(group)
     with _lock:
-        out = kernels["scan"](z, group, _first_of(group), y, float(gamma), want_ranks)
+        if first[REST] < 0:  # only S and U: the two-group kernel
+            labels_or_dummy = y if want_ranks else np.zeros(1, dtype=np.int64)
+            out = kernels["scan2"](
+                z,
+                group == ABSENT,
+                first[SEEN],
+                first[ABSENT],
+                labels_or_dummy,
+                float(gamma),
+                want_ranks,
+            )
+        elif want_ranks:
+            out = kernels["scan_ranks"](z, group, first, y, float(gamma))
+        else:
+            out = kernels["scan"](z, group, first)
     keys = ("gap", "pred_other", "pred_absent", "pred_seen", "lo", "hi", "nan")
     result = dict(zip(keys, out[:7], strict=True))
     if want_ranks:

@@ -31,7 +31,15 @@ def test_scan_equals_the_numpy_reference_with_ties_neg_inf_and_other_columns():
         gamma = float(rng.choice([-1.5, 0.0, 1.0, 2.0, np.inf, -np.inf]))
         got = _kernels.scan(z, group, y, gamma)
         want = _kernels._scan_numpy(z, group, y, gamma)
-        for key in ("gap", "pred_other", "pred_absent", "pred_seen", "rank", "rank_seen", "rank_absent"):
+        for key in (
+            "gap",
+            "pred_other",
+            "pred_absent",
+            "pred_seen",
+            "rank",
+            "rank_seen",
+            "rank_absent",
+        ):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
