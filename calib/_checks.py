@@ -99,7 +99,9 @@ def _first_bad(a: np.ndarray, bad: np.ndarray) -> str:
     return f"first at sample {i}, class {j}: {a[i, j]}"
 
 
-def check_logits(logits: Any, name: str = "logits", *, values: bool = True) -> np.ndarray:
+def check_logits(
+    logits: Any, name: str = "logits", *, values: bool = True, on_device: bool = False
+) -> np.ndarray:
     """Validate a (N, C) score matrix and return it as a float numpy array.
 
     float32 and float64 inputs keep their dtype (no copy); float16, bfloat16 tensors (as
@@ -113,11 +115,15 @@ def check_logits(logits: Any, name: str = "logits", *, values: bool = True) -> n
 
     ``values=False`` checks shape and dtype only: the caller then passes the row statistics
     of its one pass over the logits to :func:`check_stats` (see :mod:`calib._kernels`).
+    ``on_device=True`` (with ``values=False``) returns a tensor on a GPU as a float tensor on
+    that device instead of copying it to the host.
 
     Raises:
         ValueError: not 2-D, no rows or columns, NaN/+inf, an all ``-inf`` row, or integers
             beyond 2**53. TypeError: a non-numeric or complex dtype.
     """
+    if on_device and not values and is_tensor(logits) and logits.device.type != "cpu":
+        return _device_logits(logits, name)
     a = as_numpy(logits, name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, classes), got shape {a.shape}")
@@ -134,6 +140,25 @@ def check_logits(logits: Any, name: str = "logits", *, values: bool = True) -> n
         elif lo >= 0 and hi < 1 and a.shape[1] > 1:  # one-hot rows are no reason to warn
             _warn_if_probabilities(a, name)
     return a
+
+
+def _device_logits(t: Any, name: str) -> Any:
+    """Shape and dtype checks of :func:`check_logits` for a tensor that stays on its device."""
+    torch = _torch()
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, classes), got shape {tuple(t.shape)}")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got complex dtype {t.dtype}")
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()  # exact
+    if not t.is_floating_point():
+        if t.dtype != torch.bool and int(t.abs().max()) > _EXACT_INT:
+            raise ValueError(f"{name} holds integers beyond 2**53: pass float logits")
+        return t.double()
+    return t
 
 
 def check_stats(a: np.ndarray, name: str, lo: np.ndarray, hi: np.ndarray, nan: np.ndarray) -> None:

@@ -119,12 +119,20 @@ def scan_checked(
 ) -> dict[str, np.ndarray]:
     """One pass over ``logits`` (checked for shape and dtype only): the value checks of
     :func:`calib._checks.check_logits` and everything :func:`calib._kernels.scan` returns."""
-    from ._checks import check_stats
-    from ._kernels import scan
+    from ._checks import check_stats, is_tensor
+    from ._kernels import scan, scan_torch
 
     if absent.size == 0 or absent.size + seen.size == 0:
         raise ValueError("the bias rule needs at least one absent and one non-absent column")
-    result = scan(logits, group_codes(logits.shape[1], seen, absent), labels, gamma)
+    codes = group_codes(logits.shape[1], seen, absent)
+    if is_tensor(logits):  # a GPU tensor: computed on its device
+        result = scan_torch(logits, codes, labels, gamma)
+        rare = result["nan"].any() or result["hi"].max() == np.inf or result["lo"].min() >= 0
+        # the values themselves are needed only for an error message or the probability check
+        values = logits.cpu().numpy() if rare else np.empty((0, logits.shape[1]))
+        check_stats(values, name, result["lo"], result["hi"], result["nan"])
+        return result
+    result = scan(logits, codes, labels, gamma)
     check_stats(logits, name, result["lo"], result["hi"], result["nan"])
     return result
 

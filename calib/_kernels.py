@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "scan", "shift", "alg_sums", "SEEN", "ABSENT", "REST"]
+__all__ = ["available", "scan", "scan_torch", "shift", "alg_sums", "SEEN", "ABSENT", "REST"]
 
 SEEN, ABSENT, REST = 0, 1, 2
 
@@ -178,3 +178,74 @@ def _scan_numpy(
                 rank[rows] = label_rank(z[rows], labels[rows], absent, 0.0, columns=cols)
             out[key] = rank
     return out
+
+
+# ----------------------------------------------------------------------------- torch (GPU)
+
+
+def scan_torch(t: Any, group: np.ndarray, labels: np.ndarray | None, gamma: float):
+    """:func:`scan` for a torch tensor, computed on its device (CUDA: no copy of the N × C
+    logits to the host; only (N,) results come back). Same results as :func:`scan`.
+
+    Ties: ``torch.max(dim=1)`` returns the first maximal index; a group whose values are all
+    -inf in a row gets the group's first column, as ``numpy.argmax`` over the group does.
+    """
+    import torch
+
+    dev = t.device
+    codes = torch.as_tensor(group, device=dev)
+    first = _first_of(group)
+    neg = torch.tensor(-np.inf, dtype=t.dtype, device=dev)
+
+    def best(mask: Any, g_first: int) -> tuple[Any, Any]:
+        values, index = torch.where(mask, t, neg).max(dim=1)
+        return values, torch.where(values == -np.inf, g_first, index)
+
+    m_seen, i_seen = best(codes == SEEN, int(first[SEEN]))
+    m_abs, i_abs = best(codes == ABSENT, int(first[ABSENT]))
+    m_other, i_other = best(codes != ABSENT, int(np.flatnonzero(group != ABSENT)[0]))
+    out = {
+        "gap": (m_other.double() - m_abs.double()).cpu().numpy(),
+        "pred_other": i_other.cpu().numpy(),
+        "pred_absent": i_abs.cpu().numpy(),
+        "pred_seen": i_seen.cpu().numpy(),
+        "lo": t.amin(dim=1).cpu().numpy(),
+        "hi": t.amax(dim=1).cpu().numpy(),
+        "nan": t.isnan().any(dim=1).cpu().numpy(),
+    }
+    if labels is not None:
+        y = torch.as_tensor(labels, device=dev)
+        out["rank"] = _rank_torch(t, codes, y, gamma, None).cpu().numpy()
+        c = t.shape[1]
+        for key, g in (("rank_seen", SEEN), ("rank_absent", ABSENT)):
+            rank = _rank_torch(t, codes, y, 0.0, g)
+            out[key] = torch.where(codes[y] == g, rank, c).cpu().numpy()
+    return out
+
+
+def _rank_torch(t: Any, codes: Any, y: Any, gamma: float, only: int | None, block: int = 4096):
+    """Columns beating each label under γ (the rule of :func:`calib._gaps.label_rank`); with
+    ``only``, among the columns of that group alone (γ plays no part within a group)."""
+    import torch
+
+    n, c = t.shape
+    col = torch.arange(c, device=t.device)
+    is_abs = codes == ABSENT
+    ranks = []
+    for start in range(0, n, block):
+        z = t[start : start + block].double()
+        yb = y[start : start + block]
+        zy = z.gather(1, yb[:, None])
+        d = z - zy
+        y_abs = is_abs[yb][:, None]
+        c_abs = is_abs[None, :]
+        lower = col[None, :] < yb[:, None]
+        same = c_abs == y_abs
+        thr = torch.where(same, 0.0, torch.where(c_abs, -gamma, gamma)).double()
+        tie = torch.where(same, lower, ~c_abs)
+        d = torch.where(d.isnan(), thr, d)
+        beats = (d > thr) | ((d == thr) & tie)
+        if only is not None:
+            beats &= (codes == only)[None, :]
+        ranks.append(beats.sum(dim=1))
+    return torch.cat(ranks)

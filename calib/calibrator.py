@@ -240,9 +240,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__}.load(path) before using it"
             )
 
-    def _checked(self, logits: Any, values: bool = True) -> np.ndarray:
+    def _checked(self, logits: Any, values: bool = True, on_device: bool = False) -> Any:
         self._check_fitted()
-        z = check_logits(logits, values=values)
+        z = check_logits(logits, values=values, on_device=on_device)
         if z.shape[1] != self.num_classes_:
             raise ValueError(
                 f"logits has {z.shape[1]} columns but the calibrator was fitted on "
@@ -283,7 +283,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
 
         Same type as the input (a tensor on its device, or a numpy array), int64.
         """
-        return like_input(self._predict(self._checked(logits, values=False)), logits)
+        return like_input(
+            self._predict(self._checked(logits, values=False, on_device=True)), logits
+        )
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
         scanned = scan_checked(z, self.seen_classes_, self.absent_classes_)
@@ -295,7 +297,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         One float, as scikit-learn's ``score`` (the accuracy of ``predict``);
         ``sample_weight`` weights the samples. Every metric: :meth:`report`.
         """
-        z = self._checked(logits, values=False)
+        z = self._checked(logits, values=False, on_device=True)
         y = check_labels(labels, z.shape[0], z.shape[1])
         hits = self._predict(z) == y
         if sample_weight is None:

@@ -90,7 +90,7 @@ def seen_absent_curve(
         A :class:`SeenAbsentCurve`; its arrays are torch tensors on the logits' device when
         the logits are a tensor, numpy arrays otherwise.
     """
-    z = check_logits(logits, values=False)  # values: checked in the one pass below
+    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     gaps = gaps_of(scan_checked(z, seen, absent))

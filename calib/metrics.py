@@ -139,7 +139,7 @@ def accuracy_report(
             non-scalar gamma, or topk entries that are not integers >= 1.
         TypeError: a gamma that is not a number.
     """
-    z = check_logits(logits, values=False)  # values: checked in the one pass below
+    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     gamma = _check_gamma(gamma)

@@ -438,7 +438,7 @@ def select_prior(
     Returns:
         ``(gamma, info)``; ``info["share"]`` is the share reached, ``info["prior"]`` the target.
     """
-    z = check_logits(logits, values=False)  # values: checked in the one pass below
+    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     _check_width(num_classes, z.shape[1])
     prior = check_prior(prior)

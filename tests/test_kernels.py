@@ -89,3 +89,44 @@ def test_importing_the_metrics_does_not_import_torch():
     loaded, seconds = out.stdout.split()
     assert loaded == "False"
     assert float(seconds) < 0.3
+
+
+def test_the_torch_device_path_equals_the_kernels():
+    """scan_torch is what CUDA tensors run on their device; here it runs on CPU tensors."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        z, group, y = random_problem(rng)
+        gamma = float(rng.choice([-1.5, 0.0, 1.0, np.inf]))
+        got = _kernels.scan_torch(torch.from_numpy(z), group, y, gamma)
+        want = _kernels._scan_numpy(z, group, y, gamma)
+        for key in (
+            "gap",
+            "pred_other",
+            "pred_absent",
+            "pred_seen",
+            "rank",
+            "rank_seen",
+            "rank_absent",
+        ):
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+@pytest.mark.skipif(not pytest.importorskip("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_logits_are_computed_on_the_device(monkeypatch):
+    import torch
+
+    from calib._checks import check_logits
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, 50, generator=g)
+    y = torch.randint(0, 50, (2000,), generator=g)
+    seen = list(range(0, 50, 2))
+    want = accuracy_report(z, y, seen, gamma=0.7)
+    want_curve = seen_absent_curve(z, y, seen)
+    zc, yc = z.cuda(), y.cuda()
+    assert check_logits(zc, values=False, on_device=True).is_cuda  # no host copy
+    assert accuracy_report(zc, yc, seen, gamma=0.7) == want
+    curve = seen_absent_curve(zc, yc, seen)
+    assert torch.equal(curve.gamma.cpu(), torch.as_tensor(want_curve.gamma))
+    assert curve.ausuc == want_curve.ausuc
