@@ -13,6 +13,7 @@ Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -33,6 +34,12 @@ def _build() -> dict[str, Any] | None:
     if _compiled is not None or _failed:
         return _compiled
     try:
+        import numba
+
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            # OpenMP's spinning threads made every launch 2.5x slower on this shared 2-core
+            # machine (measured: 77 ms against 30 ms per 10,000 x 1,000 scan under load)
+            numba.config.THREADING_LAYER = "workqueue"
         from . import _numba_kernels
     except ImportError:
         _failed = True

@@ -165,18 +165,20 @@ def scan2(z, is_absent, first_other, first_absent, labels, gamma, want_ranks):
         rmax = -np.inf
         has_nan = False
         for j in range(c):
-            v = row[j]
-            if is_absent[j]:
-                if v > m1:
-                    m1 = v
-                    i1 = j
-            elif v > m0:
-                m0 = v
-                i0 = j
+            # selects, not branches: the S/U pattern of the columns is random, and a branch
+            # on it mispredicts every other column (measured 1.3-1.7x slower)
+            v = np.float64(row[j])
+            a = is_absent[j]
+            up1 = a & (v > m1)
+            up0 = (not a) & (v > m0)
+            m1 = v if up1 else m1
+            i1 = j if up1 else i1
+            m0 = v if up0 else m0
+            i0 = j if up0 else i0
             rmin = min(rmin, v)
             rmax = max(rmax, v)
             has_nan |= v != v
-        gap[i] = np.float64(m0) - np.float64(m1)
+        gap[i] = m0 - m1
         pred_other[i] = i0
         pred_absent[i] = i1
         lo[i] = rmin
