@@ -61,7 +61,8 @@ def torch_gaps(z: np.ndarray, seen: np.ndarray, block: int = 256) -> np.ndarray:
 
 
 def cases(z, y, seen, train) -> dict[str, Callable[[], object]]:
-    alg = calib.LogitBiasCalibrator("alg").fit(z[train], y[train], seen)
+    z_train, y_train = z[train], y[train]  # the S samples: ALG's fine-tuning data
+    alg = calib.LogitBiasCalibrator("alg").fit(z_train, y_train, seen)
     fixed = calib.LogitBiasCalibrator("fixed", gamma=alg.gamma_).fit(
         seen_classes=seen, num_classes=z.shape[1]
     )
@@ -72,7 +73,7 @@ def cases(z, y, seen, train) -> dict[str, Callable[[], object]]:
         "ausuc": lambda: calib.ausuc(z, y, seen),
         "accuracy_report top-1": lambda: calib.accuracy_report(z, y, seen, gamma=1.0, topk=(1,)),
         "accuracy_report top-1,5": lambda: calib.accuracy_report(z, y, seen, gamma=1.0),
-        "fit alg": lambda: calib.LogitBiasCalibrator("alg").fit(z[train], y[train], seen),
+        "fit alg (S rows)": lambda: calib.LogitBiasCalibrator("alg").fit(z_train, y_train, seen),
         "fit prior": lambda: calib.LogitBiasCalibrator("prior").fit(z, seen_classes=seen),
         "fit oracle": lambda: calib.LogitBiasCalibrator("oracle").fit(z, y, seen),
         "predict": lambda: fixed.predict(z),

@@ -125,15 +125,19 @@ def scan_checked(
     if absent.size == 0 or absent.size + seen.size == 0:
         raise ValueError("the bias rule needs at least one absent and one non-absent column")
     codes = group_codes(logits.shape[1], seen, absent)
+    if labels is not None:
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
     if is_tensor(logits):  # a GPU tensor: computed on its device
         result = scan_torch(logits, codes, labels, gamma)
         rare = result["nan"].any() or result["hi"].max() == np.inf or result["lo"].min() >= 0
         # the values themselves are needed only for an error message or the probability check
         values = logits.cpu().numpy() if rare else np.empty((0, logits.shape[1]))
         check_stats(values, name, result["lo"], result["hi"], result["nan"])
+        result["codes"] = codes
         return result
     result = scan(logits, codes, labels, gamma)
     check_stats(logits, name, result["lo"], result["hi"], result["nan"])
+    result["codes"] = codes  # (C,) group of each column: codes[labels] is each label's group
     return result
 
 
