@@ -109,6 +109,8 @@ def scan(
                 labels_or_dummy,
                 float(gamma),
                 want_ranks,
+                z.dtype.type(-np.inf),
+                z.dtype.type(np.inf),
             )
         elif want_ranks:
             out = kernels["scan_ranks"](z, group, first, y, float(gamma))
