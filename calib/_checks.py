@@ -22,6 +22,7 @@ __all__ = [
     "is_tensor",
     "as_numpy",
     "check_logits",
+    "check_stats",
     "check_labels",
     "check_classes",
     "check_real",
@@ -98,7 +99,9 @@ def _first_bad(a: np.ndarray, bad: np.ndarray) -> str:
     return f"first at sample {i}, class {j}: {a[i, j]}"
 
 
-def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
+def check_logits(
+    logits: Any, name: str = "logits", *, values: bool = True, on_device: bool = False
+) -> np.ndarray:
     """Validate a (N, C) score matrix and return it as a float numpy array.
 
     float32 and float64 inputs keep their dtype (no copy); float16, bfloat16 tensors (as
@@ -110,10 +113,17 @@ def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
     non-negative and sums to 1 the input looks like probabilities, and a warning says that γ
     is in logit units.
 
+    ``values=False`` checks shape and dtype only: the caller then passes the row statistics
+    of its one pass over the logits to :func:`check_stats` (see :mod:`calib._kernels`).
+    ``on_device=True`` (with ``values=False``) returns a tensor on a GPU as a float tensor on
+    that device instead of copying it to the host.
+
     Raises:
         ValueError: not 2-D, no rows or columns, NaN/+inf, an all ``-inf`` row, or integers
             beyond 2**53. TypeError: a non-numeric or complex dtype.
     """
+    if on_device and not values and is_tensor(logits) and logits.device.type != "cpu":
+        return _device_logits(logits, name)
     a = as_numpy(logits, name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, classes), got shape {a.shape}")
@@ -121,23 +131,61 @@ def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
         raise ValueError(f"{name} is empty: shape {a.shape}")
     if a.dtype not in (np.float32, np.float64):
         a = _as_float(a, name)
-    lo, hi = a.min(), a.max()  # NaN propagates into both
-    if math.isnan(hi) or hi == math.inf:
-        bad = np.isnan(a) | np.isposinf(a)
-        raise ValueError(
-            f"{name} has {int(bad.sum())} non-finite value(s), NaN or +inf ({_first_bad(a, bad)}); "
-            "only -inf is accepted (a class that can never be predicted)"
-        )
-    if lo == -math.inf:
-        dead = np.isneginf(a).all(axis=1)
-        if dead.any():
-            raise ValueError(
-                f"{name}: sample {int(np.flatnonzero(dead)[0])} has -inf in every column "
-                f"({int(dead.sum())} such row(s)): no class can be predicted there"
-            )
-    elif lo >= 0 and hi < 1 and a.shape[1] > 1:  # one-hot rows are no reason to warn
-        _warn_if_probabilities(a, name)
+    if values:
+        lo, hi = a.min(), a.max()  # NaN propagates into both
+        if math.isnan(hi) or hi == math.inf:
+            _refuse_non_finite(a, name)
+        if lo == -math.inf:
+            _refuse_dead_rows(np.isneginf(a).all(axis=1), name)
+        elif lo >= 0 and hi < 1 and a.shape[1] > 1:  # one-hot rows are no reason to warn
+            _warn_if_probabilities(a, name)
     return a
+
+
+def _device_logits(t: Any, name: str) -> Any:
+    """Shape and dtype checks of :func:`check_logits` for a tensor that stays on its device."""
+    torch = _torch()
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, classes), got shape {tuple(t.shape)}")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got complex dtype {t.dtype}")
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()  # exact
+    if not t.is_floating_point():
+        if t.dtype != torch.bool and int(t.abs().max()) > _EXACT_INT:
+            raise ValueError(f"{name} holds integers beyond 2**53: pass float logits")
+        return t.double()
+    return t
+
+
+def check_stats(a: np.ndarray, name: str, lo: np.ndarray, hi: np.ndarray, nan: np.ndarray) -> None:
+    """The value checks of :func:`check_logits` from per-row min, max and NaN flags (N,)."""
+    top, bottom = hi.max(), lo.min()
+    if nan.any() or top == math.inf:
+        _refuse_non_finite(a, name)
+    if bottom == -math.inf:
+        _refuse_dead_rows(hi == -math.inf, name)
+    elif bottom >= 0 and top < 1 and a.shape[1] > 1:
+        _warn_if_probabilities(a, name)
+
+
+def _refuse_non_finite(a: np.ndarray, name: str) -> None:
+    bad = np.isnan(a) | np.isposinf(a)
+    raise ValueError(
+        f"{name} has {int(bad.sum())} non-finite value(s), NaN or +inf ({_first_bad(a, bad)}); "
+        "only -inf is accepted (a class that can never be predicted)"
+    )
+
+
+def _refuse_dead_rows(dead: np.ndarray, name: str) -> None:
+    if dead.any():
+        raise ValueError(
+            f"{name}: sample {int(np.flatnonzero(dead)[0])} has -inf in every column "
+            f"({int(dead.sum())} such row(s)): no class can be predicted there"
+        )
 
 
 def _as_float(a: np.ndarray, name: str) -> np.ndarray:

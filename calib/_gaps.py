@@ -99,6 +99,55 @@ def compute_gaps(logits: np.ndarray, absent: np.ndarray) -> Gaps:
     return Gaps(gap=gap, pred_other=pred_other, pred_absent=pred_absent)
 
 
+def group_codes(num_classes: int, seen: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """(C,) int8 column groups for :mod:`calib._kernels`: 0 = S, 1 = U, 2 = neither (R)."""
+    from ._kernels import ABSENT, REST, SEEN
+
+    codes = np.full(num_classes, REST, dtype=np.int8)
+    codes[seen] = SEEN
+    codes[absent] = ABSENT
+    return codes
+
+
+def scan_checked(
+    logits: np.ndarray,
+    seen: np.ndarray,
+    absent: np.ndarray,
+    labels: np.ndarray | None = None,
+    gamma: float = 0.0,
+    name: str = "logits",
+) -> dict[str, np.ndarray]:
+    """One pass over ``logits`` (checked for shape and dtype only): the value checks of
+    :func:`calib._checks.check_logits` and everything :func:`calib._kernels.scan` returns."""
+    from ._checks import check_stats, is_tensor
+    from ._kernels import scan, scan_torch
+
+    if absent.size == 0 or absent.size + seen.size == 0:
+        raise ValueError("the bias rule needs at least one absent and one non-absent column")
+    codes = group_codes(logits.shape[1], seen, absent)
+    if labels is not None:
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if is_tensor(logits):  # a GPU tensor: computed on its device
+        result = scan_torch(logits, codes, labels, gamma)
+        rare = result["nan"].any() or result["hi"].max() == np.inf or result["lo"].min() >= 0
+        # the values themselves are needed only for an error message or the probability check
+        values = logits.cpu().numpy() if rare else np.empty((0, logits.shape[1]))
+        check_stats(values, name, result["lo"], result["hi"], result["nan"])
+        result["codes"] = codes
+        return result
+    result = scan(logits, codes, labels, gamma)
+    check_stats(logits, name, result["lo"], result["hi"], result["nan"])
+    result["codes"] = codes  # (C,) group of each column: codes[labels] is each label's group
+    return result
+
+
+def gaps_of(result: dict[str, np.ndarray]) -> Gaps:
+    """The :class:`Gaps` of a :func:`scan_checked` result."""
+    return Gaps(
+        gap=result["gap"], pred_other=result["pred_other"], pred_absent=result["pred_absent"]
+    )
+
+
 def label_rank(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -146,7 +195,8 @@ def label_rank(
         z = logits[rows] if columns is None else logits[rows, columns]
         z = z.astype(np.float64, copy=False)
         y = labels[rows]
-        diff = z - z[np.arange(z.shape[0]), y][:, None]
+        with np.errstate(invalid="ignore"):  # -inf − -inf, replaced below
+            diff = z - z[np.arange(z.shape[0]), y][:, None]
         lower = col_index < y[:, None]
         y_absent = is_absent[y][:, None]
         threshold = np.where(y_absent, threshold_absent_label, threshold_other_label)
@@ -164,7 +214,9 @@ _NUDGE_REL = 2.0**-51
 _NUDGE_ABS = 2.0**-1000
 
 
-def shifted_logits(logits: np.ndarray, absent: np.ndarray, gamma: float) -> np.ndarray:
+def shifted_logits(
+    logits: np.ndarray, absent: np.ndarray, gamma: float, name: str | None = None
+) -> np.ndarray:
     """(N, C) float64 logits whose argmax is the rule's prediction: z + γ on U, lowered a hair.
 
     For every column c in U the entry is s − (|s|·2⁻⁵¹ + 2⁻¹⁰⁰⁰) with s = z_c + γ in float64:
@@ -173,9 +225,19 @@ def shifted_logits(logits: np.ndarray, absent: np.ndarray, gamma: float) -> np.n
     an exact tie z_a + γ = z_o go to the non-absent column. ``argmax`` of the result therefore
     equals :meth:`Gaps.predict` except when γ exceeds a sample's gap by less than ~5 float64
     units in the last place of its logits (≈1e-15 relative) or two logits of U differ by that
-    little. ``-inf`` entries stay ``-inf``.
+    little. ``-inf`` entries stay ``-inf``. Other columns are copied unchanged (v − 0).
+
+    ``name``: check the values (NaN, +inf, all ``-inf`` rows) in the same pass, naming them so.
     """
-    out = logits.astype(np.float64, copy=True)
-    s = out[:, absent] + gamma
-    out[:, absent] = s - (np.abs(s) * _NUDGE_REL + _NUDGE_ABS)
+    from ._checks import check_stats
+    from ._kernels import shift
+
+    num_classes = logits.shape[1]
+    mask = absent_mask(absent, num_classes)
+    add = np.where(mask, float(gamma), 0.0)
+    rel = np.where(mask, _NUDGE_REL, 0.0)
+    tiny = np.where(mask, _NUDGE_ABS, 0.0)
+    out, lo, hi, nan = shift(logits, add, rel, tiny)
+    if name is not None:
+        check_stats(logits, name, lo, hi, nan)
     return out

@@ -29,27 +29,22 @@ Files are JSON (no pickle): a format tag, a version, the parameters and the fitt
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils import TransformerTags
 
+from ._calibrator_file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
 from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
-from ._gaps import compute_gaps, shifted_logits
-from .io import atomic_write_json
+from ._gaps import gaps_of, scan_checked, shifted_logits
 from .selectors import PseudoSplit, SelectorSpec, check_pseudo_splits, selector_spec
 
 __all__ = ["LogitBiasCalibrator", "NotFittedError", "FILE_FORMAT", "FILE_VERSION"]
-
-#: Format tag and version written into every saved calibrator file.
-FILE_FORMAT = "calib.LogitBiasCalibrator"
-FILE_VERSION = 1
 
 # The estimator's explicit selector parameters (sklearn wants every parameter in __init__);
 # any other parameter of a registered selector goes through ``options``.
@@ -76,7 +71,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         gamma_: the bias (float, logit units).
         seen_classes_: S, sorted int64 array. absent_classes_: U, sorted int64 array.
         num_classes_: C, the number of logit columns. classes_: ``arange(C)``, the labels
-            ``predict`` can return (scikit-learn's name).
+            ``predict`` can return; n_features_in_: C (scikit-learn's names).
         info_: the selector's details (criterion reached, sample counts, ...).
     """
 
@@ -110,6 +105,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False  # `prior` and `fixed` fit without labels
         tags.input_tags.allow_nan = False
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])  # float64 out
         return tags
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -206,6 +202,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         self.absent_classes_ = absent
         self.num_classes_ = width
         self.classes_ = np.arange(width)
+        self.n_features_in_ = width
         self.info_ = dict(info)
         return self
 
@@ -237,9 +234,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__}.load(path) before using it"
             )
 
-    def _checked(self, logits: Any) -> np.ndarray:
+    def _checked(self, logits: Any, values: bool = True, on_device: bool = False) -> Any:
         self._check_fitted()
-        z = check_logits(logits)
+        z = check_logits(logits, values=values, on_device=on_device)
         if z.shape[1] != self.num_classes_:
             raise ValueError(
                 f"logits has {z.shape[1]} columns but the calibrator was fitted on "
@@ -259,7 +256,8 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         if is_tensor(logits):
             return self._transform_tensor(logits)
-        return shifted_logits(self._checked(logits), self.absent_classes_, self.gamma_)
+        z = self._checked(logits, values=False)  # values: checked in the one pass
+        return shifted_logits(z, self.absent_classes_, self.gamma_, name="logits")
 
     def _transform_tensor(self, logits: Any) -> Any:
         import torch
@@ -279,9 +277,13 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
 
         Same type as the input (a tensor on its device, or a numpy array), int64.
         """
-        z = self._checked(logits)
-        pred = compute_gaps(z, self.absent_classes_).predict(self.gamma_)
-        return like_input(pred.astype(np.int64, copy=False), logits)
+        return like_input(
+            self._predict(self._checked(logits, values=False, on_device=True)), logits
+        )
+
+    def _predict(self, z: np.ndarray) -> np.ndarray:
+        scanned = scan_checked(z, self.seen_classes_, self.absent_classes_)
+        return gaps_of(scanned).predict(self.gamma_).astype(np.int64, copy=False)
 
     def score(self, logits: Any, labels: Any, sample_weight: Any = None) -> float:
         """``acc_all`` under γ: the fraction of samples whose :meth:`predict` equals the label.
@@ -289,9 +291,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         One float, as scikit-learn's ``score`` (the accuracy of ``predict``);
         ``sample_weight`` weights the samples. Every metric: :meth:`report`.
         """
-        z = self._checked(logits)
+        z = self._checked(logits, values=False, on_device=True)
         y = check_labels(labels, z.shape[0], z.shape[1])
-        hits = compute_gaps(z, self.absent_classes_).predict(self.gamma_) == y
+        hits = self._predict(z) == y
         if sample_weight is None:
             return float(hits.mean())
         return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
@@ -310,22 +312,11 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
     def save(self, path: str | os.PathLike) -> None:
         """Write the calibrator as JSON, atomically. γ round-trips exactly (Python float repr).
 
-        Non-finite numbers in ``info_`` (e.g. an unbounded interval end) are written as null.
+        Non-finite numbers in ``info_`` (e.g. an unbounded interval end) are written as null;
+        an OS error names ``path`` (not the temporary file).
         """
         self._check_fitted()
-        payload = {
-            "format": FILE_FORMAT,
-            "version": FILE_VERSION,
-            "params": self.get_params(),
-            "fitted": {
-                "gamma": self.gamma_,
-                "num_classes": self.num_classes_,
-                "seen_classes": self.seen_classes_.tolist(),
-                "absent_classes": self.absent_classes_.tolist(),
-                "info": self.info_,
-            },
-        }
-        _write(path, payload)
+        save_calibrator(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LogitBiasCalibrator:
@@ -334,76 +325,10 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         Raises:
             FileNotFoundError: no file at ``path``.
             ValueError: the file is not valid JSON, not a calibrator file, another version,
-                or has missing/invalid fields (the message names the file).
+                or has missing/invalid fields, an unknown method or bad parameters (the
+                message names the file).
         """
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no calibrator file at {path}") from None
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path} is not a calibrator file (not UTF-8 text: {err})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not a calibrator file (invalid JSON: {err})") from None
-        tag = data.get("format") if isinstance(data, dict) else None
-        if tag != FILE_FORMAT:
-            raise ValueError(
-                f"{path} is not a calibrator file: format tag {tag!r}, expected {FILE_FORMAT!r}"
-            )
-        if data.get("version") != FILE_VERSION:
-            raise ValueError(
-                f"{path} is a calibrator file of version {data.get('version')!r}; this version "
-                f"of calib reads version {FILE_VERSION}"
-            )
-        try:
-            return cls._from_payload(data)
-        except (KeyError, TypeError, ValueError) as err:
-            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
-            raise ValueError(f"{path} is a corrupt calibrator file: {detail}") from None
-
-    @classmethod
-    def _from_payload(cls, data: dict[str, Any]) -> LogitBiasCalibrator:
-        params, fitted = data["params"], data["fitted"]
-        if not isinstance(params, dict) or not isinstance(fitted, dict):
-            raise TypeError("'params' and 'fitted' must be objects")
-        unknown = set(params) - set(cls._get_param_names())
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)}")
-        probe = cls(**params)
-        probe._selector_params(probe._spec())  # a registered method and valid parameters
-        gamma = fitted["gamma"]
-        if (
-            isinstance(gamma, bool)
-            or not isinstance(gamma, (int, float))
-            or not math.isfinite(gamma)
-        ):
-            raise ValueError(f"gamma must be a finite number, got {gamma!r}")
-        width = fitted["num_classes"]
-        if isinstance(width, bool) or not isinstance(width, int):
-            raise ValueError(f"num_classes must be an integer, got {width!r}")
-        classes = {}
-        for name in ("seen_classes", "absent_classes"):
-            values = fitted[name]
-            if not isinstance(values, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in values
-            ):
-                raise ValueError(f"{name} must be a list of integers")
-            classes[name] = values
-        seen, absent = check_classes(classes["seen_classes"], classes["absent_classes"], width)
-        info = fitted.get("info", {})
-        if not isinstance(info, dict):
-            raise TypeError("'info' must be an object")
-
-        cal = probe
-        cal.gamma_ = float(gamma)
-        cal.seen_classes_ = seen
-        cal.absent_classes_ = absent
-        cal.num_classes_ = width
-        cal.classes_ = np.arange(width)
-        cal.info_ = info
-        return cal
+        return load_calibrator(cls, path)
 
 
 def _has_bad_values(t: Any) -> bool:
@@ -423,18 +348,3 @@ def _check_num_classes(num_classes: Any) -> int:
     ):
         raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
     return int(num_classes)
-
-
-def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Atomic JSON write; an OS error names the destination, not the temporary file."""
-    path = Path(path)
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"cannot save to {path}: {parent} is a file, not a folder")
-            break
-    try:
-        atomic_write_json(path, payload)  # strict JSON: non-finite numbers become null
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise type(err)(err.errno, f"cannot save calibrator to {path}: {reason}") from None

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_classes, check_labels, check_logits, like_input
-from ._gaps import compute_gaps
+from ._gaps import gaps_of, scan_checked
+from ._kernels import ABSENT, SEEN
 
 __all__ = ["SeenAbsentCurve", "seen_absent_curve", "ausuc"]
 
@@ -90,13 +91,15 @@ def seen_absent_curve(
         A :class:`SeenAbsentCurve`; its arrays are torch tensors on the logits' device when
         the logits are a tensor, numpy arrays otherwise.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    gaps = compute_gaps(z, absent)
+    scanned = scan_checked(z, seen, absent)
+    gaps = gaps_of(scanned)
 
-    label_seen = np.isin(y, seen)
-    label_absent = np.isin(y, absent)
+    label_group = scanned["codes"][y]  # O(N), where np.isin sorts
+    label_seen = label_group == SEEN
+    label_absent = label_group == ABSENT
     right_other = gaps.pred_other == y  # right while γ ≤ gap
     right_absent = gaps.pred_absent == y  # right once γ > gap (only possible for U labels)
 

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_classes, check_labels, check_logits, check_real
-from ._gaps import compute_gaps, group_argmax, label_rank
+from ._gaps import gaps_of, group_argmax, scan_checked
+from ._kernels import ABSENT, SEEN
 
 __all__ = ["accuracy_report", "harmonic_mean", "restricted_hits"]
 
@@ -139,14 +140,16 @@ def accuracy_report(
             non-scalar gamma, or topk entries that are not integers >= 1.
         TypeError: a gamma that is not a number.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     gamma = _check_gamma(gamma)
     ks = _check_topk(topk, z.shape[1])
+    scanned = scan_checked(z, seen, absent, y if ks else None, gamma)
 
-    label_seen = np.isin(y, seen)
-    label_absent = np.isin(y, absent)
+    label_group = scanned["codes"][y]  # O(N), where np.isin sorts
+    label_seen = label_group == SEEN
+    label_absent = label_group == ABSENT
     n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
     for count, group in ((n_seen, "seen"), (n_absent, "absent")):
         if count == 0:
@@ -157,36 +160,21 @@ def accuracy_report(
             )
 
     report = _group_accuracies(
-        compute_gaps(z, absent).predict(gamma) == y,
-        restricted_hits(z, y, seen),
-        restricted_hits(z, y, absent),
+        gaps_of(scanned).predict(gamma) == y,
+        scanned["pred_seen"] == y,
+        scanned["pred_absent"] == y,
         label_seen,
         label_absent,
         suffix="",
     )
-    if ks:
-        rank = label_rank(z, y, absent, gamma)
-        rank_seen_seen = _restricted_rank(z, y, absent, seen, label_seen)
-        rank_absent_absent = _restricted_rank(z, y, absent, absent, label_absent)
     for k in ks:
         report |= _group_accuracies(
-            rank < k,
-            rank_seen_seen < k,
-            rank_absent_absent < k,
+            scanned["rank"] < k,
+            scanned["rank_seen"] < k,
+            scanned["rank_absent"] < k,
             label_seen,
             label_absent,
             suffix=f"_top{k}",
         )
     report |= {"gamma": gamma, "n_samples": int(z.shape[0]), "n_seen": n_seen, "n_absent": n_absent}
     return report
-
-
-def _restricted_rank(
-    z: np.ndarray, y: np.ndarray, absent: np.ndarray, columns: np.ndarray, rows: np.ndarray
-) -> np.ndarray:
-    """Rank of the label among ``columns`` for the ``rows`` whose label lies there; C elsewhere."""
-    rank = np.full(y.shape, z.shape[1], dtype=np.int64)
-    if rows.any():
-        # S and U are each one group of the rule, so γ plays no part within them
-        rank[rows] = label_rank(z[rows], y[rows], absent, 0.0, columns=columns)
-    return rank

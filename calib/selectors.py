@@ -38,17 +38,34 @@ Registering your own::
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ._checks import check_classes, check_labels, check_logits, check_real
-from ._gaps import compute_gaps
+from ._checks import check_classes, check_labels, check_logits, check_stats
+from ._gaps import group_codes, scan_checked
+from ._kernels import alg_sums
+from ._stepmax import _interior  # noqa: F401 - the tests reach it here
+from ._stepmax import maximise as _maximise
 from .curve import SeenAbsentCurve, seen_absent_curve
-from .registry import Registry
+from .selector_spec import (
+    CRITERIA,
+    DATA_INPUTS,
+    DATA_KINDS,
+    FIT_INPUTS,
+    REQUIRED,
+    SELECTORS,
+    PseudoSplit,
+    SelectorSpec,
+    check_criterion,
+    check_gamma,
+    check_prior,
+    check_pseudo_splits,
+    register_selector,
+    selector_arguments,
+    selector_spec,
+)
 
 __all__ = [
     "SELECTORS",
@@ -68,279 +85,11 @@ __all__ = [
     "select_prior",
     "select_fixed",
     "selector_arguments",
+    "selector_spec",
+    "check_criterion",
+    "check_prior",
+    "check_gamma",
 ]
-
-#: The kinds of data a selector may declare (``SelectorSpec.data``), or None for no data.
-DATA_KINDS = ("finetune_train", "target_labelled", "target_unlabelled", "pseudo_splits")
-
-#: The ``fit`` inputs that each data kind consists of.
-DATA_INPUTS: Mapping[str | None, tuple[str, ...]] = {
-    "finetune_train": ("logits", "labels"),
-    "target_labelled": ("logits", "labels"),
-    "target_unlabelled": ("logits",),
-    "pseudo_splits": ("pseudo_splits",),
-    None: (),
-}
-
-#: Every data input of ``LogitBiasCalibrator.fit`` that a selector may take or refuse.
-FIT_INPUTS = ("logits", "labels", "pseudo_splits")
-
-# What each kind is, as said in messages ("method 'x' needs labels: it reads ...").
-_KIND_TEXT: Mapping[str | None, str] = {
-    "finetune_train": "the logits and labels of the fine-tuning training samples (labels in S)",
-    "target_labelled": "labelled target logits, absent classes included",
-    "target_unlabelled": "unlabelled target logits (labels never reach it)",
-    "pseudo_splits": "pseudo_splits: held-out S data scored by pseudo-split models",
-    None: "no data (num_classes gives the head's width)",
-}
-
-# Why an input is refused, by the kind of the selector that refuses it.
-_REFUSALS: Mapping[tuple[str | None, str], str] = {
-    ("target_unlabelled", "labels"): "it is label-free: labels never reach it; pass unlabelled "
-    "logits only",
-    ("pseudo_splits", "logits"): "it scores the held-out S data inside pseudo_splits",
-    ("pseudo_splits", "labels"): "it scores the held-out S data inside pseudo_splits",
-    (None, "logits"): "it takes no data: pass num_classes to say how many columns the head has",
-    (None, "labels"): "it takes no data",
-}
-
-#: Criteria that the curve-based selectors maximise (fractions in [0, 1]).
-CRITERIA = ("acc_all", "hmean")
-
-#: Two criterion values closer than this count as a tie (float rounding of averages).
-_TIE_ATOL = 1e-12
-
-
-class _Required:
-    """Default of a parameter that must be given (``fixed``'s ``gamma``)."""
-
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-#: ``SelectorSpec.params`` default of a parameter without a default.
-REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True)
-class SelectorSpec:
-    """The declaration of one registered selector: what data it takes and its parameters.
-
-    Attributes:
-        fn: ``fn(**data, seen_classes=, absent_classes=, num_classes=, **params) ->
-            (gamma, info)``; ``data`` holds the inputs of :attr:`inputs`.
-        data: one of :data:`DATA_KINDS`, or None (the selector takes no data).
-        params: parameter name -> default value (:data:`REQUIRED` when it has none).
-        uses_absent_labels: True when the selector reads labels of absent-class samples
-            (only ``oracle``: an upper bound, not a deployable method).
-        description: one line for documentation and ``--help``.
-        name: the registry key.
-        checks: parameter name -> validator ``value -> value`` that raises ``ValueError``
-            naming the parameter and the value; parameters without one are passed as given.
-    """
-
-    fn: Callable[..., tuple[float, dict]]
-    data: str | None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    uses_absent_labels: bool = False
-    description: str = ""
-    name: str = ""
-    checks: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.data not in DATA_INPUTS:
-            raise ValueError(
-                f"selector {self.name!r}: data must be one of {DATA_KINDS} or None, got "
-                f"{self.data!r}"
-            )
-        if not callable(self.fn):
-            raise TypeError(f"selector {self.name!r}: fn must be callable, got {self.fn!r}")
-        clash = set(self.params) & {*FIT_INPUTS, "seen_classes", "absent_classes", "num_classes"}
-        if clash:
-            raise ValueError(
-                f"selector {self.name!r}: parameter name(s) {sorted(clash)} are data keywords"
-            )
-        unknown = set(self.checks) - set(self.params)
-        if unknown:
-            raise ValueError(f"selector {self.name!r}: checks for undeclared {sorted(unknown)}")
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """The ``fit`` inputs of this selector's data kind, e.g. ``("logits", "labels")``."""
-        return DATA_INPUTS[self.data]
-
-    @property
-    def needs_logits(self) -> bool:
-        """Whether the selector reads logits (so ``calibrate`` must run the model)."""
-        return "logits" in self.inputs
-
-    @property
-    def needs_labels(self) -> bool:
-        """Whether the selector reads labels (so ``calibrate`` passes the loader's labels)."""
-        return "labels" in self.inputs
-
-    def data_text(self) -> str:
-        """What the selector's data kind is, in words."""
-        return _KIND_TEXT[self.data]
-
-    def refusal(self, name: str) -> str:
-        """Why this selector refuses the ``fit`` input ``name`` (one it does not take)."""
-        return _REFUSALS.get((self.data, name), f"it reads {self.data_text()}")
-
-    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The full, validated parameter dict: ``params`` over the declared defaults.
-
-        Raises:
-            ValueError: a parameter the selector does not declare, a REQUIRED one missing, or
-                a value its check refuses; the message names the parameter and the value.
-        """
-        unknown = sorted(set(params) - set(self.params))
-        if unknown:
-            name = unknown[0]
-            takes = sorted(self.params) or "none"
-            raise ValueError(
-                f"method {self.name!r} takes no parameter {name!r} (got {params[name]!r}); "
-                f"its parameters: {takes}"
-            )
-        full = {**self.params, **params}
-        for name, value in full.items():
-            if value is REQUIRED:
-                raise ValueError(f"method {self.name!r} needs {name}")
-            check = self.checks.get(name)
-            if check is not None:
-                full[name] = check(value)
-        return full
-
-
-SELECTORS: Registry[SelectorSpec] = Registry("selector")
-
-
-def register_selector(
-    name: str,
-    *,
-    data: str | None,
-    params: Mapping[str, Any] | None = None,
-    uses_absent_labels: bool = False,
-    description: str = "",
-    checks: Mapping[str, Callable[[Any], Any]] | None = None,
-    override: bool = False,
-) -> Callable[[Callable[..., tuple[float, dict]]], Callable[..., tuple[float, dict]]]:
-    """Decorator: register ``fn`` as the selector ``name`` with its declaration.
-
-    Returns the function unchanged (so it can still be called directly). Unregister in tests
-    with ``SELECTORS.unregister(name)``.
-    """
-
-    def add(fn: Callable[..., tuple[float, dict]]) -> Callable[..., tuple[float, dict]]:
-        spec = SelectorSpec(
-            fn=fn,
-            data=data,
-            params=dict(params or {}),
-            uses_absent_labels=uses_absent_labels,
-            description=description,
-            name=name,
-            checks=dict(checks or {}),
-        )
-        SELECTORS.register(name, spec, override=override)
-        return fn
-
-    return add
-
-
-def selector_spec(method: Any, where: str = "method") -> SelectorSpec:
-    """The :class:`SelectorSpec` registered as ``method``; ``ValueError`` naming it otherwise."""
-    try:
-        return SELECTORS.get(method)
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{where}={method!r}: {err.args[0]}") from None
-
-
-def selector_arguments(name: str) -> tuple[frozenset[str], frozenset[str]]:
-    """Deprecated: (required, optional) keyword names of the selector ``name``.
-
-    Read ``SELECTORS.get(name)`` (a :class:`SelectorSpec`) instead.
-    """
-    warnings.warn(
-        "selector_arguments is deprecated: read calib.selectors.SELECTORS.get(name), a "
-        "SelectorSpec (.inputs, .params)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    spec = SELECTORS.get(name)
-    required = {*spec.inputs, "seen_classes"} | {k for k, v in spec.params.items() if v is REQUIRED}
-    optional = {"absent_classes", "num_classes"} | {
-        k for k, v in spec.params.items() if v is not REQUIRED
-    }
-    return frozenset(required), frozenset(optional)
-
-
-@dataclass(frozen=True, eq=False)  # arrays inside: compare by identity
-class PseudoSplit:
-    """One pseudo split of Pseudo Cross-Validation (PCV).
-
-    S is split into pseudo-seen and pseudo-absent classes; a model fine-tuned on the
-    pseudo-seen classes only scores held-out S data. Only S data appear here.
-
-    Attributes:
-        logits: (N, C) scores of the held-out S samples by the pseudo-split model.
-        labels: (N,) their labels; every one in ``seen_classes ∪ absent_classes`` and in S.
-        seen_classes: the pseudo-seen classes (a subset of S) this model was fine-tuned on.
-        absent_classes: the columns that receive γ in this run: the pseudo-absent classes
-            plus every column absent from its fine-tuning, the real U included (deployment
-            shifts U too, so the split must be scored that way).
-    """
-
-    logits: Any
-    labels: Any
-    seen_classes: Any
-    absent_classes: Any
-
-
-def check_pseudo_splits(pseudo_splits: Any) -> list[PseudoSplit]:
-    """``pseudo_splits`` as a non-empty list of :class:`PseudoSplit`; ValueError/TypeError else."""
-    if isinstance(pseudo_splits, PseudoSplit):
-        raise TypeError(
-            "pseudo_splits must be a list of PseudoSplit, got a single PseudoSplit: pass [split]"
-        )
-    if isinstance(pseudo_splits, (str, bytes, Mapping)) or not hasattr(pseudo_splits, "__iter__"):
-        raise TypeError(
-            f"pseudo_splits must be a list of PseudoSplit, got {type(pseudo_splits).__name__}"
-        )
-    splits = list(pseudo_splits)
-    if not splits:
-        raise ValueError("pseudo_splits is empty: pcv needs at least one pseudo split")
-    for j, split in enumerate(splits):
-        if not isinstance(split, PseudoSplit):
-            raise TypeError(
-                f"pseudo_splits[{j}] must be a PseudoSplit, got {type(split).__name__}"
-                + (": build it as calib.PseudoSplit(**d)" if isinstance(split, Mapping) else "")
-            )
-    return splits
-
-
-# ----------------------------------------------------------------------------- parameters
-
-
-def check_criterion(criterion: Any) -> str:
-    """``criterion`` if it is one of :data:`CRITERIA`; ValueError naming it otherwise."""
-    if not isinstance(criterion, str) or criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    return criterion
-
-
-def check_prior(prior: Any) -> float | None:
-    """``prior``: None (the default share) or a real number in [0, 1]."""
-    if prior is None:
-        return None
-    value = check_real(prior, "prior")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"prior must be a share in [0, 1], got {prior!r}")
-    return value
-
-
-def check_gamma(gamma: Any) -> float:
-    """``gamma`` as a finite Python float; strings, booleans, NaN and ±inf are refused."""
-    return check_real(gamma, "gamma", finite=True)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -377,58 +126,6 @@ def _criterion_values(curve: SeenAbsentCurve, criterion: str) -> np.ndarray:
         return np.where(total > 0, 2 * s * a / total, 0.0)
 
 
-def _interior(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """One γ inside each interval ``(low, high]``: its midpoint.
-
-    Unbounded ends: ``(-inf, h]`` → ``h - 1``; ``(l, +inf)`` → ``l + 1``; ℝ → 0. Where the
-    midpoint rounds onto ``low`` (adjacent floats), ``high`` is taken: it belongs to the interval.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        mid = low / 2 + high / 2
-        above = np.maximum(low + 1.0, np.nextafter(low, np.inf))
-    mid = np.where(np.isneginf(low), high - 1.0, mid)
-    mid = np.where(np.isposinf(high), above, mid)
-    mid = np.where(np.isneginf(low) & np.isposinf(high), 0.0, mid)
-    return np.where(mid > low, mid, high)
-
-
-@dataclass(frozen=True)
-class _Choice:
-    gamma: float
-    value: float
-    values: np.ndarray  # the criterion of every step function at ``gamma``
-    interval: tuple[float, float]
-
-
-def _maximise(steps: Sequence[tuple[np.ndarray, np.ndarray]]) -> _Choice:
-    """Maximise the average of step functions of γ, exactly.
-
-    Each step function is ``(gamma, value)`` as in :class:`SeenAbsentCurve`: ``value[k]`` holds
-    on ``(gamma[k-1], gamma[k]]`` and ``gamma[-1] = +inf``. Their average is constant on the
-    intervals between consecutive breakpoints of the union, so it is evaluated once inside
-    each of them (``searchsorted``, no loop over breakpoints). Ties — values within 1e-12 —
-    go to the interval closest to γ = 0 (then to the lower one): the smallest bias that
-    reaches the best value.
-    """
-    breaks = np.unique(np.concatenate([np.asarray(g[:-1], dtype=np.float64) for g, _ in steps]))
-    low = np.concatenate([[-np.inf], breaks])
-    high = np.concatenate([breaks, [np.inf]])
-    candidates = _interior(low, high)
-    per_step = np.stack(
-        [np.asarray(v)[np.searchsorted(np.asarray(g), candidates, side="left")] for g, v in steps]
-    )
-    mean = per_step.mean(axis=0)
-    best = np.flatnonzero(mean >= mean.max() - _TIE_ATOL)
-    distance = np.where(low >= 0, low, np.where(high < 0, -high, 0.0))  # from 0 to (low, high]
-    j = int(best[np.argmin(distance[best])])
-    return _Choice(
-        gamma=float(candidates[j]),
-        value=float(mean[j]),
-        values=per_step[:, j],
-        interval=(float(low[j]), float(high[j])),
-    )
-
-
 # ----------------------------------------------------------------------------- selectors
 
 
@@ -463,7 +160,7 @@ def select_alg(
     Raises:
         ValueError: a label outside S, |S| < 2, or invalid input.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False)  # values: checked in the one pass below
     _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
@@ -478,17 +175,18 @@ def select_alg(
             f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
             f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
         )
-    used = np.concatenate([seen, absent])
-    if np.isneginf(z[:, used]).any():
+    sum_seen, sum_absent, lo, hi, nan = alg_sums(z, group_codes(z.shape[1], seen, absent))
+    check_stats(z, "logits", lo, hi, nan)
+    if not (np.isfinite(sum_seen).all() and np.isfinite(sum_absent).all()):
+        used = np.concatenate([seen, absent])
         col = int(used[np.isneginf(z[:, used]).any(axis=0)][0])
         raise ValueError(
             f"ALG averages logits, but column {col} holds -inf (a class that can never be "
             "predicted): leave it out of seen_classes/absent_classes"
         )
-    z_seen = z[:, seen].astype(np.float64, copy=False)
     true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
-    mean_other_seen = (z_seen.sum(axis=1) - true_logit) / (seen.size - 1)
-    mean_absent = z[:, absent].astype(np.float64, copy=False).mean(axis=1)
+    mean_other_seen = (sum_seen - true_logit) / (seen.size - 1)
+    mean_absent = sum_absent / absent.size
     terms = mean_other_seen - mean_absent
     gamma = float(terms.mean())
     return gamma, {"method": "alg", "n_samples": int(z.shape[0]), "gap_std": float(terms.std())}
@@ -530,7 +228,7 @@ def select_oracle(
         the γ interval that reaches it.
     """
     check_criterion(criterion)
-    z = check_logits(logits)
+    z = check_logits(logits, values=False)  # values: checked by the curve's one pass
     _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
@@ -687,13 +385,13 @@ def select_prior(
     Returns:
         ``(gamma, info)``; ``info["share"]`` is the share reached, ``info["prior"]`` the target.
     """
-    z = check_logits(logits)
+    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     _check_width(num_classes, z.shape[1])
     prior = check_prior(prior)
     if prior is None:
         prior = absent.size / (seen.size + absent.size)
-    gaps = np.sort(compute_gaps(z, absent).gap)
+    gaps = np.sort(scan_checked(z, seen, absent)["gap"])
     finite = gaps[np.isfinite(gaps)]  # -inf columns: a group that can never win has no step
     gamma_steps = np.append(np.unique(finite), np.inf)
     share = np.searchsorted(gaps, gamma_steps, side="left") / gaps.size  # predicted in U: gap < γ

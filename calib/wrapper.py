@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from ._checks import _class_index
-from ._gaps import _NUDGE_ABS, _NUDGE_REL
 from .calibrator import LogitBiasCalibrator, NotFittedError
 from .extract import extract, features_and_logits, model_device
 from .io import atomic_save
@@ -52,7 +51,10 @@ def shifted_logits_torch(
     """
     z = logits.to(torch.float64)
     s = z + gamma
-    return torch.where(absent_mask, s - (s.abs() * _NUDGE_REL + _NUDGE_ABS), z)
+    # literals, as TorchScript takes no float globals: 2**-51 and 2**-1000 (_gaps._NUDGE_*)
+    return torch.where(
+        absent_mask, s - (s.abs() * 4.440892098500626e-16 + 9.332636185032189e-302), z
+    )
 
 
 class CalibratedClassifier(nn.Module):
@@ -77,11 +79,9 @@ class CalibratedClassifier(nn.Module):
         calibrator: the fitted :class:`LogitBiasCalibrator` this wrapper was built from, or None.
     """
 
-    __jit_ignored_attributes__ = ["calibrator", "absent_classes"]
-
-    gamma: torch.Tensor
-    absent_mask: torch.Tensor
-    num_classes: int
+    # no class-level annotations: TorchScript cannot resolve postponed (string) annotations
+    __jit_ignored_attributes__ = ["calibrator"]
+    __jit_unused_properties__ = ["absent_classes"]
 
     def __init__(
         self, model: nn.Module, gamma: float, absent_classes: Any, num_classes: int

@@ -1,0 +1,125 @@
+"""The JSON file of a :class:`calib.LogitBiasCalibrator`: format tag, version, parameters, fit.
+
+No pickle: a format tag, a version, the constructor parameters (validated against the
+selector's declaration when read) and the fitted state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_classes
+from .io import atomic_write_json
+
+__all__ = ["FILE_FORMAT", "FILE_VERSION", "save_calibrator", "load_calibrator"]
+
+#: Format tag and version written into every saved calibrator file.
+FILE_FORMAT = "calib.LogitBiasCalibrator"
+FILE_VERSION = 1
+
+
+def save_calibrator(cal: Any, path: str | os.PathLike) -> None:
+    """Write the fitted calibrator ``cal`` to ``path`` as JSON, atomically."""
+    payload = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "params": cal.get_params(),
+        "fitted": {
+            "gamma": cal.gamma_,
+            "num_classes": cal.num_classes_,
+            "seen_classes": cal.seen_classes_.tolist(),
+            "absent_classes": cal.absent_classes_.tolist(),
+            "info": cal.info_,
+        },
+    }
+    _write(path, payload)
+
+
+def load_calibrator(cls: Any, path: str | os.PathLike) -> Any:
+    """Read a file of :func:`save_calibrator` into a new ``cls`` instance."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no calibrator file at {path}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a calibrator file (not UTF-8 text: {err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a calibrator file (invalid JSON: {err})") from None
+    tag = data.get("format") if isinstance(data, dict) else None
+    if tag != FILE_FORMAT:
+        raise ValueError(
+            f"{path} is not a calibrator file: format tag {tag!r}, expected {FILE_FORMAT!r}"
+        )
+    if data.get("version") != FILE_VERSION:
+        raise ValueError(
+            f"{path} is a calibrator file of version {data.get('version')!r}; this version "
+            f"of calib reads version {FILE_VERSION}"
+        )
+    try:
+        return _from_payload(cls, data)
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{path} is a corrupt calibrator file: {detail}") from None
+
+
+def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
+    params, fitted = data["params"], data["fitted"]
+    if not isinstance(params, dict) or not isinstance(fitted, dict):
+        raise TypeError("'params' and 'fitted' must be objects")
+    unknown = set(params) - set(cls._get_param_names())
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}")
+    probe = cls(**params)
+    probe._selector_params(probe._spec())  # a registered method and valid parameters
+    gamma = fitted["gamma"]
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
+        raise ValueError(f"gamma must be a finite number, got {gamma!r}")
+    width = fitted["num_classes"]
+    if isinstance(width, bool) or not isinstance(width, int):
+        raise ValueError(f"num_classes must be an integer, got {width!r}")
+    classes = {}
+    for name in ("seen_classes", "absent_classes"):
+        values = fitted[name]
+        if not isinstance(values, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            raise ValueError(f"{name} must be a list of integers")
+        classes[name] = values
+    seen, absent = check_classes(classes["seen_classes"], classes["absent_classes"], width)
+    info = fitted.get("info", {})
+    if not isinstance(info, dict):
+        raise TypeError("'info' must be an object")
+
+    cal = probe
+    cal.gamma_ = float(gamma)
+    cal.seen_classes_ = seen
+    cal.absent_classes_ = absent
+    cal.num_classes_ = width
+    cal.classes_ = np.arange(width)
+    cal.n_features_in_ = width
+    cal.info_ = info
+    return cal
+
+
+def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Atomic JSON write; an OS error names the destination, not the temporary file."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot save to {path}: {parent} is a file, not a folder")
+            break
+    try:
+        atomic_write_json(path, payload)  # strict JSON: non-finite numbers become null
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise type(err)(err.errno, f"cannot save calibrator to {path}: {reason}") from None
