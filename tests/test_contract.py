@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 import warnings
 
-import brute
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import tests.brute as brute
 from calib import accuracy_report, seen_absent_curve
 from calib.calibrator import LogitBiasCalibrator
 from calib.selectors import PseudoSplit, select_pcv
