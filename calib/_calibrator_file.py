@@ -17,11 +17,13 @@ import numpy as np
 from ._checks import check_classes
 from .io import atomic_write_json
 
-__all__ = ["FILE_FORMAT", "FILE_VERSION", "save_calibrator", "load_calibrator"]
+__all__ = ["FILE_FORMAT", "FILE_VERSION", "READ_VERSIONS", "save_calibrator", "load_calibrator"]
 
 #: Format tag and version written into every saved calibrator file.
 FILE_FORMAT = "calib.LogitBiasCalibrator"
-FILE_VERSION = 1
+FILE_VERSION = 2
+#: Versions this calib reads: 1 (before the temperature; loads with T = 1) and 2.
+READ_VERSIONS = (1, 2)
 
 
 def save_calibrator(cal: Any, path: str | os.PathLike) -> None:
@@ -32,6 +34,7 @@ def save_calibrator(cal: Any, path: str | os.PathLike) -> None:
         "params": cal.get_params(),
         "fitted": {
             "gamma": cal.gamma_,
+            "temperature": _temperature_json(cal.temperature_),
             "num_classes": cal.num_classes_,
             "seen_classes": cal.seen_classes_.tolist(),
             "absent_classes": cal.absent_classes_.tolist(),
@@ -59,10 +62,11 @@ def load_calibrator(cls: Any, path: str | os.PathLike) -> Any:
         raise ValueError(
             f"{path} is not a calibrator file: format tag {tag!r}, expected {FILE_FORMAT!r}"
         )
-    if data.get("version") != FILE_VERSION:
+    version = data.get("version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
         raise ValueError(
-            f"{path} is a calibrator file of version {data.get('version')!r}; this version "
-            f"of calib reads version {FILE_VERSION}"
+            f"{path} is a calibrator file of version {version!r}; this version "
+            f"of calib reads versions {', '.join(map(str, READ_VERSIONS))}"
         )
     try:
         return _from_payload(cls, data)
@@ -78,8 +82,12 @@ def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
     unknown = set(params) - set(cls._get_param_names())
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}")
+    if isinstance(params.get("temperature"), list):  # JSON has no tuple: (T_S, T_U) back
+        params = {**params, "temperature": tuple(params["temperature"])}
     probe = cls(**params)
-    probe._selector_params(probe._spec())  # a registered method and valid parameters
+    spec = probe._spec()
+    probe._selector_params(spec)  # a registered method and valid parameters
+    probe._temperature_param(spec)
     gamma = fitted["gamma"]
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
         raise ValueError(f"gamma must be a finite number, got {gamma!r}")
@@ -98,9 +106,11 @@ def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
     info = fitted.get("info", {})
     if not isinstance(info, dict):
         raise TypeError("'info' must be an object")
+    temperature = _temperature_of(fitted.get("temperature", 1.0))  # version 1: T = 1
 
     cal = probe
     cal.gamma_ = float(gamma)
+    cal.temperature_ = temperature
     cal.seen_classes_ = seen
     cal.absent_classes_ = absent
     cal.num_classes_ = width
@@ -108,6 +118,21 @@ def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
     cal.n_features_in_ = width
     cal.info_ = info
     return cal
+
+
+def _temperature_json(t: Any) -> Any:
+    return list(t) if isinstance(t, tuple) else t
+
+
+def _temperature_of(value: Any) -> float | tuple[float, float]:
+    """The fitted temperature of a file: a number > 0 or a pair [T_S, T_U] of them."""
+    values = value if isinstance(value, list) else [value]
+    if (isinstance(value, list) and len(values) != 2) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        for v in values
+    ):
+        raise ValueError(f"temperature must be a number > 0 or a pair of them, got {value!r}")
+    return (float(values[0]), float(values[1])) if isinstance(value, list) else float(value)
 
 
 def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:

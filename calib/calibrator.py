@@ -40,6 +40,7 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
 from ._calibrator_file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
+from ._calibrator_temperature import break_ties, check_temperature_param, fitted_temperature
 from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
 from ._gaps import gaps_of, scan_checked, shifted_logits
 from .selectors import PseudoSplit, SelectorSpec, check_pseudo_splits, selector_spec
@@ -66,13 +67,22 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         prior: share of U predictions for ``prior`` (None = |U| / (|S| + |U|)).
         options: parameters of other (user-registered) selectors, ``{name: value}``; each
             must be declared by the selector. None = none.
+        temperature: T of :meth:`predict_proba` (softmax((z + γ·1_U) / T)): None (T = 1), a
+            number > 0, a pair (T_S, T_U) (a sample predicted in U is divided by T_U, any
+            other by T_S), or ``"fit"``: T minimising the NLL at the fitted γ on exactly the
+            data the selector is fed (``alg``: the given fine-tuning logits of S; ``pcv``: the
+            pseudo splits' held-out S data; ``oracle``: the given labelled target data, an
+            upper bound). Refused for label-free selectors (``prior``) and ``fixed``.
 
     Fitted attributes:
         gamma_: the bias (float, logit units).
         seen_classes_: S, sorted int64 array. absent_classes_: U, sorted int64 array.
         num_classes_: C, the number of logit columns. classes_: ``arange(C)``, the labels
             ``predict`` can return; n_features_in_: C (scikit-learn's names).
-        info_: the selector's details (criterion reached, sample counts, ...).
+        temperature_: T (float) or (T_S, T_U) (tuple of floats); never moves a prediction.
+        info_: the selector's details (criterion reached, sample counts, ...), plus
+            ``temperature``, ``temperature_data`` (the data kind T was fitted on, or
+            ``"given"``), ``temperature_samples`` and, for a fitted T, ``temperature_note``.
     """
 
     def __init__(
@@ -82,12 +92,14 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         criterion: str | None = None,
         prior: float | None = None,
         options: dict[str, Any] | None = None,
+        temperature: float | tuple[float, float] | str | None = None,
     ) -> None:
         self.method = method
         self.gamma = gamma
         self.criterion = criterion
         self.prior = prior
         self.options = options
+        self.temperature = temperature
 
     # ------------------------------------------------------------------ sklearn parameters
 
@@ -167,6 +179,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         """
         spec = self._spec()
         params = self._selector_params(spec)
+        temperature = self._temperature_param(spec)
         if seen_classes is None:
             raise ValueError("fit needs seen_classes: the fine-tuning classes S")
         given = {"logits": logits, "labels": labels, "pseudo_splits": pseudo_splits}
@@ -197,14 +210,20 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         gamma = float(gamma)
         if not math.isfinite(gamma):
             raise ValueError(f"selector {self.method!r} returned a non-finite γ: {gamma}")
+        t, t_info = fitted_temperature(temperature, spec.data, data, absent, gamma)
         self.gamma_ = gamma
         self.seen_classes_ = seen
         self.absent_classes_ = absent
         self.num_classes_ = width
         self.classes_ = np.arange(width)
         self.n_features_in_ = width
-        self.info_ = dict(info)
+        self.temperature_ = t
+        self.info_ = {**dict(info), **t_info}
         return self
+
+    def _temperature_param(self, spec: SelectorSpec) -> Any:
+        """The validated ``temperature``: 1.0, a float, a (T_S, T_U) tuple or ``"fit"``."""
+        return check_temperature_param(self.temperature, self.method, spec.data)
 
     @staticmethod
     def _num_classes(
@@ -284,6 +303,22 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
     def _predict(self, z: np.ndarray) -> np.ndarray:
         scanned = scan_checked(z, self.seen_classes_, self.absent_classes_)
         return gaps_of(scanned).predict(self.gamma_).astype(np.int64, copy=False)
+
+    def predict_proba(self, logits: Any) -> Any:
+        """softmax((z + γ·1_U) / T): (N, C) float64 probabilities, rows summing to 1.
+
+        :func:`calib.probability.shifted_probabilities` at ``gamma_`` and ``temperature_``
+        (a pair (T_S, T_U) by its row rule: T_U for a sample predicted in U). A tensor comes
+        back as a float64 tensor on its device, numpy as numpy. ``argmax`` of each row is
+        :meth:`predict` exactly: where float64 rounding leaves the predicted column tied with
+        another (e.g. an exact tie of z + γ, which the rule sends out of U), the predicted
+        probability is raised by one unit in the last place.
+        """
+        from .probability import shifted_probabilities  # not needed to fit
+
+        z = self._checked(logits)
+        p = shifted_probabilities(z, self.absent_classes_, self.gamma_, self.temperature_)
+        return like_input(break_ties(p, self._predict(z)), logits)
 
     def score(self, logits: Any, labels: Any, sample_weight: Any = None) -> float:
         """``acc_all`` under γ: the fraction of samples whose :meth:`predict` equals the label.
