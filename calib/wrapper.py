@@ -9,8 +9,9 @@ fit a :class:`LogitBiasCalibrator`, wrap::
 
     calibrated = calib.calibrate(model, train_loader, seen_classes, method="alg")
     calibrated(x)                 # model(x) + γ on the absent columns (float64)
+    calibrated.forward_proba(x)   # softmax(calibrated(x) / T), T the buffer ``temperature``
     calibrated.calibrator.gamma_  # the fitted calibrator
-    calibrated.save("calibrated.pt")                              # weights + γ + U
+    calibrated.save("calibrated.pt")                              # weights + γ + U + T
     calibrated = calib.CalibratedClassifier.load("calibrated.pt", make_model())
 
 The wrapper compiles with ``torch.jit.script`` and ``torch.jit.trace``, and exports with
@@ -28,16 +29,19 @@ import torch
 from torch import nn
 
 from ._checks import _class_index
+from ._probability_checks import check_temperature
+from ._softmax_torch import softmax_rows_torch
 from .calibrator import LogitBiasCalibrator, NotFittedError
 from .extract import extract, features_and_logits, model_device
 from .io import atomic_save
 from .selectors import check_gamma, selector_spec
 
-__all__ = ["CalibratedClassifier", "calibrate", "shifted_logits_torch"]
+__all__ = ["CalibratedClassifier", "calibrate", "shifted_logits_torch", "softmax_rows_torch"]
 
 #: Format tag and version of :meth:`CalibratedClassifier.save` files.
 FILE_FORMAT = "calib.CalibratedClassifier"
-FILE_VERSION = 1
+FILE_VERSION = 2
+_READ_VERSIONS = (1, 2)  # version 1: before the temperature (loads with T = 1)
 
 
 def shifted_logits_torch(
@@ -71,9 +75,12 @@ class CalibratedClassifier(nn.Module):
         gamma: the bias γ in logit units (finite).
         absent_classes: U, the columns that receive γ.
         num_classes: C, the number of logit columns.
+        temperature: T of :meth:`forward_proba`: a number > 0 (1 = none) or a pair
+            (T_S, T_U) (a sample predicted in U is divided by T_U, any other by T_S).
 
     Buffers:
         gamma: 0-d float64 tensor. absent_mask: (C,) bool tensor, True on U.
+        temperature: 0-d float64 tensor T, or (2,) float64 tensor (T_S, T_U).
 
     Attributes:
         calibrator: the fitted :class:`LogitBiasCalibrator` this wrapper was built from, or None.
@@ -84,7 +91,12 @@ class CalibratedClassifier(nn.Module):
     __jit_unused_properties__ = ["absent_classes"]
 
     def __init__(
-        self, model: nn.Module, gamma: float, absent_classes: Any, num_classes: int
+        self,
+        model: nn.Module,
+        gamma: float,
+        absent_classes: Any,
+        num_classes: int,
+        temperature: float | tuple[float, float] = 1.0,
     ) -> None:
         super().__init__()
         if (
@@ -100,6 +112,8 @@ class CalibratedClassifier(nn.Module):
                 "absent_classes covers every column: at least one column must stay un-shifted"
             )
         gamma = check_gamma(gamma)
+        temps = check_temperature(temperature)
+        t_value = list(temps) if isinstance(temperature, (tuple, list)) else temps[0]
         device = model_device(model)
         mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
         mask[torch.as_tensor(absent, device=device)] = True
@@ -107,6 +121,9 @@ class CalibratedClassifier(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("gamma", torch.tensor(gamma, dtype=torch.float64, device=device))
         self.register_buffer("absent_mask", mask)
+        self.register_buffer(
+            "temperature", torch.tensor(t_value, dtype=torch.float64, device=device)
+        )
         self.calibrator: LogitBiasCalibrator | None = None
         self.training = model.training  # the wrapper's own flag only: submodules keep theirs
 
@@ -114,10 +131,20 @@ class CalibratedClassifier(nn.Module):
     def from_calibrator(
         cls, model: nn.Module, calibrator: LogitBiasCalibrator
     ) -> CalibratedClassifier:
-        """Wrap ``model`` with the γ and absent classes of a fitted calibrator (kept as ``.calibrator``)."""
+        """Wrap ``model`` with the γ, absent classes and temperature of a fitted calibrator.
+
+        The calibrator is kept as ``.calibrator``; a calibrator without ``temperature_``
+        (pickled before it existed) gives T = 1.
+        """
         if not hasattr(calibrator, "gamma_"):
             raise NotFittedError("from_calibrator needs a fitted calibrator: call fit(...) first")
-        wrapped = cls(model, calibrator.gamma_, calibrator.absent_classes_, calibrator.num_classes_)
+        wrapped = cls(
+            model,
+            calibrator.gamma_,
+            calibrator.absent_classes_,
+            calibrator.num_classes_,
+            getattr(calibrator, "temperature_", 1.0),
+        )
         wrapped.calibrator = calibrator
         return wrapped
 
@@ -138,10 +165,25 @@ class CalibratedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (N, C) float64: the model's logits plus γ on the absent columns."""
+        return self._calibrated(x)
+
+    def _calibrated(self, x: torch.Tensor) -> torch.Tensor:
+        # forward's body, apart from forward: jit.trace after jit.script of a module whose
+        # exported forward_proba called forward would define forward twice
         out = self.model(x)
         if not isinstance(out, torch.Tensor):
             raise ValueError("the wrapped model must return a logits tensor")
         return shifted_logits_torch(self._check(out), self.absent_mask, self.gamma)
+
+    @torch.jit.export
+    def forward_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities (N, C) float64: softmax(forward(x) / T), rows summing to 1.
+
+        ``argmax`` equals that of :meth:`forward` (T never moves a prediction; see
+        :func:`softmax_rows_torch`); equal to :meth:`LogitBiasCalibrator.predict_proba` of the
+        model's logits to float64 rounding.
+        """
+        return softmax_rows_torch(self._calibrated(x), self.absent_mask, self.temperature)
 
     @torch.jit.unused
     def forward_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,6 +198,7 @@ class CalibratedClassifier(nn.Module):
             raise ValueError(
                 f"state_dict entry {prefix}gamma must be one finite number, got {gamma}"
             )
+        self._load_temperature(state_dict.get(prefix + "temperature"), prefix)
         mask = state_dict.get(prefix + "absent_mask")
         if mask is not None:
             if mask.dtype != torch.bool or tuple(mask.shape) != (self.num_classes,):
@@ -171,15 +214,34 @@ class CalibratedClassifier(nn.Module):
                 )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _load_temperature(self, t: Any, prefix: str) -> None:
+        """Check a state dict's T; a 0-d T replacing a (2,) one (or back) resizes the buffer."""
+        if t is None:
+            return
+        ok = isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() in (0, 1)
+        ok = ok and t.numel() == (1 if t.dim() == 0 else 2)
+        if not ok or not bool(torch.isfinite(t).all() and (t > 0).all()):
+            raise ValueError(
+                f"state_dict entry {prefix}temperature must be one number > 0 or a pair "
+                f"(T_S, T_U) of them (0-d or (2,) float tensor), got {t!r}"
+            )
+        if t.shape != self.temperature.shape:
+            self.temperature = torch.zeros_like(t, dtype=torch.float64, device=self.gamma.device)
+
     def extra_repr(self) -> str:
         n_absent = int(self.absent_mask.sum())
-        return f"gamma={float(self.gamma):.6g}, absent_classes={n_absent} of {self.num_classes}"
+        t = self.temperature.tolist()
+        t_text = f"{t:.6g}" if isinstance(t, float) else "({:.6g}, {:.6g})".format(*t)
+        return (
+            f"gamma={float(self.gamma):.6g}, absent_classes={n_absent} of {self.num_classes}, "
+            f"temperature={t_text}"
+        )
 
     # ------------------------------------------------------------------ files
 
     @torch.jit.unused
     def save(self, path: str | os.PathLike) -> None:
-        """Write γ, U, C and the wrapped model's ``state_dict`` to ``path``, atomically.
+        """Write γ, U, C, T and the wrapped model's ``state_dict`` to ``path``, atomically.
 
         Only tensors, numbers, strings and lists: the file loads with
         ``torch.load(weights_only=True)`` (:meth:`load` does that).
@@ -188,6 +250,7 @@ class CalibratedClassifier(nn.Module):
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
             "gamma": float(self.gamma),
+            "temperature": self.temperature.tolist(),
             "absent_classes": self.absent_classes.tolist(),
             "num_classes": self.num_classes,
             "model_state_dict": self.model.state_dict(),
@@ -217,11 +280,14 @@ class CalibratedClassifier(nn.Module):
             raise ValueError(f"{path} is not a calibrated-model file: {err}") from None
         if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
             raise ValueError(f"{path} is not a calibrated-model file (format tag missing)")
-        if data.get("version") != FILE_VERSION:
-            raise ValueError(f"{path}: version {data.get('version')!r}, expected {FILE_VERSION}")
+        if data.get("version") not in _READ_VERSIONS:
+            raise ValueError(
+                f"{path}: version {data.get('version')!r}, expected one of {_READ_VERSIONS}"
+            )
         model.load_state_dict(data["model_state_dict"])
         try:
-            return cls(model, data["gamma"], data["absent_classes"], data["num_classes"])
+            t = data.get("temperature", 1.0)  # version 1: T = 1
+            return cls(model, data["gamma"], data["absent_classes"], data["num_classes"], t)
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{path} is a corrupt calibrated-model file: {err}") from None
 
@@ -276,8 +342,8 @@ def calibrate(
         device: where to run the model (None = where it is); a given device moves the model.
         num_classes: C, when no logits tell it.
         progress: show a progress bar during extraction.
-        **selector_kwargs: ``gamma``, ``criterion``, ``prior``, ``options`` (calibrator
-            parameters), any parameter the selector declares (goes into ``options``), and
+        **selector_kwargs: ``gamma``, ``criterion``, ``prior``, ``options``, ``temperature``
+            (calibrator parameters; ``temperature="fit"`` fits T on the same data as γ), any parameter the selector declares (goes into ``options``), and
             ``pseudo_splits`` (data for ``pcv``).
 
     Returns:
@@ -288,7 +354,7 @@ def calibrate(
     pseudo_splits = selector_kwargs.pop("pseudo_splits", None)
     explicit = {
         k: selector_kwargs.pop(k)
-        for k in ("gamma", "criterion", "prior", "options")
+        for k in ("gamma", "criterion", "prior", "options", "temperature")
         if k in selector_kwargs
     }
     unknown = sorted(set(selector_kwargs) - set(spec.params))
@@ -301,6 +367,7 @@ def calibrate(
         explicit["options"] = {**(explicit.get("options") or {}), **selector_kwargs}
     calibrator = LogitBiasCalibrator(method=method, **explicit)
     calibrator._selector_params(spec)  # bad parameters stop before the model runs
+    calibrator._temperature_param(spec)
 
     fit_data: dict[str, Any] = {}
     needs_width = num_classes is None and pseudo_splits is None

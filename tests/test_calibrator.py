@@ -41,6 +41,7 @@ def test_init_only_stores_and_params_round_trip():
         "criterion": "hmean",
         "prior": None,
         "options": None,
+        "temperature": None,
     }
     assert cal.set_params(method="oracle") is cal and cal.method == "oracle"
     assert repr(cal) == "LogitBiasCalibrator(criterion='hmean', method='oracle')"
@@ -260,7 +261,7 @@ def test_load_errors_name_the_file(tmp_path):
         ): "corrupt.json is not a calibrator file .invalid JSON",
         write("list.json", "[1, 2]"): "list.json is not a calibrator file: format tag None",
         write("foreign.json", json.dumps({"format": "other", "gamma": 1})): "foreign.json.*'other'",
-        write("v2.json", json.dumps({**payload, "version": 2})): "v2.json.*version 2",
+        write("v3.json", json.dumps({**payload, "version": 3})): "v3.json.*version 3",
     }
     broken = json.loads(good.read_text())
     broken["fitted"]["gamma"] = "1.0"

@@ -54,7 +54,7 @@ def test_forward_equals_transform_of_the_model_logits(model, dtype):
     assert torch.equal(out.argmax(1), cal.predict(logits))  # one rule in every dtype
     assert wrapped.calibrator is cal
     assert wrapped.absent_classes.tolist() == [3, 5]
-    assert "gamma=1.3, absent_classes=2 of 6" in repr(wrapped)
+    assert "gamma=1.3, absent_classes=2 of 6, temperature=1" in repr(wrapped)
 
 
 def test_gradients_flow_to_the_model(model):
