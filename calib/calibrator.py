@@ -8,6 +8,7 @@ and returns the calibrator, whose fitted state ends in ``_``::
     cal.gamma_                       # the bias, in logit units
     cal.transform(test_logits)       # float64 logits, γ on the absent columns
     cal.predict(test_logits)         # labels under the bias rule of calib._gaps
+    cal.predict_proba(test_logits)   # softmax((z + γ·1_U) / T), argmax == predict
     cal.score(test_logits, labels)   # acc_all, one float; cal.report(...) gives every metric
     cal.save("alg.json"); LogitBiasCalibrator.load("alg.json")
 
@@ -317,7 +318,8 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         from .probability import shifted_probabilities  # not needed to fit
 
         z = self._checked(logits)
-        p = shifted_probabilities(z, self.absent_classes_, self.gamma_, self.temperature_)
+        t = getattr(self, "temperature_", 1.0)  # a calibrator pickled before T existed
+        p = shifted_probabilities(z, self.absent_classes_, self.gamma_, t)
         return like_input(break_ties(p, self._predict(z)), logits)
 
     def score(self, logits: Any, labels: Any, sample_weight: Any = None) -> float:

@@ -328,3 +328,18 @@ def test_calibrate_fits_t_with_gamma_and_refuses_fit_for_prior(model):
     assert 1e-3 < want < 1e3  # inside the bracket: a real fit
     with pytest.raises(ValueError, match="label-free"):
         calibrate(model, None, SEEN, method="prior", temperature="fit", progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_probabilities_stay_on_the_device(model):
+    cal = fixed(1.3, (0.5, 3.0))
+    wrapped = CalibratedClassifier.from_calibrator(model, cal).cuda()
+    x = torch.randn(64, 5)
+    with torch.no_grad():
+        p = wrapped.forward_proba(x.cuda())
+        logits = model.cpu()(x)
+    q = cal.predict_proba(logits.cuda())
+    assert p.is_cuda and q.is_cuda
+    assert torch.equal(q.cpu(), cal.predict_proba(logits))
+    torch.testing.assert_close(p.cpu(), q.cpu(), rtol=0, atol=1e-14)
+    assert torch.equal(p.argmax(dim=1).cpu(), cal.predict(logits))
