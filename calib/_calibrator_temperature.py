@@ -2,7 +2,7 @@
 
 ``temperature`` is None (T = 1), one T > 0, a pair (T_S, T_U) (the row rule of
 :mod:`calib.probability`: a sample predicted in U is divided by T_U, any other by T_S), or
-``"fit"``: T minimising the NLL of softmax((z + γ·1_U)/T) on exactly the data the selector was
+``"fit"`` / ``"fit_per_group"`` (one T / a pair (T_S, T_U)): minimising the NLL of softmax((z + γ·1_U)/T) on exactly the data the selector was
 fed (its declared data kind, :data:`TEMPERATURE_DATA`), never more.
 """
 
@@ -16,7 +16,16 @@ import numpy as np
 from ._probability_checks import check_temperature
 from .temperature import fit_temperature, fit_temperature_pseudo_splits
 
-__all__ = ["TEMPERATURE_DATA", "check_temperature_param", "fitted_temperature", "break_ties"]
+#: The ``temperature`` values that fit T: one T, or (T_S, T_U) by the row rule.
+FIT_KEYS = ("fit", "fit_per_group")
+
+__all__ = [
+    "FIT_KEYS",
+    "TEMPERATURE_DATA",
+    "check_temperature_param",
+    "fitted_temperature",
+    "break_ties",
+]
 
 #: What ``temperature="fit"`` is fitted on, by the selector's declared data kind.
 TEMPERATURE_DATA: Mapping[str, str] = {
@@ -30,29 +39,29 @@ TEMPERATURE_DATA: Mapping[str, str] = {
 
 
 def check_temperature_param(temperature: Any, method: str, data_kind: str | None) -> Any:
-    """``temperature`` in canonical form: 1.0, a float, a (T_S, T_U) tuple, or ``"fit"``.
+    """``temperature`` in canonical form: 1.0, a float, a (T_S, T_U) tuple, or a fit key.
 
     Raises:
         ValueError / TypeError: not None, a finite number > 0, a pair of them or ``"fit"``;
-            ``"fit"`` for a selector whose data carries no labels (``target_unlabelled``,
+            a fit for a selector whose data carries no labels (``target_unlabelled``,
             or no data): NLL needs labels.
     """
     if temperature is None:
         return 1.0
     if isinstance(temperature, str):
-        if temperature != "fit":
+        if temperature not in FIT_KEYS:
             raise ValueError(
-                f"temperature must be None, a number > 0, a pair (T_S, T_U) or 'fit', got "
-                f"{temperature!r}"
+                f"temperature must be None, a number > 0, a pair (T_S, T_U), 'fit' or "
+                f"'fit_per_group', got {temperature!r}"
             )
         if data_kind not in TEMPERATURE_DATA:
             what = "label-free" if data_kind == "target_unlabelled" else "fed no data"
             raise ValueError(
-                f"temperature='fit' is refused for method {method!r}: the selector is {what} "
+                f"temperature={temperature!r} is refused for method {method!r}: the selector is {what} "
                 "and the NLL that fits T needs labels it must not see; pass a temperature "
                 "value (e.g. one fitted elsewhere) or None (T = 1)"
             )
-        return "fit"
+        return temperature
     t_seen, t_absent = check_temperature(temperature)
     if isinstance(temperature, (tuple, list)):
         return (t_seen, t_absent)
@@ -73,18 +82,19 @@ def fitted_temperature(
     T was fitted on, or ``"given"``), ``temperature_samples`` (labelled rows seen; 0 if given)
     and ``temperature_note`` (:data:`TEMPERATURE_DATA`, for a fitted T).
     """
-    if temperature != "fit":
+    per_group = temperature == "fit_per_group"
+    if temperature not in FIT_KEYS:
         t = temperature
         info = {"temperature_data": "given", "temperature_samples": 0}
     elif data_kind == "pseudo_splits":
         splits = data["pseudo_splits"]
-        t = fit_temperature_pseudo_splits(list(splits), gamma)
+        t = fit_temperature_pseudo_splits(list(splits), gamma, per_group=per_group)
         n = int(sum(np.asarray(s.labels).shape[0] for s in splits))
         info = {"temperature_data": data_kind, "temperature_samples": n}
     else:  # finetune_train or target_labelled: exactly the given logits and labels
-        t = fit_temperature(data["logits"], data["labels"], absent, gamma)
+        t = fit_temperature(data["logits"], data["labels"], absent, gamma, per_group=per_group)
         info = {"temperature_data": data_kind, "temperature_samples": int(len(data["labels"]))}
-    if temperature == "fit":
+    if temperature in FIT_KEYS:
         info["temperature_note"] = TEMPERATURE_DATA[data_kind]
     t = (float(t[0]), float(t[1])) if isinstance(t, tuple) else float(t)
     return t, {"temperature": list(t) if isinstance(t, tuple) else t, **info}

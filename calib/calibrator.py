@@ -73,7 +73,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             other by T_S), or ``"fit"``: T minimising the NLL at the fitted γ on exactly the
             data the selector is fed (``alg``: the given fine-tuning logits of S; ``pcv``: the
             pseudo splits' held-out S data; ``oracle``: the given labelled target data, an
-            upper bound). Refused for label-free selectors (``prior``) and ``fixed``.
+            upper bound). ``"fit_per_group"``: (T_S, T_U) on the same data, T_U on the rows
+            predicted in U (:func:`calib.temperature.fit_temperature`). Both are refused for
+            label-free selectors (``prior``) and ``fixed``.
 
     Fitted attributes:
         gamma_: the bias (float, logit units).

@@ -149,10 +149,22 @@ def test_oracle_fits_t_on_the_labelled_target_data_and_says_upper_bound(data):
     assert "upper bound" in cal.info_["temperature_note"]
 
 
+def test_fit_per_group_fits_the_pair_on_the_same_data(data):
+    z, y = data
+    cal = LogitBiasCalibrator("oracle", temperature="fit_per_group").fit(z, y, SEEN)
+    want = fit_temperature(z, y, ABSENT, cal.gamma_, per_group=True)
+    assert cal.temperature_ == want and want[0] != want[1]
+    assert cal.info_["temperature"] == list(want)
+    p = cal.predict_proba(z)
+    np.testing.assert_allclose(p, softmax_reference(z, ABSENT, cal.gamma_, want), atol=1e-12)
+
+
 def test_fit_is_refused_without_labelled_data(data):
     z, _ = data
     with pytest.raises(ValueError, match="temperature='fit'.*'prior'.*label-free.*labels"):
         LogitBiasCalibrator("prior", temperature="fit").fit(z, seen_classes=SEEN)
+    with pytest.raises(ValueError, match="'fit_per_group'.*'prior'.*label-free"):
+        LogitBiasCalibrator("prior", temperature="fit_per_group").fit(z, seen_classes=SEEN)
     with pytest.raises(ValueError, match="temperature='fit'.*'fixed'.*no data"):
         LogitBiasCalibrator("fixed", gamma=1.0, temperature="fit").fit(
             seen_classes=SEEN, num_classes=10
@@ -165,7 +177,7 @@ def test_fit_is_refused_without_labelled_data(data):
         (0.0, "temperature must be finite and > 0, got 0.0"),
         (-2, "> 0, got -2"),
         (math.nan, "finite"),
-        ("fitted", "'fit', got 'fitted'"),
+        ("fitted", "'fit_per_group', got 'fitted'"),
         ((1.0, 2.0, 3.0), "pair"),
         ((1.0, math.inf), "T_U must be finite"),
         (True, "real number"),
