@@ -175,3 +175,13 @@ def test_dataset_fingerprint_sees_samples_labels_and_transform():
     assert digest(dataset_fingerprint(Subset(base, [0, 1]))) != digest(
         dataset_fingerprint(Subset(base, [0, 2]))
     )
+
+
+def test_running_a_copy_of_a_plan_leaves_the_plans_keys(demo, tmp_path):
+    """RunPlan.run trains a copy of the plan's model: the keys stay those of the untrained one."""
+    import dataclasses
+
+    cfg, plan = demo
+    before = plan.stages().keys()
+    dataclasses.replace(plan, run_dir=tmp_path / "run").run()
+    assert plan.stages().keys() == before

@@ -13,6 +13,7 @@ user can pass a dict with the same keys as ``conf/config.yaml``::
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import importlib.util
@@ -127,7 +128,9 @@ class RunPlan:
     def run(self) -> dict[str, Any]:
         from .pipeline import run_pipeline
 
-        model, self.model = self._model(), None  # trained in place: a second run rebuilds it
+        # a copy is trained: the plan's model (shared by dataclasses.replace copies of the plan)
+        # stays the untrained one that stages() keys the run by
+        model = copy.deepcopy(self._model())
         return run_pipeline(
             target=self.target,
             split=self.split,
