@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
+
+from calib.run.results import format_cell, markdown_table
 
 COLUMNS = (
     ("gamma", "γ"),
@@ -82,30 +83,6 @@ def method_label(results: dict[str, Any]) -> str:
     return label
 
 
-def cell(key: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if key == "gamma":
-        return f"{float(value):+.3f}"
-    return f"{100 * float(value):.1f}"
-
-
-def markdown(header: list[str], body: list[list[str]], n_left: int = 2) -> str:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        out = [
-            c.ljust(w) if i < n_left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(out) + " |"
-
-    rule = "|".join(
-        "-" * (w + 2) if i < n_left else "-" * (w + 1) + ":" for i, w in enumerate(widths)
-    )
-    return "\n".join([fmt(header), f"|{rule}|", *map(fmt, body)])
-
-
 def method_rows(results: dict[str, Any], selectors: list[str]) -> list[tuple[str, dict]]:
     """(row label, metrics): the fine-tuned model, then each selector that the run fitted."""
     rows = [("method", {**results["finetuned"], "gamma": 0.0})]
@@ -139,10 +116,12 @@ def main_table(runs: list[tuple[Path, dict]], selectors: list[str]) -> str:
             shown.append(key)
             row = "start of every run" if one_start else f"start of {name}"
             pre = results["pretrained"]
-            body.append(["pre-trained", row] + [cell(k, pre.get(k, 0.0)) for k, _ in COLUMNS])
+            body.append(
+                ["pre-trained", row] + [format_cell(k, pre.get(k, 0.0)) for k, _ in COLUMNS]
+            )
         for label, metrics in method_rows(results, selectors):
-            body.append([name, label] + [cell(k, metrics.get(k)) for k, _ in COLUMNS])
-    return markdown(header, body)
+            body.append([name, label] + [format_cell(k, metrics.get(k)) for k, _ in COLUMNS])
+    return markdown_table(header, body)
 
 
 def trapezoid_area(x: list[float], y: list[float]) -> float:
@@ -170,7 +149,7 @@ def alpha_table(runs: list[tuple[Path, dict]]) -> str | None:
         )
     if not body:
         return None
-    return markdown(header, body, n_left=3)
+    return markdown_table(header, body, n_left=3)
 
 
 def alpha_path(runs: list[tuple[Path, dict]]) -> str | None:
@@ -189,7 +168,7 @@ def alpha_path(runs: list[tuple[Path, dict]]) -> str | None:
         lines += [
             f"α path of {method_label(results)}",
             "",
-            markdown(["α", "S/Y", "U/Y", "Y/Y"], body, 1),
+            markdown_table(["α", "S/Y", "U/Y", "Y/Y"], body, 1),
         ]
     return "\n".join(lines) if lines else None
 

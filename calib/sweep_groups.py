@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .run.results import TABLE_COLUMNS
+
 __all__ = [
     "Stat",
     "RunGroup",
@@ -45,17 +47,7 @@ __all__ = [
 ]
 
 #: Metrics summarised by default (fractions in [0, 1]; ``gamma`` in logit units).
-DEFAULT_METRICS: tuple[str, ...] = (
-    "gamma",
-    "acc_all",
-    "acc_seen",
-    "acc_absent",
-    "hmean",
-    "acc_seen_seen",
-    "acc_absent_absent",
-    "ausuc",
-    "ncm_acc_all",
-)
+DEFAULT_METRICS: tuple[str, ...] = tuple(key for key, _ in TABLE_COLUMNS)  # the run's table
 #: Config keys with one of these components never define a group (they name the run itself).
 DEFAULT_IGNORE: tuple[str, ...] = ("run_dir", "output_dir", "hydra")
 

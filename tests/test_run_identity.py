@@ -16,8 +16,6 @@ import torch
 
 from calib.run import NON_IDENTITY_KEYS, build_plan, identity_leaves
 from calib.run.identity import dataset_fingerprint, digest, flatten
-from calib.run.pipeline import model_identity
-from calib.run.stage_plan import plan_stages
 from tests.helpers_paper import compose_experiment
 
 TINY = [
@@ -59,18 +57,7 @@ def _flip(value):
 
 def _keys(plan, cfg) -> dict[str, str]:
     """The stage keys of ``plan``'s objects with ``cfg``'s identity leaves."""
-    return plan_stages(
-        target=plan.target,
-        split=plan.split,
-        model_identity=model_identity(plan._model()),
-        finetune=plan.finetune,
-        calibration=plan.calibration,
-        eval_cfg=plan.eval,
-        source=plan.source,
-        source_train=plan.source_train,
-        seed=plan.seed,
-        config_leaves=identity_leaves(cfg),
-    ).keys()
+    return plan.stages(identity_leaves(cfg)).keys()
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +129,7 @@ def test_objects_alone_key_the_stages(demo, tmp_path, override, changed, kept):
     other = build_plan(compose_experiment("digits_demo", [*TINY, override]), run_dir=tmp_path)
 
     def keys(p):
-        return plan_stages(
-            target=p.target,
-            split=p.split,
-            model_identity=model_identity(p._model()),
-            finetune=p.finetune,
-            calibration=p.calibration,
-            eval_cfg=p.eval,
-            source=p.source,
-            source_train=p.source_train,
-            seed=p.seed,
-        ).keys()
+        return p.stages({}).keys()
 
     a, b = keys(plan), keys(other)
     assert a[changed] != b[changed], override

@@ -98,8 +98,12 @@ class RunPlan:
         """The config leaves that can change a number (see :mod:`calib.run.identity`)."""
         return identity_leaves(self.config)
 
-    def stages(self):
-        """The run's stages with their keys (:class:`calib.run.stage_plan.StagePlan`)."""
+    def stages(self, config_leaves: Mapping[str, Any] | None = None):
+        """The run's stages with their keys (:class:`calib.run.stage_plan.StagePlan`).
+
+        ``config_leaves``: the identity leaves to fold in (default the plan's own; ``{}`` keys
+        the stages by the built objects alone, as for a Python caller of ``run_pipeline``).
+        """
         from .pipeline import model_identity
         from .stage_plan import plan_stages
 
@@ -114,7 +118,7 @@ class RunPlan:
             source=self.source,
             source_train=self.source_train,
             seed=self.seed,
-            config_leaves=self.identity,
+            config_leaves=self.identity if config_leaves is None else config_leaves,
         )
 
     def _model(self) -> nn.Module:
