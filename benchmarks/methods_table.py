@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calib.run.paper_table import METHOD_ORDER  # the paper's comparison, then by name
 from calib.run.results import format_cell, markdown_table
 
 COLUMNS = (
@@ -48,19 +49,6 @@ def find_runs(dirs: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
         for path in paths:
             runs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
     return sorted(runs, key=run_order)
-
-
-#: Row-block order: the paper's comparison, then any other method by name.
-METHOD_ORDER = (
-    "full",
-    "frozen_head",
-    "linear_probe",
-    "lp_ft",
-    "wise_ft",
-    "distill_absent",
-    "lora",
-    "oracle_all",
-)
 
 
 def run_order(run: tuple[Path, dict[str, Any]]) -> tuple[int, str, str, str]:
