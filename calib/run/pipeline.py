@@ -54,6 +54,7 @@ from .probability_stage import (
 from .report_metrics import alpha_results, model_metrics, plot_alpha_tradeoff_figure, plot_curves
 from .results import format_table, write_results
 from .runner import Runner, weights_sha256
+from .selector_data import selector_fit_data
 from .settings import CalibrationConfig, EvalConfig, MethodConfig
 from .source_cache import SourceCache
 from .stage_plan import StagePlan, plan_stages
@@ -170,30 +171,16 @@ def _fit_selector(
     name: str,
     params: Mapping[str, Any],
     split: ClassSplit,
-    ft_train: Extracted,
-    ft_test: Extracted,
+    ex: Mapping[str, Extracted],
     pseudo_splits: list[PseudoSplit] | None,
 ) -> LogitBiasCalibrator:
-    """Fit selector ``name`` on exactly the data its declaration names."""
-    kind = SELECTORS.get(name).data
-    data: dict[str, Any] = {}
-    if kind == "finetune_train":  # fine-tuning training data only: the S samples
-        in_seen = np.isin(ft_train.labels.numpy(), split.seen)
-        data = {
-            "logits": ft_train.logits.numpy()[in_seen],
-            "labels": ft_train.labels.numpy()[in_seen],
-        }
-    elif kind == "target_labelled":  # labelled test data with U: an upper bound, for analysis
-        data = {"logits": ft_test.logits.numpy(), "labels": ft_test.labels.numpy()}
-    elif kind == "target_unlabelled":  # the test logits, no labels
-        data = {"logits": ft_test.logits.numpy()}
-    elif kind == "pseudo_splits":
-        data = {"pseudo_splits": pseudo_splits}
+    """Fit selector ``name`` on exactly the data its declaration names (:mod:`.selector_data`)."""
+    data = selector_fit_data(name, split, ex, pseudo_splits)
     cal = _calibrator(name, params)
     return cal.fit(
         seen_classes=split.seen,
         absent_classes=split.absent,
-        num_classes=ft_test.logits.shape[1],
+        num_classes=ex["finetuned_test"].logits.shape[1],
         **data,
     )
 
@@ -366,8 +353,7 @@ def _execute(
             name,
             calibration.params(name),
             split,
-            ex["finetuned_train"],
-            ex["finetuned_test"],
+            ex,
             pseudo,
         )
         if distributed.is_main():

@@ -40,6 +40,7 @@ from ..probability import probability_report, reliability_diagram
 from ..selectors import SELECTORS, PseudoSplit
 from ..temperature import fit_temperature, fit_temperature_pseudo_splits
 from .results import format_cell, markdown_table
+from .selector_data import selector_fit_data
 
 __all__ = [
     "EXTRACTS",
@@ -118,23 +119,16 @@ def selector_temperature(
         ValueError: a ``pseudo_splits`` selector without pseudo splits.
     """
     kind = SELECTORS.get(name).data
-    data = TEMPERATURE_DATA[kind]
+    fit_data = selector_fit_data(name, split, ex, pseudo_splits)
     kw = {"absent_classes": split.absent, "gamma": gamma, "per_group": per_group}
-    if kind == "finetune_train":
-        z, y = _numpy(ex["finetuned_train"])
-        in_seen = np.isin(y, split.seen)  # the S rows only: U labels never reach T
-        return fit_temperature(z[in_seen], y[in_seen], **kw), data, int(in_seen.sum())
-    if kind == "target_labelled":
-        z, y = _numpy(ex["finetuned_test"])
-        return fit_temperature(z, y, **kw), data, int(y.size)
-    if kind == "pseudo_splits":
-        if not pseudo_splits:
-            raise ValueError(
-                f"selector {name!r} takes pseudo splits, but pseudo_splits is {pseudo_splits!r}"
-            )
-        t = fit_temperature_pseudo_splits(list(pseudo_splits), gamma, per_group=per_group)
-        return t, data, int(sum(len(s.labels) for s in pseudo_splits))
-    return ((1.0, 1.0) if per_group else 1.0), data, 0
+    if "pseudo_splits" in fit_data:
+        splits = fit_data["pseudo_splits"]
+        t = fit_temperature_pseudo_splits(splits, gamma, per_group=per_group)
+        return t, TEMPERATURE_DATA[kind], int(sum(len(s.labels) for s in splits))
+    if "labels" in fit_data:  # the selector's own labelled rows (U rows only if it sees them)
+        z, y = fit_data["logits"], fit_data["labels"]
+        return fit_temperature(z, y, **kw), TEMPERATURE_DATA[kind], int(y.size)
+    return ((1.0, 1.0) if per_group else 1.0), TEMPERATURE_DATA[kind], 0
 
 
 def probability_results(

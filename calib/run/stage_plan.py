@@ -26,6 +26,7 @@ from ..data import ClassSplit, Domain, dataset_targets
 from ..selectors import SELECTORS
 from ..train import TrainConfig
 from .identity import dataset_fingerprint, digest
+from .selector_data import selector_inputs
 from .settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
 from .stages import Stage
 
@@ -171,13 +172,9 @@ def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dic
     stages = {}
     for name in calibration.selectors:
         kind = SELECTORS.get(name).data
-        inputs = {
-            "finetune_train": [extracts["finetuned_train"].key],
-            "target_labelled": [extracts["finetuned_test"].key],
-            "target_unlabelled": [extracts["finetuned_test"].key],
-            "pseudo_splits": [s.key for _, s in pcv_stages],
-            None: [],
-        }[kind]
+        inputs = selector_inputs(
+            name, {n: s.key for n, s in extracts.items()}, [s.key for _, s in pcv_stages]
+        )
         stages[name] = Stage(
             f"selector/{name}",
             {
