@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -190,6 +191,51 @@ def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dic
     return stages
 
 
+def _extract_stage(
+    amp: bool, config: dict, tag: str, model: Stage | str, dataset: Dataset
+) -> Stage:
+    """The scores of ``model`` (a stage, or the key of a derived model) on ``dataset``."""
+    return Stage(
+        f"extract/{tag}",
+        {
+            "stage": "extract",
+            "model": model if isinstance(model, str) else model.key,
+            "data": dataset_fingerprint(dataset),
+            "amp": amp,
+            "config": config,
+        },
+    )
+
+
+def _pretrained_stage(model_identity, seed, config, source, source_train) -> Stage:
+    """The model fine-tuning starts from: as built, or trained on the source domain."""
+    base = {"model": dict(model_identity), "seed": seed, "config": config}
+    if source is None:
+        return Stage("pretrained", {"stage": "pretrained", **base})
+    assert source_train is not None
+    return Stage(
+        "source", {"stage": "source", **base, **_train_identity(source_train, source.train)}
+    )
+
+
+def _history_stage(finetuned: Stage, target: Domain, eval_cfg: EvalConfig, config) -> Stage | None:
+    """The per-epoch evaluation of the fine-tuning, when ``eval.every_epochs`` asks for one."""
+    if not eval_cfg.every_epochs:
+        return None
+    return Stage(
+        "history",
+        {
+            "stage": "history",
+            "finetune": finetuned.key,
+            "every_epochs": eval_cfg.every_epochs,
+            "test": dataset_fingerprint(target.test),
+            "train": dataset_fingerprint(target.train_eval),
+            "amp": eval_cfg.amp,
+            "config": config,
+        },
+    )
+
+
 def plan_stages(
     *,
     target: Domain,
@@ -223,19 +269,11 @@ def plan_stages(
         "seen": list(split.seen),
         "absent": list(split.absent),
     }
-    base = {"model": dict(model_identity), "seed": seed, "config": own("pretrained")}
-    if source is not None:
-        assert source_train is not None
-        pretrained = Stage(
-            "source", {"stage": "source", **base, **_train_identity(source_train, source.train)}
-        )
-    else:
-        pretrained = Stage("pretrained", {"stage": "pretrained", **base})
+    pretrained = _pretrained_stage(model_identity, seed, own("pretrained"), source, source_train)
 
     labels = dataset_targets(target.train)
     uses_absent = method.spec.data == "seen+absent"
     rows = np.flatnonzero(np.isin(labels, split.seen + split.absent if uses_absent else split.seen))
-    ft_set = Subset(target.train, rows.tolist())
     finetuned = Stage(
         "finetune",
         {
@@ -244,22 +282,10 @@ def plan_stages(
             "method": method_id,
             "split": split_id,
             "config": own("finetune"),
-            **_train_identity(finetune, ft_set),
+            **_train_identity(finetune, Subset(target.train, rows.tolist())),
         },
     )
-
-    def extract_stage(tag: str, model: Stage | str, dataset: Dataset) -> Stage:
-        return Stage(
-            f"extract/{tag}",
-            {
-                "stage": "extract",
-                "model": model if isinstance(model, str) else model.key,
-                "data": dataset_fingerprint(dataset),
-                "amp": eval_cfg.amp,
-                "config": own("extract"),
-            },
-        )
-
+    extract_stage = partial(_extract_stage, eval_cfg.amp, own("extract"))
     # the pre-trained row is the model the method starts from (e.g. with a cosine head)
     head = {k: v for k, v in method.params.items() if k.startswith("head")}
     start = digest({"pretrained": pretrained.key, "head": head})
@@ -269,21 +295,7 @@ def plan_stages(
         "finetuned_train": extract_stage("finetuned_train", finetuned, target.train_eval),
         "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
     }
-
-    history = None
-    if eval_cfg.every_epochs:
-        history = Stage(
-            "history",
-            {
-                "stage": "history",
-                "finetune": finetuned.key,
-                "every_epochs": eval_cfg.every_epochs,
-                "test": dataset_fingerprint(target.test),
-                "train": dataset_fingerprint(target.train_eval),
-                "amp": eval_cfg.amp,
-                "config": own("extract"),
-            },
-        )
+    history = _history_stage(finetuned, target, eval_cfg, own("extract"))
     pcv_stages, subsets = [], []
     if calibration.needs_pcv:
         assert calibration.pcv is not None
