@@ -43,16 +43,14 @@ from .. import distributed
 from ..calibrator import LogitBiasCalibrator
 from ..data import ClassSplit, Domain
 from ..extract import Extracted
-from ..selectors import SELECTORS, PseudoSplit
+from ..selectors import PseudoSplit
 from ..train import TrainConfig, resolve_device
 from .method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
 from .probability_stage import (
-    format_probability_table,
     probability_results,
-    write_reliability_figure,
 )
-from .report_metrics import alpha_results, model_metrics, plot_alpha_tradeoff_figure, plot_curves
-from .results import format_table, write_results
+from .report_metrics import alpha_results
+from .run_outputs import run_results, write_outputs
 from .runner import Runner, weights_sha256
 from .selector_data import selector_fit_data
 from .settings import CalibrationConfig, EvalConfig, MethodConfig
@@ -185,6 +183,18 @@ def _fit_selector(
     )
 
 
+def _fit_selectors(runner, plan, calibration, split, ex, pseudo) -> dict[str, LogitBiasCalibrator]:
+    """Every selector of the run, fitted and saved (``calibrators/NAME.json``)."""
+    calibrators = {}
+    for name in calibration.selectors:
+        runner.store.record(plan.selectors[name])
+        cal = _fit_selector(name, calibration.params(name), split, ex, pseudo)
+        if distributed.is_main():
+            cal.save(runner.run_dir / "calibrators" / f"{name}.json")
+        calibrators[name] = cal
+    return calibrators
+
+
 def _calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
     known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
     options = {k: v for k, v in params.items() if k not in known}
@@ -298,25 +308,7 @@ def run_pipeline(
         )
         results["meta"].update({"world_size": ctx.world_size, **(dict(meta) if meta else {})})
         if ctx.is_main:  # every rank computed the same results; one writes and prints them
-            write_results(results, run_dir)
-            if plot:
-                plot_curves(
-                    results,
-                    ex["pretrained_test"],
-                    ex["finetuned_test"],
-                    split,
-                    run_dir / "curve.png",
-                    title,
-                )
-                write_reliability_figure(
-                    ex, split, None, results["probability"], run_dir / "reliability.png", title
-                )
-            if plan.history is not None:
-                _dynamics_figures(run_dir, title or target.name, eval.figures_pdf)
-            if "alpha" in ex:
-                plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
-            print(format_table(results, title=title or target.name))
-            print("\n" + format_probability_table(results["probability"], title="probabilities"))
+            write_outputs(results, ex, plan, split, run_dir, title, target.name, plot, eval)
         distributed.barrier()  # the results exist when any rank returns
         return results
 
@@ -346,20 +338,8 @@ def _execute(
         assert calibration.pcv is not None
         pcv_cfg = calibration.pcv.finetune or finetune
         pseudo = _pseudo_splits(runner, plan, pretrained, target, split, pcv_cfg, method)
-    calibrators = {}
-    for name in calibration.selectors:
-        runner.store.record(plan.selectors[name])
-        cal = _fit_selector(
-            name,
-            calibration.params(name),
-            split,
-            ex,
-            pseudo,
-        )
-        if distributed.is_main():
-            cal.save(runner.run_dir / "calibrators" / f"{name}.json")
-        calibrators[name] = cal
-    results = _results(ex, split, calibrators, target, runner.device, plan)
+    calibrators = _fit_selectors(runner, plan, calibration, split, ex, pseudo)
+    results = run_results(ex, split, calibrators, target, runner.device, plan.keys())
     results["probability"] = probability_results(ex, split, calibrators, pseudo)
     results["meta"]["method"] = method.name
     results["meta"]["method_params"] = dict(method.params)
@@ -380,39 +360,3 @@ def _execute(
         results["alpha_tradeoff"] = alpha_results(by_alpha, ex, split)
         ex["alpha"] = by_alpha
     return results, ex
-
-
-def _dynamics_figures(run_dir: Path, title: str, pdf: bool) -> None:
-    from ..figures.dynamics import write_dynamics_figures
-
-    write_dynamics_figures(run_dir, title=title, formats=("png", "pdf") if pdf else ("png",))
-
-
-def _results(ex, split, calibrators, target, device, plan) -> dict[str, Any]:
-    results: dict[str, Any] = {
-        "pretrained": model_metrics(ex["pretrained_test"], ex["pretrained_train"], split),
-        "finetuned": model_metrics(ex["finetuned_test"], ex["finetuned_train"], split),
-        "calibrated": {},
-        "meta": {
-            "target": target.name,
-            "num_classes": target.num_classes,
-            "seen_classes": list(map(int, split.seen)),
-            "absent_classes": list(map(int, split.absent)),
-            "device": str(device),
-            "stage_keys": plan.keys(),
-            "selectors": {
-                name: {
-                    "data": SELECTORS.get(name).data,
-                    "uses_absent_labels": SELECTORS.get(name).uses_absent_labels,
-                }
-                for name in calibrators
-            },
-        },
-    }
-    for name, cal in calibrators.items():
-        metrics = model_metrics(
-            ex["finetuned_test"], ex["finetuned_train"], split, gamma=cal.gamma_
-        )
-        metrics["gamma"] = cal.gamma_
-        results["calibrated"][name] = metrics
-    return results

@@ -1,0 +1,111 @@
+"""What a finished run hands back: its results dict, its files, figures and printed tables.
+
+:func:`run_results` assembles ``results.json``'s content from the extractions and the fitted
+calibrators (see :mod:`calib.run.results` for the schema); :func:`write_outputs` writes it
+(``results.json/.csv/.md``), draws the run's figures (``curve.png``, ``reliability.png``, the
+training dynamics, WiSE-FT's ``alpha_tradeoff.png``) and prints the tables. Rank 0 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..calibrator import LogitBiasCalibrator
+from ..data import ClassSplit, Domain
+from ..extract import Extracted
+from ..selectors import SELECTORS
+from .probability_stage import format_probability_table, write_reliability_figure
+from .report_metrics import model_metrics, plot_alpha_tradeoff_figure, plot_curves
+from .results import format_table, write_results
+from .settings import EvalConfig
+from .stage_plan import StagePlan
+
+__all__ = ["run_results", "write_outputs"]
+
+
+def write_outputs(
+    results: Mapping[str, Any],
+    ex: Mapping[str, Any],
+    plan: StagePlan,
+    split: ClassSplit,
+    run_dir: Path,
+    title: str | None,
+    name: str,
+    plot: bool,
+    eval_cfg: EvalConfig,
+) -> None:
+    """Write ``results``, draw the figures (``plot``: the curve and reliability ones) and print.
+
+    Args:
+        ex: the run's extractions, plus WiSE-FT's ``"alpha"`` test logits when it has them.
+        title: the figures' title (None: untitled); the tables' title is ``title or name``.
+        name: the target domain's name.
+    """
+    write_results(results, run_dir)
+    if plot:
+        plot_curves(
+            results,
+            ex["pretrained_test"],
+            ex["finetuned_test"],
+            split,
+            run_dir / "curve.png",
+            title,
+        )
+        write_reliability_figure(
+            ex, split, None, results["probability"], run_dir / "reliability.png", title
+        )
+    if plan.history is not None:
+        from ..figures.dynamics import write_dynamics_figures
+
+        formats = ("png", "pdf") if eval_cfg.figures_pdf else ("png",)
+        write_dynamics_figures(run_dir, title=title or name, formats=formats)
+    if "alpha" in ex:
+        plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
+    print(format_table(results, title=title or name))
+    print("\n" + format_probability_table(results["probability"], title="probabilities"))
+
+
+def run_results(
+    ex: Mapping[str, Extracted],
+    split: ClassSplit,
+    calibrators: Mapping[str, LogitBiasCalibrator],
+    target: Domain,
+    device: Any,
+    stage_keys: Mapping[str, str],
+) -> dict[str, Any]:
+    """The run's metrics: pre-trained, fine-tuned, fine-tuned + each selector's γ, and meta.
+
+    Args:
+        ex: the run's extractions (``pretrained_*`` and ``finetuned_*``, train and test).
+        calibrators: selector name -> fitted calibrator.
+        stage_keys: ``{stage name: key}`` (recorded under ``meta.stage_keys``).
+    """
+    results: dict[str, Any] = {
+        "pretrained": model_metrics(ex["pretrained_test"], ex["pretrained_train"], split),
+        "finetuned": model_metrics(ex["finetuned_test"], ex["finetuned_train"], split),
+        "calibrated": {},
+        "meta": {
+            "target": target.name,
+            "num_classes": target.num_classes,
+            "seen_classes": list(map(int, split.seen)),
+            "absent_classes": list(map(int, split.absent)),
+            "device": str(device),
+            "stage_keys": dict(stage_keys),
+            "selectors": {
+                name: {
+                    "data": SELECTORS.get(name).data,
+                    "uses_absent_labels": SELECTORS.get(name).uses_absent_labels,
+                }
+                for name in calibrators
+            },
+        },
+    }
+    for name, cal in calibrators.items():
+        metrics = model_metrics(
+            ex["finetuned_test"], ex["finetuned_train"], split, gamma=cal.gamma_
+        )
+        metrics["gamma"] = cal.gamma_
+        results["calibrated"][name] = metrics
+    return results
