@@ -169,6 +169,7 @@ class _Trainer:
         self.history: list[dict[str, Any]] = []
         self.net: nn.Module = model  # what the batches go through: the model, or its DDP wrapper
         self._restore_batchnorm: Callable[[], None] | None = None
+        self._num_classes: int | None = None  # the logit columns, checked on the first batch
 
     # -- multi-process -----------------------------------------------------------------------
     def wrap(self) -> None:
@@ -245,7 +246,34 @@ class _Trainer:
     # -- one epoch -------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train epoch ``epoch`` (0-based); return its history entry."""
-        cfg, model, device, ctx = self.config, self.net, self.device, self.ctx
+        sampler, loader = self._loader(epoch)
+        bar = tqdm(  # advanced by hand: wrapping the loader would start its workers twice
+            total=len(sampler),
+            desc=f"{self.desc} {epoch + 1}/{self.config.epochs}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        postfix_every = max(1, len(sampler) // 20)
+        loss_terms, correct, counts = [], [], []
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.net.train()
+        start = time.perf_counter()
+        for i, batch in enumerate(loader):
+            bar.update()
+            lr = self.optimizer.param_groups[0]["lr"]
+            logits, y, loss = self._step(batch, i, epoch)
+            loss_terms.append(loss.detach().float() * y.numel())
+            correct.append((logits.detach().argmax(1) == y).sum())
+            counts.append(y.numel())
+            if self.progress and i % postfix_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.close()
+        return self._epoch_entry(epoch, loss_terms, counts, correct, lr, start)
+
+    def _loader(self, epoch: int) -> tuple[EpochBatchSampler, DataLoader]:
+        """This rank's batches of epoch ``epoch``, reproducible from the seed."""
+        cfg, ctx = self.config, self.ctx
         sampler = EpochBatchSampler(
             self.n,
             cfg.batch_size,
@@ -259,58 +287,42 @@ class _Trainer:
             self.dataset,
             batch_sampler=sampler,
             num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.device.type == "cuda",
             worker_init_fn=seed_worker,
             generator=epoch_generator(cfg.seed, STREAM_WORKERS, epoch, ctx.rank),
         )
-        bar = tqdm(  # advanced by hand: wrapping the loader would start its workers twice
-            total=len(sampler),
-            desc=f"{self.desc} {epoch + 1}/{cfg.epochs}",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        postfix_every = max(1, len(sampler) // 20)
-        loss_terms, correct, counts = [], [], []
-        lr = self.optimizer.param_groups[0]["lr"]
-        num_classes: int | None = None
-        model.train()
-        start = time.perf_counter()
-        for i, batch in enumerate(loader):
-            bar.update()
-            x, y_cpu = _unpack(batch)
-            x = x.to(device, non_blocking=True)
-            if self.channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y_cpu.to(device, non_blocking=True)
-            lr = self.optimizer.param_groups[0]["lr"]
-            with torch.autocast(
-                device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-            ):
-                logits = model(x)
-                if num_classes is None:
-                    num_classes = self._check_logits(logits, x)
-                if int(y_cpu.min()) < 0 or int(y_cpu.max()) >= num_classes:
-                    raise ValueError(
-                        f"labels must lie in [0, {num_classes}) (the model's logit columns); "
-                        f"batch {i} of epoch {epoch + 1} has {int(y_cpu.min())}..{int(y_cpu.max())}"
-                    )
-                loss = self.loss_fn(logits, y, x)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+        return sampler, loader
 
-            loss_terms.append(loss.detach().float() * y.numel())
-            correct.append((logits.detach().argmax(1) == y).sum())
-            counts.append(y.numel())
-            if self.progress and i % postfix_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
-        bar.close()
+    def _step(self, batch, i: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on ``batch`` (the ``i``-th of the epoch); ``(logits, y, loss)``."""
+        device = self.device
+        x, y_cpu = _unpack(batch)
+        x = x.to(device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y_cpu.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = self.net(x)
+            if self._num_classes is None:
+                self._num_classes = self._check_logits(logits, x)
+            if int(y_cpu.min()) < 0 or int(y_cpu.max()) >= self._num_classes:
+                raise ValueError(
+                    f"labels must lie in [0, {self._num_classes}) (the model's logit columns); "
+                    f"batch {i} of epoch {epoch + 1} has {int(y_cpu.min())}..{int(y_cpu.max())}"
+                )
+            loss = self.loss_fn(logits, y, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return logits, y, loss
+
+    def _epoch_entry(self, epoch, loss_terms, counts, correct, lr, start) -> dict[str, Any]:
+        """The epoch's history entry from its per-batch tallies, summed over ranks."""
         # per-batch loss sums, per-batch sample counts, and the correct count, summed over ranks
         # in one collective: the epoch's numbers are those of the global batches
         tally = torch.cat(
@@ -320,7 +332,7 @@ class _Trainer:
                 torch.stack(correct).sum().double().cpu().reshape(1),
             ]
         )
-        if ctx.is_distributed:
+        if self.ctx.is_distributed:
             tally = distributed.all_reduce_sum(tally)
         n_batches = len(loss_terms)
         losses, batch_counts = tally[:n_batches], tally[n_batches : 2 * n_batches]
