@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -250,6 +250,65 @@ def extract(
             "the loader shuffles: extracted rows follow its random order, not the dataset's",
             stacklevel=2,
         )
+    device = _extraction_device(model, device)
+    sampler = getattr(loader, "sampler", None)
+    sharded = gather and isinstance(sampler, ShardSampler) and sampler.world_size > 1
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        # The bar is advanced by hand rather than wrapping the loader: tqdm.auto's class calls
+        # iter() on what it wraps and then iterates it again, which starts a DataLoader's
+        # worker processes twice (the first set prefetches batches that are thrown away).
+        bar = tqdm(
+            total=_length(loader),
+            desc=desc,
+            disable=not (progress and distributed.is_main()),
+            leave=False,
+        )
+        autocast = torch.autocast(device.type) if amp else contextlib.nullcontext()
+        with bar, torch.inference_mode(), autocast:
+            # floating inputs follow the model's dtype (a float64 model on a float32 loader, a
+            # bfloat16 model on float32 images); autocast picks its own dtypes
+            parts = _collect(
+                model,
+                loader,
+                device,
+                features=features,
+                input_dtype=None if amp else _input_dtype(model),
+                memory_format=torch.channels_last if channels_last else torch.preserve_format,
+                bar=bar,
+            )
+    finally:
+        for module, training in modes:
+            module.training = training
+
+    if sharded:  # a rank's shard may be empty (fewer samples than ranks)
+        logits, labels, feats = _gather_shards(
+            sampler,  # type: ignore[arg-type]
+            torch.cat(parts.logits) if parts.logits else None,
+            torch.cat(parts.labels) if parts.labels else None,
+            torch.cat(parts.features) if parts.features else None,
+            parts.labelled if parts.logits else None,
+            features,
+            desc,
+        )
+        return Extracted(
+            logits=logits.cpu(),
+            labels=labels,
+            features=feats.cpu() if feats is not None else None,
+        )
+    if not parts.logits:
+        raise ValueError(f"the loader yielded no samples: nothing to extract ({desc})")
+    # concatenated outside inference mode: ordinary tensors that callers may modify in place
+    return Extracted(
+        logits=torch.cat(parts.logits).cpu(),
+        labels=torch.cat(parts.labels) if parts.labelled else None,
+        features=torch.cat(parts.features).cpu() if features else None,
+    )
+
+
+def _extraction_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where to extract: the model's device, or ``device`` (the model is moved there)."""
     if device is None:
         device = model_device(model)
     else:
@@ -262,84 +321,55 @@ def extract(
         model.to(device)
     if device.type == "meta":
         raise ValueError("the model's weights are on the 'meta' device (no data): load them first")
-    # floating inputs follow the model's dtype (a float64 model on a float32 loader, a
-    # bfloat16 model on float32 images); autocast picks its own dtypes
-    input_dtype = None if amp else _input_dtype(model)
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
-    autocast = torch.autocast(device.type) if amp else contextlib.nullcontext()
-    sampler = getattr(loader, "sampler", None)
-    sharded = gather and isinstance(sampler, ShardSampler) and sampler.world_size > 1
+    return device
 
-    modes = [(module, module.training) for module in model.modules()]
-    logits_parts: list[torch.Tensor] = []
-    feature_parts: list[torch.Tensor] = []
-    label_parts: list[torch.Tensor] = []
-    labelled: bool | None = None
+
+def _length(loader: Iterable[Any]) -> int | None:
     try:
-        model.eval()
-        try:
-            total = len(loader)  # type: ignore[arg-type]
-        except TypeError:  # an iterable-style loader has no length
-            total = None
-        # The bar is advanced by hand rather than wrapping the loader: tqdm.auto's class calls
-        # iter() on what it wraps and then iterates it again, which starts a DataLoader's
-        # worker processes twice (the first set prefetches batches that are thrown away).
-        bar = tqdm(
-            total=total, desc=desc, disable=not (progress and distributed.is_main()), leave=False
-        )
-        with bar, torch.inference_mode(), autocast:
-            for batch in loader:
-                bar.update()
-                x, y = _split_batch(batch)
-                n = x.shape[0] if x.ndim else 0
-                if labelled is None:
-                    labelled = y is not None
-                elif labelled != (y is not None):
-                    raise ValueError("the loader mixes batches with and without labels")
-                if n == 0:
-                    continue
-                fmt = memory_format if x.ndim == 4 else torch.preserve_format
-                x = x.to(device, non_blocking=True, memory_format=fmt)
-                if input_dtype is not None and x.is_floating_point() and x.dtype != input_dtype:
-                    x = x.to(input_dtype)
-                if features:
-                    feats, out = features_and_logits(model, x)
-                    feature_parts.append(_check_output(feats, n, "features").float())
-                else:
-                    out = model(x)
-                out = _check_output(out, n, "output")
-                if logits_parts and out.shape[1] != logits_parts[0].shape[1]:
-                    raise ValueError(
-                        f"the model gave {logits_parts[0].shape[1]} columns on one batch and "
-                        f"{out.shape[1]} on another"
-                    )
-                logits_parts.append(out.float())
-                if y is not None:
-                    label_parts.append(_as_labels(y, n))
-    finally:
-        for module, training in modes:
-            module.training = training
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:  # an iterable-style loader has no length
+        return None
 
-    if sharded:  # a rank's shard may be empty (fewer samples than ranks)
-        logits, labels, feats = _gather_shards(
-            sampler,  # type: ignore[arg-type]
-            torch.cat(logits_parts) if logits_parts else None,
-            torch.cat(label_parts) if label_parts else None,
-            torch.cat(feature_parts) if feature_parts else None,
-            labelled if logits_parts else None,
-            features,
-            desc,
-        )
-        return Extracted(
-            logits=logits.cpu(),
-            labels=labels,
-            features=feats.cpu() if feats is not None else None,
-        )
-    if not logits_parts:
-        raise ValueError(f"the loader yielded no samples: nothing to extract ({desc})")
-    # concatenated outside inference mode: ordinary tensors that callers may modify in place
-    return Extracted(
-        logits=torch.cat(logits_parts).cpu(),
-        labels=torch.cat(label_parts) if labelled else None,
-        features=torch.cat(feature_parts).cpu() if features else None,
-    )
+
+@dataclass
+class _Parts:
+    """Per-batch outputs on the device, in loader order."""
+
+    logits: list[torch.Tensor] = field(default_factory=list)
+    features: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    labelled: bool | None = None  # None until the first batch
+
+
+def _collect(model, loader, device, *, features, input_dtype, memory_format, bar) -> _Parts:
+    """Run ``model`` on every batch of ``loader``; checks that every batch agrees."""
+    parts = _Parts()
+    for batch in loader:
+        bar.update()
+        x, y = _split_batch(batch)
+        n = x.shape[0] if x.ndim else 0
+        if parts.labelled is None:
+            parts.labelled = y is not None
+        elif parts.labelled != (y is not None):
+            raise ValueError("the loader mixes batches with and without labels")
+        if n == 0:
+            continue
+        fmt = memory_format if x.ndim == 4 else torch.preserve_format
+        x = x.to(device, non_blocking=True, memory_format=fmt)
+        if input_dtype is not None and x.is_floating_point() and x.dtype != input_dtype:
+            x = x.to(input_dtype)
+        if features:
+            feats, out = features_and_logits(model, x)
+            parts.features.append(_check_output(feats, n, "features").float())
+        else:
+            out = model(x)
+        out = _check_output(out, n, "output")
+        if parts.logits and out.shape[1] != parts.logits[0].shape[1]:
+            raise ValueError(
+                f"the model gave {parts.logits[0].shape[1]} columns on one batch and "
+                f"{out.shape[1]} on another"
+            )
+        parts.logits.append(out.float())
+        if y is not None:
+            parts.labels.append(_as_labels(y, n))
+    return parts
