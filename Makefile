@@ -5,7 +5,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 # The torch pair this project is tested with; on the project's machines pip takes both from local disk.
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?=
+# one pytest-xdist worker per core (a worker computes on one thread: tests/conftest.py);
+# `make test PYTEST_ARGS="-n 0"` runs in one process
+PYTEST_ARGS ?= -n auto --dist worksteal
 
 .PHONY: setup test test-fast demo demo-ddp sweep lint bench clean
 

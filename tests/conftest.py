@@ -6,6 +6,7 @@ shared by every test that only reads it; a test that changes a run folder works 
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -20,6 +21,19 @@ TINY = [
     "finetune.epochs=1",
     "calibration.pcv.num_splits=2",
 ]
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (`make test`: one worker per core) each worker computes on one thread:
+    # two workers with torch's default of one thread per core would oversubscribe the cores.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    # The slow tests first (stable order otherwise): spread over the workers while the many
+    # quick ones fill the gaps, instead of one slow test holding a worker at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(

@@ -181,5 +181,5 @@ def test_vtab_builds_the_real_clip_vit_b32(fake_roots, tmp_path):
     overrides = ["model.pretrained=false", f"dataset.root={fake.root}"]
     cfg = compose_experiment("vtab_caltech101", overrides)
     plan = build_plan(cfg, run_dir=tmp_path)
-    model = plan.make_model()
+    model = plan.model  # built once by the plan's dry run (one batch went through it)
     assert model.head.out_features == 102 and model.name == "clip_zero_shot:ViT-B-32"

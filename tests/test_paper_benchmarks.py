@@ -140,7 +140,9 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
         fake = make_fake_root("vtab", tmp_path / "data", tasks=["dtd"])
     else:
         fake = make_fake_root(kind, tmp_path / "data", classes=benchmark_classes(kind))
-    cfg = compose_experiment(experiment, [*SMOKE, *fake_overrides(fake)])
+    # the per-epoch evaluation (off in SMOKE) on one benchmark, image lists and all
+    history = ["eval.every_epochs=1"] if experiment == "office_home_ar_cl" else []
+    cfg = compose_experiment(experiment, [*SMOKE, *fake_overrides(fake), *history])
     plan = build_plan(cfg, run_dir=tmp_path / "run")
     if kind == "vtab":
         expected = vtab_class_split(47)
@@ -149,6 +151,8 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
     assert plan.split == expected  # the paper's split (VTAB: our documented rule)
     plan.run()
     check_results(tmp_path / "run", expected, num_splits=2)
+    rows = (tmp_path / "run" / "history.jsonl").read_text().splitlines() if history else []
+    assert [json.loads(r)["epoch"] for r in rows] == ([0, 1] if history else [])
     if kind == "office_home":  # the source model was trained on the source domain first
         stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
         assert stages["source"]["identity"]["data"]["type"] == "ImageListDataset"
@@ -303,7 +307,7 @@ def test_office_home_script_runs_every_pair_and_prints_the_table(tmp_path):
         str(fake.root),
         "model=smoke_cnn",
         *smoke,
-        "dataset.size=32",
+        "dataset.size=16",
         # keys that the default experiment lacks take ++ in a multirun over experiments
         f"++dataset.list_dir={fake.list_dir}",
         "++calibration.pcv.num_splits=2",
