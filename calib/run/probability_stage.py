@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from .._calibrator_temperature import TEMPERATURE_DATA as FITTED_ON
+from .._calibrator_temperature import fitted_temperature
 from ..calibrator import LogitBiasCalibrator
 from ..data import ClassSplit
 from ..extract import Extracted
 from ..probability import probability_report, reliability_diagram
 from ..selectors import SELECTORS, PseudoSplit
-from ..temperature import fit_temperature, fit_temperature_pseudo_splits
 from .results import format_cell, markdown_table
 from .selector_data import selector_fit_data
 
@@ -119,16 +120,17 @@ def selector_temperature(
         ValueError: a ``pseudo_splits`` selector without pseudo splits.
     """
     kind = SELECTORS.get(name).data
-    fit_data = selector_fit_data(name, split, ex, pseudo_splits)
-    kw = {"absent_classes": split.absent, "gamma": gamma, "per_group": per_group}
-    if "pseudo_splits" in fit_data:
-        splits = fit_data["pseudo_splits"]
-        t = fit_temperature_pseudo_splits(splits, gamma, per_group=per_group)
-        return t, TEMPERATURE_DATA[kind], int(sum(len(s.labels) for s in splits))
-    if "labels" in fit_data:  # the selector's own labelled rows (U rows only if it sees them)
-        z, y = fit_data["logits"], fit_data["labels"]
-        return fit_temperature(z, y, **kw), TEMPERATURE_DATA[kind], int(y.size)
-    return ((1.0, 1.0) if per_group else 1.0), TEMPERATURE_DATA[kind], 0
+    if kind not in FITTED_ON:  # label-free, or no data: the NLL that fits T needs labels
+        return ((1.0, 1.0) if per_group else 1.0), TEMPERATURE_DATA[kind], 0
+    # the calibrator's own temperature="fit" on exactly what the selector was fitted on
+    t, info = fitted_temperature(
+        "fit_per_group" if per_group else "fit",
+        kind,
+        selector_fit_data(name, split, ex, pseudo_splits),
+        np.asarray(split.absent),
+        gamma,
+    )
+    return t, TEMPERATURE_DATA[kind], info["temperature_samples"]
 
 
 def probability_results(
