@@ -105,3 +105,14 @@ def test_area_over_seen_range():
     assert area_over_seen_range(gx, gy, 0.0, 1.0) == pytest.approx(g.ausuc, abs=1e-12)
     parts = area_over_seen_range(gx, gy, 0, 0.37) + area_over_seen_range(gx, gy, 0.37, 1)
     assert parts == pytest.approx(g.ausuc, abs=1e-12)
+
+
+def test_alpha_labels_go_across_the_path_towards_the_origin():
+    from calib.figures.alpha_tradeoff import _label_side
+
+    flat_x, flat_y = np.array([0.4, 0.6, 0.8]), np.array([0.2, 0.2, 0.2])
+    (dx, dy), ha, va = _label_side(flat_x, flat_y, 1)
+    assert dx == pytest.approx(0.0) and dy < 0 and (ha, va) == ("center", "top")  # below, not on
+    steep_x, steep_y = np.array([0.9, 0.9, 0.9]), np.array([0.6, 0.4, 0.2])
+    (dx, dy), ha, va = _label_side(steep_x, steep_y, 2)  # the last point: one neighbour
+    assert dx < 0 and dy == pytest.approx(0.0) and (ha, va) == ("right", "center")  # left

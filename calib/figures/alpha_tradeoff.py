@@ -96,13 +96,14 @@ def plot_alpha_tradeoff(
         ),
     )
     for k in _annotated(a, annotate):
-        right = x[k] > 0.75  # near the right edge: write the label to the left of the point
+        (dx, dy), ha, va = _label_side(x, y, k)
         ax.annotate(
             f"α={a[k]:g}",
             (x[k], y[k]),
-            xytext=(-8, 5) if right else (8, 5),
+            xytext=(dx, dy),
             textcoords="offset points",
-            ha="right" if right else "left",
+            ha=ha,
+            va=va,
             fontsize="small",
             color="#4D4D4D",
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
@@ -110,6 +111,22 @@ def plot_alpha_tradeoff(
         )
     _finish(ax, title)
     return ax
+
+
+def _label_side(x: np.ndarray, y: np.ndarray, k: int, dist: float = 9.0):
+    """Where point ``k``'s label goes: across the path (not along it, onto the next point), on
+    the side of the origin (the γ curves lie above and right of the α path). Returns the offset
+    in points and the text's alignment."""
+    lo, hi = max(k - 1, 0), min(k + 1, len(x) - 1)
+    tx, ty = x[hi] - x[lo], y[hi] - y[lo]  # the path's direction at k (unit square axes)
+    nx, ny = -ty, tx
+    if nx * x[k] + ny * y[k] > 0:  # point the normal towards the origin
+        nx, ny = -nx, -ny
+    norm = float(np.hypot(nx, ny))
+    nx, ny = (nx / norm, ny / norm) if norm > 0 else (0.0, -1.0)
+    ha = "center" if abs(nx) < 0.4 else ("left" if nx > 0 else "right")
+    va = "center" if abs(ny) < 0.4 else ("bottom" if ny > 0 else "top")
+    return (dist * nx, dist * ny), ha, va
 
 
 def _finish(ax: Axes, title: str | None) -> None:

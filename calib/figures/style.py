@@ -48,15 +48,16 @@ class Look:
 # Okabe–Ito: black, orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple
 _PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
 
-#: γ selectors (and the uncalibrated γ = 0 point). The smaller, later-drawn markers sit on
-#: top, so two selectors that pick nearly the same γ stay visible.
+#: γ selectors (and the uncalibrated γ = 0 point). Drawn from the largest marker up, so that
+#: selectors that pick nearly the same γ stay visible (the star's points around the circle,
+#: the diamond inside both), and the thin γ = 0 cross on top of them all.
 SELECTOR_LOOKS: dict[str, Look] = {
-    "uncalibrated": Look("#000000", "X", zorder=3.0, markersize=9),
+    "oracle": Look("#D55E00", "*", zorder=3.0, markersize=13),
     "alg": Look("#0072B2", "o", zorder=3.1, markersize=9),
     "prior": Look("#CC79A7", "s", zorder=3.2, markersize=8),
-    "oracle": Look("#D55E00", "*", zorder=3.3, markersize=12),
+    "fixed": Look("#E69F00", "v", zorder=3.3, markersize=7),
     "pcv": Look("#009E73", "D", zorder=3.4, markersize=6),
-    "fixed": Look("#E69F00", "v", zorder=3.5, markersize=7),
+    "uncalibrated": Look("#000000", "X", zorder=3.5, markersize=8),
 }
 
 #: The models of a run.
