@@ -8,7 +8,10 @@ needs (min, max, NaN). They are compiled with numba when it is installed (``cach
 per machine) and fall back to the numpy implementations otherwise, with identical results:
 the same comparisons in the same order, ties to the lowest column, float64 differences.
 
-Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R).
+Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R). float32
+logits over S and U only (the usual case) go through :func:`_numba_kernels.scan_f32`, which
+compares the floats' bits as integer keys (vectorised); the γ comparison of the top-k ranks
+becomes one key per row (:func:`cross_keys`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def _build() -> dict[str, Any] | None:
         "scan": _numba_kernels.scan,
         "scan_ranks": _numba_kernels.scan_ranks,
         "scan2": _numba_kernels.scan2,
+        "scan_f32": _numba_kernels.scan_f32,
         "shift": _numba_kernels.shift,
         "alg_sums": _numba_kernels.alg_sums,
     }
@@ -99,8 +103,14 @@ def scan(
         return _scan_numpy(z, group, y, gamma)
     first = _first_of(group)
     with _lock:
-        if first[REST] < 0:  # only S and U: the two-group kernel
-            labels_or_dummy = y if want_ranks else np.zeros(1, dtype=np.int64)
+        labels_or_dummy = y if want_ranks else np.zeros(1, dtype=np.int64)
+        if first[REST] < 0 and z.dtype == np.float32:  # S and U only: over the float's bits
+            is_absent = group == ABSENT
+            cross = cross_keys(z, is_absent, y, float(gamma)) if want_ranks else labels_or_dummy
+            out = kernels["scan_f32"](
+                z, z.view(np.int32), is_absent, labels_or_dummy, float(gamma), want_ranks, cross
+            )
+        elif first[REST] < 0:  # only S and U: the two-group kernel
             out = kernels["scan2"](
                 z,
                 group == ABSENT,
@@ -121,6 +131,59 @@ def scan(
     if want_ranks:
         result.update(rank=out[7], rank_seen=out[8], rank_absent=out[9])
     return result
+
+
+def _keys32(x: np.ndarray) -> np.ndarray:
+    """int64 keys of float32 values that order as the values do (-0.0 and +0.0: key 0)."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
+    k = b ^ ((b >> 31) & 0x7FFFFFFF)
+    return np.where(k == -1, 0, k)
+
+
+def _floats32(k: np.ndarray) -> np.ndarray:
+    """The float32 values of keys (inverse of :func:`_keys32`; key -1 is -0.0)."""
+    b = (k ^ ((k >> 31) & 0x7FFFFFFF)).astype(np.int32)
+    return b.view(np.float32)
+
+
+_KEY32_PINF = 0x7F800000
+_KEY32_NINF = -0x7F800001
+_WALK = 8  # steps from float32(z_y + threshold) to the exact boundary key (1-2 in practice)
+
+
+def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: float):
+    """(N,) int64: per row of float32 ``z``, the largest key T of a float32 value x for which
+    a column x of the other group than the label's does not beat the label under γ.
+
+    The rule (:func:`calib._gaps.label_rank`): with d = float64(x) − float64(z_y), an absent
+    column beats a non-absent label iff d > −γ, a non-absent column beats an absent label iff
+    d ≥ γ. d is monotone in x, so "beats" is "key(x) > T". T is found by walking from the
+    float32 nearest z_y ∓ γ one float at a time, the same float64 test at every step;
+    :data:`NO_KEY` where the label's logit is not finite (-inf: the select loop decides
+    there) or the walk did not settle in :data:`_WALK` steps.
+    """
+    from ._numba_kernels import NO_KEY
+
+    n = z.shape[0]
+    zy = z[np.arange(n), labels].astype(np.float64)
+    y_abs = is_absent[labels]
+    thr = np.where(y_abs, gamma, -gamma)
+
+    def beats(k: np.ndarray) -> np.ndarray:
+        d = _floats32(k).astype(np.float64) - zy
+        return np.where(y_abs, d >= thr, d > thr)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = _keys32((zy + thr).astype(np.float32))  # overflow: ±inf, still a key
+        k = np.clip(k, _KEY32_NINF, _KEY32_PINF)
+        for _ in range(_WALK):  # down while x beats, up while the next does not
+            down = beats(k) & (k > _KEY32_NINF)
+            up = ~down & ~beats(k + 1) & (k < _KEY32_PINF)
+            if not (down.any() or up.any()):
+                break
+            k = k - down + up
+        settled = ~beats(k) & (beats(k + 1) | (k == _KEY32_PINF))
+    return np.where(settled & np.isfinite(zy), k, NO_KEY)
 
 
 def shift(z: np.ndarray, add: np.ndarray, rel: np.ndarray, tiny: np.ndarray):

@@ -195,6 +195,104 @@ def scan2(z, is_absent, first_other, first_absent, labels, gamma, want_ranks, ni
     return gap, pred_other, pred_absent, pred_other, lo, hi, nan, rank, rank_seen, rank_absent
 
 
+# ----------------------------------------------------------------------------- integer keys
+# A float's bits as an integer ``key`` that orders as the float does (-0.0 and +0.0 share key
+# 0, NaNs fall outside [key(-inf), key(+inf)]). Integer max/min reductions vectorise without
+# fastmath (float ones do not: LLVM may not reorder them), so the group maxima are taken over
+# keys: float32 packs (key, -column) into one int64, whose max is the best value and, among
+# equal values, the lowest column -- numpy's argmax, in one vectorised pass (measured 3.6x
+# faster than the select loop of :func:`scan2`, 0.6x the time of one ``a.max(axis=1)``).
+# float64 stays with :func:`scan2`: a 64-bit key leaves no room for the column, and a second
+# pass to find it (vectorised, blockwise or stopping at the column) measured 1.3-3x slower.
+
+_LOW32 = np.int64(0xFFFFFFFF)
+_NONE = np.int64(np.iinfo(np.int64).min)
+_TOP = np.int64(np.iinfo(np.int64).max)
+_KEY32_PINF = np.int64(0x7F800000)
+_KEY32_NINF = np.int64(-0x7F800001)
+
+
+@njit(inline="always", **_OPTS)
+def _key32(b):
+    k = np.int64(b)
+    k = k ^ ((k >> 31) & 0x7FFFFFFF)
+    return np.int64(0) if k == -1 else k
+
+
+@njit(parallel=True, **_OPTS)
+def scan_f32(z, bits, is_absent, labels, gamma, want_ranks, cross):
+    """:func:`scan2` for float32 logits, from their bits (``bits = z.view(int32)``).
+
+    With ranks, ``cross`` (N,) int64: per row, the key above which a column of the other
+    group than the label's beats the label under γ (:func:`calib._kernels.cross_keys`), or
+    :data:`NO_KEY` where the select loop must decide (a label logit of -inf)."""
+    n, c = z.shape
+    gap = np.empty(n, np.float64)
+    pred_other = np.empty(n, np.int64)
+    pred_absent = np.empty(n, np.int64)
+    lo = np.empty(n, z.dtype)
+    hi = np.empty(n, z.dtype)
+    nan = np.zeros(n, np.bool_)
+    m = n if want_ranks else 1
+    rank = np.zeros(m, np.int64)
+    rank_seen = np.zeros(m, np.int64)
+    rank_absent = np.zeros(m, np.int64)
+    for i in prange(n):
+        row = bits[i]
+        p0 = _NONE
+        p1 = _NONE
+        pmin = _TOP
+        for j in range(c):
+            p = (_key32(row[j]) << 32) | (_LOW32 - j)
+            a = is_absent[j]
+            p1 = max(p1, p if a else _NONE)
+            p0 = max(p0, _NONE if a else p)
+            pmin = min(pmin, p)
+        i0 = _LOW32 - (p0 & _LOW32)
+        i1 = _LOW32 - (p1 & _LOW32)
+        top = max(p0, p1)
+        gap[i] = np.float64(z[i, i0]) - np.float64(z[i, i1])
+        pred_other[i] = i0
+        pred_absent[i] = i1
+        lo[i] = z[i, _LOW32 - (pmin & _LOW32)]
+        hi[i] = z[i, _LOW32 - (top & _LOW32)]
+        nan[i] = ((top >> 32) > _KEY32_PINF) | ((pmin >> 32) < _KEY32_NINF)
+        if want_ranks:
+            y = labels[i]
+            if cross[i] == NO_KEY:
+                r_all, r_grp = _row_ranks2(z[i], is_absent, y, gamma)
+            else:
+                r_all, r_grp = _row_ranks_keys(row, is_absent, y, cross[i])  # row in cache
+            rank[i] = r_all
+            rank_seen[i] = c if is_absent[y] else r_grp
+            rank_absent[i] = r_grp if is_absent[y] else c
+    return gap, pred_other, pred_absent, pred_other, lo, hi, nan, rank, rank_seen, rank_absent
+
+
+NO_KEY = np.int64(np.iinfo(np.int64).min)
+
+
+@njit(inline="always", **_OPTS)
+def _row_ranks_keys(row, is_absent, y, cross):
+    """:func:`_row_ranks2` over the keys of a float32 row whose label logit is not -inf.
+
+    A column of the label's own group beats it when its key is larger, or equal and the
+    column lower (argmax order); a column of the other group when its key exceeds ``cross``
+    (the rule's γ comparison, resolved into a key per row beforehand: the difference
+    z_c − z_y in float64 is monotone in z_c)."""
+    y_abs = is_absent[y]
+    ky = _key32(row[y])
+    r_all = 0
+    r_grp = 0
+    for j in range(row.shape[0]):  # one loop (two, split at y, measured 7x slower: scalar)
+        k = _key32(row[j])
+        same = is_absent[j] == y_abs
+        beats = k > ((ky - (j < y)) if same else cross)  # lower columns win ties: k >= ky
+        r_all += beats
+        r_grp += beats & same
+    return r_all, r_grp
+
+
 @njit(parallel=True, **_OPTS)
 def shift(z, add, rel, tiny):
     n, c = z.shape
