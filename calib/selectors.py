@@ -48,7 +48,7 @@ from ._gaps import group_codes, scan_checked
 from ._kernels import alg_sums
 from ._stepmax import _interior  # noqa: F401 - the tests reach it here
 from ._stepmax import maximise as _maximise
-from .curve import SeenAbsentCurve, seen_absent_curve
+from .curve import SeenAbsentCurve, checked_curve, seen_absent_curve
 from .selector_spec import (
     CRITERIA,
     DATA_INPUTS,
@@ -233,7 +233,7 @@ def select_oracle(
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     _check_groups(y, seen, absent, criterion)
-    curve = seen_absent_curve(z, y, seen, absent)
+    curve = checked_curve(z, y, seen, absent)  # checked above: not again
     choice = _maximise([(curve.gamma, _criterion_values(curve, criterion))])
     return choice.gamma, {
         "method": "oracle",
