@@ -186,17 +186,46 @@ def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: 
     return np.where(settled & np.isfinite(zy), k, NO_KEY)
 
 
-def shift(z: np.ndarray, add: np.ndarray, rel: np.ndarray, tiny: np.ndarray):
+def _floats(k: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values of the keys of :mod:`calib._numba_kernels` (float32 or float64)."""
+    if dtype == np.float32:
+        return _floats32(k)
+    return (k ^ ((k >> 63) & 0x7FFFFFFFFFFFFFFF)).view(np.float64)
+
+
+_KEY64_PINF = 0x7FF0000000000000
+_KEY64_NINF = -0x7FF0000000000001
+
+
+def shift(
+    z: np.ndarray,
+    add: np.ndarray,
+    rel: np.ndarray,
+    tiny: np.ndarray,
+    out: np.ndarray | None = None,
+):
     """(out, lo, hi, nan): float64 ``s − (|s|·rel + tiny)`` with ``s = z + add``, per column;
-    and the row statistics of ``z``."""
+    and the row statistics of ``z``. ``out``: a C-contiguous float64 (N, C) array to write
+    into (else a new one: numpy's allocator, which asks for huge pages, where numba's did
+    not -- 3x faster at 80 MB)."""
     kernels = _build()
     z = np.ascontiguousarray(z)
     if kernels is None:
         s = z.astype(np.float64) + add
-        out = s - (np.minimum(np.abs(s), 1e308) * rel + tiny)
-        return out, z.min(axis=1), z.max(axis=1), np.isnan(z).any(axis=1)
+        res = s - (np.minimum(np.abs(s), 1e308) * rel + tiny)
+        if out is not None:
+            out[...] = res
+            res = out
+        return res, z.min(axis=1), z.max(axis=1), np.isnan(z).any(axis=1)
+    if out is None:
+        out = np.empty(z.shape, dtype=np.float64)
+    f32 = z.dtype == np.float32
+    bits = z.view(np.int32 if f32 else np.int64)
     with _lock:
-        return kernels["shift"](z, add, rel, tiny)
+        kmin, kmax = kernels["shift"](z, bits, add, rel, tiny, out)
+    top, bottom = (_KEY32_PINF, _KEY32_NINF) if f32 else (_KEY64_PINF, _KEY64_NINF)
+    nan = (kmax > top) | (kmin < bottom)
+    return out, _floats(kmin, z.dtype), _floats(kmax, z.dtype), nan
 
 
 def alg_sums(z: np.ndarray, group: np.ndarray):
