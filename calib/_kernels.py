@@ -11,7 +11,7 @@ the same comparisons in the same order, ties to the lowest column, float64 diffe
 Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R). float32
 logits over S and U only (the usual case) go through :func:`_numba_kernels.scan_f32`, which
 compares the floats' bits as integer keys (vectorised); the γ comparison of the top-k ranks
-becomes one key per row (:func:`cross_keys`).
+becomes one key per row (:func:`calib._keys.cross_keys`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import threading
 from typing import Any
 
 import numpy as np
+
+from ._keys import KEY_BOUNDS, cross_keys, floats_of_keys
 
 __all__ = ["available", "scan", "scan_torch", "shift", "alg_sums", "SEEN", "ABSENT", "REST"]
 
@@ -133,70 +135,6 @@ def scan(
     return result
 
 
-def _keys32(x: np.ndarray) -> np.ndarray:
-    """int64 keys of float32 values that order as the values do (-0.0 and +0.0: key 0)."""
-    b = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
-    k = b ^ ((b >> 31) & 0x7FFFFFFF)
-    return np.where(k == -1, 0, k)
-
-
-def _floats32(k: np.ndarray) -> np.ndarray:
-    """The float32 values of keys (inverse of :func:`_keys32`; key -1 is -0.0)."""
-    b = (k ^ ((k >> 31) & 0x7FFFFFFF)).astype(np.int32)
-    return b.view(np.float32)
-
-
-_KEY32_PINF = 0x7F800000
-_KEY32_NINF = -0x7F800001
-_WALK = 8  # steps from float32(z_y + threshold) to the exact boundary key (1-2 in practice)
-
-
-def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: float):
-    """(N,) int64: per row of float32 ``z``, the largest key T of a float32 value x for which
-    a column x of the other group than the label's does not beat the label under γ.
-
-    The rule (:func:`calib._gaps.label_rank`): with d = float64(x) − float64(z_y), an absent
-    column beats a non-absent label iff d > −γ, a non-absent column beats an absent label iff
-    d ≥ γ. d is monotone in x, so "beats" is "key(x) > T". T is found by walking from the
-    float32 nearest z_y ∓ γ one float at a time, the same float64 test at every step;
-    :data:`NO_KEY` where the label's logit is not finite (-inf: the select loop decides
-    there) or the walk did not settle in :data:`_WALK` steps.
-    """
-    from ._numba_kernels import NO_KEY
-
-    n = z.shape[0]
-    zy = z[np.arange(n), labels].astype(np.float64)
-    y_abs = is_absent[labels]
-    thr = np.where(y_abs, gamma, -gamma)
-
-    def beats(k: np.ndarray) -> np.ndarray:
-        d = _floats32(k).astype(np.float64) - zy
-        return np.where(y_abs, d >= thr, d > thr)
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        k = _keys32((zy + thr).astype(np.float32))  # overflow: ±inf, still a key
-        k = np.clip(k, _KEY32_NINF, _KEY32_PINF)
-        for _ in range(_WALK):  # down while x beats, up while the next does not
-            down = beats(k) & (k > _KEY32_NINF)
-            up = ~down & ~beats(k + 1) & (k < _KEY32_PINF)
-            if not (down.any() or up.any()):
-                break
-            k = k - down + up
-        settled = ~beats(k) & (beats(k + 1) | (k == _KEY32_PINF))
-    return np.where(settled & np.isfinite(zy), k, NO_KEY)
-
-
-def _floats(k: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float values of the keys of :mod:`calib._numba_kernels` (float32 or float64)."""
-    if dtype == np.float32:
-        return _floats32(k)
-    return (k ^ ((k >> 63) & 0x7FFFFFFFFFFFFFFF)).view(np.float64)
-
-
-_KEY64_PINF = 0x7FF0000000000000
-_KEY64_NINF = -0x7FF0000000000001
-
-
 def shift(
     z: np.ndarray,
     add: np.ndarray,
@@ -223,9 +161,9 @@ def shift(
     bits = z.view(np.int32 if f32 else np.int64)
     with _lock:
         kmin, kmax = kernels["shift"](z, bits, add, rel, tiny, out)
-    top, bottom = (_KEY32_PINF, _KEY32_NINF) if f32 else (_KEY64_PINF, _KEY64_NINF)
+    bottom, top = KEY_BOUNDS[z.dtype.type]
     nan = (kmax > top) | (kmin < bottom)
-    return out, _floats(kmin, z.dtype), _floats(kmax, z.dtype), nan
+    return out, floats_of_keys(kmin, z.dtype), floats_of_keys(kmax, z.dtype), nan
 
 
 def alg_sums(z: np.ndarray, group: np.ndarray):

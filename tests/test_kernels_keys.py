@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from calib import _kernels
+from calib._keys import cross_keys, floats_of_keys
 
 pytestmark = pytest.mark.skipif(not _kernels.available(), reason="numba is not installed")
 
@@ -85,7 +86,7 @@ def test_nan_and_plus_inf_are_flagged(bad):
 def test_cross_keys_fall_back_where_the_label_logit_is_minus_inf():
     z = np.array([[-np.inf, 1.0, 2.0], [0.0, 1.0, 2.0]], dtype=np.float32)
     is_absent = np.array([False, True, True])
-    keys = _kernels.cross_keys(z, is_absent, np.array([0, 0]), 1.0)
+    keys = cross_keys(z, is_absent, np.array([0, 0]), 1.0)
     from calib._numba_kernels import NO_KEY
 
     assert keys[0] == NO_KEY and keys[1] != NO_KEY
@@ -103,10 +104,10 @@ def test_cross_keys_are_the_exact_boundary():
     is_absent = np.arange(9) % 3 == 0
     y = rng.integers(0, 9, 300)
     for gamma in (0.7, -2.25, 1e-6, 3e4):
-        keys = _kernels.cross_keys(z, is_absent, y, gamma)
+        keys = cross_keys(z, is_absent, y, gamma)
         assert (keys != NO_KEY).all()
         zy = z[np.arange(300), y].astype(np.float64)
         for t, beaten in ((keys, False), (keys + 1, True)):
-            d = _kernels._floats32(t).astype(np.float64) - zy
+            d = floats_of_keys(t, np.float32).astype(np.float64) - zy
             beats = np.where(is_absent[y], d >= gamma, d > -gamma)
             assert (beats == beaten).all()
