@@ -56,6 +56,7 @@ def _build() -> dict[str, Any] | None:
         "scan_f32": _numba_kernels.scan_f32,
         "shift": _numba_kernels.shift,
         "alg_sums": _numba_kernels.alg_sums,
+        "empty64": _numba_kernels.empty64,
     }
     return _compiled
 
@@ -135,6 +136,13 @@ def scan(
     return result
 
 
+# A new output up to this size comes from numpy, which asks the kernel for huge pages
+# (madvise): the first touch of 80 MB took 6-50 ms against 40-75 ms in 4 KiB pages. Beyond
+# it, from numba's plain malloc: on this VM freed huge pages go back to the host, and 800 MB
+# of them took 1.3-4.1 s to touch again against 0.45-0.65 s in 4 KiB pages (measured).
+_HUGE_PAGES_UP_TO = 256 << 20
+
+
 def shift(
     z: np.ndarray,
     add: np.ndarray,
@@ -144,8 +152,7 @@ def shift(
 ):
     """(out, lo, hi, nan): float64 ``s − (|s|·rel + tiny)`` with ``s = z + add``, per column;
     and the row statistics of ``z``. ``out``: a C-contiguous float64 (N, C) array to write
-    into (else a new one: numpy's allocator, which asks for huge pages, where numba's did
-    not -- 3x faster at 80 MB)."""
+    into, else a new one (see :data:`_HUGE_PAGES_UP_TO`)."""
     kernels = _build()
     z = np.ascontiguousarray(z)
     if kernels is None:
@@ -156,7 +163,8 @@ def shift(
             res = out
         return res, z.min(axis=1), z.max(axis=1), np.isnan(z).any(axis=1)
     if out is None:
-        out = np.empty(z.shape, dtype=np.float64)
+        small = z.size * 8 <= _HUGE_PAGES_UP_TO
+        out = np.empty(z.shape, dtype=np.float64) if small else kernels["empty64"](*z.shape)
     f32 = z.dtype == np.float32
     bits = z.view(np.int32 if f32 else np.int64)
     with _lock:

@@ -300,6 +300,12 @@ def _key64(b):
     return np.int64(0) if k == -1 else k
 
 
+@njit(**_OPTS)
+def empty64(n, c):
+    """An (n, c) float64 array from numba's allocator (plain malloc: 4 KiB pages)."""
+    return np.empty((n, c), np.float64)
+
+
 @njit(parallel=True, **_OPTS)
 def shift(z, bits, add, rel, tiny, out):
     """Writes float64 ``s − (|s|·rel + tiny)``, ``s = z + add``, into ``out`` (N, C); returns the

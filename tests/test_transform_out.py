@@ -60,3 +60,13 @@ def test_shift_row_statistics_from_keys(dtype):
     z[4, 7], z[9, 0] = np.nan, np.inf
     _, lo, hi, nan = _kernels.shift(z, zero, zero, zero)
     assert np.flatnonzero(nan).tolist() == [4] and hi[9] == np.inf
+
+
+def test_large_outputs_from_numbas_allocator_are_the_same(fitted, monkeypatch):
+    """Beyond _HUGE_PAGES_UP_TO the output comes from numba's malloc: same numbers."""
+    z = np.random.default_rng(1).normal(size=(40, 6)).astype(np.float32)
+    want = fitted.transform(z)
+    monkeypatch.setattr(_kernels, "_HUGE_PAGES_UP_TO", 0)
+    got = fitted.transform(z)
+    assert got.dtype == np.float64 and got.flags.c_contiguous and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
