@@ -8,10 +8,10 @@ needs (min, max, NaN). They are compiled with numba when it is installed (``cach
 per machine) and fall back to the numpy implementations otherwise, with identical results:
 the same comparisons in the same order, ties to the lowest column, float64 differences.
 
-Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R). float32
-logits over S and U only (the usual case) go through :func:`_numba_kernels.scan_f32`, which
-compares the floats' bits as integer keys (vectorised); the γ comparison of the top-k ranks
-becomes one key per row (:func:`calib._keys.cross_keys`).
+Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R). Logits over
+S and U only (the usual case) go through :func:`_numba_kernels.scan_f32` / ``scan_f64``,
+which compare the floats' bits as integer keys (:mod:`calib._keys`; vectorised); for float32
+the γ comparison of the top-k ranks becomes one key per row (:func:`calib._keys.cross_keys`).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _build() -> dict[str, Any] | None:
     _compiled = {
         "scan": _numba_kernels.scan,
         "scan_ranks": _numba_kernels.scan_ranks,
-        "scan2": _numba_kernels.scan2,
         "scan_f32": _numba_kernels.scan_f32,
+        "scan_f64": _numba_kernels.scan_f64,
         "shift": _numba_kernels.shift,
         "alg_sums": _numba_kernels.alg_sums,
         "empty64": _numba_kernels.empty64,
@@ -113,18 +113,14 @@ def scan(
             out = kernels["scan_f32"](
                 z, z.view(np.int32), is_absent, labels_or_dummy, float(gamma), want_ranks, cross
             )
-        elif first[REST] < 0:  # only S and U: the two-group kernel
-            out = kernels["scan2"](
-                z,
-                group == ABSENT,
-                first[SEEN],
-                first[ABSENT],
-                labels_or_dummy,
-                float(gamma),
-                want_ranks,
-                z.dtype.type(-np.inf),
-                z.dtype.type(np.inf),
+        elif first[REST] < 0:  # S and U only, float64 (check_logits gives float32/64)
+            out = kernels["scan_f64"](
+                z, z.view(np.int64), group == ABSENT, labels_or_dummy, float(gamma), want_ranks
             )
+            bottom, top = KEY_BOUNDS[np.float64]
+            kmin, kmax = out[4], out[5]
+            lo, hi = floats_of_keys(kmin, np.float64), floats_of_keys(kmax, np.float64)
+            out = (*out[:4], lo, hi, (kmax > top) | (kmin < bottom), *out[7:])
         elif want_ranks:
             out = kernels["scan_ranks"](z, group, first, y, float(gamma))
         else:

@@ -25,23 +25,32 @@ _GAMMAS = [0.0, -0.0, 1.0, -1.0, 1.5, 1e-30, 1e30, -1e30, 3e38, np.inf, -np.inf,
 _KEYS = ("gap", "pred_other", "pred_absent", "pred_seen", "rank", "rank_seen", "rank_absent")
 
 
-def two_group_problem(rng):
-    """Float32 logits over S and U only (the key kernel's case), labels anywhere."""
+# float64 values that agree in the upper half of their key (first 20 mantissa bits) but not
+# after: scan_f64 must search for the column of the maximum there
+_NEAR = np.array([1.0, np.nextafter(1.0, 2.0), 1.0 + 2.0**-40, 1.0 + 2.0**-21, -1.0 - 2.0**-40])
+
+
+def two_group_problem(rng, dtype=np.float32):
+    """Logits over S and U only (the key kernels' case), labels anywhere."""
     n, c = int(rng.integers(1, 40)), int(rng.integers(2, 70))
-    if rng.random() < 0.5:
+    u = rng.random()
+    if u < 0.4:
         z = rng.choice(_POOL, size=(n, c))
+    elif u < 0.6 and dtype == np.float64:
+        z = rng.choice(np.concatenate([_NEAR, _POOL[:4]]), size=(n, c))
     else:  # few distinct values: many exact ties and differences equal to γ
-        z = rng.integers(-2, 3, size=(n, c)).astype(np.float32)
+        z = rng.integers(-2, 3, size=(n, c)).astype(dtype)
         z[rng.random(z.shape) < 0.1] = -np.inf
     group = (rng.random(c) < 0.5).astype(np.int8)
     group[rng.permutation(c)[:2]] = [0, 1]
-    return z.astype(np.float32), group, rng.integers(0, c, size=n)
+    return z.astype(dtype), group, rng.integers(0, c, size=n)
 
 
-def test_float32_key_kernel_equals_the_numpy_reference():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_key_kernels_equal_the_numpy_reference(dtype):
     rng = np.random.default_rng(11)
     for _ in range(400):
-        z, group, y = two_group_problem(rng)
+        z, group, y = two_group_problem(rng, dtype)
         gamma = float(rng.choice(_GAMMAS))
         if rng.random() < 0.3:  # γ exactly a logit difference of some row
             i, j = rng.integers(0, z.shape[0]), rng.integers(0, z.shape[1])
@@ -59,8 +68,18 @@ def test_float32_key_kernel_equals_the_numpy_reference():
             np.testing.assert_array_equal(top1[key], want[key])
 
 
-def test_ties_go_to_the_lowest_column_and_signed_zeros_tie():
-    z = np.array([[-0.0, 0.0, 0.0, -0.0], [1.0, 1.0, 1.0, 1.0], [-np.inf] * 4], dtype=np.float32)
+def test_float64_near_ties_find_the_column_of_the_maximum():
+    hi = np.nextafter(1.0, 2.0)
+    z = np.array([[1.0, 0.0, 1.0, 0.0, hi, 0.0, hi], [hi, 0.0, 1.0, 5.0, hi, 0.0, 1.0]])
+    group = np.array([0, 1, 0, 1, 0, 1, 0], dtype=np.int8)
+    got = _kernels.scan(z, group)
+    assert got["pred_other"].tolist() == [4, 0]
+    assert got["gap"].tolist() == [hi - 0.0, hi - 5.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ties_go_to_the_lowest_column_and_signed_zeros_tie(dtype):
+    z = np.array([[-0.0, 0.0, 0.0, -0.0], [1.0, 1.0, 1.0, 1.0], [-np.inf] * 4], dtype=dtype)
     group = np.array([0, 1, 0, 1], dtype=np.int8)
     got = _kernels.scan(z, group)
     assert got["pred_other"].tolist() == [0, 0, 0]  # -inf everywhere: the group's first column
@@ -68,13 +87,14 @@ def test_ties_go_to_the_lowest_column_and_signed_zeros_tie():
     assert np.signbit(got["gap"][0])  # -0.0 − 0.0 taken from the chosen columns, bit for bit
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, -np.nan, np.inf])
-def test_nan_and_plus_inf_are_flagged(bad):
-    z = np.zeros((3, 37), dtype=np.float32)
+def test_nan_and_plus_inf_are_flagged(bad, dtype):
+    z = np.zeros((3, 37), dtype=dtype)
     z[1, 20] = bad
-    bits = z.view(np.int32)
+    bits = z.view(np.int32 if dtype == np.float32 else np.int64)
     if bad != bad:  # a NaN with another payload too
-        bits[2, 36] = np.int32(-1)  # 0xFFFFFFFF: a negative NaN
+        bits[2, 36] = -1  # all bits set: a negative NaN
     group = (np.arange(37) % 2).astype(np.int8)
     got = _kernels.scan(z, group)
     if bad == np.inf:
