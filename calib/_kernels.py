@@ -114,8 +114,10 @@ def scan(
                 z, z.view(np.int32), is_absent, labels_or_dummy, float(gamma), want_ranks, cross
             )
         elif first[REST] < 0:  # S and U only, float64 (check_logits gives float32/64)
+            is_absent = group == ABSENT
+            cross = cross_keys(z, is_absent, y, float(gamma)) if want_ranks else labels_or_dummy
             out = kernels["scan_f64"](
-                z, z.view(np.int64), group == ABSENT, labels_or_dummy, float(gamma), want_ranks
+                z, z.view(np.int64), is_absent, labels_or_dummy, float(gamma), want_ranks, cross
             )
             bottom, top = KEY_BOUNDS[np.float64]
             kmin, kmax = out[4], out[5]

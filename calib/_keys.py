@@ -47,9 +47,10 @@ def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: 
     The rule (:func:`calib._gaps.label_rank`): with d = float64(x) − float64(z_y), an absent
     column beats a non-absent label iff d > −γ, a non-absent column beats an absent label iff
     d ≥ γ. d is monotone in x, so "beats" is "key(x) > T". T is found by walking from the
-    float nearest z_y ∓ γ one float at a time, the same float64 test at every step;
-    ``NO_KEY`` where the label's logit is not finite (-inf: the select loop decides there) or
-    the walk did not settle in :data:`_WALK` steps.
+    float nearest z_y ∓ γ one float at a time, the same float64 test at every step, and by
+    bisection where that did not settle in :data:`_WALK` steps (float64 logits much smaller
+    than z_y: many x round to one d); ``NO_KEY`` where the label's logit is not finite (-inf:
+    the select loop decides there) or every x beats (γ = -inf).
     """
     from ._numba_kernels import NO_KEY
 
@@ -60,9 +61,12 @@ def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: 
     y_abs = is_absent[labels]
     thr = np.where(y_abs, gamma, -gamma)
 
+    def beats_at(k: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        d = floats_of_keys(k, dtype).astype(np.float64) - zy[rows]
+        return np.where(y_abs[rows], d >= thr[rows], d > thr[rows])
+
     def beats(k: np.ndarray) -> np.ndarray:
-        d = floats_of_keys(k, dtype).astype(np.float64) - zy
-        return np.where(y_abs, d >= thr, d > thr)
+        return beats_at(k, slice(None))
 
     with np.errstate(invalid="ignore", over="ignore"):
         k = keys_of((zy + thr).astype(dtype), dtype)  # overflow: ±inf, still a key
@@ -74,4 +78,35 @@ def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: 
                 break
             k = k - down + up
         settled = ~beats(k) & (beats(k + 1) | (k == top))
+        rest = np.flatnonzero(~settled & np.isfinite(zy))
+        if rest.size:  # float64 logits far smaller than z_y: many x give one d
+            k[rest], ok = _bisect(k[rest], lambda kk: beats_at(kk, rest), bottom, top)
+            settled[rest] = ok
     return np.where(settled & np.isfinite(zy), k, NO_KEY)
+
+
+def _bisect(k: np.ndarray, beats, bottom: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T, found): the largest key T with not beats(T), from the start keys ``k`` by doubling
+    steps to a bracket, then bisection; found is False where even ``bottom`` beats."""
+    below = np.full(k.shape, bottom, dtype=np.int64)
+    ok = ~beats(below)
+    lo, hi = k.copy(), k.copy()
+    step = np.ones(k.shape, dtype=np.int64)
+    for _ in range(64):  # lo down until it does not beat, hi up until it does
+        lo_beats, hi_beats = beats(lo), beats(hi)
+        if not ((lo_beats & ok).any() or (~hi_beats & (hi < top)).any()):
+            break
+        lo = np.where(lo_beats, np.maximum(lo - step, bottom), lo)
+        hi = np.where(~hi_beats, np.minimum(hi + step, top), hi)
+        step *= 2
+    lo = np.where(beats(lo), bottom, lo)
+    hi = np.where(beats(hi), hi, top)
+    for _ in range(64):
+        wide = hi - lo > 1
+        if not wide.any():
+            break
+        mid = lo + (hi - lo) // 2
+        b = beats(mid)
+        lo = np.where(wide & ~b, mid, lo)
+        hi = np.where(wide & b, mid, hi)
+    return lo, ok & ~beats(lo) & beats(lo + 1)

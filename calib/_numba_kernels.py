@@ -238,7 +238,7 @@ def _first_with_key(row, is_absent, key, want_absent):
 
 
 @njit(parallel=True, **_OPTS)
-def scan_f64(z, bits, is_absent, labels, gamma, want_ranks):
+def scan_f64(z, bits, is_absent, labels, gamma, want_ranks, cross):
     """:func:`scan_f32` for float64 logits (``bits = z.view(int64)``), returning the rows' min
     and max as keys (``lo``, ``hi``; NaN is a key outside the float range).
 
@@ -287,11 +287,30 @@ def scan_f64(z, bits, is_absent, labels, gamma, want_ranks):
         kmax[i] = max(k0, k1)
         if want_ranks:
             y = labels[i]
-            r_all, r_grp = _row_ranks2(z[i], is_absent, y, gamma)  # the row is in cache now
+            if cross[i] == NO_KEY:
+                r_all, r_grp = _row_ranks2(z[i], is_absent, y, gamma)
+            else:
+                r_all, r_grp = _row_ranks_keys64(row, is_absent, y, cross[i])  # row in cache
             rank[i] = r_all
             rank_seen[i] = c if is_absent[y] else r_grp
             rank_absent[i] = r_grp if is_absent[y] else c
     return gap, pred_other, pred_absent, pred_other, kmin, kmax, nan, rank, rank_seen, rank_absent
+
+
+@njit(inline="always", **_OPTS)
+def _row_ranks_keys64(row, is_absent, y, cross):
+    """:func:`_row_ranks_keys` for a float64 row (its bits as int64)."""
+    y_abs = is_absent[y]
+    ky = _key64(row[y])
+    r_all = 0
+    r_grp = 0
+    for j in range(row.shape[0]):
+        k = _key64(row[j])
+        same = is_absent[j] == y_abs
+        beats = k > ((ky - (j < y)) if same else cross)
+        r_all += beats
+        r_grp += beats & same
+    return r_all, r_grp
 
 
 @njit(inline="always", **_OPTS)

@@ -112,15 +112,14 @@ def test_cross_keys_fall_back_where_the_label_logit_is_minus_inf():
     assert keys[0] == NO_KEY and keys[1] != NO_KEY
 
 
-def test_cross_keys_are_the_exact_boundary():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_keys_are_the_exact_boundary(dtype):
     """T: a column of value x of the other group beats the label iff key(x) > T, checked at
     T and T + 1 with the float64 rule itself."""
     from calib._numba_kernels import NO_KEY
 
     rng = np.random.default_rng(5)
-    z = (rng.standard_normal((300, 9)) * rng.choice([1e-3, 1.0, 1e4], size=(300, 1))).astype(
-        np.float32
-    )
+    z = (rng.standard_normal((300, 9)) * rng.choice([1e-3, 1.0, 1e4], size=(300, 1))).astype(dtype)
     is_absent = np.arange(9) % 3 == 0
     y = rng.integers(0, 9, 300)
     for gamma in (0.7, -2.25, 1e-6, 3e4):
@@ -128,6 +127,6 @@ def test_cross_keys_are_the_exact_boundary():
         assert (keys != NO_KEY).all()
         zy = z[np.arange(300), y].astype(np.float64)
         for t, beaten in ((keys, False), (keys + 1, True)):
-            d = floats_of_keys(t, np.float32).astype(np.float64) - zy
+            d = floats_of_keys(t, dtype).astype(np.float64) - zy
             beats = np.where(is_absent[y], d >= gamma, d > -gamma)
             assert (beats == beaten).all()
