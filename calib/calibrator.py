@@ -360,7 +360,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ...."""
         from .metrics import accuracy_report  # the metrics module is not needed to fit
 
-        z = self._checked(logits)
+        z = self._checked(logits, values=False, on_device=True)  # values: in the report's pass
         return accuracy_report(
             z, labels, self.seen_classes_, self.absent_classes_, gamma=self.gamma_, topk=topk
         )

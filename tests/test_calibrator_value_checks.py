@@ -57,3 +57,12 @@ def test_a_user_selector_gets_logits_whose_values_are_checked():
     finally:
         if "value_probe" in SELECTORS:
             SELECTORS.unregister("value_probe")
+
+
+def test_report_checks_the_values_in_the_reports_pass():
+    cal = LogitBiasCalibrator("fixed", gamma=0.5).fit(seen_classes=SEEN, num_classes=8)
+    labels = np.array(SEEN * 10)
+    want = cal.report(_logits(), labels)
+    assert want["acc_all"] == cal.score(_logits(), labels)
+    with pytest.raises(ValueError, match=r"non-finite value\(s\).*sample 5, class 3"):
+        cal.report(_logits(np.nan), labels)
