@@ -11,6 +11,8 @@ f1, ...), so that a change in the machine's load hits all of them alike; the tab
 medians and each median's ratio to the read's median. ``numpy`` rows are the pure-numpy
 implementations (calib without numba; the code before the one-pass kernels), ``torch`` a
 blockwise masked-max alternative (gaps only), measured for the choice of approach.
+``transform (out= reused buffer)`` is the same transform writing into one float64 array
+passed as ``out=`` every time; the plain ``transform`` row allocates its output, as it must.
 """
 
 from __future__ import annotations
