@@ -170,7 +170,7 @@ def scan_f32(z, bits, is_absent, labels, gamma, want_ranks, cross):
     float32 logits, from their bits (``bits = z.view(int32)``).
 
     With ranks, ``cross`` (N,) int64: per row, the key above which a column of the other
-    group than the label's beats the label under γ (:func:`calib._kernels.cross_keys`), or
+    group than the label's beats the label under γ (:func:`calib._keys.cross_keys`), or
     :data:`NO_KEY` where the select loop must decide (a label logit of -inf)."""
     n, c = z.shape
     gap = np.empty(n, np.float64)

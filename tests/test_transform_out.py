@@ -70,3 +70,13 @@ def test_large_outputs_from_numbas_allocator_are_the_same(fitted, monkeypatch):
     got = fitted.transform(z)
     assert got.dtype == np.float64 and got.flags.c_contiguous and got.flags.writeable
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_numpy_fallback_writes_out_the_same(fitted, monkeypatch):
+    z = np.random.default_rng(2).normal(size=(30, 6)).astype(np.float32)
+    want = fitted.transform(z)
+    monkeypatch.setattr(_kernels, "_build", lambda: None)
+    buf = np.empty(z.shape)
+    assert fitted.transform(z, out=buf) is buf
+    np.testing.assert_array_equal(buf, want)
+    np.testing.assert_array_equal(fitted.transform(z), want)
