@@ -283,10 +283,12 @@ def _class_index(classes: Any, num_classes: int, name: str) -> np.ndarray:
     if bad.any():
         shown = [v.item() for v in c[bad][:10]]
         raise ValueError(f"{name} out of range: {shown} not in [0, {num_classes})")
-    uniq, counts = np.unique(c.astype(np.int64), return_counts=True)
+    # counts per column: O(C), where np.unique sorts (the class sets are checked on every call)
+    counts = np.bincount(c.astype(np.int64), minlength=num_classes)
     if (counts > 1).any():
-        raise ValueError(f"{name} lists class(es) more than once: {uniq[counts > 1].tolist()[:10]}")
-    return uniq
+        twice = np.flatnonzero(counts > 1)
+        raise ValueError(f"{name} lists class(es) more than once: {twice.tolist()[:10]}")
+    return np.flatnonzero(counts).astype(np.int64, copy=False)
 
 
 def check_classes(
@@ -304,8 +306,10 @@ def check_classes(
         ValueError: a set is empty, has duplicates or out-of-range entries, or S and U overlap.
     """
     seen = _class_index(seen_classes, num_classes, "seen_classes")
+    is_seen = np.zeros(num_classes, dtype=bool)
+    is_seen[seen] = True
     if absent_classes is None:
-        absent = np.setdiff1d(np.arange(num_classes), seen)
+        absent = np.flatnonzero(~is_seen).astype(np.int64, copy=False)
         if absent.size == 0:
             raise ValueError(
                 "absent_classes is empty: seen_classes covers all "
@@ -313,7 +317,7 @@ def check_classes(
             )
     else:
         absent = _class_index(absent_classes, num_classes, "absent_classes")
-    overlap = np.intersect1d(seen, absent)
+    overlap = absent[is_seen[absent]]  # sorted, as absent is
     if overlap.size:
         raise ValueError(f"seen_classes and absent_classes overlap: {overlap.tolist()[:10]}")
     return seen, absent

@@ -17,6 +17,7 @@ it — rather than comparing z + γ column by column — makes ``accuracy_report
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -215,7 +216,11 @@ _NUDGE_ABS = 2.0**-1000
 
 
 def shifted_logits(
-    logits: np.ndarray, absent: np.ndarray, gamma: float, name: str | None = None
+    logits: np.ndarray,
+    absent: np.ndarray,
+    gamma: float,
+    name: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, C) float64 logits whose argmax is the rule's prediction: z + γ on U, lowered a hair.
 
@@ -228,16 +233,35 @@ def shifted_logits(
     little. ``-inf`` entries stay ``-inf``. Other columns are copied unchanged (v − 0).
 
     ``name``: check the values (NaN, +inf, all ``-inf`` rows) in the same pass, naming them so.
+    ``out``: a C-contiguous, writeable float64 array of the logits' shape, not overlapping
+    them, to write the result into (and return); a fresh array otherwise.
     """
     from ._checks import check_stats
     from ._kernels import shift
+
+    if out is not None:
+        _check_out(out, logits)
 
     num_classes = logits.shape[1]
     mask = absent_mask(absent, num_classes)
     add = np.where(mask, float(gamma), 0.0)
     rel = np.where(mask, _NUDGE_REL, 0.0)
     tiny = np.where(mask, _NUDGE_ABS, 0.0)
-    out, lo, hi, nan = shift(logits, add, rel, tiny)
+    out, lo, hi, nan = shift(logits, add, rel, tiny, out)
     if name is not None:
         check_stats(logits, name, lo, hi, nan)
     return out
+
+
+def _check_out(out: Any, logits: np.ndarray) -> None:
+    """``out`` can take the shifted logits: float64, C-contiguous, writeable, no overlap."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.dtype != np.float64 or out.shape != logits.shape:
+        raise ValueError(
+            f"out must be float64 of the logits' shape {logits.shape}, got {out.dtype} {out.shape}"
+        )
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be a C-contiguous, writeable array")
+    if np.may_share_memory(out, logits):
+        raise ValueError("out overlaps the logits: pass a separate array")

@@ -8,7 +8,10 @@ needs (min, max, NaN). They are compiled with numba when it is installed (``cach
 per machine) and fall back to the numpy implementations otherwise, with identical results:
 the same comparisons in the same order, ties to the lowest column, float64 differences.
 
-Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R).
+Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R). Logits over
+S and U only (the usual case) go through :func:`_numba_kernels.scan_f32` / ``scan_f64``,
+which compare the floats' bits as integer keys (:mod:`calib._keys`; vectorised); for float32
+the γ comparison of the top-k ranks becomes one key per row (:func:`calib._keys.cross_keys`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import threading
 from typing import Any
 
 import numpy as np
+
+from ._keys import KEY_BOUNDS, cross_keys, floats_of_keys
 
 __all__ = ["available", "scan", "scan_torch", "shift", "alg_sums", "SEEN", "ABSENT", "REST"]
 
@@ -47,9 +52,11 @@ def _build() -> dict[str, Any] | None:
     _compiled = {
         "scan": _numba_kernels.scan,
         "scan_ranks": _numba_kernels.scan_ranks,
-        "scan2": _numba_kernels.scan2,
+        "scan_f32": _numba_kernels.scan_f32,
+        "scan_f64": _numba_kernels.scan_f64,
         "shift": _numba_kernels.shift,
         "alg_sums": _numba_kernels.alg_sums,
+        "empty64": _numba_kernels.empty64,
     }
     return _compiled
 
@@ -99,19 +106,23 @@ def scan(
         return _scan_numpy(z, group, y, gamma)
     first = _first_of(group)
     with _lock:
-        if first[REST] < 0:  # only S and U: the two-group kernel
-            labels_or_dummy = y if want_ranks else np.zeros(1, dtype=np.int64)
-            out = kernels["scan2"](
-                z,
-                group == ABSENT,
-                first[SEEN],
-                first[ABSENT],
-                labels_or_dummy,
-                float(gamma),
-                want_ranks,
-                z.dtype.type(-np.inf),
-                z.dtype.type(np.inf),
+        labels_or_dummy = y if want_ranks else np.zeros(1, dtype=np.int64)
+        if first[REST] < 0 and z.dtype == np.float32:  # S and U only: over the float's bits
+            is_absent = group == ABSENT
+            cross = cross_keys(z, is_absent, y, float(gamma)) if want_ranks else labels_or_dummy
+            out = kernels["scan_f32"](
+                z, z.view(np.int32), is_absent, labels_or_dummy, float(gamma), want_ranks, cross
             )
+        elif first[REST] < 0:  # S and U only, float64 (check_logits gives float32/64)
+            is_absent = group == ABSENT
+            cross = cross_keys(z, is_absent, y, float(gamma)) if want_ranks else labels_or_dummy
+            out = kernels["scan_f64"](
+                z, z.view(np.int64), is_absent, labels_or_dummy, float(gamma), want_ranks, cross
+            )
+            bottom, top = KEY_BOUNDS[np.float64]
+            kmin, kmax = out[4], out[5]
+            lo, hi = floats_of_keys(kmin, np.float64), floats_of_keys(kmax, np.float64)
+            out = (*out[:4], lo, hi, (kmax > top) | (kmin < bottom), *out[7:])
         elif want_ranks:
             out = kernels["scan_ranks"](z, group, first, y, float(gamma))
         else:
@@ -123,17 +134,42 @@ def scan(
     return result
 
 
-def shift(z: np.ndarray, add: np.ndarray, rel: np.ndarray, tiny: np.ndarray):
+# A new output up to this size comes from numpy, which asks the kernel for huge pages
+# (madvise): the first touch of 80 MB took 6-50 ms against 40-75 ms in 4 KiB pages. Beyond
+# it, from numba's plain malloc: on this VM freed huge pages go back to the host, and 800 MB
+# of them took 1.3-4.1 s to touch again against 0.45-0.65 s in 4 KiB pages (measured).
+_HUGE_PAGES_UP_TO = 256 << 20
+
+
+def shift(
+    z: np.ndarray,
+    add: np.ndarray,
+    rel: np.ndarray,
+    tiny: np.ndarray,
+    out: np.ndarray | None = None,
+):
     """(out, lo, hi, nan): float64 ``s − (|s|·rel + tiny)`` with ``s = z + add``, per column;
-    and the row statistics of ``z``."""
+    and the row statistics of ``z``. ``out``: a C-contiguous float64 (N, C) array to write
+    into, else a new one (see :data:`_HUGE_PAGES_UP_TO`)."""
     kernels = _build()
     z = np.ascontiguousarray(z)
     if kernels is None:
         s = z.astype(np.float64) + add
-        out = s - (np.minimum(np.abs(s), 1e308) * rel + tiny)
-        return out, z.min(axis=1), z.max(axis=1), np.isnan(z).any(axis=1)
+        res = s - (np.minimum(np.abs(s), 1e308) * rel + tiny)
+        if out is not None:
+            out[...] = res
+            res = out
+        return res, z.min(axis=1), z.max(axis=1), np.isnan(z).any(axis=1)
+    if out is None:
+        small = z.size * 8 <= _HUGE_PAGES_UP_TO
+        out = np.empty(z.shape, dtype=np.float64) if small else kernels["empty64"](*z.shape)
+    f32 = z.dtype == np.float32
+    bits = z.view(np.int32 if f32 else np.int64)
     with _lock:
-        return kernels["shift"](z, add, rel, tiny)
+        kmin, kmax = kernels["shift"](z, bits, add, rel, tiny, out)
+    bottom, top = KEY_BOUNDS[z.dtype.type]
+    nan = (kmax > top) | (kmin < bottom)
+    return out, floats_of_keys(kmin, z.dtype), floats_of_keys(kmax, z.dtype), nan
 
 
 def alg_sums(z: np.ndarray, group: np.ndarray):

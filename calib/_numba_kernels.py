@@ -140,12 +140,38 @@ def _row_ranks2(row, is_absent, y, gamma):
     return r_all, r_grp
 
 
+# ----------------------------------------------------------------------------- integer keys
+# A float's bits as an integer ``key`` that orders as the float does (-0.0 and +0.0 share key
+# 0, NaNs fall outside [key(-inf), key(+inf)]). Integer max/min reductions vectorise without
+# fastmath (float ones do not: LLVM may not reorder them), so the group maxima are taken over
+# keys: float32 packs (key, -column) into one int64, whose max is the best value and, among
+# equal values, the lowest column -- numpy's argmax, in one vectorised pass (measured 3.6x
+# faster than a branch-free select loop over the floats, 0.6x the time of one ``a.max(axis=1)``).
+# float64 packs the upper half of the key instead (:func:`scan_f64`). The select loop these
+# replace (float compares, branch-free) ran 1.8-3.4x the time of one read.
+
+_LOW32 = np.int64(0xFFFFFFFF)
+_NONE = np.int64(np.iinfo(np.int64).min)
+_TOP = np.int64(np.iinfo(np.int64).max)
+_KEY32_PINF = np.int64(0x7F800000)
+_KEY32_NINF = np.int64(-0x7F800001)
+
+
+@njit(inline="always", **_OPTS)
+def _key32(b):
+    k = np.int64(b)
+    k = k ^ ((k >> 31) & 0x7FFFFFFF)
+    return np.int64(0) if k == -1 else k
+
+
 @njit(parallel=True, **_OPTS)
-def scan2(z, is_absent, first_other, first_absent, labels, gamma, want_ranks, ninf, pinf):
-    """:func:`scan` / :func:`scan_ranks` when every column is in S or U, with a bool mask:
-    two groups branch far better than three (measured 3-5x faster). ``ninf``/``pinf``: ∓inf
-    in the logits' dtype, so that the maxima are tracked in it (exact; float32 1.3-1.6x
-    faster than converting every logit to float64)."""
+def scan_f32(z, bits, is_absent, labels, gamma, want_ranks, cross):
+    """:func:`scan` / :func:`scan_ranks` when every column is in S or U (a bool mask), for
+    float32 logits, from their bits (``bits = z.view(int32)``).
+
+    With ranks, ``cross`` (N,) int64: per row, the key above which a column of the other
+    group than the label's beats the label under γ (:func:`calib._keys.cross_keys`), or
+    :data:`NO_KEY` where the select loop must decide (a label logit of -inf)."""
     n, c = z.shape
     gap = np.empty(n, np.float64)
     pred_other = np.empty(n, np.int64)
@@ -158,68 +184,187 @@ def scan2(z, is_absent, first_other, first_absent, labels, gamma, want_ranks, ni
     rank_seen = np.zeros(m, np.int64)
     rank_absent = np.zeros(m, np.int64)
     for i in prange(n):
-        row = z[i]
-        m0 = ninf
-        m1 = ninf
-        i0 = first_other
-        i1 = first_absent
-        rmin = pinf
-        rmax = ninf
-        has_nan = False
+        row = bits[i]
+        p0 = _NONE
+        p1 = _NONE
+        pmin = _TOP
         for j in range(c):
-            # selects, not branches: the S/U pattern of the columns is random, and a branch
-            # on it mispredicts every other column (measured 1.3-1.7x slower)
-            v = row[j]
+            p = (_key32(row[j]) << 32) | (_LOW32 - j)
             a = is_absent[j]
-            up1 = a & (v > m1)
-            up0 = (not a) & (v > m0)
-            m1 = v if up1 else m1
-            i1 = j if up1 else i1
-            m0 = v if up0 else m0
-            i0 = j if up0 else i0
-            rmin = min(rmin, v)
-            rmax = max(rmax, v)
-            has_nan |= v != v
-        gap[i] = np.float64(m0) - np.float64(m1)
+            p1 = max(p1, p if a else _NONE)
+            p0 = max(p0, _NONE if a else p)
+            pmin = min(pmin, p)
+        i0 = _LOW32 - (p0 & _LOW32)
+        i1 = _LOW32 - (p1 & _LOW32)
+        top = max(p0, p1)
+        gap[i] = np.float64(z[i, i0]) - np.float64(z[i, i1])
         pred_other[i] = i0
         pred_absent[i] = i1
-        lo[i] = rmin
-        hi[i] = rmax
-        nan[i] = has_nan
+        lo[i] = z[i, _LOW32 - (pmin & _LOW32)]
+        hi[i] = z[i, _LOW32 - (top & _LOW32)]
+        nan[i] = ((top >> 32) > _KEY32_PINF) | ((pmin >> 32) < _KEY32_NINF)
         if want_ranks:
             y = labels[i]
-            r_all, r_grp = _row_ranks2(row, is_absent, y, gamma)  # the row is in cache now
+            if cross[i] == NO_KEY:
+                r_all, r_grp = _row_ranks2(z[i], is_absent, y, gamma)
+            else:
+                r_all, r_grp = _row_ranks_keys(row, is_absent, y, cross[i])  # row in cache
             rank[i] = r_all
             rank_seen[i] = c if is_absent[y] else r_grp
             rank_absent[i] = r_grp if is_absent[y] else c
     return gap, pred_other, pred_absent, pred_other, lo, hi, nan, rank, rank_seen, rank_absent
 
 
+NO_KEY = np.int64(np.iinfo(np.int64).min)
+
+
+@njit(inline="always", **_OPTS)
+def _key64(b):
+    k = np.int64(b)
+    k = k ^ ((k >> 63) & 0x7FFFFFFFFFFFFFFF)
+    return np.int64(0) if k == -1 else k
+
+
+_HIGH = np.int64(-0x100000000)  # the upper 32 bits of an int64
+
+
+@njit(inline="always", **_OPTS)
+def _first_with_key(row, is_absent, key, want_absent):
+    """The lowest column of the group ``want_absent`` whose key is ``key``."""
+    for j in range(row.shape[0]):
+        if _key64(row[j]) == key and is_absent[j] == want_absent:
+            return j
+    return 0  # not reached: some column of the group holds the key
+
+
 @njit(parallel=True, **_OPTS)
-def shift(z, add, rel, tiny):
+def scan_f64(z, bits, is_absent, labels, gamma, want_ranks, cross):
+    """:func:`scan_f32` for float64 logits (``bits = z.view(int64)``), returning the rows' min
+    and max as keys (``lo``, ``hi``; NaN is a key outside the float range).
+
+    A 64-bit key leaves no room for the column, so one vectorised pass takes per group the
+    max key and the max of (upper 32 bits of the key, -column): the lowest column j whose key
+    shares the maximum's upper half. If j holds the maximum itself it is the answer (a lower
+    column holding it would share the upper half); else (two values of the group agree in
+    their first 20 mantissa bits but not after) a search finds it."""
     n, c = z.shape
-    out = np.empty((n, c), np.float64)
-    lo = np.empty(n, z.dtype)
-    hi = np.empty(n, z.dtype)
+    gap = np.empty(n, np.float64)
+    pred_other = np.empty(n, np.int64)
+    pred_absent = np.empty(n, np.int64)
+    kmin = np.empty(n, np.int64)
+    kmax = np.empty(n, np.int64)
     nan = np.zeros(n, np.bool_)
+    m = n if want_ranks else 1
+    rank = np.zeros(m, np.int64)
+    rank_seen = np.zeros(m, np.int64)
+    rank_absent = np.zeros(m, np.int64)
+    for i in prange(n):
+        row = bits[i]
+        k0 = _NONE
+        k1 = _NONE
+        p0 = _NONE
+        p1 = _NONE
+        mn = _TOP
+        for j in range(c):
+            k = _key64(row[j])
+            p = (k & _HIGH) | (_LOW32 - j)
+            a = is_absent[j]
+            k1 = max(k1, k if a else _NONE)
+            k0 = max(k0, _NONE if a else k)
+            p1 = max(p1, p if a else _NONE)
+            p0 = max(p0, _NONE if a else p)
+            mn = min(mn, k)
+        i0 = _LOW32 - (p0 & _LOW32)
+        i1 = _LOW32 - (p1 & _LOW32)
+        if _key64(row[i0]) != k0:
+            i0 = _first_with_key(row, is_absent, k0, False)
+        if _key64(row[i1]) != k1:
+            i1 = _first_with_key(row, is_absent, k1, True)
+        gap[i] = z[i, i0] - z[i, i1]
+        pred_other[i] = i0
+        pred_absent[i] = i1
+        kmin[i] = mn
+        kmax[i] = max(k0, k1)
+        if want_ranks:
+            y = labels[i]
+            if cross[i] == NO_KEY:
+                r_all, r_grp = _row_ranks2(z[i], is_absent, y, gamma)
+            else:
+                r_all, r_grp = _row_ranks_keys64(row, is_absent, y, cross[i])  # row in cache
+            rank[i] = r_all
+            rank_seen[i] = c if is_absent[y] else r_grp
+            rank_absent[i] = r_grp if is_absent[y] else c
+    return gap, pred_other, pred_absent, pred_other, kmin, kmax, nan, rank, rank_seen, rank_absent
+
+
+@njit(inline="always", **_OPTS)
+def _row_ranks_keys64(row, is_absent, y, cross):
+    """:func:`_row_ranks_keys` for a float64 row (its bits as int64)."""
+    y_abs = is_absent[y]
+    ky = _key64(row[y])
+    r_all = 0
+    r_grp = 0
+    for j in range(row.shape[0]):
+        k = _key64(row[j])
+        same = is_absent[j] == y_abs
+        beats = k > ((ky - (j < y)) if same else cross)
+        r_all += beats
+        r_grp += beats & same
+    return r_all, r_grp
+
+
+@njit(inline="always", **_OPTS)
+def _row_ranks_keys(row, is_absent, y, cross):
+    """:func:`_row_ranks2` over the keys of a float32 row whose label logit is not -inf.
+
+    A column of the label's own group beats it when its key is larger, or equal and the
+    column lower (argmax order); a column of the other group when its key exceeds ``cross``
+    (the rule's γ comparison, resolved into a key per row beforehand: the difference
+    z_c − z_y in float64 is monotone in z_c)."""
+    y_abs = is_absent[y]
+    ky = _key32(row[y])
+    r_all = 0
+    r_grp = 0
+    for j in range(row.shape[0]):  # one loop (two, split at y, measured 7x slower: scalar)
+        k = _key32(row[j])
+        same = is_absent[j] == y_abs
+        beats = k > ((ky - (j < y)) if same else cross)  # lower columns win ties: k >= ky
+        r_all += beats
+        r_grp += beats & same
+    return r_all, r_grp
+
+
+@njit(**_OPTS)
+def empty64(n, c):
+    """An (n, c) float64 array from numba's allocator (plain malloc: 4 KiB pages)."""
+    return np.empty((n, c), np.float64)
+
+
+@njit(parallel=True, **_OPTS)
+def shift(z, bits, add, rel, tiny, out):
+    """Writes float64 ``s − (|s|·rel + tiny)``, ``s = z + add``, into ``out`` (N, C); returns the
+    rows' smallest and largest keys of ``bits`` (the logits' bits: integer min/max vectorise,
+    float ones do not -- measured 5.5x faster than tracking float min/max here)."""
+    n, c = z.shape
+    kmin = np.empty(n, np.int64)
+    kmax = np.empty(n, np.int64)
+    wide = bits.itemsize == 8
     for i in prange(n):
         row = z[i]
+        brow = bits[i]
         orow = out[i]
-        rmin = np.inf
-        rmax = -np.inf
-        has_nan = False
+        mn = _TOP
+        mx = _NONE
         for j in range(c):
-            v = row[j]
-            s = np.float64(v) + add[j]
+            s = np.float64(row[j]) + add[j]
             # |s| capped so that an un-shifted -inf gives -inf − 0, not -inf − inf·0 = NaN
             orow[j] = s - (min(np.abs(s), 1e308) * rel[j] + tiny[j])
-            rmin = min(rmin, v)  # selects, not branches: 4x faster here
-            rmax = max(rmax, v)
-            has_nan |= v != v
-        lo[i] = rmin
-        hi[i] = rmax
-        nan[i] = has_nan
-    return out, lo, hi, nan
+            k = _key64(brow[j]) if wide else _key32(brow[j])
+            mn = min(mn, k)
+            mx = max(mx, k)
+        kmin[i] = mn
+        kmax[i] = mx
+    return kmin, kmax
 
 
 @njit(parallel=True, **_OPTS)

@@ -40,17 +40,31 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
+from ._calibrator_checks import check_num_classes, has_bad_values
 from ._calibrator_file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
 from ._calibrator_temperature import break_ties, check_temperature_param, fitted_temperature
 from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
 from ._gaps import gaps_of, scan_checked, shifted_logits
-from .selectors import PseudoSplit, SelectorSpec, check_pseudo_splits, selector_spec
+from .selectors import (
+    PseudoSplit,
+    SelectorSpec,
+    check_pseudo_splits,
+    select_alg,
+    select_oracle,
+    select_prior,
+    selector_spec,
+)
 
 __all__ = ["LogitBiasCalibrator", "NotFittedError", "FILE_FORMAT", "FILE_VERSION"]
 
 # The estimator's explicit selector parameters (sklearn wants every parameter in __init__);
 # any other parameter of a registered selector goes through ``options``.
 _EXPLICIT = ("gamma", "criterion", "prior")
+
+# Built-in selectors that check the logits' values (NaN, +inf, all -inf rows) in their own one
+# pass over them: ``fit`` checks shape and dtype only before calling these (a second full pass
+# cost 0.9x a read of the logits). Any other selector, a user's included, gets checked values.
+_CHECK_THEIR_VALUES = (select_alg, select_oracle, select_prior)
 
 
 class NotFittedError(_SklearnNotFittedError):
@@ -200,7 +214,8 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         data = {name: given[name] for name in spec.inputs}
         z = None
         if "logits" in data:
-            z = data["logits"] = check_logits(logits)
+            values = not any(spec.fn is fn for fn in _CHECK_THEIR_VALUES)
+            z = data["logits"] = check_logits(logits, values=values)
         splits = None
         if "pseudo_splits" in data:
             splits = data["pseudo_splits"] = check_pseudo_splits(pseudo_splits)
@@ -240,7 +255,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             if shape is not None and len(shape) == 2:
                 widths["pseudo_splits"] = int(shape[1])
         if num_classes is not None:
-            widths["num_classes"] = _check_num_classes(num_classes)
+            widths["num_classes"] = check_num_classes(num_classes)
         if not widths:
             raise ValueError("cannot tell the number of classes: pass logits or num_classes")
         if len(set(widths.values())) > 1:
@@ -266,20 +281,24 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             )
         return z
 
-    def transform(self, logits: Any) -> Any:
+    def transform(self, logits: Any, out: np.ndarray | None = None) -> Any:
         """Calibrated logits (N, C), float64: ``logits`` + γ on the absent columns.
 
         Float64 whatever the input dtype, so that ``argmax`` of the result is exactly
         :meth:`predict` (see :func:`calib._gaps.shifted_logits`: the U entries sit 2-4 float64
         rounding units below z + γ, so that an exact tie goes to the non-absent column). A
         torch tensor comes back as a float64 tensor on its device, numpy as numpy. The input
-        is not modified.
+        is not modified. ``out`` (numpy logits only): a float64 (N, C) C-contiguous array to
+        write into and return, for callers that reuse one buffer (a fresh 80 MB array costs
+        about as much as the whole computation, in page faults).
         """
         self._check_fitted()
         if is_tensor(logits):
+            if out is not None:
+                raise TypeError("out is for numpy logits; a tensor comes back as a new tensor")
             return self._transform_tensor(logits)
         z = self._checked(logits, values=False)  # values: checked in the one pass
-        return shifted_logits(z, self.absent_classes_, self.gamma_, name="logits")
+        return shifted_logits(z, self.absent_classes_, self.gamma_, name="logits", out=out)
 
     def _transform_tensor(self, logits: Any) -> Any:
         import torch
@@ -287,7 +306,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         from .wrapper import shifted_logits_torch
 
         bad_shape = logits.ndim != 2 or logits.shape[0] == 0
-        if bad_shape or logits.shape[1] != self.num_classes_ or _has_bad_values(logits):
+        if bad_shape or logits.shape[1] != self.num_classes_ or has_bad_values(logits):
             self._checked(logits.detach().cpu())  # raises with the numpy path's message
         mask = torch.zeros(self.num_classes_, dtype=torch.bool, device=logits.device)
         mask[torch.as_tensor(self.absent_classes_, device=logits.device)] = True
@@ -341,7 +360,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ...."""
         from .metrics import accuracy_report  # the metrics module is not needed to fit
 
-        z = self._checked(logits)
+        z = self._checked(logits, values=False, on_device=True)  # values: in the report's pass
         return accuracy_report(
             z, labels, self.seen_classes_, self.absent_classes_, gamma=self.gamma_, topk=topk
         )
@@ -368,22 +387,3 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 message names the file).
         """
         return load_calibrator(cls, path)
-
-
-def _has_bad_values(t: Any) -> bool:
-    """On the tensor's device: a NaN, a +inf, a complex dtype or an all -inf row."""
-    if t.is_complex():
-        return True
-    if not t.is_floating_point():
-        return False
-    return bool(t.isnan().any() or t.isposinf().any() or t.isneginf().all(dim=1).any())
-
-
-def _check_num_classes(num_classes: Any) -> int:
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, (int, np.integer))
-        or num_classes < 2
-    ):
-        raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
-    return int(num_classes)

@@ -94,6 +94,16 @@ def seen_absent_curve(
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    return checked_curve(z, y, seen, absent, reference=logits)
+
+
+def checked_curve(
+    z: Any, y: np.ndarray, seen: np.ndarray, absent: np.ndarray, reference: Any = None
+) -> SeenAbsentCurve:
+    """:func:`seen_absent_curve` of logits checked for shape and dtype
+    (:func:`calib._checks.check_logits` with ``values=False``), labels and class sets already
+    checked (sorted int64 S and U); the values are checked in the one pass. The arrays come
+    back like ``reference`` (numpy when None)."""
     scanned = scan_checked(z, seen, absent)
     gaps = gaps_of(scanned)
 
@@ -129,10 +139,10 @@ def seen_absent_curve(
         area = float("nan")
 
     return SeenAbsentCurve(
-        gamma=like_input(gamma, logits),
-        acc_seen=like_input(acc_seen, logits),
-        acc_absent=like_input(acc_absent, logits),
-        acc_all=like_input(acc_all, logits),
+        gamma=like_input(gamma, reference),
+        acc_seen=like_input(acc_seen, reference),
+        acc_absent=like_input(acc_absent, reference),
+        acc_all=like_input(acc_all, reference),
         ausuc=area,
         n_seen=n_seen,
         n_absent=n_absent,
