@@ -144,12 +144,17 @@ def wrap_title(title: str, width: int = 70) -> str:
     return "\n".join(textwrap.wrap(str(title), width=width, break_on_hyphens=False)) or str(title)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> None:
+#: Resolution of the raster figures calib writes (dots per inch; PDFs are vector).
+FIGURE_DPI = 150
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int | None = None) -> None:
     """Write ``fig`` atomically; the format follows the suffix (``.png`` when there is none).
 
     The saved area is cropped to what is drawn (``bbox_inches="tight"``), legends placed
-    outside the axes included.
+    outside the axes included. ``dpi``: default :data:`FIGURE_DPI`.
     """
+    dpi = FIGURE_DPI if dpi is None else dpi
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format=suffix, dpi=dpi, bbox_inches="tight")
