@@ -144,17 +144,32 @@ def wrap_title(title: str, width: int = 70) -> str:
     return "\n".join(textwrap.wrap(str(title), width=width, break_on_hyphens=False)) or str(title)
 
 
-#: Resolution of the raster figures calib writes (dots per inch; PDFs are vector).
+#: Resolution of the raster figures calib writes (dots per inch; PDFs are vector), unless the
+#: environment variable ``CALIB_FIGURE_DPI`` says otherwise (e.g. 300 for print).
 FIGURE_DPI = 150
+
+
+def figure_dpi() -> int:
+    """The dots per inch of calib's PNGs: ``$CALIB_FIGURE_DPI``, else :data:`FIGURE_DPI`."""
+    raw = os.environ.get("CALIB_FIGURE_DPI")
+    if raw is None:
+        return FIGURE_DPI
+    try:
+        dpi = int(raw)
+    except ValueError:
+        dpi = 0
+    if dpi < 1:
+        raise ValueError(f"CALIB_FIGURE_DPI must be a positive integer, got {raw!r}")
+    return dpi
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int | None = None) -> None:
     """Write ``fig`` atomically; the format follows the suffix (``.png`` when there is none).
 
     The saved area is cropped to what is drawn (``bbox_inches="tight"``), legends placed
-    outside the axes included. ``dpi``: default :data:`FIGURE_DPI`.
+    outside the axes included. ``dpi``: default :func:`figure_dpi`.
     """
-    dpi = FIGURE_DPI if dpi is None else dpi
+    dpi = figure_dpi() if dpi is None else dpi
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format=suffix, dpi=dpi, bbox_inches="tight")

@@ -29,10 +29,9 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
     # The tests check that figures are written whole, not their resolution: a third of the
-    # default's dots per inch halves the time the many run folders spend drawing.
-    import calib.plotting
-
-    calib.plotting.FIGURE_DPI = 50
+    # default's dots per inch halves the time the many run folders (and the calib-run
+    # subprocesses, which inherit it) spend drawing.
+    os.environ.setdefault("CALIB_FIGURE_DPI", "50")
 
 
 def pytest_collection_modifyitems(config, items):

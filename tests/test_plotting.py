@@ -155,3 +155,18 @@ def test_models_and_selectors_never_share_a_look():
     fine, uncal = MODEL_LOOKS["fine-tuned"], SELECTOR_LOOKS["uncalibrated"]
     assert (fine.color, fine.marker) == (uncal.color, uncal.marker)
     assert len({look.color for look in GROUP_LOOKS.values()}) == len(GROUP_LOOKS)
+
+
+def test_figure_dpi_comes_from_the_environment(monkeypatch):
+    from calib.plotting import FIGURE_DPI, figure_dpi
+
+    monkeypatch.delenv("CALIB_FIGURE_DPI", raising=False)
+    assert figure_dpi() == FIGURE_DPI == 150
+    monkeypatch.setenv("CALIB_FIGURE_DPI", "300")
+    assert figure_dpi() == 300
+    for bad in ("high", "0", "-5", "1.5"):
+        monkeypatch.setenv("CALIB_FIGURE_DPI", bad)
+        with pytest.raises(
+            ValueError, match=f"CALIB_FIGURE_DPI must be a positive integer, got '{bad}'"
+        ):
+            figure_dpi()

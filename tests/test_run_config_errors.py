@@ -91,3 +91,12 @@ def test_help_is_fast_and_lists_only_runnable_experiments():
         assert f"{group}: {', '.join(names)}" in flat, group
     assert "_base" not in listing and "base:" not in listing
     assert "fine-tune a pre-trained classifier" in done.stdout
+
+
+def test_a_bad_figure_dpi_stops_at_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALIB_FIGURE_DPI", "sharp")
+    with pytest.raises(
+        ConfigError, match="CALIB_FIGURE_DPI must be a positive integer, got 'sharp'"
+    ):
+        build_plan(tiny_config(), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -141,6 +141,12 @@ def dry_run(plan: RunPlan) -> None:
     Raises:
         ConfigError: naming the key whose value cannot work.
     """
+    from ..plotting import figure_dpi
+
+    try:
+        figure_dpi()  # the figures come at the end of the run: a bad value is refused now
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         plan._model()
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
