@@ -95,10 +95,10 @@ def plot_weight_norms(data: ClassNorms, ax: Axes | None = None, title: str | Non
     if data.pretrained is not None:
         ax.plot(x, data.pretrained, linestyle="none", marker="_", markersize=12 if x.size < 80 else 4,
                 markeredgewidth=2, color="black", label="pre-trained (epoch 0)")  # fmt: skip
-    if data.order == "index" and x.size <= 40:
-        ax.set_xticks(x, [str(c) for c in data.classes], fontsize="small")
-    elif x.size <= 40:
-        ax.set_xticks(x, [str(c) for c in data.classes], fontsize="x-small", rotation=90)
+    if x.size <= 40:  # class names as ticks; upright while they fit (index order, or a few)
+        upright = data.order == "index" or x.size <= 12
+        ax.set_xticks(x, [str(c) for c in data.classes], fontsize="small" if upright else "x-small",
+                      rotation=0 if upright else 90)  # fmt: skip
     xlabel = "class (sorted by weight norm)" if data.order == "sorted" else "class index"
     finish_axes(ax, title, xlabel, "L2 norm of the class's head weights (weight units)",
                 f"Head weight norms per class after {data.epoch} epochs")  # fmt: skip

@@ -95,7 +95,7 @@ METRIC_LOOKS: dict[str, Look] = {
     "logit_seen_mean": Look(_SEEN, "o", "-"),
     "logit_seen_max_on_absent": Look(_SEEN, "s", "--"),
     "logit_absent_mean": Look(_ABSENT, "^", "-"),
-    "logit_gt_absent": Look(_ABSENT, "*", "-", markersize=10),
+    "logit_gt_absent": Look(_ABSENT, "*", ":", markersize=10),
     "logit_other_absent_max": Look(_ABSENT, "v", "--"),
     "update_cos_absent_absent": Look(_ABSENT, "^", "-"),
     "update_cos_seen_absent": Look(_BOTH, "D", "--"),
