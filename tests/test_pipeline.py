@@ -93,7 +93,9 @@ def test_sweep_and_collation(tmp_path):
         "optimizer=sgd,adam",
         "progress=false",
         "source_train.epochs=1",
+        "source_train.iters_per_epoch=8",
         "finetune.epochs=1",
+        "finetune.iters_per_epoch=4",
         "calibration=default",
         f"hydra.sweep.dir={sweep}",
     ]
