@@ -32,6 +32,8 @@ BAD = [
     ("+calibration.options.prior.bogus=1", "calibration.options.prior"),
     ("calibration.pcv.holdout_fraction=1.5", "pcv.holdout_fraction must be a number in (0, 1)"),
     ("dataset.name=no_such_data", "no_such_data"),
+    ("dataset.size=1.5", "invalid dataset: size must be an integer ≥ 1, got 1.5"),
+    ("source.size=abc", "invalid source: size must be an integer ≥ 1, got 'abc'"),
     ("model.name=no_such_model_xyz", "no_such_model_xyz"),
     ("imports=[no_such_module_xyz]", "imports: cannot import 'no_such_module_xyz'"),
 ]

@@ -125,10 +125,10 @@ def prepare_digit_images(
     Bilinear resizing with antialiasing keeps values in [0, 1] (its weights are a convex
     combination), so the output lies in ``[(0 - mean) / std, (1 - mean) / std]``.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if size < 1:
-        raise ValueError(f"size must be ≥ 1, got {size}")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be an integer ≥ 1, got {size!r}")
     if std <= 0:
         raise ValueError(f"std must be > 0, got {std}")
     x = torch.tensor(np.asarray(images, dtype=np.float32)).unsqueeze(1)  # a copy
