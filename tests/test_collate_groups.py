@@ -143,6 +143,17 @@ def test_the_command_line(sweep, capsys):
         main([str(sweep.parent / "missing")])
 
 
+def test_a_bad_figure_dpi_stops_before_any_table(sweep, monkeypatch):
+    from experiments.collate import main
+
+    monkeypatch.setenv("CALIB_FIGURE_DPI", "sharp")
+    with pytest.raises(SystemExit, match="calib-collate: CALIB_FIGURE_DPI must be a positive"):
+        main([str(sweep)])
+    assert not list(sweep.glob("collated*")) and not (sweep / "figures").exists()
+    main([str(sweep), "--no-figures"])  # no figure, no resolution needed
+    assert (sweep / "collated.csv").exists()
+
+
 def test_one_run_folder_is_its_own_sweep(sweep):
     """DIR may be a run folder itself: its name labels it, its history is found."""
     run = sweep / "0"
