@@ -1,11 +1,11 @@
 """A tiny model, synthetic data and a training script for the ``calib.train`` tests.
 
-Run as a script (the kill-and-resume test does)::
+Run as a script (the kill-and-resume tests do, alone or under torchrun)::
 
     python tests/helpers_train.py RUN_DIR [--delay SECONDS_PER_SAMPLE]
 
-It trains :func:`make_model` on :func:`make_dataset` with :data:`RESUME_CONFIG`, printing one
-line per epoch, and leaves ``RUN_DIR/checkpoints/final.pt``.
+It runs :func:`run_resume_job`: :func:`make_model` trained on :func:`make_dataset` with
+:data:`RESUME_CONFIG`, one line printed per epoch, leaving ``RUN_DIR/checkpoints/final.pt``.
 """
 
 from __future__ import annotations
@@ -78,21 +78,42 @@ RESUME_CONFIG = dict(
 )
 
 
+def run_resume_job(run_dir, delay: float = 0.0, log=None) -> list[str]:
+    """Train the resume tests' job into ``run_dir`` on one thread, on the processes of the
+    current launch (one when called from a test; every rank under torchrun); each rank sleeps
+    ``delay`` seconds per sample. Returns the logged lines, also passed to ``log``."""
+    from calib.distributed import distributed_context
+
+    lines: list[str] = []
+
+    def record(line: str) -> None:
+        lines.append(line)
+        if log is not None:
+            log(line)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with distributed_context("cpu"):  # global batch 8: 4 per rank on 2 processes
+            train(
+                make_model(),
+                SlowDataset(make_dataset(48), delay),
+                TrainConfig(**RESUME_CONFIG),
+                run_dir=run_dir,
+                progress=False,
+                log=record,
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    dataset = SlowDataset(make_dataset(48), args.delay)
-    train(
-        make_model(),
-        dataset,
-        TrainConfig(**RESUME_CONFIG),
-        run_dir=args.run_dir,
-        progress=False,
-        log=lambda line: print(line, flush=True),
-    )
+    run_resume_job(args.run_dir, args.delay, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Kill -9 a training process after its first checkpoint, restart it: same final weights, bit for bit."""
+"""Kill -9 a training process after its first checkpoint, restart it: same final weights, bit for bit.
+
+The restart and the uninterrupted reference run in the test's own process (a resume must not
+depend on the state a fresh process starts with).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers_train import RESUME_CONFIG, run_resume_job
 
 SCRIPT = Path(__file__).with_name("helpers_train.py")
 TIMEOUT_S = 120
@@ -35,42 +41,35 @@ def test_sigkill_after_first_checkpoint_then_rerun_matches_uninterrupted_run(tmp
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     last = killed_dir / "checkpoints" / "last.pt"
 
-    # The reference runs at full speed alongside; the victim sleeps 10 ms per sample
-    # (~0.3 s per epoch) so that it is still training when its first checkpoint appears.
-    reference = subprocess.Popen(
-        _command(reference_dir, 0.0),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Only the victim needs a process of its own; it sleeps 10 ms per sample (~0.3 s per
+    # epoch) so that it is still training when its first checkpoint appears. The rerun and
+    # the uninterrupted reference run in the test's process.
     victim = subprocess.Popen(
         _command(killed_dir, 0.01), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not last.exists():
-        assert victim.poll() is None, "the training process exited before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(TIMEOUT_S)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not last.exists():
+            assert victim.poll() is None, "the training process exited before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(TIMEOUT_S)
     assert not (killed_dir / "checkpoints" / "done").exists(), (
         "killed too late: the run had finished"
     )
 
-    rerun = subprocess.run(
-        _command(killed_dir, 0.0), env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    resumed = [line for line in rerun.stdout.splitlines() if "resuming from epoch" in line]
-    assert len(resumed) == 1, rerun.stdout
+    rerun = run_resume_job(killed_dir)
+    resumed = [line for line in rerun if "resuming from epoch" in line]
+    assert len(resumed) == 1, rerun
     k = int(resumed[0].split("resuming from epoch ")[1].split("/")[0])
-    assert 1 <= k < 6
-    assert rerun.stdout.count("fine-tune epoch") == 6 - k  # only the missing epochs were trained
+    epochs = RESUME_CONFIG["epochs"]
+    assert 1 <= k < epochs
+    assert sum("fine-tune epoch" in line for line in rerun) == epochs - k  # only the missing ones
 
-    out, _ = reference.communicate(timeout=TIMEOUT_S)
-    assert reference.returncode == 0, out
-    assert "resuming" not in out
+    reference = run_resume_job(reference_dir)
+    assert not any("resuming" in line for line in reference)
 
     got, expected = _final_weights(killed_dir), _final_weights(reference_dir)
     assert got.keys() == expected.keys()
