@@ -14,7 +14,8 @@ import torch
 
 import calib
 from calib.io import json_safe
-from tests.conftest import TINY
+from calib.run import build_plan
+from tests.conftest import TINY, tiny_config
 from tests.helpers_paper import CONF
 
 
@@ -81,8 +82,10 @@ def test_rerun_resumes_without_retraining(demo_copy, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_and_collation(tmp_path):
+def test_sweep_and_collation(tmp_path, capsys):
     """`calib-run -m optimizer=...` on the demo, then `calib-collate` over the multirun folder."""
+    from experiments.collate import main as collate_main
+
     sweep = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
@@ -105,17 +108,11 @@ def test_sweep_and_collation(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.parent.name for p in sweep.rglob("results.json"))
     assert len(runs) == 2 and "optimizer=adam" in runs[0] and "optimizer=sgd" in runs[1], runs
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.collate", str(sweep)],
-        cwd=CONF.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"2 run(s) in {sweep}, swept: optimizer" in done.stdout
-    assert "Mean ± sample std over seeds, 2 group(s)" in done.stdout
+    capsys.readouterr()
+    collate_main([str(sweep)])  # calib-collate's entry point
+    printed = capsys.readouterr().out
+    assert f"2 run(s) in {sweep}, swept: optimizer" in printed
+    assert "Mean ± sample std over seeds, 2 group(s)" in printed
     long_csv = (sweep / "collated.csv").read_text().splitlines()
     assert len(long_csv) == 1 + 2 * 5  # header, 2 runs x 5 variants
     assert long_csv[1].startswith("optimizer=adam,")  # the short label: the swept key only
@@ -124,12 +121,12 @@ def test_sweep_and_collation(tmp_path):
     figures = sorted(p.name for p in (sweep / "figures").iterdir())
     assert figures == ["sweep.png", "sweep_acc_absent_vs_epoch.png", "sweep_ausuc_vs_epoch.png"]
     sgd = json.loads((sweep / "digits_demo" / runs[1] / "results.json").read_text())
-    assert f"{100 * sgd['finetuned']['ausuc']:.1f}" in done.stdout
+    assert f"{100 * sgd['finetuned']['ausuc']:.1f}" in printed
 
 
 @pytest.mark.slow
 def test_calib_run_killed_and_rerun_matches_uninterrupted(demo_run, tmp_path):
-    """SIGKILL `calib-run` mid-run, start the same command again: the uninterrupted results."""
+    """SIGKILL `calib-run` mid-run, run the same settings again: the uninterrupted results."""
     import signal
     import time
 
@@ -150,8 +147,11 @@ def test_calib_run_killed_and_rerun_matches_uninterrupted(demo_run, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "results.json").exists()
+    trained = {p: p.stat().st_mtime_ns for p in (killed / "finetune" / "checkpoints").iterdir()}
 
-    subprocess.run(command, cwd=CONF.parent, env=env, check=True, capture_output=True, timeout=300)
+    # the rerun, from Python in this process, takes over the stages that the command finished
+    build_plan(tiny_config(), run_dir=killed).run()
+    assert {p: p.stat().st_mtime_ns for p in trained} == trained  # fine-tuning not redone
     got = json.loads((killed / "results.json").read_text())
     for key in ("pretrained", "finetuned", "calibrated"):
         assert got[key] == json_safe(want[key]), key
