@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -10,7 +12,10 @@ from calib.methods.lora import default_lora_targets, resolve_lora_targets
 from calib.methods.parts import state_copy
 from tests.helpers_methods import SPLIT, labelled, make_context, pretrained, same_state
 
-pytest.importorskip("peft")
+# peft is imported by the tests that use it, not at collection (it loads transformers: seconds)
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("peft") is None, reason="the optional lora extra (peft)"
+)
 
 
 def capture_adapted(x, logits):
