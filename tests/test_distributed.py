@@ -1,21 +1,18 @@
 """calib.distributed and the multi-process paths of train / extract / run_pipeline (CPU, gloo).
 
-The multi-process tests spawn 2 or 3 processes with ``torch.multiprocessing`` that join a gloo
-group through the same environment variables torchrun sets; an assertion failing in a child
-fails the test with the child's traceback.
+The multi-process tests run 2 or 3 processes (:func:`tests.helpers_distributed.run_group`) that
+join a gloo group through the same environment variables torchrun sets; an assertion failing in
+a child fails the test with the child's traceback.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from calib import distributed
@@ -27,6 +24,7 @@ from calib.pipeline import CalibrationConfig, EvalConfig, PCVConfig, run_pipelin
 from calib.train import TrainConfig, train
 from calib.train.loop import convert_sync_batchnorm
 from calib.train.sampling import EpochBatchSampler, derive_seed
+from tests.helpers_distributed import run_group
 
 # -- the launch environment ------------------------------------------------------------------
 
@@ -151,31 +149,6 @@ def test_sync_batchnorm_conversion_is_undone_keeping_trained_values():
 # -- several processes -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(fn, world: int, *args) -> None:
-    """Run ``fn(rank, world, port, *args)`` in ``world`` processes joined in a gloo group."""
-    mp.spawn(_entry, args=(fn, world, _free_port(), *args), nprocs=world, join=True)
-
-
-def _entry(rank: int, fn, world: int, port: int, *args) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    with distributed.distributed_context("cpu") as ctx:
-        assert ctx.is_distributed and ctx.backend == "gloo" and ctx.rank == rank
-        fn(rank, world, *args)
-
-
 class IndexNet(nn.Module):
     """Features = the input; logits = input row index copied into 3 columns (plus a linear part)."""
 
@@ -242,7 +215,7 @@ def _gather_worker(rank: int, world: int) -> None:
 
 
 def test_gather_and_sharded_extraction_in_three_processes():
-    _spawn(_gather_worker, 3)
+    run_group(_gather_worker, 3)
 
 
 # -- the same run on 1 and 2 processes -------------------------------------------------------
@@ -336,7 +309,7 @@ def test_two_gloo_processes_give_the_one_process_metrics_and_gamma(tmp_path):
     SyncBatchNorm is unavailable) and no dropout (its masks are drawn per rank).
     """
     one = run_pipeline(**_pipeline_kwargs(tmp_path / "one"))
-    _spawn(_pipeline_worker, 2, str(tmp_path / "two"), str(tmp_path))
+    run_group(_pipeline_worker, 2, str(tmp_path / "two"), str(tmp_path))
     two, two_rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert two == two_rank1  # every rank computes the same results from the gathered rows
     assert two["meta"]["world_size"] == 2 and one["meta"]["world_size"] == 1

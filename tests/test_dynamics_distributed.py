@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import copy
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-from calib import distributed
 from calib.dynamics import read_history
+from tests.helpers_distributed import run_group
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, run_dir: str, weights: str) -> None:
+def _worker(rank: int, world: int, run_dir: str, weights: str) -> None:
     from tests.helpers_dynamics import make_model, tiny_run
 
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     pre = make_model()
     pre.load_state_dict(torch.load(weights))  # the one-process pre-trained model
-    with distributed.distributed_context("cpu"):
-        tiny_run(Path(run_dir) / "run", every=2, epochs=3, model=pre)
+    tiny_run(Path(run_dir) / "run", every=2, epochs=3, model=pre)
 
 
 @pytest.mark.slow  # two processes start and join a group: several seconds
@@ -40,7 +27,7 @@ def test_two_process_history_is_whole_and_written_once(tmp_path):
 
     pre = pretrained_model()
     torch.save(pre.state_dict(), tmp_path / "pre.pt")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), str(tmp_path / "pre.pt")), nprocs=2)
+    run_group(_worker, 2, str(tmp_path), str(tmp_path / "pre.pt"))
     run_dir = tmp_path / "run"
     rows = read_history(run_dir)
     assert [r["epoch"] for r in rows] == [0, 2, 3]

@@ -1,0 +1,67 @@
+"""Run a test function on W processes joined in a gloo group, as torchrun would start them.
+
+The processes come from a multiprocessing *forkserver*: one clean server process per test
+process imports torch and calib once, and each group member is forked from it. With the spawn
+method every member imported them afresh (seconds per member: the distributed tests spent most
+of their time importing). The server never computes, so the forked members start from a
+single-threaded process with nothing initialised but the imports; each member then joins the
+group through the same environment variables torchrun sets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from calib import distributed
+
+#: Imported once by the forkserver, inherited by every group member.
+PRELOAD = [
+    "torch",
+    "numpy",
+    "pytest",
+    "calib.distributed",
+    "calib.extract",
+    "calib.run",
+    "calib.train",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the group's rendezvous port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_group(fn, world: int, *args) -> None:
+    """Run ``fn(rank, world, *args)`` on ``world`` processes joined in one gloo group.
+
+    ``fn`` must be importable (a module-level function). An exception in any member fails the
+    call with that member's traceback.
+    """
+    mp.set_forkserver_preload(PRELOAD)
+    mp.start_processes(
+        _member,
+        args=(fn, world, free_port(), *args),
+        nprocs=world,
+        join=True,
+        start_method="forkserver",
+    )
+
+
+def _member(rank: int, fn, world: int, port: int, *args) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    with distributed.distributed_context("cpu") as ctx:
+        assert ctx.is_distributed and ctx.backend == "gloo" and ctx.rank == rank
+        fn(rank, world, *args)
