@@ -1,4 +1,4 @@
-"""Run a test function on W processes joined in a gloo group, as torchrun would start them.
+"""Run a test function on W processes, alone or joined in a gloo group as torchrun starts them.
 
 The processes come from a multiprocessing *forkserver*: one clean server process per test
 process imports torch and calib once, and each group member is forked from it. With the spawn
@@ -37,20 +37,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_group(fn, world: int, *args) -> None:
-    """Run ``fn(rank, world, *args)`` on ``world`` processes joined in one gloo group.
+def run_processes(fn, n: int, *args) -> None:
+    """Run ``fn(i, *args)`` for i = 0..n-1, each in its own process, all at once.
 
-    ``fn`` must be importable (a module-level function). An exception in any member fails the
-    call with that member's traceback.
+    ``fn`` must be importable (a module-level function). An exception in any process fails the
+    call with that process's traceback.
     """
     mp.set_forkserver_preload(PRELOAD)
-    mp.start_processes(
-        _member,
-        args=(fn, world, free_port(), *args),
-        nprocs=world,
-        join=True,
-        start_method="forkserver",
-    )
+    mp.start_processes(fn, args=args, nprocs=n, join=True, start_method="forkserver")
+
+
+def run_group(fn, world: int, *args) -> None:
+    """Run ``fn(rank, world, *args)`` on ``world`` processes joined in one gloo group."""
+    run_processes(_member, world, fn, world, free_port(), *args)
 
 
 def _member(rank: int, fn, world: int, port: int, *args) -> None:

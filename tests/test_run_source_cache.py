@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 from calib.run import build_plan
 from calib.run.source_cache import SourceCache
 from calib.run.stages import Stage
+from calib.train import TrainConfig, train
 from tests.conftest import tiny_config
-from tests.helpers_paper import CONF
+from tests.helpers_distributed import run_processes
+from tests.helpers_train import RESUME_CONFIG, SlowDataset, make_dataset, make_model
 
 
 def test_a_sweep_trains_its_source_model_once(demo_run, tmp_path, caplog):
@@ -35,37 +33,23 @@ def test_a_sweep_trains_its_source_model_once(demo_run, tmp_path, caplog):
     assert not (tmp_path / "adam" / "source").exists()  # not trained again in the run folder
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys
-    from calib.run.source_cache import SourceCache
-    from calib.run.stages import Stage
-    from calib.train import TrainConfig, train
-    from tests.helpers_train import RESUME_CONFIG, SlowDataset, make_dataset, make_model
-
-    cache, out = sys.argv[1], sys.argv[2]
+def _hold_and_train(i: int, cache: str, out: str) -> None:
     stage = Stage("source", {"stage": "source", "test": 1})
     with SourceCache(cache).hold(stage) as entry:
-        result = train(make_model(), SlowDataset(make_dataset(48), 0.002),
-                       TrainConfig(**RESUME_CONFIG), run_dir=entry, progress=False, log=lambda l: None)
-    open(out, "w").write("loaded" if result.already_done else "trained")
-    """
-)
+        result = train(
+            make_model(),
+            SlowDataset(make_dataset(48), 0.002),
+            TrainConfig(**RESUME_CONFIG),
+            run_dir=entry,
+            progress=False,
+            log=lambda line: None,
+        )
+    Path(out, f"out{i}").write_text("loaded" if result.already_done else "trained")
 
 
 def test_concurrent_processes_train_one_source_model(tmp_path):
     """Two processes reach the same entry at once: one trains, the other waits and loads."""
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / f"out{i}")],
-            cwd=CONF.parent,
-            env={**os.environ, "PYTHONPATH": str(CONF.parent)},  # `tests` is importable
-        )
-        for i in range(2)
-    ]
-    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    run_processes(_hold_and_train, 2, str(tmp_path / "cache"), str(tmp_path))
     outcomes = sorted((tmp_path / f"out{i}").read_text() for i in range(2))
     assert outcomes == ["loaded", "trained"]
     entry = SourceCache(tmp_path / "cache").entry(Stage("source", {"stage": "source", "test": 1}))
