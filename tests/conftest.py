@@ -15,11 +15,14 @@ import torch
 from tests.helpers_paper import compose_experiment
 
 #: The digits demo at one epoch per stage and two PCV splits: the whole pipeline in seconds.
+#: Without figures (drawing them took half of such a run): the tests that look at a run's
+#: figures draw them (the shared :func:`demo_run` does).
 TINY = [
     "progress=false",
     "source_train.epochs=1",
     "finetune.epochs=1",
     "calibration.pcv.num_splits=2",
+    "eval.figures=false",
 ]
 
 
@@ -70,12 +73,13 @@ def tiny_config(overrides: list[str] = ()) -> dict:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """``(plan, results, run_dir)`` of the tiny demo, run once per session. Read-only."""
+    """``(plan, results, run_dir)`` of the tiny demo, figures and all, run once per session.
+    Read-only."""
     from calib.run import build_plan
 
     run_dir = tmp_path_factory.mktemp("demo") / "run"
     torch.set_num_threads(1)
-    plan = build_plan(tiny_config(), run_dir=run_dir)
+    plan = build_plan(tiny_config(["eval.figures=true"]), run_dir=run_dir)
     results = plan.run()
     return plan, results, run_dir
 

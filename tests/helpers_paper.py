@@ -28,6 +28,7 @@ SMOKE = [
     "eval.batch_size=64",
     "eval.num_workers=0",
     "eval.every_epochs=0",  # the per-epoch evaluation is smoke-tested on one benchmark alone
+    "eval.figures=false",  # so are the figures
     "calibration.pcv.num_splits=2",
 ]
 

@@ -32,6 +32,7 @@ from calib.data import (
     vtab_class_split,
     vtab_task,
 )
+from calib.figures.dynamics import DYNAMICS_FIGURES
 from calib.report import write_results
 from tests.helpers_paper import (
     SMOKE,
@@ -140,8 +141,9 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
         fake = make_fake_root("vtab", tmp_path / "data", tasks=["dtd"])
     else:
         fake = make_fake_root(kind, tmp_path / "data", classes=benchmark_classes(kind))
-    # the per-epoch evaluation (off in SMOKE) on one benchmark, image lists and all
-    history = ["eval.every_epochs=1"] if experiment == "office_home_ar_cl" else []
+    # the per-epoch evaluation and the figures (off in SMOKE) on one benchmark, image lists and all
+    full = experiment == "office_home_ar_cl"
+    history = ["eval.every_epochs=1", "eval.figures=true"] if full else []
     cfg = compose_experiment(experiment, [*SMOKE, *fake_overrides(fake), *history])
     plan = build_plan(cfg, run_dir=tmp_path / "run")
     if kind == "vtab":
@@ -153,6 +155,8 @@ def test_benchmark_smoke_run(tmp_path, kind, experiment):
     check_results(tmp_path / "run", expected, num_splits=2)
     rows = (tmp_path / "run" / "history.jsonl").read_text().splitlines() if history else []
     assert [json.loads(r)["epoch"] for r in rows] == ([0, 1] if history else [])
+    figures = sorted(p.name for p in (tmp_path / "run").rglob("*.png"))
+    assert len(figures) == (2 + len(DYNAMICS_FIGURES) if full else 0), figures
     if kind == "office_home":  # the source model was trained on the source domain first
         stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
         assert stages["source"]["identity"]["data"]["type"] == "ImageListDataset"

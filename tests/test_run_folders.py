@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import calib
-from calib.run import StaleRunError, build_plan, run_pipeline
+from calib.run import NON_IDENTITY_KEYS, StaleRunError, build_plan, run_pipeline
 from calib.run.stages import StageStore
 from experiments.run import folder_name, run_folder
 from tests.conftest import tiny_config
@@ -41,9 +41,17 @@ def test_changed_setting_in_a_used_folder_is_refused_before_any_work(demo_copy, 
 
 
 def test_unchanged_numbers_settings_do_not_refuse(demo_copy):
+    """Another batch size, device and no figures (TINY's eval.figures=false): same numbers, and
+    the figures drawn by the first run are gone rather than left beside the new results."""
     _, results, run_dir = demo_copy
+    drawn = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.png"))
+    assert len(drawn) >= 3 and (run_dir / "curve.png").is_file()
+    trained = (run_dir / "finetune" / "checkpoints" / "final.pt").stat().st_mtime_ns
     plan = build_plan(tiny_config(["eval.batch_size=17", "device=cpu"]), run_dir=run_dir)
     assert plan.run()["calibrated"] == results["calibrated"]
+    assert not list(run_dir.rglob("*.png")), "figures of the earlier run were left"
+    assert (run_dir / "finetune" / "checkpoints" / "final.pt").stat().st_mtime_ns == trained
+    assert (run_dir / "results.json").is_file()
 
 
 def test_stage_records_refuse_a_python_caller_too(demo_copy):
@@ -94,6 +102,16 @@ def test_folder_names_never_nest():
     plain, adam = run_folder(None, base, ""), run_folder(None, base, "optimizer=adam")
     assert os.path.dirname(plain) == os.path.dirname(adam) == base  # siblings
     assert run_folder("/tmp/x", base, "optimizer=adam") == "/tmp/x"
+
+
+def test_the_keys_that_change_no_number_name_no_folder():
+    """Hydra's exclude_keys are NON_IDENTITY_KEYS (and the experiment, named by `name`): a rerun
+    that only adds figures or workers lands in the run's own folder, not in a new one."""
+    from omegaconf import OmegaConf
+
+    hydra = OmegaConf.load(CONF / "hydra" / "default.yaml")
+    excluded = set(hydra.job.config.override_dirname.exclude_keys)
+    assert excluded == {*NON_IDENTITY_KEYS, "experiment"}
 
 
 def test_hydra_run_dir_is_the_run_folder(tmp_path):

@@ -58,7 +58,12 @@ def test_methods_key_their_stages(demo_run, tmp_path):
 
 def test_wise_ft_reports_its_alpha_tradeoff(tmp_path):
     cfg = tiny_config(
-        [*QUICK, "finetune.method=wise_ft", "+finetune.method_options.alpha_grid=[0,0.5,1]"]
+        [
+            *QUICK,
+            "finetune.method=wise_ft",
+            "+finetune.method_options.alpha_grid=[0,0.5,1]",
+            "eval.figures=true",  # alpha_tradeoff.png
+        ]
     )
     results = build_plan(cfg, run_dir=tmp_path).run()
     curve = results["alpha_tradeoff"]

@@ -42,6 +42,7 @@ NON_IDENTITY_KEYS: tuple[str, ...] = (
     "progress",
     "eval.batch_size",
     "eval.num_workers",
+    "eval.figures",
     "eval.figures_pdf",
     "finetune.num_workers",
     "source_train.num_workers",

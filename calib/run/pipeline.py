@@ -247,7 +247,7 @@ def run_pipeline(
         progress: show progress bars.
         title: table title.
         meta: settings to store under ``results["meta"]``.
-        plot: draw ``curve.png``.
+        plot: draw the run's figures (as ``eval.figures``; both must be on).
         cache_dir: where finished source models are shared between runs (``None``: in the run
             folder).
         config_leaves: the config's identity leaves (from :func:`calib.run.plan.build_plan`),

@@ -3,7 +3,8 @@
 :func:`run_results` assembles ``results.json``'s content from the extractions and the fitted
 calibrators (see :mod:`calib.run.results` for the schema); :func:`write_outputs` writes it
 (``results.json/.csv/.md``), draws the run's figures (``curve.png``, ``reliability.png``, the
-training dynamics, WiSE-FT's ``alpha_tradeoff.png``) and prints the tables. Rank 0 only.
+training dynamics, WiSE-FT's ``alpha_tradeoff.png``; each time anew, so that no figure of an
+earlier run stays beside these results) and prints the tables. Rank 0 only.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def write_outputs(
     plot: bool,
     eval_cfg: EvalConfig,
 ) -> None:
-    """Write ``results``, draw the figures (``plot``: the curve and reliability ones) and print.
+    """Write ``results``, draw the figures (when ``plot`` and ``eval_cfg.figures``) and print.
 
     Args:
         ex: the run's extractions, plus WiSE-FT's ``"alpha"`` test logits when it has them.
@@ -44,18 +45,42 @@ def write_outputs(
         name: the target domain's name.
     """
     write_results(results, run_dir)
-    if plot:
-        plot_curves(
-            results,
-            ex["pretrained_test"],
-            ex["finetuned_test"],
-            split,
-            run_dir / "curve.png",
-            title,
-        )
-        write_reliability_figure(
-            ex, split, None, results["probability"], run_dir / "reliability.png", title
-        )
+    _remove_figures(run_dir)  # an earlier run's figures would not show these results
+    if plot and eval_cfg.figures:
+        _draw_figures(results, ex, plan, split, run_dir, title, name, eval_cfg)
+    print(format_table(results, title=title or name))
+    print("\n" + format_probability_table(results["probability"], title="probabilities"))
+
+
+#: The figures a run draws into its folder (``figures/``: the training dynamics).
+RUN_FIGURES = ("curve", "reliability", "alpha_tradeoff")
+
+
+def _remove_figures(run_dir: Path) -> None:
+    from ..figures.dynamics import DYNAMICS_FIGURES
+
+    stems = [run_dir / s for s in RUN_FIGURES] + [run_dir / "figures" / s for s in DYNAMICS_FIGURES]
+    for stem in stems:
+        for fmt in ("png", "pdf"):
+            stem.with_suffix(f".{fmt}").unlink(missing_ok=True)
+
+
+def _draw_figures(
+    results: Mapping[str, Any],
+    ex: Mapping[str, Any],
+    plan: StagePlan,
+    split: ClassSplit,
+    run_dir: Path,
+    title: str | None,
+    name: str,
+    eval_cfg: EvalConfig,
+) -> None:
+    plot_curves(
+        results, ex["pretrained_test"], ex["finetuned_test"], split, run_dir / "curve.png", title
+    )
+    write_reliability_figure(
+        ex, split, None, results["probability"], run_dir / "reliability.png", title
+    )
     if plan.history is not None:
         from ..figures.dynamics import write_dynamics_figures
 
@@ -63,8 +88,6 @@ def write_outputs(
         write_dynamics_figures(run_dir, title=title or name, formats=formats)
     if "alpha" in ex:
         plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
-    print(format_table(results, title=title or name))
-    print("\n" + format_probability_table(results["probability"], title="probabilities"))
 
 
 def run_results(

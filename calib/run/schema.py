@@ -163,6 +163,7 @@ SCHEMA: dict[str, Any] = {
         "num_workers": _int(0),
         "amp": _bool(),
         "every_epochs": _int(0),
+        "figures": _bool(),
         "figures_pdf": _bool(),
     },
 }

@@ -124,6 +124,9 @@ class EvalConfig:
         amp: mixed precision on GPU.
         every_epochs: evaluate the model at epoch 0 and every k epochs of the fine-tuning (and
             at its last epoch) into ``history.jsonl`` and the dynamics figures; 0 = off.
+        figures: draw the run's figures (``curve.png``, ``reliability.png``, the dynamics
+            figures, WiSE-FT's ``alpha_tradeoff.png``); off, a run writes its numbers and tables
+            only (e.g. the points of a large sweep, whose figures ``calib-collate`` draws).
         figures_pdf: also write the figures as PDF.
     """
 
@@ -131,12 +134,15 @@ class EvalConfig:
     num_workers: int = 0
     amp: bool = True
     every_epochs: int = 0
+    figures: bool = True
     figures_pdf: bool = False
 
     def __post_init__(self) -> None:
         _check_int("eval.batch_size", self.batch_size, 1)
         _check_int("eval.num_workers", self.num_workers, 0)
         _check_int("eval.every_epochs", self.every_epochs, 0)
+        if not isinstance(self.figures, bool):
+            raise ValueError(f"eval.figures must be true or false, got {self.figures!r}")
         if not isinstance(self.figures_pdf, bool):
             raise ValueError(f"eval.figures_pdf must be true or false, got {self.figures_pdf!r}")
         if not isinstance(self.amp, bool):
