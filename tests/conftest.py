@@ -1,13 +1,17 @@
 """Shared fixtures: torch devices, a private source-model cache, and one tiny demo run.
 
 The tiny demo run (the digits demo with one epoch per stage) is computed once per session and
-shared by every test that only reads it; a test that changes a run folder works on a copy.
+shared by every test that only reads it; a test that changes a run folder works on a copy. The
+pytest-xdist workers share the source-model cache and the demo run's training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,11 +61,33 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
+def _session_dir(tmp_path_factory) -> Path:
+    """A folder of this test session shared by its pytest-xdist workers (each worker's
+    ``basetemp`` is a subfolder of it); without xdist, the session's own ``basetemp``."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _session_lock(path: Path):
+    """An exclusive lock on ``path`` between the processes of the session (flock)."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Source models go to a session cache, never into the checkout's .cache/."""
+    """Source models go to a session cache, never into the checkout's .cache/. The workers
+    share it (it is safe under concurrency: tests/test_run_source_cache.py), so each source
+    setting is trained once per session, not once per worker."""
+    cache = _session_dir(tmp_path_factory) / "calib_cache"
+    cache.mkdir(exist_ok=True)
     mp = pytest.MonkeyPatch()
-    mp.setenv("CALIB_CACHE_DIR", str(tmp_path_factory.mktemp("calib_cache")))
+    mp.setenv("CALIB_CACHE_DIR", str(cache))
     yield
     mp.undo()
 
@@ -74,14 +100,25 @@ def tiny_config(overrides: list[str] = ()) -> dict:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """``(plan, results, run_dir)`` of the tiny demo, figures and all, run once per session.
-    Read-only."""
+    Read-only.
+
+    The first worker to get here runs it; the others take a copy of its finished folder and
+    run the same plan on it, which trains nothing (every stage is done) and gives them their
+    own plan and results.
+    """
     from calib.run import build_plan
 
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
     torch.set_num_threads(1)
-    plan = build_plan(tiny_config(["eval.figures=true"]), run_dir=run_dir)
-    results = plan.run()
-    return plan, results, run_dir
+    cfg = tiny_config(["eval.figures=true"])
+    shared = _session_dir(tmp_path_factory) / "demo_run"
+    with _session_lock(shared.with_suffix(".lock")):
+        if not (shared / "results.json").is_file():
+            plan = build_plan(cfg, run_dir=shared)
+            return plan, plan.run(), shared
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    shutil.copytree(shared, run_dir)
+    plan = build_plan(cfg, run_dir=run_dir)
+    return plan, plan.run(), run_dir
 
 
 @pytest.fixture
