@@ -37,6 +37,7 @@ def test_user_selector_runs_through_calib_run(tmp_path):
         "-m",
         "experiments.run",
         *TINY,
+        "finetune.iters_per_epoch=4",  # what is tested is the selector's way through calib-run
         "calibration=default",
         f"imports=[{PLUGIN}]",
         "calibration.selectors=[alg,median_gap]",
