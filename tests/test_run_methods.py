@@ -119,3 +119,22 @@ def test_oracle_all_without_absent_training_data_is_refused(demo_run):
         _method(fake)
     fake.target.train = plan.target.train
     _method(fake)  # with U samples: accepted
+
+
+def test_a_method_whose_module_is_missing_is_refused_before_any_work(tmp_path):
+    """A method declares the optional modules it imports (lora: peft); a missing one stops the
+    run at plan time with the install hint, whatever the method is called."""
+    from calib.methods import register_method
+
+    @register_method("x_needs_missing_module", trains="all", requires={"no_such_mod": "x[y]"})
+    def _needs_missing_module(ctx):
+        raise AssertionError("never trained")
+
+    try:
+        cfg = tiny_config(["finetune.method=x_needs_missing_module"])
+        with pytest.raises(ConfigError, match=r"needs no_such_mod.*pip install 'x\[y\]'"):
+            build_plan(cfg, run_dir=tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+    finally:
+        METHODS.unregister("x_needs_missing_module")
+    assert METHODS.get("lora").requires == {"peft": "calib[lora]"}

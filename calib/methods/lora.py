@@ -136,6 +136,7 @@ def merge_lora(lora_model) -> nn.Module:
 @register_method(
     "lora",
     trains="low-rank adapters (+ the head if train_head)",
+    requires={"peft": "calib[lora]"},
     params={
         "rank": 8,
         "alpha": 8.0,

@@ -120,6 +120,8 @@ class MethodSpec:
         summary: the first line of the method's docstring.
         post_training: parameters applied after training (WiSE-FT's α): they change no
             checkpoint, so :meth:`training_params` leaves them out of a stage key.
+        requires: module the method imports → how to install it (e.g. ``{"peft":
+            "calib[lora]"}``); a run refuses the method before any work when one is missing.
     """
 
     run: Callable[[FinetuneContext], nn.Module]
@@ -132,6 +134,7 @@ class MethodSpec:
     checks: Mapping[str, Check] = field(default_factory=dict)
     summary: str = ""
     post_training: tuple[str, ...] = ()
+    requires: Mapping[str, str] = field(default_factory=dict)
 
     def check_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated by ``params``, every value checked and normalised.
@@ -301,13 +304,15 @@ def register_method(
     reference: str = "",
     checks: Mapping[str, Check] | None = None,
     post_training: tuple[str, ...] = (),
+    requires: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[[FinetuneContext], nn.Module]], Callable[[FinetuneContext], nn.Module]]:
     """Register ``fn(ctx) -> model`` as method ``name``; returns ``fn`` unchanged.
 
     ``params`` are the method's own parameters (name → default); ``checks`` holds one check
     per parameter. The head options (:data:`calib.methods.params.HEAD_PARAMS`) are added.
     ``post_training`` names the parameters used only after training (see
-    :meth:`MethodSpec.training_params`).
+    :meth:`MethodSpec.training_params`); ``requires`` the optional modules it imports, each
+    with its install hint.
 
     Raises:
         ValueError: an unknown ``data`` kind, ``uses_absent_data`` inconsistent with it, a
@@ -351,6 +356,7 @@ def register_method(
             checks=MappingProxyType({**own_checks, **HEAD_CHECKS}),
             summary=(fn.__doc__ or "").strip().split("\n")[0],
             post_training=tuple(post_training),
+            requires=MappingProxyType(dict(requires or {})),
         )
         holder["spec"] = spec
         spec.check_params()  # the defaults must pass their own checks

@@ -8,6 +8,7 @@ not inside ``conv2d`` after the source model has trained for an hour.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,12 +115,13 @@ def _method(plan: RunPlan) -> None:
     import copy
 
     method = plan.method
-    if method.name == "lora":
+    for module, install in method.spec.requires.items():
         try:
-            import peft  # noqa: F401
+            importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(
-                "finetune.method=lora needs the optional extra: pip install 'calib[lora]' (peft)"
+                f"finetune.method={method.name} needs {module}, which does not import here "
+                f"({err}): pip install '{install}'"
             ) from err
     if method.spec.uses_absent_data:
         labels = dataset_targets(plan.target.train)
