@@ -18,9 +18,11 @@ import torch.multiprocessing as mp
 
 from calib import distributed
 
-#: Imported once by the forkserver, inherited by every group member.
+#: Imported once by the forkserver, inherited by every group member (``torch._dynamo``: torch's
+#: first optimizer imports it, seconds per process).
 PRELOAD = [
     "torch",
+    "torch._dynamo",
     "numpy",
     "pytest",
     "calib.distributed",
