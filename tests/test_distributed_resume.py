@@ -4,8 +4,10 @@ SIGKILL the whole torchrun process group once the first checkpoint exists, run t
 command again: the final weights equal, bit for bit, those of an uninterrupted 2-process run
 (the model has BatchNorm and dropout; each rank's RNG state is in the checkpoint). A corrupted
 checkpoint stops the rerun with an error naming the file; nothing is loaded from it. One
-process can finish what two started (with a notice that its random streams differ). The two
-one-process continuations run in the test's own process: only the 2-process runs need torchrun.
+process can finish what two started (with a notice that its random streams differ). Only the
+killed job and its rerun are torchrun jobs; the uninterrupted reference runs on 2 processes of
+a gloo group (:func:`tests.helpers_distributed.run_group`), the one-process continuations in
+the test's own process.
 
 The training job is :func:`tests.helpers_train.run_resume_job` on each rank::
 
@@ -27,6 +29,7 @@ import pytest
 import torch
 
 from calib.train import CheckpointError
+from tests.helpers_distributed import run_group
 from tests.helpers_train import RESUME_CONFIG, run_resume_job
 
 HERE = Path(__file__).resolve().parent
@@ -101,15 +104,21 @@ def jobs():
             job.communicate()
 
 
+def _uninterrupted(rank: int, world: int, run_dir: str) -> None:
+    lines = run_resume_job(run_dir)
+    if rank == 0:  # the one that logs
+        assert sum("fine-tune epoch" in line for line in lines) == EPOCHS
+        assert not any("resuming" in line for line in lines)
+
+
 @pytest.mark.slow
 def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, jobs):
     killed_dir, reference_dir, corrupt_dir = (tmp_path / d for d in ("killed", "ref", "corrupt"))
     last = killed_dir / "checkpoints" / "last.pt"
 
     # The victim sleeps 20 ms per sample (~0.4 s per epoch) to be mid-epoch when killed.
-    reference = _start(reference_dir, 0.0)
     victim = _start(killed_dir, 0.02)
-    jobs += [reference, victim]
+    jobs.append(victim)
     deadline = time.monotonic() + TIMEOUT_S
     while not last.exists():
         assert victim.poll() is None, "torchrun exited before its first checkpoint"
@@ -135,6 +144,8 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, j
         run_resume_job(corrupt_dir)
     assert not (corrupt_dir / "checkpoints" / "final.pt").exists()
     shrunk_log = run_resume_job(shrunk_dir)
+    # the uninterrupted 2-process reference: the same job on a gloo group of 2 processes
+    run_group(_uninterrupted, 2, str(reference_dir))
 
     out, _ = rerun.communicate(timeout=TIMEOUT_S)
     assert rerun.returncode == 0, out
@@ -144,9 +155,7 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, j
     assert 1 <= k < EPOCHS
     assert out.count("fine-tune epoch") == EPOCHS - k  # only the missing epochs were trained
 
-    out_ref, _ = reference.communicate(timeout=TIMEOUT_S)
-    assert reference.returncode == 0, out_ref
-    assert "resuming" not in out_ref and out_ref.count("fine-tune epoch") == EPOCHS
+    assert (reference_dir / "checkpoints" / "done").exists()
 
     got, expected = _final_weights(killed_dir), _final_weights(reference_dir)
     assert got.keys() == expected.keys()
