@@ -47,7 +47,24 @@ def write_outputs(
     write_results(results, run_dir)
     _remove_figures(run_dir)  # an earlier run's figures would not show these results
     if plot and eval_cfg.figures:
-        _draw_figures(results, ex, plan, split, run_dir, title, name, eval_cfg)
+        plot_curves(
+            results,
+            ex["pretrained_test"],
+            ex["finetuned_test"],
+            split,
+            run_dir / "curve.png",
+            title,
+        )
+        write_reliability_figure(
+            ex, split, None, results["probability"], run_dir / "reliability.png", title
+        )
+        if plan.history is not None:
+            from ..figures.dynamics import write_dynamics_figures
+
+            formats = ("png", "pdf") if eval_cfg.figures_pdf else ("png",)
+            write_dynamics_figures(run_dir, title=title or name, formats=formats)
+        if "alpha" in ex:
+            plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
     print(format_table(results, title=title or name))
     print("\n" + format_probability_table(results["probability"], title="probabilities"))
 
@@ -63,31 +80,6 @@ def _remove_figures(run_dir: Path) -> None:
     for stem in stems:
         for fmt in ("png", "pdf"):
             stem.with_suffix(f".{fmt}").unlink(missing_ok=True)
-
-
-def _draw_figures(
-    results: Mapping[str, Any],
-    ex: Mapping[str, Any],
-    plan: StagePlan,
-    split: ClassSplit,
-    run_dir: Path,
-    title: str | None,
-    name: str,
-    eval_cfg: EvalConfig,
-) -> None:
-    plot_curves(
-        results, ex["pretrained_test"], ex["finetuned_test"], split, run_dir / "curve.png", title
-    )
-    write_reliability_figure(
-        ex, split, None, results["probability"], run_dir / "reliability.png", title
-    )
-    if plan.history is not None:
-        from ..figures.dynamics import write_dynamics_figures
-
-        formats = ("png", "pdf") if eval_cfg.figures_pdf else ("png",)
-        write_dynamics_figures(run_dir, title=title or name, formats=formats)
-    if "alpha" in ex:
-        plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
 
 
 def run_results(
