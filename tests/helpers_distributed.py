@@ -5,7 +5,9 @@ process imports torch and calib once, and each group member is forked from it. W
 method every member imported them afresh (seconds per member: the distributed tests spent most
 of their time importing). The server never computes, so the forked members start from a
 single-threaded process with nothing initialised but the imports; each member then joins the
-group through the same environment variables torchrun sets.
+group through the same environment variables torchrun sets. The members inherit the
+environment the server started with (at the first call of the test process), not the caller's
+current one: what a member needs from it, it must be given as an argument.
 """
 
 from __future__ import annotations
