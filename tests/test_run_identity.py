@@ -16,14 +16,8 @@ import torch
 
 from calib.run import NON_IDENTITY_KEYS, build_plan, identity_leaves
 from calib.run.identity import dataset_fingerprint, digest, flatten
+from tests.conftest import TINY
 from tests.helpers_paper import compose_experiment
-
-TINY = [
-    "progress=false",
-    "source_train.epochs=1",
-    "finetune.epochs=1",
-    "calibration.pcv.num_splits=2",
-]
 
 
 def _set(cfg: dict, dotted: str, value) -> dict:
