@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/calib-run
 
 demo-ddp: setup
-	$(BIN)/torchrun --standalone --nproc_per_node 2 -m experiments.run device=cpu
+	$(BIN)/torchrun --standalone --nproc_per_node 2 -m calib.experiments.run device=cpu
 
 sweep: setup
 	$(BIN)/calib-run -m optimizer=sgd,adam,adamw,adabelief,adadelta,adagrad,rmsprop

@@ -6,7 +6,7 @@ calib uses the existing engines: ``torchrun`` starts the processes and sets ``RA
 CPU). Without those variables, or with ``WORLD_SIZE=1``, everything here is a no-op and the
 code runs as one ordinary process::
 
-    torchrun --nproc_per_node 4 -m experiments.run experiment=imagenet_r
+    torchrun --nproc_per_node 4 -m calib.experiments.run experiment=imagenet_r
 
     with distributed_context("auto") as ctx:          # joins the group, leaves it at exit
         result = train(model, dataset, config)        # DDP over ctx.world_size processes

@@ -50,10 +50,13 @@ def test_unknown_attribute():
 @pytest.fixture(scope="module")
 def every_module_imported() -> dict:
     """A fresh interpreter that imported ``calib`` and each of its modules and subpackages:
-    ``{"modules": [their names], "public": calib.__all__, "hydra": whether Hydra was loaded}``."""
+    ``{"modules": [their names], "public": calib.__all__, "hydra": whether Hydra was loaded}``.
+
+    ``calib.experiments`` is left out: it is the command line (the repository's
+    ``experiments/``, shipped inside the package), the one place that imports Hydra."""
     code = (
         "import importlib, json, pkgutil, sys, calib\n"
-        "mods = [m.name for m in pkgutil.iter_modules(calib.__path__)]\n"
+        "mods = [m.name for m in pkgutil.iter_modules(calib.__path__) if m.name != 'experiments']\n"
         "[importlib.import_module('calib.' + m) for m in mods]\n"
         "print(json.dumps({'modules': mods, 'public': list(calib.__all__),"
         " 'hydra': 'hydra' in sys.modules}))"
@@ -73,3 +76,14 @@ def test_no_public_name_is_shadowed_by_a_submodule(every_module_imported):
     """`import calib.<module>` sets an attribute on calib: no public name may be a module name."""
     shadowed = set(every_module_imported["modules"]) & set(every_module_imported["public"])
     assert not shadowed
+
+
+def test_the_command_line_ships_inside_the_package():
+    """``calib/experiments`` and ``calib/conf`` are the top-level ``experiments/`` and ``conf/``
+    (links), so an installed wheel carries its entry points and configs under ``calib``."""
+    from pathlib import Path
+
+    root = Path(calib.__file__).parent
+    assert (root / "experiments").resolve() == (root.parent / "experiments").resolve()
+    assert (root / "conf").resolve() == (root.parent / "conf").resolve()
+    assert (root / "conf" / "config.yaml").is_file()

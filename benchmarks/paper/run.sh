@@ -45,6 +45,6 @@ out=${CALIB_PAPER_DIR:-multirun/paper}/$benchmark
 export "$root_var=$root"
 
 # One folder per setting: <experiment name>/<extra overrides, or `defaults`>.
-"$python" -m experiments.run -m "experiment=$experiments" "hydra.sweep.dir=$out" "$@"
+"$python" -m calib.experiments.run -m "experiment=$experiments" "hydra.sweep.dir=$out" "$@"
 
-"$python" -m experiments.collate "$out" --paper
+"$python" -m calib.experiments.collate "$out" --paper
