@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> None:
             paper=args.paper,
             figures=not args.no_figures,
         )
-    except (FileNotFoundError, ValueError) as err:
+    except OSError as err:  # a missing DIR, --out below a file, a read-only folder, a full disk
+        where = f"{err.strerror}: {err.filename}" if err.filename and err.strerror else str(err)
+        sys.exit(f"calib-collate: {where}")
+    except ValueError as err:
         sys.exit(f"calib-collate: {err}")
     print(text, end="" if text.endswith("\n") else "\n")
 

@@ -3,7 +3,7 @@
     calib-run                                   # the offline digits demo
     calib-run experiment=office_home_ar_cl dataset.root=/data/office_home
     calib-run -m optimizer=sgd,adam,adamw,adabelief,adadelta,adagrad,rmsprop
-    torchrun --nproc_per_node 4 -m experiments.run experiment=imagenet_r   # one run, 4 GPUs
+    torchrun --nproc_per_node 4 -m calib.experiments.run experiment=imagenet_r   # one run, 4 GPUs
 
 All the work happens in the library (:func:`calib.run.build_plan`, :mod:`calib.run.pipeline`);
 this file only hands it the composed config and the run directory. torch and the rest of
@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from omegaconf.errors import MissingMandatoryValue
 
 from calib.launch import launch_env
 
+#: The config tree: ``conf/`` beside ``experiments/`` in a clone; in an installed wheel both ship
+#: inside the package (``calib/conf``, ``calib/experiments``), so the same relative path holds.
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 log = logging.getLogger("calib-run")
@@ -141,13 +144,73 @@ def rank_overrides(environ: dict[str, str] | None = None) -> list[str]:
     ]
 
 
+def unknown_key_message(err: Exception) -> str | None:
+    """calib's own "did you mean" for an override Hydra refused because the key is unknown.
+
+    Hydra answers ``finetune.epoch=3`` with "To append to your config use +finetune.epoch=3",
+    the wrong advice for a typo; :func:`calib.run.schema.check_config` names the closest known
+    key instead. ``None`` when ``err`` is not about an unknown key of a closed section.
+    """
+    match = re.search(r"Could not override '([^']+)'", str(err))
+    if match is None:
+        return None
+    from calib.run.schema import ConfigError, check_config  # no torch
+
+    *sections, leaf = match.group(1).split(".")
+    probe: dict = {leaf: None}
+    for section in reversed(sections):
+        probe = {section: probe}
+    try:
+        check_config(probe)
+    except ConfigError as config_err:
+        if "unknown config key" in str(config_err):
+            return str(config_err)
+    return None
+
+
+def error_line(err: BaseException) -> str | None:
+    """One line for a user's mistake that Hydra or the file system reports, else ``None``.
+
+    Covered: Hydra's own composition and override errors (with calib's did-you-mean for an
+    unknown key first), and file-system errors (a read-only run folder, an output path below a
+    file, a full disk), named with their path.
+    """
+    from hydra.errors import CompactHydraException
+
+    if isinstance(err, CompactHydraException):
+        hint = unknown_key_message(err)
+        if hint is not None:
+            return hint
+        cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
+        text = f"{err}{cause}".split("Config search path:")[0]  # Hydra's internals, not the user's
+        return " ".join(text.split())
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):
+        # logging's dictConfig wraps the log file's OSError in a ValueError
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.filename is not None:
+        reason = cause.strerror or str(cause)
+        return f"cannot write {cause.filename}: {reason}; nothing was changed there"
+    if isinstance(cause, OSError) and str(cause).startswith("cannot "):  # calib.io's messages
+        return str(cause)
+    return None
+
+
 def main() -> None:
     if not CONF_DIR.is_dir():
-        sys.exit(
-            f"calib-run: config folder {CONF_DIR} not found; install calib from a clone with `pip install -e .`"
-        )
+        sys.exit(f"calib-run: config folder {CONF_DIR} not found; reinstall calib")
     sys.argv.extend(rank_overrides())
-    app()
+    # Hydra would print its own (partial) traceback for every error; with HYDRA_FULL_ERROR the
+    # errors reach this frame, and a user's mistake becomes one line (a bug keeps its traceback).
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except Exception as err:
+        line = error_line(err)
+        if line is None:
+            raise
+        print(f"calib-run: {line}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
