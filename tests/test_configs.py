@@ -129,15 +129,12 @@ def test_office_home_released_defaults(experiment):
         64,
         1.0,
     )
-    st = cfg["source_train"]  # not released: the fine-tuning's settings
-    assert (st["optimizer"], st["lr"], st["lr_head"], st["weight_decay"]) == (
-        "sgd",
-        1e-4,
-        1e-3,
-        5e-4,
+    st = sections.build_train_config(  # not released: the fine-tuning's settings
+        cfg["source_train"], optimizer=None, scheduler=None, seed=0, key="source_train"
     )
-    assert (st["momentum"], st["nesterov"], st["scheduler"]) == (0.9, True, "cosine")
-    assert (st["epochs"], st["iters_per_epoch"], st["batch_size"]) == (20, 500, 64)
+    assert (st.optimizer, st.lr, st.lr_head, st.weight_decay) == ("sgd", 1e-4, 1e-3, 5e-4)
+    assert (st.momentum, st.optimizer_kwargs, st.scheduler) == (0.9, {"nesterov": True}, "cosine")
+    assert (st.epochs, st.iters_per_epoch, st.batch_size) == (20, 500, 64)
     assert "pcv" in cfg["calibration"]["selectors"] and cfg["calibration"]["pcv"]["num_splits"] >= 2
 
 

@@ -25,7 +25,7 @@ BAD = [
         "unknown config key finetune.lr_scal (did you mean finetune.lr_scale?)",
     ),
     ("split.n_seen=3", "split.n_seen is not used with split.kind=explicit"),
-    ("+optimizer.kwargs.foo=1", "optimizer: optimizer 'sgd' rejected its arguments"),
+    ("+optimizer.kwargs.foo=1", "optimizer.kwargs.foo=1: optimizer=sgd takes no foo; it takes"),
     ("scheduler.warmup_iters=100000", "scheduler: warmup_iters (100000) exceeds the run's"),
     ("model.kwargs.in_chans=3", "does not go through model 'digits_cnn'"),
     ("calibration.selectors=[alg,magic]", "unknown selector 'magic'"),

@@ -133,7 +133,7 @@ SCHEMA: dict[str, Any] = {
         "lr_head": _opt(_num(0, strict=True)),
         "weight_decay": _opt(_num(0)),
         "momentum": _opt(_num(0)),
-        "nesterov": _bool(),
+        "nesterov": _opt(_bool()),
         "scheduler": _str(),
         "warmup_iters": _int(0),
         "optimizer_kwargs": None,

@@ -141,7 +141,17 @@ def build_train_config(
 
     With ``optimizer`` given (fine-tuning), the optimizer's lr and head lr (its registry
     defaults where the group leaves them null) are multiplied by the section's ``lr_scale``;
-    without it (source training) the section names its own optimizer.
+    without it (source training) the section names its own optimizer (``source_train.optimizer``,
+    ``lr``, ``lr_head``, ``weight_decay``, ``momentum``, ``nesterov``, ``optimizer_kwargs``).
+
+    One rule for the optimizer's settings, in both sections: null is the chosen optimizer's own
+    default (:data:`calib.train.OPTIMIZERS`), so the shipped configs, which leave every
+    optimizer-specific key null, run with any optimizer; a value that is set and that the chosen
+    optimizer does not take (``momentum`` for adam, ``nesterov`` for rmsprop, a kwarg its
+    constructor lacks) is refused, naming the key, the optimizer and what it takes.
+
+    Raises:
+        ConfigError: a bad value or an argument the optimizer does not take, naming the key.
     """
     s = dict(section)
     lr_scale = s.pop("lr_scale", 1.0)
@@ -156,11 +166,21 @@ def build_train_config(
             momentum=opt.get("momentum"),
             optimizer_kwargs=dict(opt.get("kwargs") or {}),
         )
+        names = {"optimizer": "optimizer", "momentum": "optimizer.momentum"}
+        kwargs_key = "optimizer.kwargs"
     else:
         kwargs = dict(s.pop("optimizer_kwargs", None) or {})
-        if "nesterov" in s:
-            kwargs["nesterov"] = s.pop("nesterov")
+        nesterov = s.pop("nesterov", None)
+        if nesterov is not None:
+            kwargs["nesterov"] = nesterov
         s["optimizer_kwargs"] = kwargs
+        names = {
+            "optimizer": f"{key}.optimizer",
+            "momentum": f"{key}.momentum",
+            "nesterov": f"{key}.nesterov",
+        }
+        kwargs_key = f"{key}.optimizer_kwargs"
+    _refuse_untaken_arguments(s, names, kwargs_key)
     if scheduler is not None:
         s["scheduler"] = scheduler.get("name", "cosine")
         s["warmup_iters"] = int(scheduler.get("warmup_iters", 0) or 0)
@@ -169,6 +189,37 @@ def build_train_config(
     s.setdefault("seed", seed)
     cfg = wrap(key, lambda: TrainConfig(**s))
     return cfg if lr_scale == 1.0 else wrap(key, lambda: _scaled(cfg, float(lr_scale)))
+
+
+def _refuse_untaken_arguments(
+    settings: Mapping[str, Any], names: Mapping[str, str], kwargs_key: str
+) -> None:
+    """Refuse a set ``momentum`` or optimizer kwarg that the chosen optimizer does not take.
+
+    ``names`` maps ``optimizer``, ``momentum`` (and ``nesterov`` where it has a key of its own)
+    to their config keys; the other kwargs are named ``<kwargs_key>.<argument>``.
+    """
+    from ..train.optim import OPTIMIZERS, describe_arguments, refused_arguments
+
+    name = settings.get("optimizer", "sgd")
+    kwargs = settings.get("optimizer_kwargs")
+    if not isinstance(name, str) or name not in OPTIMIZERS or not isinstance(kwargs, Mapping):
+        return  # TrainConfig names the bad value
+    momentum = settings.get("momentum")
+    refused = refused_arguments(name, momentum=momentum, kwargs=kwargs)
+    if not refused:
+        return
+    arg = refused[0]
+    value = momentum if arg == "momentum" else kwargs[arg]
+    if arg in names:
+        key, remedy = names[arg], f"set {names[arg]}=null (the optimizer's own default)"
+    else:
+        key = f"{kwargs_key}.{arg}"
+        remedy = f"remove it (~{key})"
+    raise ConfigError(
+        f"{key}={value!r}: {names['optimizer']}={name} takes no {arg}; it takes "
+        f"{describe_arguments(name)}; {remedy}"
+    )
 
 
 def _scaled(cfg: TrainConfig, scale: float) -> TrainConfig:

@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .optim import OPTIMIZERS, check_momentum, resolve_optimizer_settings
+from .optim import (
+    OPTIMIZERS,
+    check_momentum,
+    describe_arguments,
+    refused_arguments,
+    resolve_optimizer_settings,
+)
 from .schedule import SCHEDULERS
 
 __all__ = ["TrainConfig", "AMP_MODES", "NOT_FINGERPRINTED"]
@@ -71,7 +77,9 @@ class TrainConfig:
         grad_clip: max global gradient norm; ``None`` = no clipping.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         optimizer_kwargs: further optimizer arguments (``nesterov``, ``betas``, ``eps``, ...),
-            merged over the optimizer's default kwargs (e.g. sgd's ``nesterov=True``).
+            merged over the optimizer's default kwargs (e.g. sgd's ``nesterov=True``). An
+            argument the optimizer's constructor does not take is refused here, naming what it
+            takes (:func:`~calib.train.optim.optimizer_arguments`).
         sync_batchnorm: in a multi-process run, convert BatchNorm layers to
             ``torch.nn.SyncBatchNorm`` for the run (statistics over the global batch, as in one
             process; CUDA only); restored to the original layers afterwards. No effect in one
@@ -182,6 +190,12 @@ class TrainConfig:
         if taken:
             raise ValueError(
                 f"TrainConfig.optimizer_kwargs sets {sorted(taken)}: use the TrainConfig fields"
+            )
+        refused = refused_arguments(self.optimizer, kwargs=self.optimizer_kwargs)
+        if refused:
+            raise ValueError(
+                f"TrainConfig.optimizer_kwargs: optimizer {self.optimizer!r} does not take "
+                f"{', '.join(refused)} (it takes {describe_arguments(self.optimizer)})"
             )
 
     def settings(self, **extra: Any) -> dict[str, Any]:

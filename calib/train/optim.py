@@ -27,8 +27,10 @@ decay: decaying them only shrinks scales and shifts that the data set, and is kn
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -41,6 +43,8 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizerSpec",
     "create_optimizer",
+    "optimizer_arguments",
+    "refused_arguments",
     "resolve_optimizer_settings",
     "split_parameters",
 ]
@@ -258,6 +262,60 @@ def resolve_optimizer_settings(
         "momentum": resolved_momentum,
         "kwargs": merged,
     }
+
+
+@functools.cache
+def _constructor_arguments(name: str) -> tuple[str, ...]:
+    spec = OPTIMIZERS.get(name)
+    if spec.torch_class is not None:
+        cls = getattr(torch.optim, spec.torch_class)
+    else:
+        from timm.optim import get_optimizer_info  # heavy: imports torchvision
+
+        cls = get_optimizer_info(spec.timm_name).opt_class
+    params = inspect.signature(cls).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(sorted(p.name for p in params if p.kind in kinds and p.name != "params"))
+
+
+def optimizer_arguments(name: str) -> tuple[str, ...]:
+    """The constructor arguments optimizer ``name`` takes as ``kwargs``, sorted.
+
+    Its class's keyword arguments less ``params`` and the ones with a field of their own
+    (``lr``, ``weight_decay``, ``momentum``): e.g. ``("dampening", "differentiable", ...,
+    "nesterov")`` for sgd. AdaBelief's class comes from timm, imported on the first call.
+
+    Raises:
+        KeyError: unknown ``name`` (lists the known keys).
+    """
+    return tuple(a for a in _constructor_arguments(name) if a not in OWN_FIELDS)
+
+
+def refused_arguments(name: str, *, momentum: Any = None, kwargs: Iterable[str] = ()) -> list[str]:
+    """The arguments optimizer ``name`` does not take: ``"momentum"`` (when ``momentum`` is not
+    ``None`` and the optimizer has none) and the names in ``kwargs`` its constructor lacks.
+
+    Names among the registry's own ``spec.kwargs`` are taken without a look at the class, so
+    the default settings never import timm.
+
+    Raises:
+        KeyError: unknown ``name`` (lists the known keys).
+    """
+    spec = OPTIMIZERS.get(name)
+    refused = [] if momentum is None or spec.has_momentum else ["momentum"]
+    unknown = [k for k in kwargs if k not in spec.kwargs]
+    if unknown:
+        taken = optimizer_arguments(name)
+        refused += [k for k in unknown if k not in taken]
+    return refused
+
+
+def describe_arguments(name: str) -> str:
+    """What optimizer ``name`` takes, for a message: its fields, then its other arguments."""
+    fields = ["lr", "lr_head", "weight_decay"] + (
+        ["momentum"] if OPTIMIZERS.get(name).has_momentum else []
+    )
+    return f"{', '.join(fields)} and the kwargs {', '.join(optimizer_arguments(name))}"
 
 
 def check_momentum(name: str, momentum: Any) -> float | None:
