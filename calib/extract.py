@@ -3,7 +3,9 @@
 :func:`extract` is the one place where calib runs a model over a dataset for
 calibration or evaluation: eval mode, ``torch.inference_mode``, non-blocking
 transfers, optional autocast and channels-last inputs, and a progress bar. The
-model's train/eval modes are restored afterwards and its weights are never touched.
+model's train/eval modes are restored afterwards and its weights and buffers (BatchNorm
+running statistics) are never touched. :func:`evaluating` is the one helper that every
+evaluation pass of calib runs in.
 
 Several processes (``torchrun``, see :mod:`calib.distributed`): build the loader with
 :func:`extraction_loader` (a :class:`~calib.distributed.ShardSampler`: rank ``r`` of ``W``
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from .distributed import ShardSampler
 
 __all__ = [
     "Extracted",
+    "evaluating",
     "extract",
     "extraction_loader",
     "features_and_logits",
@@ -60,6 +63,26 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block ``model`` is in eval mode; on exit every submodule gets back its own
+    ``training`` flag, even when the block raises.
+
+    Eval mode is what a forward pass that is not training needs: dropout off, BatchNorm
+    normalising with (and not updating) its running statistics. The previous flags are put
+    back one module at a time, not with ``model.train(mode)``, so a model whose submodules
+    were in different modes (a frozen backbone kept in eval, a BatchNorm frozen by hand)
+    comes back exactly as it was. Nesting is fine.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def has_features(model: nn.Module) -> bool:
@@ -253,9 +276,7 @@ def extract(
     device = _extraction_device(model, device)
     sampler = getattr(loader, "sampler", None)
     sharded = gather and isinstance(sampler, ShardSampler) and sampler.world_size > 1
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
+    with evaluating(model):
         # The bar is advanced by hand rather than wrapping the loader: tqdm.auto's class calls
         # iter() on what it wraps and then iterates it again, which starts a DataLoader's
         # worker processes twice (the first set prefetches batches that are thrown away).
@@ -278,9 +299,6 @@ def extract(
                 memory_format=torch.channels_last if channels_last else torch.preserve_format,
                 bar=bar,
             )
-    finally:
-        for module, training in modes:
-            module.training = training
 
     if sharded:  # a rank's shard may be empty (fewer samples than ranks)
         logits, labels, feats = _gather_shards(
