@@ -15,9 +15,17 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_classes
-from .io import atomic_write_json
+from .io import atomic_write_json, json_safe
 
-__all__ = ["FILE_FORMAT", "FILE_VERSION", "READ_VERSIONS", "save_calibrator", "load_calibrator"]
+__all__ = [
+    "FILE_FORMAT",
+    "FILE_VERSION",
+    "READ_VERSIONS",
+    "calibrator_from_payload",
+    "calibrator_payload",
+    "save_calibrator",
+    "load_calibrator",
+]
 
 #: Format tag and version written into every saved calibrator file.
 FILE_FORMAT = "calib.LogitBiasCalibrator"
@@ -28,6 +36,13 @@ READ_VERSIONS = (1, 2)
 
 def save_calibrator(cal: Any, path: str | os.PathLike) -> None:
     """Write the fitted calibrator ``cal`` to ``path`` as JSON, atomically."""
+    _write(path, calibrator_payload(cal))
+
+
+def calibrator_payload(cal: Any) -> dict[str, Any]:
+    """The fitted calibrator ``cal`` as the strict-JSON object of its file (non-finite numbers
+    of ``info_`` as None): what :func:`save_calibrator` writes, and what a
+    :class:`calib.CalibratedClassifier` file keeps of its calibrator."""
     payload = {
         "format": FILE_FORMAT,
         "version": FILE_VERSION,
@@ -41,7 +56,7 @@ def save_calibrator(cal: Any, path: str | os.PathLike) -> None:
             "info": cal.info_,
         },
     }
-    _write(path, payload)
+    return json_safe(payload)
 
 
 def load_calibrator(cls: Any, path: str | os.PathLike) -> Any:
@@ -57,22 +72,32 @@ def load_calibrator(cls: Any, path: str | os.PathLike) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not a calibrator file (invalid JSON: {err})") from None
+    return calibrator_from_payload(cls, data, str(path))
+
+
+def calibrator_from_payload(cls: Any, data: Any, where: str) -> Any:
+    """A new ``cls`` instance from an object of :func:`calibrator_payload` (parsed JSON).
+
+    Raises:
+        ValueError: not a calibrator's object, another version, missing or invalid fields, an
+            unknown method or bad parameters; the message starts with ``where``.
+    """
     tag = data.get("format") if isinstance(data, dict) else None
     if tag != FILE_FORMAT:
         raise ValueError(
-            f"{path} is not a calibrator file: format tag {tag!r}, expected {FILE_FORMAT!r}"
+            f"{where} is not a calibrator file: format tag {tag!r}, expected {FILE_FORMAT!r}"
         )
     version = data.get("version")
     if isinstance(version, bool) or version not in READ_VERSIONS:
         raise ValueError(
-            f"{path} is a calibrator file of version {version!r}; this version "
+            f"{where} is a calibrator file of version {version!r}; this version "
             f"of calib reads versions {', '.join(map(str, READ_VERSIONS))}"
         )
     try:
         return _from_payload(cls, data)
     except (KeyError, TypeError, ValueError) as err:
         detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
-        raise ValueError(f"{path} is a corrupt calibrator file: {detail}") from None
+        raise ValueError(f"{where} is a corrupt calibrator file: {detail}") from None
 
 
 def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
