@@ -11,8 +11,15 @@ fit a :class:`LogitBiasCalibrator`, wrap::
     calibrated(x)                 # model(x) + γ on the absent columns (float64)
     calibrated.forward_proba(x)   # softmax(calibrated(x) / T), T the buffer ``temperature``
     calibrated.calibrator.gamma_  # the fitted calibrator
-    calibrated.save("calibrated.pt")                              # weights + γ + U + T
-    calibrated = calib.CalibratedClassifier.load("calibrated.pt", make_model())
+    calibrated.info               # its info_: how γ was chosen, where T came from
+    calibrated.save("calibrated.pt")                  # weights + γ + U + T + the calibrator
+    calibrated = calib.CalibratedClassifier.load("calibrated.pt", make_model())  # eval mode
+
+Train and eval mode: ``forward`` follows the module's mode, as any ``nn.Module`` does (call
+``.eval()`` before predicting with it); ``forward_proba`` always runs the model in eval mode
+and puts every submodule's mode back; :meth:`CalibratedClassifier.load` returns the model in
+eval mode; :func:`calibrate` extracts in eval mode and restores the model's modes. No
+evaluation changes a buffer (BatchNorm running statistics).
 
 The wrapper compiles with ``torch.jit.script`` and ``torch.jit.trace``, and exports with
 ``torch.export.export`` and ONNX.
@@ -21,6 +28,7 @@ The wrapper compiles with ``torch.jit.script`` and ``torch.jit.trace``, and expo
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._calibrator_file import calibrator_from_payload, calibrator_payload
 from ._checks import _class_index
 from ._probability_checks import check_temperature
 from ._softmax_torch import softmax_rows_torch
 from .calibrator import LogitBiasCalibrator, NotFittedError
-from .extract import extract, features_and_logits, model_device
+from .extract import evaluating, extract, features_and_logits, model_device
 from .io import atomic_save
 from .selectors import check_gamma, selector_spec
 
@@ -40,8 +49,10 @@ __all__ = ["CalibratedClassifier", "calibrate", "shifted_logits_torch", "softmax
 
 #: Format tag and version of :meth:`CalibratedClassifier.save` files.
 FILE_FORMAT = "calib.CalibratedClassifier"
-FILE_VERSION = 2
-_READ_VERSIONS = (1, 2)  # version 1: before the temperature (loads with T = 1)
+FILE_VERSION = 3
+# version 1: before the temperature (loads with T = 1); 2: before the calibrator (loads
+# with calibrator None)
+_READ_VERSIONS = (1, 2, 3)
 
 
 def shifted_logits_torch(
@@ -68,7 +79,8 @@ class CalibratedClassifier(nn.Module):
     rule that :meth:`LogitBiasCalibrator.predict` and :func:`calib.accuracy_report` apply
     (see :mod:`calib.calibrator`); it is ``LogitBiasCalibrator.transform`` of the model's
     logits. The wrapped model's weights are never changed; the wrapper starts in the model's
-    train/eval mode.
+    train/eval mode, and ``forward`` runs in the mode the module is in (``.eval()`` to
+    predict); :meth:`forward_proba` always runs in eval mode.
 
     Args:
         model: the fine-tuned classifier; its output must be (N, num_classes).
@@ -83,12 +95,17 @@ class CalibratedClassifier(nn.Module):
         temperature: 0-d float64 tensor T, or (2,) float64 tensor (T_S, T_U).
 
     Attributes:
-        calibrator: the fitted :class:`LogitBiasCalibrator` this wrapper was built from, or None.
+        calibrator: the fitted :class:`LogitBiasCalibrator` this wrapper was built from (or
+            read back by :meth:`load`), or None: the wrapper does not know how γ and T were
+            chosen (built from numbers, or loaded from a file written without a calibrator).
+        info: the calibrator's ``info_`` (the selector's details and the temperature's
+            provenance: ``temperature_data``, ``temperature_samples``, ...), or None with
+            ``calibrator``.
     """
 
     # no class-level annotations: TorchScript cannot resolve postponed (string) annotations
     __jit_ignored_attributes__ = ["calibrator"]
-    __jit_unused_properties__ = ["absent_classes"]
+    __jit_unused_properties__ = ["absent_classes", "info"]
 
     def __init__(
         self,
@@ -149,6 +166,12 @@ class CalibratedClassifier(nn.Module):
         return wrapped
 
     @property
+    def info(self) -> dict[str, Any] | None:
+        """The calibrator's ``info_`` (how γ was chosen, where T came from); None when the
+        wrapper knows no calibrator (see :attr:`calibrator`)."""
+        return None if self.calibrator is None else getattr(self.calibrator, "info_", None)
+
+    @property
     def absent_classes(self) -> np.ndarray:
         """U as a sorted int64 numpy array."""
         return torch.nonzero(self.absent_mask).flatten().cpu().numpy()
@@ -179,11 +202,38 @@ class CalibratedClassifier(nn.Module):
     def forward_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities (N, C) float64: softmax(forward(x) / T), rows summing to 1.
 
-        ``argmax`` equals that of :meth:`forward` (T never moves a prediction; see
-        :func:`softmax_rows_torch`); equal to :meth:`LogitBiasCalibrator.predict_proba` of the
-        model's logits to float64 rounding.
+        A prediction, never a training step: the model runs in eval mode (dropout off,
+        BatchNorm on its running statistics, which stay unchanged) whatever the module's
+        mode, and every submodule's train/eval flag is put back afterwards. ``argmax`` equals
+        that of :meth:`forward` in eval mode (T never moves a prediction; see
+        :func:`softmax_rows_torch`); equal to :meth:`LogitBiasCalibrator.predict_proba` of
+        the model's logits to float64 rounding.
+
+        Raises:
+            torch.jit.Error: (the script's RuntimeError) a scripted wrapper in train mode: a
+                script cannot switch its submodules' modes, call ``.eval()`` on it first.
         """
+        if not torch.jit.is_scripting():
+            if self._any_training():
+                return self._proba_in_eval_mode(x)
+        elif self.training or self.model.training:
+            raise RuntimeError(
+                "forward_proba of a scripted CalibratedClassifier in train mode: call .eval() "
+                "on it first (a script cannot switch its submodules to eval mode)"
+            )
+        return self._proba(x)
+
+    def _proba(self, x: torch.Tensor) -> torch.Tensor:
         return softmax_rows_torch(self._calibrated(x), self.absent_mask, self.temperature)
+
+    @torch.jit.unused
+    def _any_training(self) -> bool:
+        return any(module.training for module in self.modules())
+
+    @torch.jit.unused
+    def _proba_in_eval_mode(self, x: torch.Tensor) -> torch.Tensor:
+        with evaluating(self):
+            return self._proba(x)
 
     @torch.jit.unused
     def forward_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,10 +291,15 @@ class CalibratedClassifier(nn.Module):
 
     @torch.jit.unused
     def save(self, path: str | os.PathLike) -> None:
-        """Write γ, U, C, T and the wrapped model's ``state_dict`` to ``path``, atomically.
+        """Write γ, U, C, T, the calibrator and the wrapped model's ``state_dict`` to ``path``,
+        atomically.
 
-        Only tensors, numbers, strings and lists: the file loads with
-        ``torch.load(weights_only=True)`` (:meth:`load` does that).
+        The calibrator (parameters, fit and ``info_``, as in its own JSON file) is written when
+        it agrees with the wrapper's γ, U, C and T; one changed since (e.g. by
+        ``load_state_dict``), or none, is written as None, with a warning in the first case,
+        and :meth:`load` then gives ``calibrator = info = None``. Only tensors, numbers,
+        strings, lists and dicts: the file loads with ``torch.load(weights_only=True)``
+        (:meth:`load` does that).
         """
         payload = {
             "format": FILE_FORMAT,
@@ -253,9 +308,40 @@ class CalibratedClassifier(nn.Module):
             "temperature": self.temperature.tolist(),
             "absent_classes": self.absent_classes.tolist(),
             "num_classes": self.num_classes,
+            "calibrator": self._calibrator_record(),
             "model_state_dict": self.model.state_dict(),
         }
         atomic_save(path, lambda fh: torch.save(payload, fh))
+
+    @torch.jit.unused
+    def _calibrator_record(self) -> dict[str, Any] | None:
+        """The calibrator's JSON object for :meth:`save`, or None (none, or not this γ/U/T)."""
+        cal = self.calibrator
+        if cal is None:
+            return None
+        if not isinstance(cal, LogitBiasCalibrator) or not hasattr(cal, "gamma_"):
+            warnings.warn(
+                f"the wrapper's calibrator is a {type(cal).__name__}, not a fitted "
+                "LogitBiasCalibrator: the file keeps no calibrator",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        if not _agrees(
+            cal,
+            float(self.gamma),
+            self.absent_classes.tolist(),
+            self.num_classes,
+            self.temperature.tolist(),
+        ):
+            warnings.warn(
+                "the wrapper's γ, absent classes or temperature differ from its calibrator's "
+                "(changed after wrapping): the file keeps no calibrator",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        return calibrator_payload(cal)
 
     @classmethod
     def load(
@@ -264,10 +350,16 @@ class CalibratedClassifier(nn.Module):
         """Read a file of :meth:`save` into ``model`` (an instance of the wrapped architecture).
 
         Loads with ``torch.load(weights_only=True)``: no code is unpickled. ``model``'s weights
-        are replaced by the saved ones (strictly: every key must match).
+        and buffers are replaced by the saved ones (strictly: every key must match). The
+        wrapper comes back in **eval mode** (``model`` included, every submodule), ready to
+        predict what the saved one predicted in eval mode; call ``.train()`` to fine-tune it
+        further. Its ``calibrator`` (and ``info``) is the saved calibrator, or None for a file
+        written without one (before file version 3, or from a wrapper without a calibrator).
+        A calibrator of a user-registered selector needs that selector registered first.
 
         Raises:
-            FileNotFoundError: no file. ValueError: not such a file, or invalid γ / classes.
+            FileNotFoundError: no file. ValueError: not such a file, or invalid γ / classes /
+                calibrator.
         """
         path = Path(path)
         if not path.is_file():
@@ -287,9 +379,33 @@ class CalibratedClassifier(nn.Module):
         model.load_state_dict(data["model_state_dict"])
         try:
             t = data.get("temperature", 1.0)  # version 1: T = 1
-            return cls(model, data["gamma"], data["absent_classes"], data["num_classes"], t)
+            wrapped = cls(model, data["gamma"], data["absent_classes"], data["num_classes"], t)
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{path} is a corrupt calibrated-model file: {err}") from None
+        record = data.get("calibrator")  # versions 1 and 2: none
+        if record is not None:
+            cal = calibrator_from_payload(
+                LogitBiasCalibrator, record, f"{path}: the calibrator entry"
+            )
+            args = (data["gamma"], wrapped.absent_classes.tolist(), wrapped.num_classes, t)
+            if not _agrees(cal, *args):
+                raise ValueError(
+                    f"{path} is a corrupt calibrated-model file: its calibrator's γ, classes "
+                    "or temperature differ from the file's"
+                )
+            wrapped.calibrator = cal
+        return wrapped.eval()
+
+
+def _agrees(cal: Any, gamma: float, absent: list, num_classes: int, temperature: Any) -> bool:
+    """Whether the fitted calibrator ``cal`` has this γ, U (list), C and T (number or pair)."""
+    t_cal = getattr(cal, "temperature_", 1.0)
+    return (
+        cal.gamma_ == gamma
+        and cal.num_classes_ == num_classes
+        and np.asarray(cal.absent_classes_).tolist() == list(absent)
+        and np.atleast_1d(t_cal).tolist() == np.atleast_1d(temperature).tolist()
+    )
 
 
 def _check_device(device: Any) -> torch.device | None:
@@ -334,8 +450,10 @@ def calibrate(
       run to learn it.
 
     Args:
-        model: the fine-tuned classifier; its weights are not changed and its train/eval
-            mode is restored after extraction. The wrapper starts in the model's mode.
+        model: the fine-tuned classifier; its weights and buffers are not changed; the
+            extraction runs in eval mode and every submodule's train/eval mode is restored
+            after it. The wrapper starts in the model's mode: ``.eval()`` it to predict with
+            ``forward`` (``forward_proba`` runs in eval mode by itself).
         loader: yields ``(x, y)`` batches or dicts with ``"image"``/``"label"``.
         seen_classes: S. absent_classes: U (default every column not in S).
         method: selector key (see :mod:`calib.selectors`).
