@@ -13,6 +13,9 @@ open_clip is an optional dependency (``pip install calib[clip]``); its BPE vocab
 with the package, so building a head is offline once the CLIP weights are on disk.
 ``pretrained="openai"`` (or another open_clip tag) downloads weights into open_clip's cache
 on first use; a file path loads a local checkpoint; ``None`` leaves a random initialisation.
+A tag trained with QuickGELU (every ``"openai"`` tag) builds the model with QuickGELU whatever
+the model name's own activation (:func:`tag_needs_quick_gelu`): open_clip would build
+``"ViT-B-32"`` with GELU and only warn.
 
 Building a head encodes every prompt with the text tower (25 s for a VTAB task's prompts with
 ViT-B/32 on 2 CPU cores). :func:`create_clip_zero_shot` therefore keeps the class embeddings in
@@ -49,6 +52,7 @@ __all__ = [
     "CLIP_CONFIGS",
     "ClipImageEncoder",
     "load_clip",
+    "tag_needs_quick_gelu",
     "zero_shot_weights",
     "clear_zero_shot_cache",
     "create_clip_zero_shot",
@@ -126,7 +130,12 @@ def load_clip(
     device = torch.device("cpu" if device is None else device)
     if isinstance(model_name, str) and model_name not in CLIP_CONFIGS:
         pretrained = None if pretrained is None else os.fspath(pretrained)
-        model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+        model = open_clip.create_model(
+            model_name,
+            pretrained=pretrained,
+            device=device,
+            force_quick_gelu=tag_needs_quick_gelu(model_name, pretrained),
+        )
         tokenizer = open_clip.get_tokenizer(model_name)
     else:
         cfg = copy.deepcopy(CLIP_CONFIGS[model_name] if isinstance(model_name, str) else model_name)
@@ -156,6 +165,27 @@ def load_clip(
         crop_pct=1.0,  # CLIP resizes the short side to the input size, then centre-crops
     )
     return model, tokenizer, data_config
+
+
+def tag_needs_quick_gelu(model_name: str, pretrained: str | os.PathLike | None) -> bool:
+    """Whether open_clip's weights tag ``pretrained`` of ``model_name`` was trained with QuickGELU.
+
+    open_clip builds a model name's own activation (``"ViT-B-32"``: GELU) whatever the tag, and
+    only warns ("QuickGELU mismatch") when the tag's weights were trained with the other one
+    (OpenAI's: QuickGELU). The decision is open_clip's own: the tag's ``quick_gelu`` against the
+    model config's. A checkpoint path or an unknown tag says nothing (``False``): name a
+    ``-quickgelu`` model (``"ViT-B-32-quickgelu"``) for a local file of OpenAI's weights.
+    """
+    from open_clip.factory import get_model_config, parse_model_name
+    from open_clip.pretrained import get_pretrained_cfg
+
+    schema, name = parse_model_name(model_name)
+    if pretrained is None or schema is not None:  # 'hf-hub:'/'local-dir:' ignore ``pretrained``
+        return False
+    name = name.replace("/", "-")  # as open_clip.create_model looks names up
+    tag_cfg = get_pretrained_cfg(name, os.fspath(pretrained))
+    model_cfg = get_model_config(name) or {}
+    return bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
 
 
 @torch.no_grad()
