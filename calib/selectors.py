@@ -38,6 +38,7 @@ Registering your own::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,6 +100,21 @@ __all__ = [
 # ----------------------------------------------------------------------------- selectors
 
 
+def _alg_terms(
+    z: np.ndarray,
+    y: np.ndarray,
+    sum_seen: np.ndarray,
+    sum_absent: np.ndarray,
+    n_seen: int,
+    n_absent: int,
+    scale: float,
+) -> np.ndarray:
+    """(N,) ALG terms, times ``scale``, from the row sums of ``z * scale`` over S and U."""
+    true_logit = z[np.arange(z.shape[0]), y].astype(np.float64) * scale
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled by the caller
+        return (sum_seen - true_logit) / (n_seen - 1) - sum_absent / n_absent
+
+
 @register_selector(
     "alg",
     data="finetune_train",
@@ -145,21 +161,39 @@ def select_alg(
             f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
             f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
         )
-    sum_seen, sum_absent, lo, hi, nan = alg_sums(z, group_codes(z.shape[1], seen, absent))
+    codes = group_codes(z.shape[1], seen, absent)
+    sum_seen, sum_absent, lo, hi, nan = alg_sums(z, codes)
     check_stats(z, "logits", lo, hi, nan)
     if not (np.isfinite(sum_seen).all() and np.isfinite(sum_absent).all()):
         used = np.concatenate([seen, absent])
-        col = int(used[np.isneginf(z[:, used]).any(axis=0)][0])
-        raise ValueError(
-            f"ALG averages logits, but column {col} holds -inf (a class that can never be "
-            "predicted): leave it out of seen_classes/absent_classes"
-        )
-    true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
-    mean_other_seen = (sum_seen - true_logit) / (seen.size - 1)
-    mean_absent = sum_absent / absent.size
-    terms = mean_other_seen - mean_absent
-    gamma = float(terms.mean())
-    return gamma, {"method": "alg", "n_samples": int(z.shape[0]), "gap_std": float(terms.std())}
+        dead = used[np.isneginf(z[:, used]).any(axis=0)]
+        if dead.size:
+            raise ValueError(
+                f"ALG averages logits, but column {int(dead[0])} holds -inf (a class that can "
+                "never be predicted): leave it out of seen_classes/absent_classes"
+            )
+    scale = 1.0
+    terms = _alg_terms(z, y, sum_seen, sum_absent, seen.size, absent.size, scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gamma = float(terms.mean())
+    if not math.isfinite(gamma):
+        # finite logits near the float64 maximum whose sums overflow: the same sums at a
+        # power-of-two scale (exact), small enough that no sum of |S| or |U| logits overflows
+        scale = 2.0 ** -(math.ceil(math.log2(max(seen.size, absent.size))) + 2)
+        sum_seen, sum_absent = alg_sums(z * scale, codes)[:2]
+        terms = _alg_terms(z, y, sum_seen, sum_absent, seen.size, absent.size, scale)
+        with np.errstate(over="ignore"):
+            gamma = float(terms.mean() / scale)
+        if not math.isfinite(gamma):
+            top = float(np.abs(z[np.isfinite(z)]).max())
+            raise ValueError(
+                f"logits too large for ALG: they reach {top:.4g}, and the mean gap between "
+                f"the S and U logits overflows float64 (max {np.finfo(np.float64).max:.4g}); "
+                "rescale the logits"
+            )
+    big = float(np.abs(terms).max())  # the squares of the std overflow from 1.3e154 on
+    gap_std = float((terms / big).std() * big / scale) if big > 1e150 else float(terms.std())
+    return gamma, {"method": "alg", "n_samples": int(z.shape[0]), "gap_std": gap_std}
 
 
 @register_selector(
