@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._probability_checks import check_temperature
+from ._probability_checks import temperature_value
 from .temperature import fit_temperature, fit_temperature_pseudo_splits
 
 #: The ``temperature`` values that fit T: one T, or (T_S, T_U) by the row rule.
@@ -62,10 +62,7 @@ def check_temperature_param(temperature: Any, method: str, data_kind: str | None
                 "value (e.g. one fitted elsewhere) or None (T = 1)"
             )
         return temperature
-    t_seen, t_absent = check_temperature(temperature)
-    if isinstance(temperature, (tuple, list)):
-        return (t_seen, t_absent)
-    return t_seen
+    return temperature_value(temperature)
 
 
 def fitted_temperature(

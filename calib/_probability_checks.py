@@ -19,6 +19,8 @@ __all__ = [
     "check_gamma",
     "check_positive",
     "check_temperature",
+    "temperature_pair",
+    "temperature_value",
     "check_absent",
     "check_n_bins",
     "check_group",
@@ -58,20 +60,66 @@ def check_positive(value: Any, name: str) -> float:
     return t
 
 
-def check_temperature(temperature: Any) -> tuple[float, float]:
-    """(T_S, T_U) of a temperature ``T`` (both T) or of a pair ``(T_S, T_U)``; each finite > 0."""
+def _temperature_pair(temperature: Any) -> list[Any] | None:
+    """The two entries of a pair ``temperature`` (list, tuple, or 1-D array/tensor of any
+    length), or None for a scalar (a number, or a 0-d / one-element array or tensor)."""
     if isinstance(temperature, (tuple, list)):
-        if len(temperature) != 2:
+        return list(temperature)
+    if is_tensor(temperature) or isinstance(temperature, np.ndarray):
+        values = as_numpy(temperature, "temperature")
+        if values.ndim == 0 or (values.ndim == 1 and values.size == 1):
+            return None  # one T as a one-element array, as before
+        if values.ndim != 1:
             raise ValueError(
-                f"temperature must be one number or a pair (T_S, T_U), got {len(temperature)} "
-                f"values: {temperature!r}"
+                f"temperature must be one number or a pair (T_S, T_U), got an array of shape "
+                f"{values.shape}"
+            )
+        return list(values)
+    return None
+
+
+def temperature_pair(temperature: Any) -> tuple[float, float]:
+    """(T_S, T_U) of a temperature ``T`` (both T) or of a pair ``(T_S, T_U)``; each finite > 0.
+
+    A pair is a list, a tuple or a 1-D numpy array / torch tensor of two entries; one T is a
+    number or a one-element array / tensor.
+    """
+    pair = _temperature_pair(temperature)
+    if pair is not None:
+        if len(pair) != 2:
+            shown = temperature if isinstance(temperature, (tuple, list)) else pair
+            raise ValueError(
+                f"temperature must be one number or a pair (T_S, T_U), got {len(pair)} "
+                f"values: {shown!r}"
             )
         return (
-            check_positive(temperature[0], "temperature T_S"),
-            check_positive(temperature[1], "temperature T_U"),
+            check_positive(pair[0], "temperature T_S"),
+            check_positive(pair[1], "temperature T_U"),
         )
     t = check_positive(temperature, "temperature")
     return t, t
+
+
+def temperature_value(temperature: Any) -> float | tuple[float, float]:
+    """``temperature`` checked (:func:`temperature_pair`), in canonical form: one float, or a
+    (T_S, T_U) tuple of floats when a pair was given (a list, tuple, array or tensor)."""
+    temps = temperature_pair(temperature)
+    return temps if _temperature_pair(temperature) is not None else temps[0]
+
+
+def check_temperature(temperature: Any) -> tuple[float, float]:
+    """:func:`temperature_pair` for callers that tell a pair by its type (list or tuple): an
+    array or tensor of several entries is refused with that reason, never read as one T.
+    :func:`temperature_value` takes it, with the pair kept a pair.
+    """
+    if is_tensor(temperature) or isinstance(temperature, np.ndarray):
+        shape = tuple(temperature.shape)
+        if int(np.prod(shape)) != 1:
+            raise ValueError(
+                f"temperature must be one number or a pair (T_S, T_U) given as a tuple or list "
+                f"here, got an array of shape {shape}"
+            )
+    return temperature_pair(temperature)
 
 
 def check_absent(absent_classes: Any, num_classes: int) -> np.ndarray:

@@ -22,6 +22,7 @@ def softmax_rows_torch(
         temperature: 0-d float64 T, or (2,) float64 (T_S, T_U): a row whose argmax is in U is
             divided by T_U, any other by T_S (the row rule of :mod:`calib.probability`).
 
+    The row maximum is subtracted before dividing by T, so finite logits never overflow.
     Where float64 rounding leaves the predicted column tied with another, its probability is
     raised to the next float above the row maximum (one unit in the last place).
     """
@@ -30,7 +31,9 @@ def softmax_rows_torch(
         t = temperature.expand(calibrated.shape[0])
     else:
         t = torch.where(absent_mask[pred], temperature[1], temperature[0])
-    p = torch.softmax(calibrated / t.unsqueeze(1), dim=1)
+    # the row maximum first: finite logits / a small T would overflow (1e306 / 1e-3 = +inf)
+    row_max = calibrated.max(dim=1, keepdim=True).values
+    p = torch.softmax((calibrated - row_max) / t.unsqueeze(1), dim=1)
     top = p.max(dim=1).values
     rows = torch.arange(p.shape[0], device=p.device)
     above = torch.nextafter(top, torch.full_like(top, 2.0))

@@ -59,7 +59,7 @@ from ._probability_checks import (
     check_gamma,
     check_group,
     check_n_bins,
-    check_temperature,
+    temperature_pair,
 )
 
 __all__ = [
@@ -94,15 +94,34 @@ def _row_temperatures(
     return np.where(np.isin(pred, absent), t_absent, t_seen)[:, None]
 
 
-def _log_softmax_(scaled: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of float64 scores through the row maximum (stable), in place."""
-    top = scaled.max(axis=1, keepdims=True)
-    if not np.isfinite(top).all():
-        row = int(np.flatnonzero(~np.isfinite(top[:, 0]))[0])
-        raise ValueError(f"logits row {row} has no finite score: no probability is defined")
-    scaled -= top
-    scaled -= np.log(np.exp(scaled).sum(axis=1, keepdims=True))
-    return scaled
+def _log_softmax_(
+    scores: np.ndarray, z: np.ndarray, absent: np.ndarray, gamma: float, t: np.ndarray
+) -> np.ndarray:
+    """Row-wise log-softmax of the float64 scores z + γ·1_U (N, C) divided by the row
+    temperatures ``t`` (N, 1), in place.
+
+    The row maximum is subtracted before dividing by T, so that finite logits never overflow
+    however small T is (1e306 / 1e-3 would be +inf). Where z + γ itself overflows (finite
+    logits and γ near the float64 maximum) the row is formed at half scale, exactly: halving
+    is exact in binary floating point, so the differences to the row maximum are the same.
+    """
+    top = scores.max(axis=1, keepdims=True)
+    over = np.flatnonzero(~np.isfinite(top[:, 0]))
+    if over.size:
+        half = z[over].astype(np.float64) / 2
+        half[:, absent] += gamma / 2
+        half_top = half.max(axis=1, keepdims=True)
+        if not np.isfinite(half_top).all():
+            row = int(over[np.flatnonzero(~np.isfinite(half_top[:, 0]))[0]])
+            raise ValueError(f"logits row {row} has no finite score: no probability is defined")
+        with np.errstate(over="ignore"):  # a difference beyond float64 is -inf: p = 0 there
+            scores[over] = (half - half_top) * 2
+        top[over] = 0.0
+    with np.errstate(over="ignore"):  # (s - max) / T below -1.8e308 is -inf: exp gives 0
+        scores -= top
+        scores /= t
+    scores -= np.log(np.exp(scores).sum(axis=1, keepdims=True))
+    return scores
 
 
 @dataclass(frozen=True)
@@ -115,9 +134,9 @@ def _probabilities(
     z: np.ndarray, absent: np.ndarray, gamma: float, temps: tuple[float, float]
 ) -> _Probabilities:
     pred = compute_gaps(z, absent).predict(gamma)
-    scores = _shifted_scores(z, absent, gamma)
-    scores /= _row_temperatures(pred, absent, temps)
-    log_p = _log_softmax_(scores)
+    with np.errstate(over="ignore"):  # an overflow of z + γ is handled by _log_softmax_
+        scores = _shifted_scores(z, absent, gamma)
+    log_p = _log_softmax_(scores, z, absent, gamma, _row_temperatures(pred, absent, temps))
     return _Probabilities(log_p=log_p, pred=pred)
 
 
@@ -142,7 +161,7 @@ def shifted_probabilities(
     """
     z = check_logits(logits)
     absent = check_absent(absent_classes, z.shape[1])
-    probs = _probabilities(z, absent, check_gamma(gamma), check_temperature(temperature))
+    probs = _probabilities(z, absent, check_gamma(gamma), temperature_pair(temperature))
     return like_input(np.exp(probs.log_p), logits)
 
 
@@ -211,7 +230,7 @@ def _prepare(
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     gamma = check_gamma(gamma)
-    temps = check_temperature(temperature)
+    temps = temperature_pair(temperature)
     n_bins = check_n_bins(n_bins)
     probs = _probabilities(z, absent, gamma, temps)
     prepared = _Prepared(
