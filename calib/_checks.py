@@ -26,6 +26,7 @@ __all__ = [
     "check_labels",
     "check_classes",
     "check_real",
+    "check_sample_weight",
     "like_input",
 ]
 
@@ -260,6 +261,40 @@ def check_labels(
                 f"{num_classes if num_classes is not None else 'inf'}), e.g. {y[bad][0].item()!r}"
             )
     return y.astype(np.int64, copy=False)
+
+
+def check_sample_weight(sample_weight: Any, n: int, rows: str = "logits") -> np.ndarray | None:
+    """``sample_weight`` for the ``n`` rows of ``rows``: None (equal weights) or a (n,) float64
+    array of finite weights ≥ 0, not all zero.
+
+    Raises:
+        ValueError: not 1-D, the wrong length, NaN/inf, a negative weight or every weight 0.
+        TypeError: a non-numeric, boolean or complex dtype (InvalidInput: both).
+    """
+    if sample_weight is None:
+        return None
+    w = as_numpy(sample_weight, "sample_weight")
+    if w.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D (one weight per sample), got shape {w.shape}")
+    if w.shape[0] != n:
+        raise ValueError(f"sample_weight has {w.shape[0]} entries but {rows} have {n} rows")
+    if w.dtype == np.bool_ or not np.issubdtype(w.dtype, np.number):
+        raise InvalidInput(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    if np.issubdtype(w.dtype, np.complexfloating):
+        raise InvalidInput(f"sample_weight must be real, got complex dtype {w.dtype}")
+    w = w.astype(np.float64, copy=False)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"sample_weight has {int(bad.sum())} non-finite value(s), first at sample {i}: {w[i]}"
+        )
+    if (w < 0).any():
+        i = int(np.flatnonzero(w < 0)[0])
+        raise ValueError(f"sample_weight must be ≥ 0, got {w[i]} at sample {i}")
+    if n and not (w > 0).any():
+        raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
+    return w
 
 
 def _class_index(classes: Any, num_classes: int, name: str) -> np.ndarray:

@@ -2,11 +2,101 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 import numpy as np
 
 from .curve import SeenAbsentCurve
 
-__all__ = ["check_width", "check_groups", "criterion_values"]
+__all__ = [
+    "check_width",
+    "check_groups",
+    "criterion_values",
+    "check_call_signature",
+    "check_selector_result",
+]
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    """``fn`` as ``name(signature)`` for messages (where inspect can read it)."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    try:
+        return f"{name}{inspect.signature(fn)}"
+    except (TypeError, ValueError):
+        return str(name)
+
+
+def check_call_signature(
+    fn: Callable[..., Any], keywords: Iterable[str], what: str, call: str
+) -> None:
+    """Refuse ``fn`` unless it can be called with exactly these keyword arguments.
+
+    ``what`` names the registration in the message (``"selector 'x'"``), ``call`` shows how
+    ``fn`` is called. A function whose signature inspect cannot read (a builtin) is trusted.
+
+    Raises:
+        TypeError: ``fn`` lacks some of ``keywords`` (or takes them positional-only), or needs
+            a parameter that is never passed; the message names ``fn`` and the parameters.
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    keywords = list(keywords)
+    params = sig.parameters
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    accepted = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = [k for k in keywords if k not in accepted and not var_kw]
+    required = [
+        n
+        for n, p in params.items()
+        if p.default is p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and n not in keywords
+    ]
+    if missing or required:
+        problems = []
+        if missing:
+            problems.append(f"does not take the keyword argument(s) {missing}")
+        if required:
+            problems.append(
+                f"needs parameter(s) {required} that are never passed (declare them in "
+                "params= or give them a default)"
+            )
+        raise TypeError(f"{what}: {_describe(fn)} {' and '.join(problems)}; it is called as {call}")
+
+
+def check_selector_result(name: str, result: Any) -> tuple[float, dict[str, Any]]:
+    """The ``(gamma, info)`` a selector returned, as (float, dict); an error naming the
+    selector, what it returned and what is expected otherwise.
+
+    Raises:
+        TypeError: not a pair, γ not a real number, or info not a mapping.
+        ValueError: a non-finite γ.
+    """
+    expected = "a selector must return (gamma, info): γ a finite real number, info a dict"
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        shown = f"{type(result).__name__} {result!r}"
+        raise TypeError(f"selector {name!r} returned {shown[:200]}; {expected}")
+    gamma, info = result
+    if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, numbers.Real):
+        if not (isinstance(gamma, np.ndarray) and gamma.size == 1 and gamma.dtype.kind in "iuf"):
+            raise TypeError(
+                f"selector {name!r} returned γ = {gamma!r} ({type(gamma).__name__}); {expected}"
+            )
+        gamma = gamma.item()
+    gamma = float(gamma)
+    if not math.isfinite(gamma):
+        raise ValueError(f"selector {name!r} returned a non-finite γ: {gamma}")
+    if not isinstance(info, Mapping):
+        raise TypeError(
+            f"selector {name!r} returned info = {info!r} ({type(info).__name__}); {expected}"
+        )
+    return gamma, dict(info)
 
 
 def check_width(num_classes: int | None, width: int) -> None:

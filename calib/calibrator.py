@@ -30,7 +30,6 @@ Files are JSON (no pickle): a format tag, a version, the parameters and the fitt
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,8 +42,16 @@ from sklearn.utils import TransformerTags
 from ._calibrator_checks import check_num_classes, has_bad_values
 from ._calibrator_file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
 from ._calibrator_temperature import break_ties, check_temperature_param, fitted_temperature
-from ._checks import check_classes, check_labels, check_logits, is_tensor, like_input
+from ._checks import (
+    check_classes,
+    check_labels,
+    check_logits,
+    check_sample_weight,
+    is_tensor,
+    like_input,
+)
 from ._gaps import gaps_of, scan_checked, shifted_logits
+from ._selector_checks import check_selector_result
 from .selectors import (
     PseudoSplit,
     SelectorSpec,
@@ -222,12 +229,10 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         width = self._num_classes(z, splits, num_classes)
         seen, absent = check_classes(seen_classes, absent_classes, width)
 
-        gamma, info = spec.fn(
-            **data, seen_classes=seen, absent_classes=absent, num_classes=width, **params
+        gamma, info = check_selector_result(
+            spec.name or str(self.method),
+            spec.fn(**data, seen_classes=seen, absent_classes=absent, num_classes=width, **params),
         )
-        gamma = float(gamma)
-        if not math.isfinite(gamma):
-            raise ValueError(f"selector {self.method!r} returned a non-finite γ: {gamma}")
         t, t_info = fitted_temperature(temperature, spec.data, data, absent, gamma)
         self.gamma_ = gamma
         self.seen_classes_ = seen
@@ -347,14 +352,16 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         """``acc_all`` under γ: the fraction of samples whose :meth:`predict` equals the label.
 
         One float, as scikit-learn's ``score`` (the accuracy of ``predict``);
-        ``sample_weight`` weights the samples. Every metric: :meth:`report`.
+        ``sample_weight`` (N,) weights the samples: finite, ≥ 0, not all 0 (ValueError
+        naming ``sample_weight`` otherwise). Every metric: :meth:`report`.
         """
         z = self._checked(logits, values=False, on_device=True)
         y = check_labels(labels, z.shape[0], z.shape[1])
+        weights = check_sample_weight(sample_weight, z.shape[0])
         hits = self._predict(z) == y
-        if sample_weight is None:
+        if weights is None:
             return float(hits.mean())
-        return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
+        return float(np.average(hits, weights=weights))
 
     def report(self, logits: Any, labels: Any, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
         """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ...."""

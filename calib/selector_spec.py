@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._checks import check_real
+from ._selector_checks import check_call_signature
 from .registry import Registry
 
 __all__ = [
@@ -124,6 +125,13 @@ class SelectorSpec:
         unknown = set(self.checks) - set(self.params)
         if unknown:
             raise ValueError(f"selector {self.name!r}: checks for undeclared {sorted(unknown)}")
+        keywords = [*self.inputs, "seen_classes", "absent_classes", "num_classes", *self.params]
+        check_call_signature(
+            self.fn,
+            keywords,
+            f"selector {self.name!r}",
+            f"fn({', '.join(f'{k}=' for k in keywords)})",
+        )
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -193,6 +201,12 @@ def register_selector(
     """
 
     def add(fn: Callable[..., tuple[float, dict]]) -> Callable[..., tuple[float, dict]]:
+        if name in SELECTORS and not override:
+            raise ValueError(
+                f"selector {name!r} is already registered (registered: "
+                f"{', '.join(SELECTORS.names())}): register yours under another name, or pass "
+                "override=True to replace it"
+            )
         spec = SelectorSpec(
             fn=fn,
             data=data,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -294,6 +295,24 @@ def _run_method(spec: MethodSpec, fn: Callable[[FinetuneContext], nn.Module], ct
     return model
 
 
+def _check_method_fn(name: str, fn: Any) -> None:
+    """``fn`` must be callable as ``fn(ctx)``: one argument, the :class:`FinetuneContext`."""
+    if not callable(fn):
+        raise TypeError(f"method {name!r}: register_method decorates a function, got {fn!r}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin: trusted
+        return
+    try:
+        sig.bind(None)
+    except TypeError as err:
+        what = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(
+            f"method {name!r}: {what}{sig} cannot be called as fn(ctx) ({err}); a method "
+            "takes exactly one argument, the FinetuneContext (its parameters are in ctx.params)"
+        ) from None
+
+
 def register_method(
     name: str,
     *,
@@ -317,7 +336,7 @@ def register_method(
     Raises:
         ValueError: an unknown ``data`` kind, ``uses_absent_data`` inconsistent with it, a
             parameter without a check (or a check without a parameter), a default its check
-            refuses, or a taken name.
+            refuses, or a taken name. TypeError: ``fn`` cannot be called as ``fn(ctx)``.
     """
     if data not in DATA_KINDS:
         raise ValueError(f"data must be one of {DATA_KINDS}, got {data!r}")
@@ -339,6 +358,12 @@ def register_method(
         raise ValueError(f"method {name!r}: {sorted(taken)} are the shared head options")
 
     def decorate(fn: Callable[[FinetuneContext], nn.Module]):
+        if name in METHODS:
+            raise ValueError(
+                f"fine-tuning method {name!r} is already registered (registered: "
+                f"{', '.join(METHODS.names())}): register yours under another name"
+            )
+        _check_method_fn(name, fn)
         holder: dict[str, MethodSpec] = {}
 
         @functools.wraps(fn)
