@@ -50,6 +50,24 @@ def check_device(device: str) -> None:
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {device!r}")
 
 
+def _channel_hint(plan: RunPlan, x: torch.Tensor, model: torch.nn.Module) -> str:
+    """The config keys to change when the model's first convolution takes another number of
+    channels than the images have; empty when that is not the mismatch."""
+    if x.ndim != 4:
+        return ""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    if conv is None or conv.in_channels == x.shape[1]:
+        return ""
+    kwargs = (plan.config.get("model") or {}).get("kwargs") or {}
+    given = f"={kwargs['in_chans']}" if "in_chans" in kwargs else " (not set: its default)"
+    return (
+        f". The model takes {conv.in_channels} input channel(s) (model.kwargs.in_chans{given}) "
+        f"but the {plan.target.name} images have {x.shape[1]} (dataset.channels): set "
+        f"model.kwargs.in_chans={x.shape[1]}, or dataset.channels={conv.in_channels} where "
+        "the dataset takes it"
+    )
+
+
 def _one_batch(plan: RunPlan) -> None:
     dataset = plan.target.train_eval
     n = min(2, len(dataset))
@@ -67,6 +85,7 @@ def _one_batch(plan: RunPlan) -> None:
         raise ConfigError(
             f"model: a batch of {plan.target.name} images of shape {tuple(x.shape)} does not go "
             f"through model {plan.meta.get('model')!r}: {str(err).splitlines()[0]}"
+            f"{_channel_hint(plan, x, model)}"
         ) from err
     finally:
         model.train(was_training)

@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,12 @@ __all__ = ["ConfigError", "RunPlan", "build_plan", "build_split", "build_train_c
 
 def _import_plugins(modules: list[str]) -> None:
     """Import what ``imports`` lists — module names or ``.py`` files — so that the models,
-    selectors or data sets they register can be named by the rest of the config."""
+    selectors or data sets they register can be named by the rest of the config.
+
+    A registration the plugin gets wrong (a selector or method of the wrong signature, a name
+    already taken, e.g. a built-in's) raises TypeError or ValueError while it is imported:
+    that stops the run here, as a :class:`ConfigError` naming the plugin and its line.
+    """
     for module in modules:
         try:
             if module.endswith(".py"):
@@ -63,6 +69,24 @@ def _import_plugins(modules: list[str]) -> None:
                 importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(f"imports: cannot import {module!r} ({err})") from err
+        except (SyntaxError, TypeError, ValueError) as err:
+            raise ConfigError(
+                f"imports: {module!r}{_plugin_line(err, module)} failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+
+def _plugin_line(err: BaseException, module: str) -> str:
+    """`` (line N)``: the last line of the plugin's own code that the error passed through."""
+    if isinstance(err, SyntaxError) and err.lineno is not None:
+        return f" (line {err.lineno})"
+    if module.endswith(".py"):
+        ends = (str(Path(module).resolve()),)
+    else:
+        stem = os.sep + module.replace(".", os.sep)
+        ends = (stem + ".py", stem + os.sep + "__init__.py")
+    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(ends)]
+    return f" (line {lines[-1]})" if lines else ""
 
 
 def _resolve_progress(value: Any) -> bool:
