@@ -276,6 +276,11 @@ def _rank_torch(t: Any, codes: Any, y: Any, gamma: float, only: int | None, bloc
     n, c = t.shape
     col = torch.arange(c, device=t.device)
     is_abs = codes == ABSENT
+    # float64 tensors, not Python floats: torch.where on two Python floats makes a float32
+    # tensor, and γ rounded to float32 (0.1 → 0.10000000149) ranks a difference lying between
+    # the two otherwise than the numpy and numba paths do
+    g = torch.tensor(gamma, dtype=torch.float64, device=t.device)
+    zero = torch.zeros((), dtype=torch.float64, device=t.device)
     ranks = []
     for start in range(0, n, block):
         z = t[start : start + block].double()
@@ -286,7 +291,7 @@ def _rank_torch(t: Any, codes: Any, y: Any, gamma: float, only: int | None, bloc
         c_abs = is_abs[None, :]
         lower = col[None, :] < yb[:, None]
         same = c_abs == y_abs
-        thr = torch.where(same, 0.0, torch.where(c_abs, -gamma, gamma)).double()
+        thr = torch.where(same, zero, torch.where(c_abs, -g, g))
         tie = torch.where(same, lower, ~c_abs)
         d = torch.where(d.isnan(), thr, d)
         beats = (d > thr) | ((d == thr) & tie)
