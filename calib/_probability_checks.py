@@ -18,7 +18,6 @@ __all__ = [
     "GROUPS",
     "check_gamma",
     "check_positive",
-    "check_temperature",
     "temperature_pair",
     "temperature_value",
     "check_absent",
@@ -105,21 +104,6 @@ def temperature_value(temperature: Any) -> float | tuple[float, float]:
     (T_S, T_U) tuple of floats when a pair was given (a list, tuple, array or tensor)."""
     temps = temperature_pair(temperature)
     return temps if _temperature_pair(temperature) is not None else temps[0]
-
-
-def check_temperature(temperature: Any) -> tuple[float, float]:
-    """:func:`temperature_pair` for callers that tell a pair by its type (list or tuple): an
-    array or tensor of several entries is refused with that reason, never read as one T.
-    :func:`temperature_value` takes it, with the pair kept a pair.
-    """
-    if is_tensor(temperature) or isinstance(temperature, np.ndarray):
-        shape = tuple(temperature.shape)
-        if int(np.prod(shape)) != 1:
-            raise ValueError(
-                f"temperature must be one number or a pair (T_S, T_U) given as a tuple or list "
-                f"here, got an array of shape {shape}"
-            )
-    return temperature_pair(temperature)
 
 
 def check_absent(absent_classes: Any, num_classes: int) -> np.ndarray:

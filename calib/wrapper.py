@@ -38,7 +38,7 @@ from torch import nn
 
 from ._calibrator_file import calibrator_from_payload, calibrator_payload
 from ._checks import _class_index
-from ._probability_checks import check_temperature
+from ._probability_checks import temperature_value
 from ._softmax_torch import softmax_rows_torch
 from .calibrator import LogitBiasCalibrator, NotFittedError
 from .extract import evaluating, extract, features_and_logits, model_device
@@ -129,8 +129,8 @@ class CalibratedClassifier(nn.Module):
                 "absent_classes covers every column: at least one column must stay un-shifted"
             )
         gamma = check_gamma(gamma)
-        temps = check_temperature(temperature)
-        t_value = list(temps) if isinstance(temperature, (tuple, list)) else temps[0]
+        t = temperature_value(temperature)  # one T, or a pair (list, tuple, array, tensor)
+        t_value = list(t) if isinstance(t, tuple) else t
         device = model_device(model)
         mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
         mask[torch.as_tensor(absent, device=device)] = True

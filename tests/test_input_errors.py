@@ -82,6 +82,21 @@ def test_a_temperature_pair_as_an_array_is_a_pair(pair):
 
 
 @pytest.mark.parametrize(
+    "pair", [np.array([0.8, 2.0]), torch.tensor([0.8, 2.0], dtype=torch.float64)]
+)
+def test_the_wrapper_takes_a_temperature_pair_as_an_array(pair):
+    import calib
+
+    model = torch.nn.Linear(3, 4, dtype=torch.float64)
+    kwargs = {"gamma": 1.0, "absent_classes": [2, 3], "num_classes": 4}
+    wrapped = calib.CalibratedClassifier(model, temperature=pair, **kwargs)
+    assert wrapped.temperature.tolist() == [0.8, 2.0]  # a pair, never T_S alone
+    as_tuple = calib.CalibratedClassifier(model, temperature=(0.8, 2.0), **kwargs)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(wrapped.forward_proba(x), as_tuple.forward_proba(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
     "bad, message",
     [
         (np.array([0.8, 2.0, 3.0]), r"one number or a pair \(T_S, T_U\), got 3 values"),
