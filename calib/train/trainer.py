@@ -63,9 +63,19 @@ def seed_globals(seed: int) -> None:
 def convert_sync_batchnorm(model: nn.Module) -> Callable[[], None]:
     """Replace ``model``'s BatchNorm layers by ``nn.SyncBatchNorm``, in place; returns an undo.
 
-    The new layers share the old ones' parameters and running-statistics tensors, so the
-    optimizer and checkpoints see the same tensors, and the undo (which puts the original
-    layer objects back) keeps what was trained.
+    The new layers share the old ones' parameters (``requires_grad`` included) and
+    running-statistics tensors, so the optimizer and checkpoints see the same tensors, and the
+    undo (which puts the original layer objects back) keeps what was trained.
+
+    A layer that stays in eval mode when the model is put in train mode (frozen statistics:
+    :func:`calib.methods.parts.keep_in_eval`, as ``linear_probe``, ``lp_ft``'s probe and
+    ``lora`` do) is replaced by one that stays in eval mode too: ``train()`` leaves it alone
+    until the undo. timm's fused norm + activation layers (``BatchNormAct2d``, e.g. in
+    EfficientNet-Lite) go through timm's converter, which keeps the activation (torch's drops
+    it); any other BatchNorm subclass with a forward of its own is refused.
+
+    Raises:
+        ValueError: a BatchNorm subclass neither converter reproduces, named.
     """
     originals = [
         (parent, name, child)
@@ -74,15 +84,67 @@ def convert_sync_batchnorm(model: nn.Module) -> Callable[[], None]:
         if isinstance(child, nn.modules.batchnorm._BatchNorm)
         and not isinstance(child, nn.SyncBatchNorm)
     ]
-    for parent, name, child in originals:
-        setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    converters = [_sync_converter(model, child) for _, _, child in originals]
+    frozen = _frozen_in_train_mode(model, [child for _, _, child in originals])
+    replaced = []
+    for (parent, name, child), convert in zip(originals, converters, strict=True):
+        layer = convert(child)
+        if child in frozen:
+            _stay_in_eval(layer)
+        setattr(parent, name, layer)
+        replaced.append(layer)
 
     def undo() -> None:
-        for parent, name, child in originals:
+        for (parent, name, child), layer in zip(originals, replaced, strict=True):
+            vars(layer).pop("train", None)  # the override of _stay_in_eval (a cycle otherwise)
             child.train(getattr(parent, name).training)
             setattr(parent, name, child)
 
     return undo
+
+
+def _sync_converter(model: nn.Module, layer: nn.Module) -> Callable[[nn.Module], nn.Module]:
+    """The converter that keeps ``layer``'s forward: torch's for a plain BatchNorm, timm's for
+    timm's ``BatchNormAct2d``."""
+    forward = type(layer).forward
+    if forward is nn.modules.batchnorm._BatchNorm.forward:
+        return nn.SyncBatchNorm.convert_sync_batchnorm
+    if type(layer).__module__.startswith("timm."):
+        from timm.layers import BatchNormAct2d
+        from timm.layers import convert_sync_batchnorm as timm_convert
+
+        if forward is BatchNormAct2d.forward:
+            return timm_convert
+    name = next(n for n, m in model.named_modules() if m is layer)
+    raise ValueError(
+        f"sync_batchnorm: cannot convert {name!r}, a {type(layer).__module__}."
+        f"{type(layer).__qualname__}: a BatchNorm subclass with a forward of its own, which "
+        "torch's SyncBatchNorm would replace by a plain BatchNorm (silently dropping what it "
+        "adds); set sync_batchnorm=false for this model"
+    )
+
+
+def _frozen_in_train_mode(model: nn.Module, layers: list[nn.Module]) -> set[nn.Module]:
+    """The ``layers`` that ``model.train()`` leaves in eval mode (every mode put back after)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(True)
+        return {layer for layer in layers if not layer.training}
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _stay_in_eval(layer: nn.Module) -> None:
+    """``layer.train(mode)`` keeps it in eval mode (an override on the instance, which the
+    undo of :func:`convert_sync_batchnorm` removes)."""
+    cls_train = type(layer).train
+
+    def train(mode: bool = True) -> nn.Module:
+        return cls_train(layer, False)
+
+    object.__setattr__(layer, "train", train)
+    layer.train(False)
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
