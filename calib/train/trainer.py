@@ -46,12 +46,27 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device``; ``"auto"``: bf16 where ``device`` computes
+    it natively, else fp16 (with the grad scaler), nothing off CUDA."""
     mode = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else amp
     if mode == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if _native_bf16(device) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether CUDA ``device`` (not the current one) has bf16 arithmetic in hardware.
+
+    ``torch.cuda.is_bf16_supported()`` also counts the emulation of pre-Ampere GPUs (several
+    times slower than fp16 there) and asks about the current device only; this is its
+    ``including_emulation=False`` rule (compute capability ≥ 8; every ROCm GPU) for ``device``.
+    """
+    if torch.version.hip:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def seed_globals(seed: int) -> None:
