@@ -52,10 +52,21 @@ def run_folder(run_dir: str | None, base: str, overrides: str | None) -> str:
     return run_dir if run_dir else f"{base}/{folder_name(overrides)}"
 
 
+def config_listing(*, _root_: DictConfig) -> str:
+    """``--help``'s config listing (``${calib_config_help:}`` in conf/hydra/help/calib.yaml):
+    the composed config, every key followed by its description (:mod:`calib.run.schema`)."""
+    from calib.run.schema import config_help  # no torch
+
+    cfg = OmegaConf.to_container(_root_, resolve=False)
+    cfg.pop("hydra", None)
+    return config_help(cfg).replace("$", "$$")  # Hydra fills the help in as a string.Template
+
+
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("calib_folder"):
         OmegaConf.register_new_resolver("calib_folder", folder_name)
         OmegaConf.register_new_resolver("calib_run_dir", run_folder)
+        OmegaConf.register_new_resolver("calib_config_help", config_listing)
 
 
 _register_resolvers()  # before Hydra composes; also for the compose API (tests, notebooks)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 
 import pytest
@@ -93,3 +96,19 @@ def test_a_key_the_schema_does_not_know_is_marked_not_described():
     assert describe_key("dataset.bogus") is None  # an open section's unknown key
     assert describe_key("finetune.epochs") == "number of epochs"
     assert describe_key("dataset.root") == "folder of the data set on disk"
+
+
+def test_calib_run_help_lists_every_key_with_its_description():
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "--help", "experiment=office_home_ar_cl"],
+        cwd=CONF.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    listing = done.stdout.split("== Config (override any key as key=value) ==\n")[1]
+    listing = listing.split("\n\n")[0]
+    assert listing == config_help(_composed("office_home_ar_cl"))
+    assert "${oc.env:OFFICE_HOME_ROOT,data/office_home}" in listing  # $ is not a placeholder

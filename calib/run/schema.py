@@ -114,7 +114,9 @@ class _Open:
 _TRAIN = {
     "epochs": _key(_int(1), "number of epochs"),
     "iters_per_epoch": _key(_opt(_int(1)), "iterations per epoch; null = one pass over the data"),
-    "batch_size": _key(_int(1), "samples per iteration (per process under torchrun)"),
+    "batch_size": _key(
+        _int(1), "samples per iteration, all processes together (each of N takes batch_size / N)"
+    ),
     "amp": _key(_AMP, "mixed precision on GPU: auto | bf16 | fp16 | off"),
     "channels_last": _key(_AUTO_BOOL, "channels-last memory format: auto = on CUDA | true | false"),
     "num_workers": _key(_int(0), "data-loading processes"),
