@@ -90,16 +90,31 @@ def local_device(device: str | torch.device | None = "auto") -> torch.device:
     """The device this process should use.
 
     ``None``/``"auto"``: CUDA when available, else the CPU. On CUDA without an index
-    (``"auto"``, ``"cuda"``) a multi-process run gives each process ``cuda:LOCAL_RANK``;
-    an explicit index is kept as given.
+    (``"auto"``, ``"cuda"``) a multi-process run gives each process ``cuda:LOCAL_RANK``. An
+    explicit index is kept in one process; in several it must be this process's
+    ``LOCAL_RANK`` (what ``"cuda"`` resolves to).
+
+    Raises:
+        ValueError: an explicit CUDA index other than ``LOCAL_RANK`` in a multi-process run
+            (``device=cuda:0`` under ``torchrun`` would put every rank on GPU 0).
     """
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        env = launch_env()
-        if env.world_size > 1:
-            return torch.device("cuda", env.local_rank)
+    if device.type != "cuda":
+        return device
+    env = launch_env()
+    if env.world_size == 1:
+        return device
+    if device.index is None:
+        return torch.device("cuda", env.local_rank)
+    if device.index != env.local_rank:
+        raise ValueError(
+            f"device={device}: this run has {env.world_size} processes (torchrun) and this one, "
+            f"rank {env.rank}, has its own GPU cuda:{env.local_rank} (LOCAL_RANK); an explicit "
+            "index would put every rank on the same GPU. Use device=cuda (or auto): each "
+            "process then takes cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)"
+        )
     return device
 
 
