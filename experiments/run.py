@@ -19,7 +19,6 @@ rank 0 alone writes Hydra's ``.hydra/`` record, each other rank logs to its own
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import re
@@ -134,7 +133,6 @@ def app(cfg: DictConfig) -> float | None:
         _fail(str(err))
     if launch_env().is_main:
         log.info("results written to %s", plan.run_dir)
-    gc.freeze()  # the objects left are freed by the OS at exit, not by a last collection
     # a sweeper may optimise this: AUSUC of the fine-tuned model
     return results["finetuned"].get("ausuc")
 

@@ -141,7 +141,8 @@ def train(
 
     Returns:
         :class:`TrainResult`. ``model`` ends with the trained weights, in its original
-        train/eval mode.
+        train/eval mode, without gradients (``p.grad is None``); nothing of the optimizer is
+        kept (its state is freed also when training raises).
 
     Raises:
         CheckpointError: a corrupt or unreadable checkpoint or done marker (named).
@@ -208,6 +209,7 @@ def train(
                 distributed.barrier()
     finally:
         trainer.unwrap()
+        trainer.release()
         model.train(was_training)
 
     if files is not None:

@@ -6,6 +6,7 @@ the guarantees (determinism, resume, DDP).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -162,6 +163,13 @@ def _stay_in_eval(layer: nn.Module) -> None:
     layer.train(False)
 
 
+def _cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *, label_smoothing: float
+) -> torch.Tensor:
+    """The default :data:`LossFn`: cross-entropy over all logits ``(N, C)``, mean over N."""
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise TypeError(
@@ -194,7 +202,11 @@ class _Trainer:
         loss_fn: LossFn | None = None,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
-        self.loss_fn = loss_fn or self._cross_entropy
+        # not the bound self._cross_entropy: a reference cycle would keep the trainer (model,
+        # optimizer state, gradients) alive until a collection, and never after a gc.freeze()
+        self.loss_fn = loss_fn or functools.partial(
+            _cross_entropy, label_smoothing=config.label_smoothing
+        )
         self.device, self.progress, self.log, self.desc = device, progress, log, desc
         self.ctx = ctx
         self.n = len(dataset)  # type: ignore[arg-type]
@@ -265,6 +277,14 @@ class _Trainer:
         if self._restore_batchnorm is not None:
             self._restore_batchnorm()
             self._restore_batchnorm = None
+
+    def release(self) -> None:
+        """Free what only training needs, once :func:`train` returns or raises: the
+        gradients (on the model's parameters) and the optimizer's state (Adam's moments: twice
+        the trainable weights). A traceback that keeps the trainer alive then holds no more."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)  # also the frozen parameters a method thawed
+        self.optimizer.state.clear()
 
     # -- checkpoint state ------------------------------------------------------------------
     def state(
@@ -423,11 +443,6 @@ class _Trainer:
             "seconds": seconds,
             "images_per_s": n_images / seconds if seconds > 0 else math.inf,
         }
-
-    def _cross_entropy(
-        self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor
-    ) -> torch.Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
     @staticmethod
     def _check_logits(logits: torch.Tensor, x: torch.Tensor) -> int:
