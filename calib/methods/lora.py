@@ -34,20 +34,38 @@ def _supported(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups == 1
 
 
+def _bypassed(model: nn.Module) -> dict[str, str]:
+    """Layers whose parent reads their weights without calling them, name → the parent's type.
+
+    ``nn.MultiheadAttention`` passes ``out_proj.weight`` to ``F.multi_head_attention_forward``
+    itself: an adapter on ``out_proj`` is never called, receives no gradient and never trains
+    (under DDP the run fails at its second step, "Expected to have finished reduction").
+    """
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            out[f"{name}.out_proj" if name else "out_proj"] = type(module).__name__
+    return out
+
+
 def default_lora_targets(model: nn.Module) -> list[str]:
-    """The names of every ``nn.Linear`` and ungrouped ``nn.Conv2d`` outside the head.
+    """The names of every ``nn.Linear`` and ungrouped ``nn.Conv2d`` outside the head that
+    its forward calls.
 
     Grouped (depthwise) convolutions are left out: peft cannot merge their adapters, and a
-    low-rank update of a per-channel 3×3 filter adds next to nothing. For a
-    :class:`calib.models.Classifier` these are the backbone's layers; for a timm model, every
-    such layer but its classifier.
+    low-rank update of a per-channel 3×3 filter adds next to nothing. So is the ``out_proj``
+    of an ``nn.MultiheadAttention`` (CLIP's attention blocks), whose weight the attention
+    reads directly: an adapter there would never train. For a :class:`calib.models.Classifier`
+    these are the backbone's layers; for a timm model, every such layer but its classifier.
     """
     head_name, _ = find_head(model)
+    bypassed = _bypassed(model)
     return [
         name
         for name, module in model.named_modules()
         if name
         and _supported(module)
+        and name not in bypassed
         and name != head_name
         and not name.startswith(head_name + ".")
     ]
@@ -58,7 +76,8 @@ def resolve_lora_targets(model: nn.Module, targets: Sequence[str] | None) -> lis
     rule); ``None`` gives :func:`default_lora_targets`.
 
     Raises:
-        ValueError: a target that matches no module, or matches a module peft cannot merge.
+        ValueError: a target that matches no module, matches a module peft cannot merge, or
+            matches a layer whose parent never calls it (``nn.MultiheadAttention.out_proj``).
     """
     if targets is None:
         found = default_lora_targets(model)
@@ -66,6 +85,7 @@ def resolve_lora_targets(model: nn.Module, targets: Sequence[str] | None) -> lis
             raise ValueError(f"{type(model).__name__} has no Linear or Conv2d layer for LoRA")
         return found
     modules = dict(model.named_modules())
+    bypassed = _bypassed(model)
     out: list[str] = []
     for target in targets:
         hits = [n for n in modules if n and (n == target or n.endswith("." + target))]
@@ -81,6 +101,15 @@ def resolve_lora_targets(model: nn.Module, targets: Sequence[str] | None) -> lis
                     f"lora: target {target!r} matches {name!r}, a {type(m).__name__}"
                     f"{f' with groups={m.groups}' if isinstance(m, nn.Conv2d) else ''}; "
                     "LoRA adapters here must be mergeable: nn.Linear or nn.Conv2d with groups=1"
+                )
+            if name in bypassed:
+                raise ValueError(
+                    f"lora: target {target!r} matches {name!r}, the output projection of an "
+                    f"nn.{bypassed[name]}: its forward reads the weight directly "
+                    "(F.multi_head_attention_forward) and never calls the layer, so an adapter "
+                    "there would receive no gradient and never train (under DDP the run fails "
+                    "at its second step); adapt the other layers, e.g. the MLP's Linear layers, "
+                    "or leave target_modules unset"
                 )
             if name not in out:
                 out.append(name)
@@ -168,7 +197,10 @@ def run_lora(ctx: FinetuneContext) -> nn.Module:
     and, unless ``update_norm_stats``, so do their running statistics (the norm layers are
     kept in eval mode while training): the whole change to the backbone is then the low-rank
     update. ``train_head=False`` with the head among ``target_modules`` gives a low-rank head
-    update; the head may not be both fully trained and adapted.
+    update; the head may not be both fully trained and adapted. In CLIP's attention blocks
+    (``nn.MultiheadAttention``) neither projection takes an adapter: ``in_proj`` is a bare
+    weight, and ``out_proj`` is read directly by the attention (never called), so the
+    defaults adapt the MLPs and the patch embedding there.
     """
     p, model = ctx.params, ctx.model
     targets = resolve_lora_targets(model, p["target_modules"])
