@@ -48,3 +48,18 @@ def test_init_distributed_refuses_before_joining(monkeypatch):
     )
     with pytest.raises(ValueError, match="device=cuda:0: this run has 4 processes"):
         distributed.init_distributed("cuda:0")
+
+
+def test_calib_run_refuses_it_before_any_work(monkeypatch):
+    """The dry run's device check (every rank of calib-run) gives the same refusal, one line."""
+    from calib.run import ConfigError
+    from calib.run.dry_run import check_device
+
+    _launch(monkeypatch, rank=0, world=2, local_rank=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:0")  # rank 0's own GPU
+    check_device("cuda")
+    _launch(monkeypatch, rank=1, world=2, local_rank=1)
+    with pytest.raises(ConfigError, match=r"device=cuda:0: .*Use device=cuda"):
+        check_device("cuda:0")

@@ -141,3 +141,15 @@ def test_the_check_leaves_the_model_as_it_was():
     assert all(p.grad is None for p in model.parameters())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_the_dry_run_refuses_a_method_leaving_a_parameter_unused(
+    method_leaving_a_parameter_unused, tmp_path
+):
+    """calib-run's dry run makes the check before any work, naming the parameter."""
+    from calib.run import ConfigError, build_plan
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(["finetune.method=x_gpu_unused_param"])
+    with pytest.raises(ConfigError, match=r"finetune.method=x_gpu_unused_param: .*unused_scale"):
+        build_plan(cfg, run_dir=tmp_path / "run")

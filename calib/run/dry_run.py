@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import distributed
 from ..data import dataset_targets
 from ..train import TrainConfig
 from ..train.optim import create_optimizer
@@ -46,6 +47,10 @@ def check_device(device: str) -> None:
             raise ConfigError(
                 f"device={device}: only {torch.cuda.device_count()} CUDA device(s) are visible"
             )
+        try:  # under torchrun an index other than LOCAL_RANK would share one GPU
+            distributed.local_device(dev)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     elif dev.type != "cpu":
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {device!r}")
 
@@ -156,6 +161,20 @@ def _method(plan: RunPlan) -> None:
         raise ConfigError(f"finetune.method_options: {err}") from err
 
 
+def _gradients(plan: RunPlan) -> None:
+    """The method's training calls give every trainable parameter a gradient (one
+    forward/backward each): an unused one never trains, and fails DDP at its second step."""
+    from ..methods.gradient_check import check_gradients
+
+    method = plan.method
+    try:
+        check_gradients(
+            method.spec, method.params, plan._model(), plan.target.train, plan.split, plan.finetune
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"finetune.method={method.name}: {err}") from err
+
+
 def dry_run(plan: RunPlan) -> None:
     """Build the model and pass one batch through it; build every stage's optimizer and schedule.
 
@@ -175,6 +194,7 @@ def dry_run(plan: RunPlan) -> None:
         raise ConfigError(f"invalid model: {msg}") from err
     _one_batch(plan)
     _method(plan)
+    _gradients(plan)
     labels = dataset_targets(plan.target.train)
     n_seen = int(np.isin(labels, plan.split.seen).sum())
     if n_seen == 0:
