@@ -165,7 +165,9 @@ def test_vtab_split_and_head(experiment):
     built = sections.build_split(split, num_classes)
     assert built == vtab_class_split(num_classes)  # half seen, by the documented seeded rule
     model = cfg["model"]
-    assert model["name"] == "clip_zero_shot" and model["kwargs"]["clip_model"] == "ViT-B-32"
+    assert (
+        model["name"] == "clip_zero_shot" and model["kwargs"]["clip_model"] == "ViT-B-32-quickgelu"
+    )
     assert model["pretrained"] is True and model["kwargs"]["class_names"] == "from_dataset"
     assert all(t.count("{}") == 1 for t in model["kwargs"]["templates"])
     assert cfg["dataset"]["resize"] == cfg["dataset"]["size"] == 224  # CLIP's preprocessing
@@ -186,4 +188,4 @@ def test_vtab_builds_the_real_clip_vit_b32(fake_roots, tmp_path):
     cfg = compose_experiment("vtab_caltech101", overrides)
     plan = build_plan(cfg, run_dir=tmp_path)
     model = plan.model  # built once by the plan's dry run (one batch went through it)
-    assert model.head.out_features == 102 and model.name == "clip_zero_shot:ViT-B-32"
+    assert model.head.out_features == 102 and model.name == "clip_zero_shot:ViT-B-32-quickgelu"

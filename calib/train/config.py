@@ -70,7 +70,7 @@ class TrainConfig:
         warmup_iters: linear warm-up iterations.
         min_lr: the cosine schedule's floor.
         seed: sample order, worker seeds and the global RNGs at the start of a fresh run.
-        amp: "auto" (bf16 where supported, else fp16, on CUDA; off on CPU), "bf16", "fp16",
+        amp: "auto" (bf16 where the GPU computes it natively, compute capability ≥ 8, else fp16 with a grad scaler, on CUDA; off on CPU), "bf16", "fp16",
             "off"; ``True``/``False`` mean "auto"/"off".
         channels_last: "auto" (on CUDA), ``True`` or ``False``.
         num_workers: DataLoader worker processes.
