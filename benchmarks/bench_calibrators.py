@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from calib.calibrator import LogitBiasCalibrator
+from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.selectors import PseudoSplit
 
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 import numpy as np
 
 import calib
-from calib import _kernels
-from calib._checks import check_logits
+import calib.rules.kernels as _kernels
 from calib.io import atomic_write_text
+from calib.validation import check_logits
 
 
 def synthetic(n: int, c: int, dtype: type, seed: int = 0):

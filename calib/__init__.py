@@ -15,14 +15,14 @@ __version__ = "0.1.0"
 # Public name -> module that defines it. Resolved on first access (see __getattr__), so that
 # `import calib` stays light: the metrics need neither timm, matplotlib nor the data sets.
 _API = {
-    "accuracy_report": "calib.metrics",
-    "seen_absent_curve": "calib.curve",
-    "SeenAbsentCurve": "calib.curve",
-    "ausuc": "calib.curve",
-    "ncm_report": "calib.ncm",
-    "LogitBiasCalibrator": "calib.calibrator",
+    "accuracy_report": "calib.metrics.accuracy",
+    "seen_absent_curve": "calib.metrics.curve",
+    "SeenAbsentCurve": "calib.metrics.curve",
+    "ausuc": "calib.metrics.curve",
+    "ncm_report": "calib.metrics.ncm",
+    "LogitBiasCalibrator": "calib.estimator.calibrator",
     "PseudoSplit": "calib.selectors",
-    "NotFittedError": "calib.calibrator",
+    "NotFittedError": "calib.estimator.calibrator",
     "SELECTORS": "calib.selectors",
     "SelectorSpec": "calib.selectors",
     "register_selector": "calib.selectors",
@@ -35,25 +35,25 @@ _API = {
     "create_model": "calib.models",
     "Classifier": "calib.models",
     "TrainConfig": "calib.train",
-    "run_pipeline": "calib.pipeline",
-    "build_plan": "calib.config",
+    "run_pipeline": "calib.run.pipeline",
+    "build_plan": "calib.run.plan",
     "Registry": "calib.registry",
 }
 
 if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time they load lazily
-    from .calibrator import LogitBiasCalibrator, NotFittedError
-    from .config import build_plan
-    from .curve import SeenAbsentCurve, ausuc, seen_absent_curve
-    from .data import ClassSplit, Domain
-    from .extract import Extracted, extraction_loader
-    from .metrics import accuracy_report
-    from .models import Classifier, create_model
-    from .ncm import ncm_report
-    from .pipeline import run_pipeline
-    from .registry import Registry
-    from .selectors import SELECTORS, PseudoSplit, SelectorSpec, register_selector
-    from .train import TrainConfig
-    from .wrapper import CalibratedClassifier, calibrate
+    from calib.data import ClassSplit, Domain
+    from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
+    from calib.extract import Extracted, extraction_loader
+    from calib.metrics.accuracy import accuracy_report
+    from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
+    from calib.metrics.ncm import ncm_report
+    from calib.models import Classifier, create_model
+    from calib.registry import Registry
+    from calib.run.pipeline import run_pipeline
+    from calib.run.plan import build_plan
+    from calib.selectors import SELECTORS, PseudoSplit, SelectorSpec, register_selector
+    from calib.train import TrainConfig
+    from calib.wrapper import CalibratedClassifier, calibrate
 
 __all__ = [
     "CalibratedClassifier",

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from .launch import DistributedContext, launch_env
+from calib.launch import DistributedContext, launch_env
 
 __all__ = [
     "DistributedContext",

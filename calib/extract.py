@@ -26,8 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
-from . import distributed
-from .distributed import ShardSampler
+from calib import distributed
+from calib.distributed import ShardSampler
 
 __all__ = [
     "Extracted",

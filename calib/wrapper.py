@@ -2,7 +2,7 @@
 
 The wrapper is an ``nn.Module`` whose output is the wrapped model's logits plus γ on the
 absent columns, as float64, built so that its argmax is the decision rule of
-:mod:`calib._gaps` in every input dtype (:func:`calib._gaps.shifted_logits`). γ and the
+:mod:`calib.rules.gaps` in every input dtype (:func:`calib.rules.gaps.shifted_logits`). γ and the
 absent mask are buffers, so they travel with ``.to(device)`` and ``state_dict()``.
 :func:`calibrate` is the one-call path for a fine-tuned model: extract its logits on a loader,
 fit a :class:`LogitBiasCalibrator`, wrap::
@@ -36,14 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._calibrator_file import calibrator_from_payload, calibrator_payload
-from ._checks import _class_index
-from ._probability_checks import temperature_value
-from ._softmax_torch import softmax_rows_torch
-from .calibrator import LogitBiasCalibrator, NotFittedError
-from .extract import evaluating, extract, features_and_logits, model_device
-from .io import atomic_save
-from .selectors import check_gamma, selector_spec
+from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
+from calib.estimator.file import calibrator_from_payload, calibrator_payload
+from calib.extract import evaluating, extract, features_and_logits, model_device
+from calib.io import atomic_save
+from calib.rules.torch_ops import shifted_logits_torch, softmax_rows_torch
+from calib.selectors import check_gamma, selector_spec
+from calib.validation import _class_index, temperature_value
 
 __all__ = ["CalibratedClassifier", "calibrate", "shifted_logits_torch", "softmax_rows_torch"]
 
@@ -55,29 +54,12 @@ FILE_VERSION = 3
 _READ_VERSIONS = (1, 2, 3)
 
 
-def shifted_logits_torch(
-    logits: torch.Tensor, absent_mask: torch.Tensor, gamma: torch.Tensor
-) -> torch.Tensor:
-    """:func:`calib._gaps.shifted_logits` in torch: float64, z + γ on U lowered a hair.
-
-    Args:
-        logits: (N, C) tensor, any real dtype. absent_mask: (C,) bool, True on U.
-        gamma: 0-d float64 tensor on the logits' device.
-    """
-    z = logits.to(torch.float64)
-    s = z + gamma
-    # literals, as TorchScript takes no float globals: 2**-51 and 2**-1000 (_gaps._NUDGE_*)
-    return torch.where(
-        absent_mask, s - (s.abs() * 4.440892098500626e-16 + 9.332636185032189e-302), z
-    )
-
-
 class CalibratedClassifier(nn.Module):
     """``model(x) + γ · 1[c ∈ U]``: a classifier with its absent-class logits raised by γ.
 
     The output is float64 (N, C) whatever the model's dtype, so that ``argmax`` of it is the
     rule that :meth:`LogitBiasCalibrator.predict` and :func:`calib.accuracy_report` apply
-    (see :mod:`calib.calibrator`); it is ``LogitBiasCalibrator.transform`` of the model's
+    (see :mod:`calib.estimator.calibrator`); it is ``LogitBiasCalibrator.transform`` of the model's
     logits. The wrapped model's weights are never changed; the wrapper starts in the model's
     train/eval mode, and ``forward`` runs in the mode the module is in (``.eval()`` to
     predict); :meth:`forward_proba` always runs in eval mode.

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if not args.no_figures:
-            from calib.plotting import figure_dpi
+            from calib.figures.files import figure_dpi
 
             figure_dpi()  # a bad CALIB_FIGURE_DPI is refused before any table is written
         text = collate_dir(

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from calib.calibrator import FILE_FORMAT, FILE_VERSION, LogitBiasCalibrator, NotFittedError
+from calib.estimator.calibrator import (
+    FILE_FORMAT,
+    FILE_VERSION,
+    LogitBiasCalibrator,
+    NotFittedError,
+)
 from calib.selectors import PseudoSplit, select_alg, select_oracle, select_prior
 
 SEEN = [0, 1, 2, 3]

@@ -2,7 +2,7 @@
 
 References are independent: a plain float64 softmax of (z + γ·1_U) / T per row, the row's T
 chosen from brute.predict (T_U where the brute-force prediction is absent), and
-calib.temperature's fits called directly on the data each selector was given.
+calib.estimator.temperature's fits called directly on the data each selector was given.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import tests.brute as brute
-from calib.calibrator import LogitBiasCalibrator
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.estimator.temperature import fit_temperature, fit_temperature_pseudo_splits
 from calib.selectors import PseudoSplit
-from calib.temperature import fit_temperature, fit_temperature_pseudo_splits
 from calib.wrapper import CalibratedClassifier, calibrate
 
 SEEN = [0, 1, 2, 3]

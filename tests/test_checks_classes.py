@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib._checks import check_classes
+from calib.validation import check_classes
 
 
 def test_check_classes_equals_numpy_set_routines():

@@ -12,9 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from calib.config import build_plan
 from calib.data import ClassSplit, make_fake_root, vtab_class_names, vtab_class_split
 from calib.run import sections
+from calib.run.plan import build_plan
 from calib.train import TrainConfig
 from tests.helpers_paper import (
     benchmark_kind,

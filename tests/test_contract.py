@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import tests.brute as brute
 from calib import accuracy_report, seen_absent_curve
-from calib.calibrator import LogitBiasCalibrator
+from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.selectors import PseudoSplit, select_pcv
 from calib.wrapper import CalibratedClassifier, calibrate
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import calib
 import tests.brute as brute
-from calib.curve import SeenAbsentCurve, ausuc, seen_absent_curve
 from calib.metrics import accuracy_report
+from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
 
 SETTINGS = settings(deadline=None, max_examples=100)
 TOL = 1e-9

@@ -20,7 +20,8 @@ from calib.data import ClassSplit, Domain
 from calib.data.tensor_dataset import TensorImageDataset
 from calib.distributed import ShardSampler, interleave_shards, launch_env
 from calib.extract import extract, extraction_loader
-from calib.pipeline import CalibrationConfig, EvalConfig, PCVConfig, run_pipeline
+from calib.run.pipeline import run_pipeline
+from calib.run.settings import CalibrationConfig, EvalConfig, PCVConfig
 from calib.train import TrainConfig, train
 from calib.train.loop import convert_sync_batchnorm
 from calib.train.sampling import EpochBatchSampler, derive_seed

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from calib import accuracy_report, seen_absent_curve
-from calib.calibrator import LogitBiasCalibrator
 from calib.dynamics import EpochEvaluator, HistoryWriter, read_epoch_arrays, read_history
+from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import extract, extraction_loader
-from calib.ncm import ncm_report
+from calib.metrics.ncm import ncm_report
 from calib.train import TrainConfig, train
 from tests.helpers_dynamics import SPLIT, pretrained_model, target_sets, tiny_run
 

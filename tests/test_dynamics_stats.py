@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from calib import accuracy_report, seen_absent_curve
-from calib.calibrator import LogitBiasCalibrator
 from calib.dynamics import (
     HISTORY_KEYS,
     epoch_evaluation,
@@ -18,7 +17,8 @@ from calib.dynamics import (
     logit_statistics,
     mean_cosine,
 )
-from calib.ncm import ncm_report
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.metrics.ncm import ncm_report
 
 SEEN, ABSENT = [0, 2, 5], [1, 3, 6]  # column 4 is an "other" class R
 

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from calib.calibrator import LogitBiasCalibrator, NotFittedError
+from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
 from calib.extract import extract
 from calib.wrapper import CalibratedClassifier, calibrate
 
@@ -143,8 +143,8 @@ def test_calibrate_returns_the_wrapper_in_the_model_mode():
 
 
 def test_torch_shift_is_the_numpy_shift():
-    from calib._gaps import shifted_logits
-    from calib.wrapper import shifted_logits_torch
+    from calib.rules.gaps import shifted_logits
+    from calib.rules.torch_ops import shifted_logits_torch
 
     z = np.array([[0.0, -1.5, 3.0, -np.inf], [1e-300, 0.0, -2.0, 7.0]])
     mask = torch.tensor([False, True, False, True])

@@ -21,7 +21,7 @@ from calib.figures.epochs import (
     update_similarity_series,
 )
 from calib.figures.style import GROUP_LOOKS, METRIC_LOOKS, SELECTOR_LOOKS
-from calib.plotting import curve_point
+from calib.metrics.curve import curve_point
 from tests.helpers_dynamics import SPLIT, tiny_run
 
 

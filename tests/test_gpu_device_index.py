@@ -53,7 +53,7 @@ def test_init_distributed_refuses_before_joining(monkeypatch):
 def test_calib_run_refuses_it_before_any_work(monkeypatch):
     """The dry run's device check (every rank of calib-run) gives the same refusal, one line."""
     from calib.run import ConfigError
-    from calib.run.dry_run import check_device
+    from calib.run.plan import check_device
 
     _launch(monkeypatch, rank=0, world=2, local_rank=0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib import _kernels
+import calib.rules.kernels as _kernels
 
 torch = pytest.importorskip("torch")
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from calib import LogitBiasCalibrator
-from calib._softmax_torch import softmax_rows_torch
 from calib.methods import METHODS, register_method
-from calib.probability import probability_report, shifted_probabilities
+from calib.metrics.probability import probability_report, shifted_probabilities
+from calib.rules.torch_ops import softmax_rows_torch
 from calib.selectors import SELECTORS, register_selector
 
 SEEN, ABSENT = [0, 1, 2], [3]

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from calib import _kernels, accuracy_report, seen_absent_curve
-from calib._gaps import group_codes
+import calib.rules.kernels as _kernels
+from calib import accuracy_report, seen_absent_curve
+from calib.rules.gaps import group_codes
 
 pytestmark = pytest.mark.skipif(not _kernels.available(), reason="numba is not installed")
 
@@ -116,7 +117,7 @@ def test_the_torch_device_path_equals_the_kernels():
 def test_cuda_logits_are_computed_on_the_device(monkeypatch):
     import torch
 
-    from calib._checks import check_logits
+    from calib.validation import check_logits
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2000, 50, generator=g)

@@ -1,7 +1,7 @@
 """The float32 kernel over the floats' bits (integer keys) gives what the numpy reference gives.
 
 It decides by integer comparisons of keys (-0.0 = +0.0, ties to the lowest column) and turns
-the rule's γ comparison into one key per row (:func:`calib._kernels.cross_keys`); these tests
+the rule's γ comparison into one key per row (:func:`calib.rules.kernels.cross_keys`); these tests
 stress exactly those steps: ties, signed zeros, -inf, subnormals, values 60 orders of magnitude
 apart (where z_c − z_y rounds in float64), γ = ±0, ±inf and γ equal to a logit difference.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib import _kernels
-from calib._keys import cross_keys, floats_of_keys
+import calib.rules.kernels as _kernels
+from calib.rules.keys import cross_keys, floats_of_keys
 
 pytestmark = pytest.mark.skipif(not _kernels.available(), reason="numba is not installed")
 
@@ -108,7 +108,7 @@ def test_cross_keys_fall_back_where_the_label_logit_is_minus_inf():
     z = np.array([[-np.inf, 1.0, 2.0], [0.0, 1.0, 2.0]], dtype=np.float32)
     is_absent = np.array([False, True, True])
     keys = cross_keys(z, is_absent, np.array([0, 0]), 1.0)
-    from calib._numba_kernels import NO_KEY
+    from calib.rules.numba_kernels import NO_KEY
 
     assert keys[0] == NO_KEY and keys[1] != NO_KEY
 
@@ -117,7 +117,7 @@ def test_cross_keys_fall_back_where_the_label_logit_is_minus_inf():
 def test_cross_keys_are_the_exact_boundary(dtype):
     """T: a column of value x of the other group beats the label iff key(x) > T, checked at
     T and T + 1 with the float64 rule itself."""
-    from calib._numba_kernels import NO_KEY
+    from calib.rules.numba_kernels import NO_KEY
 
     rng = np.random.default_rng(5)
     z = (rng.standard_normal((300, 9)) * rng.choice([1e-3, 1.0, 1e4], size=(300, 1))).astype(dtype)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from calib.config import build_plan
 from calib.data.digits import _digits_raw, prepare_digit_images
 from calib.models import efficientnet_lite0_state_dict
+from calib.run.plan import build_plan
 from tests.helpers_paper import compose_experiment
 
 EXPERIMENT = "digits_lite0"

@@ -54,7 +54,7 @@ def tiny_run(tmp_path):
 @pytest.mark.slow
 def test_alpha_tradeoff_on_a_tiny_run_and_its_figure(tmp_path):
     from calib.figures.alpha_tradeoff import plot_alpha_tradeoff
-    from calib.plotting import save_figure
+    from calib.figures.files import save_figure
 
     logits, labels = tiny_run(tmp_path)
     curve = alpha_tradeoff(logits, labels, SPLIT.seen, SPLIT.absent)

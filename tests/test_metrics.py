@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 import calib
 import tests.brute as brute
-from calib._gaps import compute_gaps, label_rank
 from calib.metrics import accuracy_report, harmonic_mean
+from calib.rules.gaps import compute_gaps
+from calib.rules.kernels import label_rank
 
 SETTINGS = settings(deadline=None, max_examples=100)
 

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from calib.calibrator import LogitBiasCalibrator
 from calib.data import ClassSplit
 from calib.dynamics import EpochEvaluator, HistoryWriter, read_history
+from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import evaluating, extract, extraction_loader
 from calib.io import json_safe
 from calib.models import Classifier

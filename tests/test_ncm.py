@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import calib
 from calib.metrics import accuracy_report
-from calib.ncm import class_means, ncm_report, ncm_scores
+from calib.metrics.ncm import class_means, ncm_report, ncm_scores
 
 # Training features in 2-D. Unit vectors per class, averaged, normalised:
 #   class 0: [1, 0], [2, 0]     → mean [1, 0]

@@ -2,7 +2,7 @@
 
 Each benchmark experiment (conf/experiment/{office_home,imagenet_r,imagenet_s,vtab}_*.yaml)
 is composed with Hydra's compose API, shrunk to a smoke version (a small CNN or a tiny CLIP
-at 32×32 px, two iterations, two PCV splits) and run through calib.config.build_plan on a
+at 32×32 px, two iterations, two PCV splits) and run through calib.run.plan.build_plan on a
 fake dataset root in the benchmark's real layout. Also: the VTAB-1k data module, the
 missing-dataset message of `calib-run`, the paper-style table and the benchmark script.
 """
@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calib.collate import collate_dir, paper_rows, paper_table
-from calib.config import build_plan
 from calib.data import (
     ClassSplit,
     DatasetNotFoundError,
@@ -33,7 +31,9 @@ from calib.data import (
     vtab_task,
 )
 from calib.figures.dynamics import DYNAMICS_FIGURES
-from calib.report import write_results
+from calib.run.collate import collate_dir, paper_rows, paper_table
+from calib.run.plan import build_plan
+from calib.run.results import write_results
 from tests.helpers_paper import (
     SMOKE,
     benchmark_classes,

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from calib import accuracy_report
-from calib.curve import seen_absent_curve
+from calib.figures.files import save_figure
+from calib.figures.seen_absent import plot_seen_absent_curves
 from calib.figures.style import MODEL_LOOKS, SELECTOR_LOOKS
-from calib.plotting import curve_point, curve_xy, plot_seen_absent_curves, save_figure
+from calib.metrics.curve import curve_point, curve_xy, seen_absent_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -138,7 +139,7 @@ def test_nothing_to_plot_is_an_error():
 
 
 def test_importing_calib_plotting_does_not_import_matplotlib():
-    code = "import sys, calib.plotting; print('matplotlib' in sys.modules)"
+    code = "import sys, calib.figures.seen_absent; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -158,7 +159,7 @@ def test_models_and_selectors_never_share_a_look():
 
 
 def test_figure_dpi_comes_from_the_environment(monkeypatch):
-    from calib.plotting import FIGURE_DPI, figure_dpi
+    from calib.figures.files import FIGURE_DPI, figure_dpi
 
     monkeypatch.delenv("CALIB_FIGURE_DPI", raising=False)
     assert figure_dpi() == FIGURE_DPI == 150

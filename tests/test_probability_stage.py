@@ -19,7 +19,8 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from calib.calibrator import LogitBiasCalibrator
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.estimator.temperature import T_BRACKET, fit_temperature
 from calib.extract import Extracted
 from calib.io import json_safe
 from calib.run.probability_stage import (
@@ -30,7 +31,6 @@ from calib.run.probability_stage import (
 )
 from calib.run.saved_run import load_saved_run
 from calib.selectors import SELECTORS, register_selector
-from calib.temperature import T_BRACKET, fit_temperature
 from tests.brute import predict as brute_predict
 
 N_BINS = 15

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from calib.figures.files import save_figure
 from calib.figures.reliability import plot_reliability, plot_reliability_groups
 from calib.figures.style import group_look
-from calib.plotting import save_figure
-from calib.probability import reliability_diagram
+from calib.metrics.probability import reliability_diagram
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEEN = [0, 1, 2, 3]

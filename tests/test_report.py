@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from calib.collate import collate_dir, find_runs, long_rows
 from calib.io import json_safe
-from calib.report import flatten_results, format_table, write_results
+from calib.run.collate import collate_dir, find_runs, long_rows
+from calib.run.results import flatten_results, format_table, write_results
 
 
 def fake_results(acc_all: float, gamma: float = 1.5) -> dict:

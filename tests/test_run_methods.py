@@ -103,7 +103,7 @@ def test_oracle_all_without_absent_training_data_is_refused(demo_run):
     from torch.utils.data import Subset
 
     from calib.data import dataset_targets
-    from calib.run.dry_run import _method
+    from calib.run.plan import _method
     from calib.run.settings import MethodConfig
 
     plan, _, _ = demo_run

@@ -9,8 +9,8 @@ import torch
 from calib.data import ClassSplit
 from calib.extract import Extracted
 from calib.run.selector_data import SELECTOR_DATA, selector_fit_data, selector_inputs
-from calib.selector_spec import DATA_KINDS
 from calib.selectors import SELECTORS, PseudoSplit
+from calib.selectors.spec import DATA_KINDS
 
 SPLIT = ClassSplit(seen=(0, 2), absent=(1, 3), num_classes=4)
 

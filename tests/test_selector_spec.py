@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import calib
-from calib.calibrator import LogitBiasCalibrator
+from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.selectors import (
     DATA_INPUTS,
     DATA_KINDS,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from calib.rules.stepmax import _interior
+from calib.rules.stepmax import maximise as _maximise
 from calib.selectors import (
     SELECTORS,
     PseudoSplit,
-    _interior,
-    _maximise,
     select_alg,
     select_fixed,
     select_oracle,
@@ -23,7 +23,7 @@ from calib.selectors import (
 
 
 def brute_predict(logits: np.ndarray, absent: np.ndarray, gamma: float) -> np.ndarray:
-    """argmax of the shifted logits, computed column by column (independent of calib._gaps)."""
+    """argmax of the shifted logits, computed column by column (independent of calib.rules.gaps)."""
     shifted = logits.astype(np.float64).copy()
     shifted[:, absent] += gamma
     return shifted.argmax(axis=1)

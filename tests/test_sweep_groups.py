@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from calib.sweep_groups import (
+from calib.figures.sweep import group_history_curves, sweep_series
+from calib.run.sweep_groups import (
     Stat,
     flatten_config,
     format_grouped_table,
-    group_history_curves,
     group_runs,
     grouped_rows,
-    sweep_series,
     swept_keys,
 )
 
@@ -159,9 +158,9 @@ def test_sweep_series_and_history_curves(runs):
 
 
 def test_sweep_figures(runs, tmp_path):
+    from calib.figures.files import save_figure
     from calib.figures.style import MODEL_LOOKS, SELECTOR_LOOKS
     from calib.figures.sweep import plot_sweep, plot_sweep_histories
-    from calib.plotting import save_figure
 
     groups = group_runs(runs)
     fig = plot_sweep(groups, metrics=("ausuc", "acc_absent"), title="optimizer sweep")
@@ -190,8 +189,7 @@ def test_sweep_figures(runs, tmp_path):
 
 
 def test_histories_by_group_and_written_sweep_figures(runs, tmp_path):
-    from calib.figures.sweep import write_sweep_figures
-    from calib.sweep_groups import histories_by_group
+    from calib.figures.sweep import histories_by_group, write_sweep_figures
 
     groups = group_runs(runs, metrics=("ausuc", "acc_absent"))
     rows = [

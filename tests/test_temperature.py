@@ -1,4 +1,4 @@
-"""calib.temperature: the fitted T against an independent optimiser, synthetic ground truth, invariances."""
+"""calib.estimator.temperature: the fitted T against an independent optimiser, synthetic ground truth, invariances."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-import calib.temperature as temperature_module
+import calib.estimator.temperature as temperature_module
 from calib import SELECTORS
-from calib.probability import shifted_probabilities
+from calib.estimator.temperature import T_BRACKET, fit_temperature, fit_temperature_pseudo_splits
+from calib.metrics.probability import shifted_probabilities
 from calib.selectors import PseudoSplit
-from calib.temperature import T_BRACKET, fit_temperature, fit_temperature_pseudo_splits
 
 
 def brute_nll(logits, labels, absent, gamma, t):

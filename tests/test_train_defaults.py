@@ -213,7 +213,7 @@ def test_optimizer_configs_hold_no_numbers(path):
 
 
 def _demo_finetune(tmp_path, overrides: list[str]) -> TrainConfig:
-    from calib.config import build_plan
+    from calib.run.plan import build_plan
     from tests.helpers_paper import compose_config
 
     return build_plan(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib import LogitBiasCalibrator, _kernels
+import calib.rules.kernels as _kernels
+from calib import LogitBiasCalibrator
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from calib.calibrator import LogitBiasCalibrator, NotFittedError
+from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
 from calib.selectors import PseudoSplit, select_alg
 from calib.wrapper import CalibratedClassifier, calibrate
 

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .benchmarks import (
+from calib.data.benchmarks import (
     IMAGENET_NUM_CLASSES,
     OFFICE_HOME_NUM_CLASSES,
     benchmark_lists,
@@ -23,10 +23,16 @@ from .benchmarks import (
     office_home,
     office_home_class_names,
 )
-from .digits import DIGITS_MEAN, DIGITS_STD, digits_domain, mnist5k_domain, prepare_digit_images
-from .domain import Domain, dataset_targets
-from .fake import FakeRoot, default_fake_classes, make_fake_root
-from .image_list import (
+from calib.data.digits import (
+    DIGITS_MEAN,
+    DIGITS_STD,
+    digits_domain,
+    mnist5k_domain,
+    prepare_digit_images,
+)
+from calib.data.domain import Domain, dataset_targets
+from calib.data.fake import FakeRoot, default_fake_classes, make_fake_root
+from calib.data.image_list import (
     DATASET_INFO,
     CorruptImageError,
     DatasetInfo,
@@ -36,12 +42,18 @@ from .image_list import (
     pil_rgb_loader,
     read_image_list,
 )
-from .registry import DATASETS, build_domain
-from .split import OFFICE_HOME_DOMAINS, SPLITS_DIR, ClassSplit, class_orders, office_home_domain
-from .subset import class_subset
-from .tensor_dataset import TensorImageDataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
-from .vtab import (
+from calib.data.registry import DATASETS, build_domain
+from calib.data.split import (
+    OFFICE_HOME_DOMAINS,
+    SPLITS_DIR,
+    ClassSplit,
+    class_orders,
+    office_home_domain,
+)
+from calib.data.subset import class_subset
+from calib.data.tensor_dataset import TensorImageDataset
+from calib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from calib.data.vtab import (
     VTAB_TASKS,
     shipped_vtab_tasks,
     vtab,

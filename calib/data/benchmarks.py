@@ -18,11 +18,11 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from .domain import Domain
-from .image_list import DatasetInfo, ImageListDataset, check_layout, read_image_list
-from .registry import DATASETS
-from .split import SPLITS_DIR, office_home_domain
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from calib.data.domain import Domain
+from calib.data.image_list import DatasetInfo, ImageListDataset, check_layout, read_image_list
+from calib.data.registry import DATASETS
+from calib.data.split import SPLITS_DIR, office_home_domain
+from calib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
 __all__ = [
     "OFFICE_HOME_NUM_CLASSES",

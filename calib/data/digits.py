@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .domain import Domain
-from .registry import DATASETS
-from .stratified import stratified_split
-from .tensor_dataset import TensorImageDataset
+from calib.data.domain import Domain
+from calib.data.registry import DATASETS
+from calib.data.stratified import stratified_split
+from calib.data.tensor_dataset import TensorImageDataset
 
 __all__ = [
     "DIGITS_MEAN",

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .benchmarks import benchmark_lists
-from .image_list import read_image_list
-from .split import OFFICE_HOME_DOMAINS, ClassSplit, office_home_domain
-from .vtab import (
+from calib.data.benchmarks import benchmark_lists
+from calib.data.image_list import read_image_list
+from calib.data.split import OFFICE_HOME_DOMAINS, ClassSplit, office_home_domain
+from calib.data.vtab import (
     VTAB_TEST_LIST,
     VTAB_TRAIN_LIST,
     shipped_vtab_tasks,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..registry import Registry
-from .domain import Domain
+from calib.data.domain import Domain
+from calib.registry import Registry
 
 __all__ = ["DATASETS", "build_domain"]
 

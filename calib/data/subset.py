@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from .domain import dataset_targets
+from calib.data.domain import dataset_targets
 
 __all__ = ["class_subset"]
 

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from .benchmarks import _image_list_domain
-from .domain import Domain
-from .image_list import DATASET_INFO, check_layout
-from .registry import DATASETS
-from .split import ClassSplit
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from calib.data.benchmarks import _image_list_domain
+from calib.data.domain import Domain
+from calib.data.image_list import DATASET_INFO, check_layout
+from calib.data.registry import DATASETS
+from calib.data.split import ClassSplit
+from calib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "VTAB_TASKS",

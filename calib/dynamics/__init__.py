@@ -13,10 +13,15 @@ The figures drawn from a history are in :mod:`calib.figures.dynamics`.
 
 from __future__ import annotations
 
-from .evaluator import EpochEvaluator, linear_head_weight
-from .history import HistoryWriter, epochs_with_arrays, read_epoch_arrays, read_history
-from .record import HISTORY_KEYS, epoch_evaluation, epoch_record
-from .stats import head_statistics, logit_statistics, mean_cosine
+from calib.dynamics.evaluator import EpochEvaluator, linear_head_weight
+from calib.dynamics.history import (
+    HistoryWriter,
+    epochs_with_arrays,
+    read_epoch_arrays,
+    read_history,
+)
+from calib.dynamics.record import HISTORY_KEYS, epoch_evaluation, epoch_record
+from calib.dynamics.stats import head_statistics, logit_statistics, mean_cosine
 
 __all__ = [
     "EpochEvaluator",

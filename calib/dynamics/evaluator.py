@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import distributed
-from ..data import ClassSplit
-from ..extract import Extracted, extract, extraction_loader, model_device
-from .history import HistoryWriter
-from .record import epoch_evaluation
+from calib import distributed
+from calib.data import ClassSplit
+from calib.dynamics.history import HistoryWriter
+from calib.dynamics.record import epoch_evaluation
+from calib.extract import Extracted, extract, extraction_loader, model_device
 
 __all__ = ["EpochEvaluator", "linear_head_weight"]
 
@@ -39,7 +39,7 @@ HeadAccessor = Callable[[nn.Module], Any]
 
 
 try:  # timm models too (forward_features / forward_head), where calib.extract knows them
-    from ..extract import has_features as _has_features
+    from calib.extract import has_features as _has_features
 except ImportError:  # pragma: no cover - an older calib.extract
 
     def _has_features(model: nn.Module) -> bool:

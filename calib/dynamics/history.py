@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import distributed
-from ..io import atomic_open, atomic_write_text, json_safe
+from calib import distributed
+from calib.io import atomic_open, atomic_write_text, json_safe
 
 __all__ = ["HistoryWriter", "read_history", "read_epoch_arrays", "epochs_with_arrays"]
 

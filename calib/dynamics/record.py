@@ -1,7 +1,7 @@
 """One epoch's evaluation as one flat row of the training history (pure: arrays in, numbers out).
 
 Every accuracy comes from the library's metrics (:func:`calib.accuracy_report`,
-:func:`calib.seen_absent_curve`, :func:`calib.ncm.ncm_report`) and the ALG γ from
+:func:`calib.seen_absent_curve`, :func:`calib.metrics.ncm.ncm_report`) and the ALG γ from
 :class:`calib.LogitBiasCalibrator`, so a history row at epoch k equals what those give on the
 model of epoch k. :data:`HISTORY_KEYS` documents every key with its unit.
 """
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_numpy, check_classes, check_logits
-from ..calibrator import LogitBiasCalibrator
-from ..curve import seen_absent_curve
-from ..metrics import accuracy_report
-from ..ncm import ncm_report
-from .stats import head_statistics, logit_statistics
+from calib.dynamics.stats import head_statistics, logit_statistics
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.metrics.accuracy import accuracy_report
+from calib.metrics.curve import seen_absent_curve
+from calib.metrics.ncm import ncm_report
+from calib.validation import as_numpy, check_classes, check_logits
 
 __all__ = ["HISTORY_KEYS", "epoch_record", "epoch_evaluation"]
 

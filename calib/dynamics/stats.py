@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_numpy, check_classes, check_labels, check_logits
+from calib.validation import as_numpy, check_classes, check_labels, check_logits
 
 __all__ = ["head_statistics", "logit_statistics", "mean_cosine"]
 

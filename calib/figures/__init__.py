@@ -11,5 +11,5 @@ Training dynamics (from a run's history, :mod:`calib.dynamics`):
 - :mod:`calib.figures.curves`: the seen–absent curves at selected epochs.
 - :mod:`calib.figures.dynamics`: :func:`write_dynamics_figures` draws them all.
 
-Sweeps (from many runs, :mod:`calib.sweep_groups`): :mod:`calib.figures.sweep`.
+Sweeps (from many runs, :mod:`calib.run.sweep_groups`): :mod:`calib.figures.sweep`.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..plotting import wrap_title
+from calib.figures.files import wrap_title
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

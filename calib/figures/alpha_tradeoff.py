@@ -2,7 +2,7 @@
 
 The numbers come from :func:`calib.methods.alpha_tradeoff` (the α path) and
 :func:`calib.seen_absent_curve` (the γ curves); this module only draws them, on the axes of
-:func:`calib.plotting.plot_seen_absent_curves` (x = Acc S/Y, y = Acc U/Y, both in [0, 1]).
+:func:`calib.figures.seen_absent.plot_seen_absent_curves` (x = Acc S/Y, y = Acc U/Y, both in [0, 1]).
 The α path starts at the pre-trained model (α = 0, the γ = 0 point of its γ curve) and ends at
 the fine-tuned one (α = 1, the γ = 0 point of the fine-tuned curve); a path below the
 fine-tuned γ curve means one γ on the fine-tuned logits beats mixing the weights.
@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..curve import SeenAbsentCurve
-from ..plotting import curve_xy
-from .style import MODEL_LOOKS, Look, selector_look
+from calib.figures.style import MODEL_LOOKS, Look, selector_look
+from calib.metrics.curve import SeenAbsentCurve, curve_xy
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-    from ..methods.wise_ft import AlphaCurve
+    from calib.methods.wise_ft import AlphaCurve
 
 __all__ = ["ALPHA_LOOK", "plot_alpha_tradeoff"]
 
@@ -62,7 +61,7 @@ def plot_alpha_tradeoff(
             to compare with the path's own area; shown in the path's legend entry.
 
     Returns:
-        The axes drawn into (``ax.figure`` for :func:`calib.plotting.save_figure`).
+        The axes drawn into (``ax.figure`` for :func:`calib.figures.seen_absent.save_figure`).
     """
     if ax is None:
         from matplotlib.figure import Figure

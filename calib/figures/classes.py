@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._common import finish_axes, new_axes
-from .style import group_look
+from calib.figures._common import finish_axes, new_axes
+from calib.figures.style import group_look
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

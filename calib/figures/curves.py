@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..curve import SeenAbsentCurve
-from ..plotting import plot_seen_absent_curves
-from ._common import new_axes
-from .style import sequential_colors
+from calib.figures._common import new_axes
+from calib.figures.seen_absent import plot_seen_absent_curves
+from calib.figures.style import sequential_colors
+from calib.metrics.curve import SeenAbsentCurve
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -33,7 +33,7 @@ def select_epochs(available: Sequence[int], max_curves: int = 5) -> list[int]:
 def curve_from_arrays(
     arrays: Mapping[str, Any], n_seen: int = 0, n_absent: int = 0
 ) -> SeenAbsentCurve:
-    """A :class:`~calib.curve.SeenAbsentCurve` from the arrays of a ``curve_epoch<k>.npz``."""
+    """A :class:`~calib.metrics.curve.SeenAbsentCurve` from the arrays of a ``curve_epoch<k>.npz``."""
     missing = {"gamma", "acc_seen", "acc_absent", "acc_all", "ausuc"} - set(arrays)
     if missing:
         raise ValueError(f"curve arrays lack {sorted(missing)}")
@@ -60,7 +60,7 @@ def plot_curves_at_epochs(
     colors = dict(zip(labels.values(), sequential_colors(len(order)), strict=True))
     plot_seen_absent_curves({labels[e]: curves[e] for e in order}, ax=ax, colors=colors,
                             percent=True)  # fmt: skip
-    from ..plotting import wrap_title
+    from calib.figures.files import wrap_title
 
     what = "Seen–absent curves during fine-tuning"
     ax.set_title(wrap_title(f"{what} — {title}" if title else what), fontsize="medium")

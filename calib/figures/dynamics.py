@@ -7,12 +7,22 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..dynamics.history import epochs_with_arrays, read_epoch_arrays, read_history
-from ..plotting import save_figure
-from ._common import check_formats
-from .classes import accuracy_gains, class_weight_norms, plot_accuracy_gains, plot_weight_norms
-from .curves import curve_from_arrays, plot_curves_at_epochs, select_epochs
-from .epochs import accuracy_series, logit_series, plot_epoch_series, update_similarity_series
+from calib.dynamics.history import epochs_with_arrays, read_epoch_arrays, read_history
+from calib.figures._common import check_formats
+from calib.figures.classes import (
+    accuracy_gains,
+    class_weight_norms,
+    plot_accuracy_gains,
+    plot_weight_norms,
+)
+from calib.figures.curves import curve_from_arrays, plot_curves_at_epochs, select_epochs
+from calib.figures.epochs import (
+    accuracy_series,
+    logit_series,
+    plot_epoch_series,
+    update_similarity_series,
+)
+from calib.figures.files import save_figure
 
 __all__ = ["write_dynamics_figures", "DYNAMICS_FIGURES"]
 

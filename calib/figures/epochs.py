@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._common import finish_axes, new_axes
-from .style import metric_look
+from calib.figures._common import finish_axes, new_axes
+from calib.figures.style import metric_look
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

@@ -1,4 +1,4 @@
-"""Drawing reliability diagrams. The numbers come from :func:`calib.probability.reliability_diagram`.
+"""Drawing reliability diagrams. The numbers come from :func:`calib.metrics.probability.reliability_diagram`.
 
 A panel shows, for each series, the accuracy of each non-empty bin against the bin's mean
 confidence (markers joined by lines; the distance of a marker from the diagonal is that bin's
@@ -6,7 +6,7 @@ calibration gap), the diagonal of perfect calibration, and below it a strip with
 samples per bin, so that a reader sees which bins carry the ECE. Colours follow the sample
 group of :mod:`calib.figures.style` (all / seen / absent); the series of one panel differ by
 shade, line style and marker. matplotlib is imported inside the functions (Figure API, no
-pyplot); write figures with :func:`calib.plotting.save_figure`.
+pyplot); write figures with :func:`calib.figures.seen_absent.save_figure`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..probability import ReliabilityDiagram
-from .style import group_look
+from calib.figures.style import group_look
+from calib.metrics.probability import ReliabilityDiagram
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

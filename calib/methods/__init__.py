@@ -27,7 +27,7 @@ Every method also takes ``head="linear" | "cosine"`` (with ``head_scale`` and
 ``calib[lora]`` (peft), imported only when it runs.
 """
 
-from . import (  # noqa: F401  (registers the methods)
+from calib.methods import (  # noqa: F401  (registers the methods)
     distill_absent,
     frozen_head,
     full,
@@ -37,10 +37,10 @@ from . import (  # noqa: F401  (registers the methods)
     oracle_all,
     wise_ft,
 )
-from .cosine_head import CosineHead, to_cosine_head
-from .distill_absent import absent_distillation_loss
-from .params import HEAD_PARAMS
-from .spec import (
+from calib.methods.cosine_head import CosineHead, to_cosine_head
+from calib.methods.distill_absent import absent_distillation_loss
+from calib.methods.params import HEAD_PARAMS
+from calib.methods.spec import (
     DATA_KINDS,
     METHODS,
     FinetuneContext,
@@ -50,7 +50,7 @@ from .spec import (
     prepare_context,
     register_method,
 )
-from .wise_ft import AlphaCurve, alpha_tradeoff, endpoints, interpolate_state
+from calib.methods.wise_ft import AlphaCurve, alpha_tradeoff, endpoints, interpolate_state
 
 __all__ = [
     "DATA_KINDS",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .parts import find_head
+from calib.methods.parts import find_head
 
 __all__ = ["CosineHead", "to_cosine_head"]
 

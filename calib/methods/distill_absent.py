@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .params import real
-from .spec import FinetuneContext, register_method
+from calib.methods.params import real
+from calib.methods.spec import FinetuneContext, register_method
 
 __all__ = ["absent_distillation_loss", "distillation_objective", "run_distill_absent"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .full import train_all
-from .parts import find_head, set_trainable
-from .spec import FinetuneContext, register_method
+from calib.methods.full import train_all
+from calib.methods.parts import find_head, set_trainable
+from calib.methods.spec import FinetuneContext, register_method
 
 __all__ = ["run_frozen_head"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .spec import FinetuneContext, register_method
+from calib.methods.spec import FinetuneContext, register_method
 
 __all__ = ["run_full", "train_all"]
 

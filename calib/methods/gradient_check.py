@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
-from ..data.split import ClassSplit
-from ..train import TrainConfig, TrainResult
-from .parts import state_copy
-from .spec import FinetuneContext, MethodSpec, dataset_labels
+from calib.data.split import ClassSplit
+from calib.methods.parts import state_copy
+from calib.methods.spec import FinetuneContext, MethodSpec, dataset_labels
+from calib.train import TrainConfig, TrainResult
 
 __all__ = ["check_gradients", "parameters_without_gradient"]
 

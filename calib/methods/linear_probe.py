@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..train import EpochCallback, TrainConfig
-from .parts import backbone_modules, find_head, keep_in_eval
-from .spec import FinetuneContext, register_method
+from calib.methods.parts import backbone_modules, find_head, keep_in_eval
+from calib.methods.spec import FinetuneContext, register_method
+from calib.train import EpochCallback, TrainConfig
 
 __all__ = ["probe", "run_linear_probe"]
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..train.sampling import derive_seed
-from .params import boolean, integer, names, real
-from .parts import batchnorm_modules, find_head, keep_in_eval, set_trainable
-from .spec import FinetuneContext, register_method
+from calib.methods.params import boolean, integer, names, real
+from calib.methods.parts import batchnorm_modules, find_head, keep_in_eval, set_trainable
+from calib.methods.spec import FinetuneContext, register_method
+from calib.train.sampling import derive_seed
 
 __all__ = ["add_lora", "default_lora_targets", "merge_lora", "resolve_lora_targets", "run_lora"]
 

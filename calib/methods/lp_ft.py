@@ -6,12 +6,12 @@ from dataclasses import replace
 
 from torch import nn
 
-from ..train import TrainConfig
-from ..train.sampling import batches_per_pass
-from .full import train_all
-from .linear_probe import probe
-from .params import integer
-from .spec import FinetuneContext, register_method
+from calib.methods.full import train_all
+from calib.methods.linear_probe import probe
+from calib.methods.params import integer
+from calib.methods.spec import FinetuneContext, register_method
+from calib.train import TrainConfig
+from calib.train.sampling import batches_per_pass
 
 __all__ = ["probe_config", "run_lp_ft"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .full import train_all
-from .spec import FinetuneContext, register_method
+from calib.methods.full import train_all
+from calib.methods.spec import FinetuneContext, register_method
 
 __all__ = ["run_oracle_all"]
 

@@ -32,13 +32,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..data.domain import dataset_targets
-from ..data.split import ClassSplit
-from ..registry import Registry
-from ..train import EpochCallback, LossFn, TrainConfig, TrainResult
-from .cosine_head import to_cosine_head
-from .params import HEAD_CHECKS, HEAD_PARAMS, Check
-from .parts import state_copy
+from calib.data.domain import dataset_targets
+from calib.data.split import ClassSplit
+from calib.methods.cosine_head import to_cosine_head
+from calib.methods.params import HEAD_CHECKS, HEAD_PARAMS, Check
+from calib.methods.parts import state_copy
+from calib.registry import Registry
+from calib.train import EpochCallback, LossFn, TrainConfig, TrainResult
 
 __all__ = [
     "DATA_KINDS",

@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..curve import SeenAbsentCurve
-from ..metrics import accuracy_report
-from ..plotting import curve_xy
-from .params import real, real_grid
-from .parts import state_copy
-from .spec import METHODS, FinetuneContext, register_method
+from calib.methods.params import real, real_grid
+from calib.methods.parts import state_copy
+from calib.methods.spec import METHODS, FinetuneContext, register_method
+from calib.metrics.accuracy import accuracy_report
+from calib.metrics.curve import SeenAbsentCurve, curve_xy
 
 __all__ = [
     "AlphaCurve",

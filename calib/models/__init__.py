@@ -8,8 +8,8 @@ See :mod:`calib.models.factory` for the registered keys and :mod:`calib.models.w
 the weight files ``create_model(..., weights=PATH)`` understands.
 """
 
-from .classifier import Classifier, make_data_config
-from .clip_head import (
+from calib.models.classifier import Classifier, make_data_config
+from calib.models.clip_head import (
     CLIP_CONFIGS,
     DEFAULT_TEMPLATES,
     ClipImageEncoder,
@@ -18,10 +18,13 @@ from .clip_head import (
     load_clip,
     zero_shot_weights,
 )
-from .digits_cnn import DigitsCNN
-from .efficientnet_lite import efficientnet_lite0_state_dict, efficientnet_lite0_weights_path
-from .factory import MODELS, create_model, list_models
-from .weights import (
+from calib.models.digits_cnn import DigitsCNN
+from calib.models.efficientnet_lite import (
+    efficientnet_lite0_state_dict,
+    efficientnet_lite0_weights_path,
+)
+from calib.models.factory import MODELS, create_model, list_models
+from calib.models.weights import (
     IncompatibleWeightsError,
     load_backbone_state_dict,
     load_weights,

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .classifier import Classifier, make_data_config
+from calib.models.classifier import Classifier, make_data_config
 
 __all__ = [
     "DEFAULT_TEMPLATES",

@@ -26,14 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from calib.models.classifier import Classifier, make_data_config
+from calib.models.clip_head import DEFAULT_TEMPLATES, Template, create_clip_zero_shot
+from calib.models.digits_cnn import DigitsCNN
+from calib.models.efficientnet_lite import TIMM_NAME as EFFICIENTNET_LITE0_TIMM_NAME
+from calib.models.efficientnet_lite import efficientnet_lite0_state_dict
+from calib.models.weights import load_backbone_state_dict, load_weights
 from calib.registry import Registry
-
-from .classifier import Classifier, make_data_config
-from .clip_head import DEFAULT_TEMPLATES, Template, create_clip_zero_shot
-from .digits_cnn import DigitsCNN
-from .efficientnet_lite import TIMM_NAME as EFFICIENTNET_LITE0_TIMM_NAME
-from .efficientnet_lite import efficientnet_lite0_state_dict
-from .weights import load_backbone_state_dict, load_weights
 
 __all__ = ["MODELS", "create_model", "list_models"]
 

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from calib.io import atomic_save
-
-from .classifier import Classifier
+from calib.models.classifier import Classifier
 
 __all__ = [
     "IncompatibleWeightsError",

@@ -3,7 +3,7 @@
 - :mod:`~calib.run.schema`: the typed config schema, checked before anything is built.
 - :mod:`~calib.run.settings`: ``CalibrationConfig``, ``PCVConfig``, ``EvalConfig``.
 - :mod:`~calib.run.plan`: ``build_plan`` (config mapping → validated :class:`RunPlan`),
-  with a dry run of the model and every optimizer (:mod:`~calib.run.dry_run`).
+  with a dry run of the model and every optimizer (:mod:`~calib.run.plan`).
 - :mod:`~calib.run.identity`, :mod:`~calib.run.stage_plan`, :mod:`~calib.run.stages`: what
   each stage depends on, its key, and the run folder's records that refuse stale numbers.
 - :mod:`~calib.run.runner`, :mod:`~calib.run.source_cache`: cached, resumable training and
@@ -37,13 +37,13 @@ _API = {
 }
 
 if TYPE_CHECKING:
-    from .identity import NON_IDENTITY_KEYS, identity_leaves
-    from .pipeline import run_pipeline
-    from .plan import RunPlan, build_plan
-    from .schema import ConfigError, check_config
-    from .sections import build_split, build_train_config
-    from .settings import CalibrationConfig, EvalConfig, PCVConfig
-    from .stages import StaleRunError
+    from calib.run.identity import NON_IDENTITY_KEYS, identity_leaves
+    from calib.run.pipeline import run_pipeline
+    from calib.run.plan import RunPlan, build_plan
+    from calib.run.schema import ConfigError, check_config
+    from calib.run.sections import build_split, build_train_config
+    from calib.run.settings import CalibrationConfig, EvalConfig, PCVConfig
+    from calib.run.stages import StaleRunError
 
 __all__ = [
     "NON_IDENTITY_KEYS",

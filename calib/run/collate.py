@@ -2,7 +2,7 @@
 
 Each run folder holds a ``results.json`` (see :mod:`calib.run.results`) whose ``meta.config``
 is the run's full resolved config. The runs are grouped by the swept keys
-(:mod:`calib.sweep_groups`: the config keys whose values differ, less those that cannot change
+(:mod:`calib.run.sweep_groups`: the config keys whose values differ, less those that cannot change
 a number, :data:`IGNORE_KEYS`); a run's label names its swept keys only
 (``optimizer=adam, seed=1``) and a group's label the swept keys but the seed
 (``optimizer=adam``). :func:`collate_dir` writes::
@@ -27,24 +27,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
-from ..sweep_groups import (
-    RunGroup,
-    format_grouped_table,
-    group_runs,
-    grouped_rows,
-    run_labels,
-    sweep_label_keys,
-)
-from .identity import NON_IDENTITY_KEYS
-from .paper_table import PAPER_METRICS, PAPER_SELECTORS, paper_rows, paper_table
-from .results import (
+from calib.io import atomic_write_text
+from calib.run.identity import NON_IDENTITY_KEYS
+from calib.run.paper_table import PAPER_METRICS, PAPER_SELECTORS, paper_rows, paper_table
+from calib.run.results import (
     HEADERS,
     flatten_results,
     format_cell,
     markdown_table,
     result_rows,
     rows_to_csv,
+)
+from calib.run.sweep_groups import (
+    RunGroup,
+    format_grouped_table,
+    group_runs,
+    grouped_rows,
+    run_labels,
+    sweep_label_keys,
 )
 
 __all__ = [
@@ -129,7 +129,7 @@ def short_labels(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 def sweep_groups(
     runs: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] | None = None
 ) -> list[RunGroup]:
-    """The runs grouped by the swept keys but the seed (:func:`calib.sweep_groups.group_runs`,
+    """The runs grouped by the swept keys but the seed (:func:`calib.run.sweep_groups.group_runs`,
     ignoring :data:`IGNORE_KEYS`); each run its own group (labelled by its name) when the runs
     lack ``meta.config``."""
     kw = {} if metrics is None else {"metrics": tuple(metrics)}
@@ -184,9 +184,8 @@ def write_sweep_figures_of(
     """Write the sweep figures (:func:`calib.figures.sweep.write_sweep_figures`) of ``groups``
     into ``out_dir``, with every run's ``history.jsonl`` (read from its folder) where it has one.
     Returns figure stem → written paths."""
-    from ..dynamics.history import read_history  # torch and matplotlib only when drawing
-    from ..figures.sweep import write_sweep_figures
-    from ..sweep_groups import histories_by_group
+    from calib.dynamics.history import read_history  # torch and matplotlib only when drawing
+    from calib.figures.sweep import histories_by_group, write_sweep_figures
 
     histories = {name: read_history(run_folder(root, name)) for name in runs}
     by_group = histories_by_group(groups, histories)

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import ClassSplit
-from ..extract import Extracted
-from ..methods import FinetuneContext, endpoints, interpolate_state
-from ..methods.parts import state_copy
-from ..train import EpochCallback, TrainConfig
-from .runner import Runner
-from .settings import MethodConfig
-from .stages import Stage
+from calib.data import ClassSplit
+from calib.extract import Extracted
+from calib.methods import FinetuneContext, endpoints, interpolate_state
+from calib.methods.parts import state_copy
+from calib.run.runner import Runner
+from calib.run.settings import MethodConfig
+from calib.run.stages import Stage
+from calib.train import EpochCallback, TrainConfig
 
 __all__ = ["finetune_with_method", "prepared_pretrained", "alpha_tradeoff_logits"]
 

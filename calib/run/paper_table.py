@@ -23,8 +23,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .identity import NON_IDENTITY_KEYS
-from .results import HEADERS, format_cell, markdown_table, result_rows
+from calib.run.identity import NON_IDENTITY_KEYS
+from calib.run.results import HEADERS, format_cell, markdown_table, result_rows
 
 __all__ = [
     "PAPER_METRICS",
@@ -127,7 +127,7 @@ def _blocks(
     runs: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, dict[tuple[str, str], list[str]]]:
     """``{setting: {(method, block label): [run names]}}``; a block's runs differ by seed only."""
-    from ..sweep_groups import group_runs
+    from calib.run.sweep_groups import group_runs
 
     by_method: dict[str, dict[str, list[str]]] = {}
     for name, results in runs.items():

@@ -39,24 +39,24 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from .. import distributed
-from ..calibrator import LogitBiasCalibrator
-from ..data import ClassSplit, Domain
-from ..extract import Extracted
-from ..selectors import PseudoSplit
-from ..train import TrainConfig, resolve_device
-from .method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
-from .probability_stage import (
+from calib import distributed
+from calib.data import ClassSplit, Domain
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.extract import Extracted
+from calib.run.method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
+from calib.run.probability_stage import (
     probability_results,
 )
-from .report_metrics import alpha_results
-from .run_outputs import run_results, write_outputs
-from .runner import Runner, weights_sha256
-from .selector_data import selector_fit_data
-from .settings import CalibrationConfig, EvalConfig, MethodConfig
-from .source_cache import SourceCache
-from .stage_plan import StagePlan, plan_stages
-from .stages import StageStore
+from calib.run.report_metrics import alpha_results
+from calib.run.run_outputs import run_results, write_outputs
+from calib.run.runner import Runner, weights_sha256
+from calib.run.selector_data import selector_fit_data
+from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig
+from calib.run.source_cache import SourceCache
+from calib.run.stage_plan import StagePlan, plan_stages
+from calib.run.stages import StageStore
+from calib.selectors import PseudoSplit
+from calib.train import TrainConfig, resolve_device
 
 __all__ = ["run_pipeline", "model_identity"]
 
@@ -103,7 +103,7 @@ def _finetuned(
         raise ValueError(f"{target.name} has no training sample of the seen classes")
     callback = None
     if plan.history is not None:
-        from ..dynamics import EpochEvaluator, HistoryWriter, linear_head_weight
+        from calib.dynamics import EpochEvaluator, HistoryWriter, linear_head_weight
 
         runner.store.record(plan.history)
         callback = EpochEvaluator(

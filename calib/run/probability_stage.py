@@ -2,8 +2,8 @@
 
 :func:`probability_results` scores, on the target test logits, the pre-trained model, the
 fine-tuned model and, for every fitted selector, the fine-tuned model + γ (T = 1) and + γ + T,
-with :func:`calib.probability.probability_report` (overall and per group S, U). The
-temperature T of each selector is fitted by NLL (:mod:`calib.temperature`) on data that the
+with :func:`calib.metrics.probability.probability_report` (overall and per group S, U). The
+temperature T of each selector is fitted by NLL (:mod:`calib.estimator.temperature`) on data that the
 selector itself may see, decided by the data kind it declares
 (``calib.selectors.SELECTORS.get(name).data``), never by its name:
 
@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from .._calibrator_temperature import TEMPERATURE_DATA as FITTED_ON
-from .._calibrator_temperature import fitted_temperature
-from ..calibrator import LogitBiasCalibrator
-from ..data import ClassSplit
-from ..extract import Extracted
-from ..probability import probability_report, reliability_diagram
-from ..selectors import SELECTORS, PseudoSplit
-from .results import format_cell, markdown_table
-from .selector_data import selector_fit_data
+from calib.data import ClassSplit
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.estimator.temperature import TEMPERATURE_DATA as FITTED_ON
+from calib.estimator.temperature import fitted_temperature
+from calib.extract import Extracted
+from calib.metrics.probability import probability_report, reliability_diagram
+from calib.run.results import format_cell, markdown_table
+from calib.run.selector_data import selector_fit_data
+from calib.selectors import SELECTORS, PseudoSplit
 
 __all__ = [
     "EXTRACTS",
@@ -110,7 +110,7 @@ def selector_temperature(
         name: a key of :data:`calib.selectors.SELECTORS`; its declared data kind decides.
         gamma: the selector's γ (logit units); T is fitted on the γ-shifted logits.
         ex, split, pseudo_splits: as in :func:`probability_results`.
-        per_group: fit (T_S, T_U) instead of one T (:func:`calib.temperature.fit_temperature`).
+        per_group: fit (T_S, T_U) instead of one T (:func:`calib.estimator.temperature.fit_temperature`).
 
     Returns:
         ``(T, data, n)``: T (a float, or a (T_S, T_U) tuple), what it was fitted on in words
@@ -157,7 +157,7 @@ def probability_results(
     Returns:
         ``{"pretrained": m, "finetuned": m, "calibrated": {name: {"gamma", "temperature",
         "temperature_data", "temperature_samples", "gamma_only": m, "gamma_and_T": m}}}`` where
-        each m is :func:`calib.probability.probability_report` (ECE, adaptive ECE, NLL, Brier,
+        each m is :func:`calib.metrics.probability.probability_report` (ECE, adaptive ECE, NLL, Brier,
         confidence; overall, ``_seen``, ``_absent``) on ``ex["finetuned_test"]`` (the
         pre-trained row: ``ex["pretrained_test"]``). T rule per selector: the module docstring.
     """
@@ -296,8 +296,8 @@ def write_reliability_figure(
         selector: whose γ and T; default ``pcv`` when present, else ``alg``, else the first.
         n_bins: equal-width bins; default those of ``prob``.
     """
-    from ..figures.reliability import plot_reliability_groups
-    from ..plotting import save_figure
+    from calib.figures.files import save_figure
+    from calib.figures.reliability import plot_reliability_groups
 
     name = selector if selector is not None else _figure_selector(prob)
     calibrated = prob.get("calibrated", {})

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..curve import seen_absent_curve
-from ..data import ClassSplit
-from ..extract import Extracted
-from ..metrics import accuracy_report
-from ..ncm import ncm_report
+from calib.data import ClassSplit
+from calib.extract import Extracted
+from calib.metrics.accuracy import accuracy_report
+from calib.metrics.curve import seen_absent_curve
+from calib.metrics.ncm import ncm_report
 
 __all__ = ["model_metrics", "ncm_metrics", "plot_curves"]
 
@@ -78,7 +78,8 @@ def plot_curves(
     results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title
 ) -> None:
     """``curve.png``: the pre-trained and fine-tuned seen–absent curves, each selector's γ."""
-    from ..plotting import plot_seen_absent_curves, save_figure, wrap_title
+    from calib.figures.files import save_figure, wrap_title
+    from calib.figures.seen_absent import plot_seen_absent_curves
 
     curves = {
         "pre-trained": seen_absent_curve(
@@ -100,7 +101,7 @@ def plot_curves(
 
 
 def _alpha_curve(by_alpha, split: ClassSplit):
-    from ..methods import alpha_tradeoff
+    from calib.methods import alpha_tradeoff
 
     first = next(iter(by_alpha.values()))
     logits = {a: e.logits for a, e in by_alpha.items()}
@@ -111,7 +112,7 @@ def alpha_results(by_alpha, ex, split: ClassSplit) -> dict:
     """WiSE-FT's α trade-off (``results["alpha_tradeoff"]``): Acc S/Y, U/Y, Y/Y per α at
     γ = 0, the area under the α path, and the area under the fully fine-tuned (α = 1) model's γ
     curve over the same Acc S/Y range — "fix the weights" against "fix the logits"."""
-    from ..methods.wise_ft import gamma_area_on_alpha_range
+    from calib.methods.wise_ft import gamma_area_on_alpha_range
 
     curve = _alpha_curve(by_alpha, split)
     out = {
@@ -131,8 +132,8 @@ def alpha_results(by_alpha, ex, split: ClassSplit) -> dict:
 def plot_alpha_tradeoff_figure(ex, split: ClassSplit, path: Path, title) -> None:
     """The α path beside the γ curves of the pre-trained and the fully fine-tuned (α = 1)
     model, which the legend calls "fine-tuned"."""
-    from ..figures.alpha_tradeoff import plot_alpha_tradeoff
-    from ..plotting import save_figure, wrap_title
+    from calib.figures.alpha_tradeoff import plot_alpha_tradeoff
+    from calib.figures.files import save_figure, wrap_title
 
     by_alpha = ex["alpha"]
     curves = {
@@ -141,7 +142,7 @@ def plot_alpha_tradeoff_figure(ex, split: ClassSplit, path: Path, title) -> None
         )
     }
     if 1.0 in by_alpha:
-        from ..methods.wise_ft import gamma_area_on_alpha_range
+        from calib.methods.wise_ft import gamma_area_on_alpha_range
 
         end = by_alpha[1.0]
         gamma_curve = seen_absent_curve(end.logits, end.labels, split.seen, split.absent)

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..io import atomic_write_json, atomic_write_text, json_safe
+from calib.io import atomic_write_json, atomic_write_text, json_safe
 
 __all__ = [
     "HEADERS",

@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..calibrator import LogitBiasCalibrator
-from ..data import ClassSplit, Domain
-from ..extract import Extracted
-from ..selectors import SELECTORS
-from .probability_stage import format_probability_table, write_reliability_figure
-from .report_metrics import model_metrics, plot_alpha_tradeoff_figure, plot_curves
-from .results import format_table, write_results
-from .settings import EvalConfig
-from .stage_plan import StagePlan
+from calib.data import ClassSplit, Domain
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.extract import Extracted
+from calib.run.probability_stage import format_probability_table, write_reliability_figure
+from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure, plot_curves
+from calib.run.results import format_table, write_results
+from calib.run.settings import EvalConfig
+from calib.run.stage_plan import StagePlan
+from calib.selectors import SELECTORS
 
 __all__ = ["run_results", "write_outputs"]
 
@@ -59,7 +59,7 @@ def write_outputs(
             ex, split, None, results["probability"], run_dir / "reliability.png", title
         )
         if plan.history is not None:
-            from ..figures.dynamics import write_dynamics_figures
+            from calib.figures.dynamics import write_dynamics_figures
 
             formats = ("png", "pdf") if eval_cfg.figures_pdf else ("png",)
             write_dynamics_figures(run_dir, title=title or name, formats=formats)
@@ -74,7 +74,7 @@ RUN_FIGURES = ("curve", "reliability", "alpha_tradeoff")
 
 
 def _remove_figures(run_dir: Path) -> None:
-    from ..figures.dynamics import DYNAMICS_FIGURES
+    from calib.figures.dynamics import DYNAMICS_FIGURES
 
     stems = [run_dir / s for s in RUN_FIGURES] + [run_dir / "figures" / s for s in DYNAMICS_FIGURES]
     for stem in stems:

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .. import distributed
-from ..extract import Extracted, extract, extraction_loader
-from ..io import atomic_save
-from ..train import EpochCallback, LossFn, TrainConfig, train
-from .settings import EvalConfig
-from .source_cache import SourceCache
-from .stages import Stage, StageStore
+from calib import distributed
+from calib.extract import Extracted, extract, extraction_loader
+from calib.io import atomic_save
+from calib.run.settings import EvalConfig
+from calib.run.source_cache import SourceCache
+from calib.run.stages import Stage, StageStore
+from calib.train import EpochCallback, LossFn, TrainConfig, train
 
 __all__ = ["Runner", "weights_sha256"]
 

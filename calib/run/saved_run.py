@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..calibrator import LogitBiasCalibrator
-from ..data import ClassSplit
-from ..extract import Extracted
-from ..selectors import SELECTORS, PseudoSplit
-from .settings import PCVConfig
-from .stage_plan import pcv_subsets
+from calib.data import ClassSplit
+from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.extract import Extracted
+from calib.run.settings import PCVConfig
+from calib.run.stage_plan import pcv_subsets
+from calib.selectors import SELECTORS, PseudoSplit
 
 __all__ = ["SavedRun", "load_saved_run"]
 

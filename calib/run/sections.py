@@ -10,10 +10,10 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..data import DATASETS, ClassSplit, Domain
-from ..train import TrainConfig
-from .schema import ConfigError
-from .settings import CalibrationConfig, MethodConfig, PCVConfig
+from calib.data import DATASETS, ClassSplit, Domain
+from calib.run.schema import ConfigError
+from calib.run.settings import CalibrationConfig, MethodConfig, PCVConfig
+from calib.train import TrainConfig
 
 __all__ = [
     "build_calibration",
@@ -199,7 +199,7 @@ def _refuse_untaken_arguments(
     ``names`` maps ``optimizer``, ``momentum`` (and ``nesterov`` where it has a key of its own)
     to their config keys; the other kwargs are named ``<kwargs_key>.<argument>``.
     """
-    from ..train.optim import OPTIMIZERS, describe_arguments, refused_arguments
+    from calib.train.optim import OPTIMIZERS, describe_arguments, refused_arguments
 
     name = settings.get("optimizer", "sgd")
     kwargs = settings.get("optimizer_kwargs")
@@ -226,7 +226,7 @@ def _scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
     with_scale = getattr(cfg, "with_lr_scale", None)
     if callable(with_scale):
         return with_scale(scale)
-    from ..train.optim import OPTIMIZERS
+    from calib.train.optim import OPTIMIZERS
 
     spec = OPTIMIZERS.get(cfg.optimizer)
     lr = spec.lr if cfg.lr is None else cfg.lr

@@ -1,6 +1,6 @@
 """What each declared selector data kind is, in the run: the one table the harness reads.
 
-A selector declares the kind of data it takes (:data:`calib.selector_spec.DATA_KINDS`, or None);
+A selector declares the kind of data it takes (:data:`calib.selectors.spec.DATA_KINDS`, or None);
 this module says, once, where a run finds that data:
 
 =====================  ===========================  ==================================
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data import ClassSplit
-from ..extract import Extracted
-from ..selector_spec import DATA_KINDS
-from ..selectors import SELECTORS, PseudoSplit
+from calib.data import ClassSplit
+from calib.extract import Extracted
+from calib.selectors import SELECTORS, PseudoSplit
+from calib.selectors.spec import DATA_KINDS
 
 __all__ = ["SelectorData", "SELECTOR_DATA", "selector_inputs", "selector_fit_data"]
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..selectors import SELECTORS
-from ..train import TrainConfig
+from calib.selectors import SELECTORS
+from calib.train import TrainConfig
 
 __all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig", "MethodConfig"]
 
@@ -163,7 +163,7 @@ class MethodConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from ..methods import METHODS
+        from calib.methods import METHODS
 
         spec = METHODS.get(self.name)  # unknown key -> KeyError listing the known ones
         if not isinstance(self.params, Mapping):
@@ -176,6 +176,6 @@ class MethodConfig:
 
     @property
     def spec(self):
-        from ..methods import METHODS
+        from calib.methods import METHODS
 
         return METHODS.get(self.name)

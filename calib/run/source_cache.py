@@ -18,9 +18,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import distributed
-from ..io import atomic_write_json
-from .stages import Stage
+from calib import distributed
+from calib.io import atomic_write_json
+from calib.run.stages import Stage
 
 __all__ = ["SourceCache"]
 

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ..data import ClassSplit, Domain, dataset_targets
-from ..selectors import SELECTORS
-from ..train import TrainConfig
-from .identity import dataset_fingerprint, digest
-from .selector_data import selector_inputs
-from .settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
-from .stages import Stage
+from calib.data import ClassSplit, Domain, dataset_targets
+from calib.run.identity import dataset_fingerprint, digest
+from calib.run.selector_data import selector_inputs
+from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
+from calib.run.stages import Stage
+from calib.selectors import SELECTORS
+from calib.train import TrainConfig
 
 __all__ = ["STAGE_SECTIONS", "StagePlan", "PCVSubset", "plan_stages", "pcv_subsets", "sections"]
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import distributed
-from ..io import atomic_write_json
-from .identity import canonical_json, diff_leaves, digest, flatten, format_changes
+from calib import distributed
+from calib.io import atomic_write_json
+from calib.run.identity import canonical_json, diff_leaves, digest, flatten, format_changes
 
 __all__ = ["Stage", "StageStore", "StaleRunError"]
 

@@ -17,9 +17,14 @@ Under ``torchrun`` (after :func:`calib.distributed.init_distributed`) the same c
 DistributedDataParallel: ``batch_size`` is the global batch, rank 0 writes the checkpoints.
 """
 
-from .checkpoint import CheckpointError, ConfigMismatchError, load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .loop import (
+from calib.train.checkpoint import (
+    CheckpointError,
+    ConfigMismatchError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from calib.train.config import TrainConfig
+from calib.train.loop import (
     EpochCallback,
     LossFn,
     TrainResult,
@@ -27,8 +32,8 @@ from .loop import (
     resolve_device,
     train,
 )
-from .optim import OPTIMIZERS, OptimizerSpec, create_optimizer, split_parameters
-from .schedule import SCHEDULERS, cosine_lr, create_scheduler
+from calib.train.optim import OPTIMIZERS, OptimizerSpec, create_optimizer, split_parameters
+from calib.train.schedule import SCHEDULERS, cosine_lr, create_scheduler
 
 __all__ = [
     "OPTIMIZERS",

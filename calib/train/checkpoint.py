@@ -33,7 +33,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from ..io import atomic_save, atomic_write_json
+from calib.io import atomic_save, atomic_write_json
 
 __all__ = [
     "CheckpointError",

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .optim import (
+from calib.train.optim import (
     OPTIMIZERS,
     check_momentum,
     describe_arguments,
     refused_arguments,
     resolve_optimizer_settings,
 )
-from .schedule import SCHEDULERS
+from calib.train.schedule import SCHEDULERS
 
 __all__ = ["TrainConfig", "AMP_MODES", "NOT_FINGERPRINTED"]
 

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import distributed
-from ..io import atomic_save
-from .checkpoint import (
+from calib import distributed
+from calib.io import atomic_save
+from calib.train.checkpoint import (
     RunFiles,
     capture_rng_state,
     check_settings,
@@ -42,13 +42,13 @@ from .checkpoint import (
     save_checkpoint,
     write_done,
 )
-from .config import TrainConfig
-from .sampling import (
+from calib.train.config import TrainConfig
+from calib.train.sampling import (
     STREAM_INIT,
     derive_seed,
 )
-from .trainer import LossFn as _LossFn
-from .trainer import _Trainer, convert_sync_batchnorm, seed_globals
+from calib.train.trainer import LossFn as _LossFn
+from calib.train.trainer import _Trainer, convert_sync_batchnorm, seed_globals
 
 __all__ = [
     "TrainConfig",

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..registry import Registry
+from calib.registry import Registry
 
 __all__ = [
     "OPTIMIZERS",

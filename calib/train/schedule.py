@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from ..registry import Registry
+from calib.registry import Registry
 
 __all__ = ["SCHEDULERS", "create_scheduler", "cosine_lr", "WarmupCosine", "WarmupConstant"]
 

@@ -22,14 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .. import distributed
-from .checkpoint import (
+from calib import distributed
+from calib.train.checkpoint import (
     CheckpointError,
     restore_rng_state,
 )
-from .config import TrainConfig
-from .optim import create_optimizer
-from .sampling import (
+from calib.train.config import TrainConfig
+from calib.train.optim import create_optimizer
+from calib.train.sampling import (
     STREAM_INIT,
     STREAM_WORKERS,
     EpochBatchSampler,
@@ -38,7 +38,7 @@ from .sampling import (
     epoch_generator,
     seed_worker,
 )
-from .schedule import create_scheduler
+from calib.train.schedule import create_scheduler
 
 __all__ = ["convert_sync_batchnorm", "seed_globals"]
 

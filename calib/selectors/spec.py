@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import check_real
-from ._selector_checks import check_call_signature
-from .registry import Registry
+from calib.registry import Registry
+from calib.selectors.checks import check_call_signature
+from calib.validation import check_gamma, check_real
 
 __all__ = [
     "SELECTORS",
@@ -311,8 +311,3 @@ def check_prior(prior: Any) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"prior must be a share in [0, 1], got {prior!r}")
     return value
-
-
-def check_gamma(gamma: Any) -> float:
-    """``gamma`` as a finite Python float; strings, booleans, NaN and ±inf are refused."""
-    return check_real(gamma, "gamma", finite=True)

@@ -1,54 +1,24 @@
-"""Drawing seen–absent curves. The numbers come from :mod:`calib.curve`; this module only draws.
+"""The seen–absent curve figure: Acc U/Y against Acc S/Y over every γ, each selector's γ marked.
 
-matplotlib is imported inside the functions, so ``import calib`` never needs it, and new
-figures are made with :class:`matplotlib.figure.Figure` (no pyplot, no GUI backend): the
-functions work headless as they are.
-"""
+The numbers come from :mod:`calib.metrics.curve`; this module only draws. matplotlib is imported
+inside the functions (no pyplot, no GUI backend), so the functions work headless."""
 
 from __future__ import annotations
 
-import os
 import re
-import textwrap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._checks import as_numpy
-from .curve import SeenAbsentCurve
-from .figures.style import SELECTOR_LOOKS
-from .io import atomic_open
+from calib.figures.files import wrap_title
+from calib.figures.style import SELECTOR_LOOKS
+from calib.metrics.curve import SeenAbsentCurve, curve_point, curve_xy
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
-__all__ = ["curve_xy", "curve_point", "plot_seen_absent_curves", "save_figure", "wrap_title"]
-
-
-def curve_xy(curve: SeenAbsentCurve) -> tuple[np.ndarray, np.ndarray]:
-    """The curve's vertices as numpy arrays (x = acc_seen, y = acc_absent), in γ order.
-
-    Straight segments between them are the trapezoids whose area is ``curve.ausuc``.
-    """
-    x = np.asarray(as_numpy(curve.acc_seen, "acc_seen"), dtype=np.float64)
-    y = np.asarray(as_numpy(curve.acc_absent, "acc_absent"), dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"curve arrays must be 1-D of one length, got {x.shape} and {y.shape}")
-    return x, y
-
-
-def curve_point(curve: SeenAbsentCurve, gamma: float = 0.0) -> tuple[float, float]:
-    """(acc_seen, acc_absent) of ``curve`` at bias ``gamma`` (the point whose interval holds it).
-
-    Point k holds for γ in ``(gamma[k-1], gamma[k]]``, so this is what
-    :func:`calib.accuracy_report` gives at ``gamma``.
-    """
-    g = np.asarray(as_numpy(curve.gamma, "gamma"), dtype=np.float64)
-    x, y = curve_xy(curve)
-    k = min(int(np.searchsorted(g, float(gamma), side="left")), g.size - 1)
-    return float(x[k]), float(y[k])
+__all__ = ["plot_seen_absent_curves"]
 
 
 def _selector_of(label: str) -> str | None:
@@ -93,7 +63,7 @@ def plot_seen_absent_curves(
         The axes drawn into (``ax.figure`` is the figure, e.g. for :func:`save_figure`). Its
         lines are the curves, then the points, then the γ = 0 marks, in that order.
     """
-    from .figures.style import model_look, selector_look
+    from calib.figures.style import model_look, selector_look
 
     if not curves and not points:
         raise ValueError("nothing to plot: no curves and no points")
@@ -137,39 +107,3 @@ def plot_seen_absent_curves(
     if title:
         ax.set_title(wrap_title(title))
     return ax
-
-
-def wrap_title(title: str, width: int = 70) -> str:
-    """``title`` broken into lines of at most ``width`` characters (long run overrides)."""
-    return "\n".join(textwrap.wrap(str(title), width=width, break_on_hyphens=False)) or str(title)
-
-
-#: Resolution of the raster figures calib writes (dots per inch; PDFs are vector), unless the
-#: environment variable ``CALIB_FIGURE_DPI`` says otherwise (e.g. 300 for print).
-FIGURE_DPI = 150
-
-
-def figure_dpi() -> int:
-    """The dots per inch of calib's PNGs: ``$CALIB_FIGURE_DPI``, else :data:`FIGURE_DPI`."""
-    raw = os.environ.get("CALIB_FIGURE_DPI")
-    if raw is None:
-        return FIGURE_DPI
-    try:
-        dpi = int(raw)
-    except ValueError:
-        dpi = 0
-    if dpi < 1:
-        raise ValueError(f"CALIB_FIGURE_DPI must be a positive integer, got {raw!r}")
-    return dpi
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int | None = None) -> None:
-    """Write ``fig`` atomically; the format follows the suffix (``.png`` when there is none).
-
-    The saved area is cropped to what is drawn (``bbox_inches="tight"``), legends placed
-    outside the axes included. ``dpi``: default :func:`figure_dpi`.
-    """
-    dpi = figure_dpi() if dpi is None else dpi
-    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format=suffix, dpi=dpi, bbox_inches="tight")

@@ -1,17 +1,17 @@
 """One-pass kernels over the logits: every metric reads each logit once, on both cores.
 
 Each kernel streams the (N, C) logits row by row (rows in parallel) and computes in that one
-read what the numpy versions in :mod:`calib._gaps` compute in several passes: the best column
+read what the numpy versions in :mod:`calib.rules.gaps` compute in several passes: the best column
 and its value in each group (S, U, the other columns R), the per-sample gap, the rank of the
-label under the rule of :mod:`calib._gaps`, and the value statistics that input validation
+label under the rule of :mod:`calib.rules.gaps`, and the value statistics that input validation
 needs (min, max, NaN). They are compiled with numba when it is installed (``cache=True``: once
 per machine) and fall back to the numpy implementations otherwise, with identical results:
 the same comparisons in the same order, ties to the lowest column, float64 differences.
 
 Column groups are coded per column: 0 = seen (S), 1 = absent (U), 2 = other (R). Logits over
 S and U only (the usual case) go through :func:`_numba_kernels.scan_f32` / ``scan_f64``,
-which compare the floats' bits as integer keys (:mod:`calib._keys`; vectorised); for float32
-the γ comparison of the top-k ranks becomes one key per row (:func:`calib._keys.cross_keys`).
+which compare the floats' bits as integer keys (:mod:`calib.rules.keys`; vectorised); for float32
+the γ comparison of the top-k ranks becomes one key per row (:func:`calib.rules.keys.cross_keys`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from ._keys import KEY_BOUNDS, cross_keys, floats_of_keys
+from calib.rules.keys import KEY_BOUNDS, cross_keys, floats_of_keys
 
-__all__ = ["available", "scan", "scan_torch", "shift", "alg_sums", "SEEN", "ABSENT", "REST"]
+__all__ = [
+    "available",
+    "scan",
+    "scan_torch",
+    "shift",
+    "alg_sums",
+    "absent_mask",
+    "group_argmax",
+    "label_rank",
+    "SEEN",
+    "ABSENT",
+    "REST",
+]
 
 SEEN, ABSENT, REST = 0, 1, 2
 
@@ -45,7 +57,7 @@ def _build() -> dict[str, Any] | None:
             # OpenMP's spinning threads made every launch 2.5x slower on this shared 2-core
             # machine (measured: 77 ms against 30 ms per 10,000 x 1,000 scan under load)
             numba.config.THREADING_LAYER = "workqueue"
-        from . import _numba_kernels
+        import calib.rules.numba_kernels as _numba_kernels
     except ImportError:
         _failed = True
         return None
@@ -192,12 +204,103 @@ def alg_sums(z: np.ndarray, group: np.ndarray):
 
 # ----------------------------------------------------------------------------- numpy fallback
 
+_BLOCK_ELEMENTS = 1 << 17  # rows are processed in blocks of about this many entries (cache-sized)
+
+
+def absent_mask(absent: np.ndarray, num_classes: int) -> np.ndarray:
+    """Boolean (C,) mask of the absent columns."""
+    mask = np.zeros(num_classes, dtype=bool)
+    mask[absent] = True
+    return mask
+
+
+def group_argmax(logits: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax column, max value) of each row over the columns ``cols`` (sorted, non-empty).
+
+    Ties go to the lowest column, as ``argmax`` does. Both arrays have shape (N,).
+    """
+    n, num_classes = logits.shape
+    if cols.size == num_classes or cols[-1] - cols[0] + 1 == cols.size:
+        # contiguous columns: argmax over a view, no copy
+        sub = logits[:, cols[0] : cols[-1] + 1]
+        idx = sub.argmax(axis=1)
+        return cols[idx], sub[np.arange(n), idx]
+    # Scattered columns must be gathered. Gathering a few hundred rows at a time keeps the
+    # copy in cache for the argmax that reads it: 5-8x faster than one N x |cols| copy.
+    pred = np.empty(n, dtype=np.int64)
+    best = np.empty(n, dtype=logits.dtype)
+    block = max(1, _BLOCK_ELEMENTS // cols.size)
+    for start in range(0, n, block):
+        sub = logits[start : start + block, cols]
+        idx = sub.argmax(axis=1)
+        pred[start : start + block] = cols[idx]
+        best[start : start + block] = sub[np.arange(sub.shape[0]), idx]
+    return pred, best
+
+
+def label_rank(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    absent: np.ndarray,
+    gamma: float,
+    columns: np.ndarray | None = None,
+) -> np.ndarray:
+    """How many columns beat each sample's own label under bias ``gamma``: (N,) int64, 0 = predicted.
+
+    The top-k extension of :meth:`Gaps.predict` (a sample is top-k right iff its rank < k, and
+    rank 0 is exactly ``Gaps.predict(gamma) == labels``). Column c beats label y when
+      - both or neither are absent: z_c > z_y, or z_c = z_y and c < y (argmax order);
+      - c absent, y not: γ > z_y − z_c (the gap form of the rule);
+      - y absent, c not: not (γ > z_c − z_y).
+    Differences are taken in float64, as in :func:`compute_gaps`, so γ is compared with the
+    same numbers there and here. O(N·C), in row blocks that bound the temporary memory.
+
+    Args:
+        logits: validated (N, C) scores.
+        labels: validated (N,) labels.
+        absent: sorted absent column indices.
+        gamma: the bias added to the absent columns (may be ±inf).
+        columns: optional sorted column subset; only these columns compete, and every label
+            must be one of them.
+    """
+    n, num_classes = logits.shape
+    is_absent = absent_mask(absent, num_classes)
+    if columns is not None:
+        # the subset keeps the columns' order, so ties still go to the lower original index
+        is_absent = is_absent[columns]
+        labels = np.searchsorted(columns, labels)
+    width = is_absent.size
+    col_index = np.arange(width)
+    # With diff = z_c − z_y, the three cases read "diff > threshold, or diff = threshold and the
+    # tie goes to c": threshold 0 within a group; −γ for an absent column against another label
+    # (−diff is exactly z_y − z_c: IEEE subtraction is antisymmetric), ties to the label; γ for
+    # another column against an absent label, ties to the column.
+    threshold_other_label = np.where(is_absent, -gamma, 0.0)
+    threshold_absent_label = np.where(is_absent, 0.0, gamma)
+    rank = np.empty(n, dtype=np.int64)
+    has_neginf = bool(logits.min() == -np.inf)
+    block = max(1, _BLOCK_ELEMENTS // width)
+    for start in range(0, n, block):
+        rows = slice(start, start + block)
+        z = logits[rows] if columns is None else logits[rows, columns]
+        z = z.astype(np.float64, copy=False)
+        y = labels[rows]
+        with np.errstate(invalid="ignore"):  # -inf − -inf, replaced below
+            diff = z - z[np.arange(z.shape[0]), y][:, None]
+        lower = col_index < y[:, None]
+        y_absent = is_absent[y][:, None]
+        threshold = np.where(y_absent, threshold_absent_label, threshold_other_label)
+        if has_neginf:  # -inf − -inf: two never-predictable columns tie
+            diff = np.where(np.isnan(diff), threshold, diff)
+        tie_to_column = np.where(y_absent, ~is_absent | lower, ~is_absent & lower)
+        beats = (diff > threshold) | ((diff == threshold) & tie_to_column)
+        rank[rows] = np.count_nonzero(beats, axis=1)
+    return rank
+
 
 def _scan_numpy(
     z: np.ndarray, group: np.ndarray, labels: np.ndarray | None, gamma: float
 ) -> dict[str, np.ndarray]:
-    from ._gaps import group_argmax, label_rank
-
     n, c = z.shape
     out: dict[str, np.ndarray] = {
         "lo": z.min(axis=1),
@@ -269,7 +372,7 @@ def scan_torch(t: Any, group: np.ndarray, labels: np.ndarray | None, gamma: floa
 
 
 def _rank_torch(t: Any, codes: Any, y: Any, gamma: float, only: int | None, block: int = 4096):
-    """Columns beating each label under γ (the rule of :func:`calib._gaps.label_rank`); with
+    """Columns beating each label under γ (the rule of :func:`label_rank`); with
     ``only``, among the columns of that group alone (γ plays no part within a group)."""
     import torch
 

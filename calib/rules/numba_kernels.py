@@ -1,8 +1,8 @@
-"""The numba-compiled kernels behind :mod:`calib._kernels` (imported only when numba is).
+"""The numba-compiled kernels behind :mod:`calib.rules.kernels` (imported only when numba is).
 
 Rows run in parallel (``prange``); each row is read once. No fastmath: -inf must stay -inf
 and NaN must be seen. Ties go to the lowest column (strict ``>`` from the group's first
-column), as ``numpy.argmax`` does; differences are taken in float64, as in :mod:`calib._gaps`.
+column), as ``numpy.argmax`` does; differences are taken in float64, as in :mod:`calib.rules.gaps`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _row_ranks(row, group, y, gamma):
     y_abs = gy == 1
     # thresholds of a column against the label: same group 0; an absent column against
     # another label -γ (ties to the label); another column against an absent label +γ
-    # (ties to the column) -- the rule of _gaps.label_rank, as selects
+    # (ties to the column) -- the rule of kernels.label_rank, as selects
     thr_abs = 0.0 if y_abs else -gamma
     thr_non = gamma if y_abs else 0.0
     r_all = 0
@@ -170,7 +170,7 @@ def scan_f32(z, bits, is_absent, labels, gamma, want_ranks, cross):
     float32 logits, from their bits (``bits = z.view(int32)``).
 
     With ranks, ``cross`` (N,) int64: per row, the key above which a column of the other
-    group than the label's beats the label under γ (:func:`calib._keys.cross_keys`), or
+    group than the label's beats the label under γ (:func:`calib.rules.keys.cross_keys`), or
     :data:`NO_KEY` where the select loop must decide (a label logit of -inf)."""
     n, c = z.shape
     gap = np.empty(n, np.float64)

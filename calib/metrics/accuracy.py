@@ -16,9 +16,9 @@ key                    Acc           samples, columns
 
 Columns in neither S nor U (R, e.g. the ImageNet classes ImageNet-R lacks) stay
 un-shifted and compete in every "/Y" accuracy; samples labelled in R count in
-``acc_all`` only. Top-1 predictions come from :meth:`calib._gaps.Gaps.predict`, the
+``acc_all`` only. Top-1 predictions come from :meth:`calib.rules.gaps.Gaps.predict`, the
 rule the curve and the calibrators share, so ``accuracy_report`` at ``curve.gamma[k]``
-reproduces curve point k exactly; top-k uses :func:`calib._gaps.label_rank`, the
+reproduces curve point k exactly; top-k uses :func:`calib.rules.kernels.label_rank`, the
 same rule extended to ranks.
 """
 
@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_classes, check_labels, check_logits, check_real
-from ._gaps import gaps_of, group_argmax, scan_checked
-from ._kernels import ABSENT, SEEN
+from calib.rules.gaps import gaps_of, scan_checked
+from calib.rules.kernels import ABSENT, SEEN, group_argmax
+from calib.validation import check_classes, check_labels, check_logits, check_real
 
 __all__ = ["accuracy_report", "harmonic_mean", "restricted_hits"]
 
@@ -136,7 +136,7 @@ def accuracy_report(
         group without test samples are NaN, with a RuntimeWarning.
 
     Raises:
-        ValueError: malformed logits, labels or class sets (see :mod:`calib._checks`), a NaN or
+        ValueError: malformed logits, labels or class sets (see :mod:`calib.validation`), a NaN or
             non-scalar gamma, or topk entries that are not integers >= 1.
         TypeError: a gamma that is not a number.
     """

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_numpy, check_classes, check_labels, like_input
-from .metrics import accuracy_report
+from calib.metrics.accuracy import accuracy_report
+from calib.validation import as_numpy, check_classes, check_labels, like_input
 
 __all__ = ["class_means", "ncm_scores", "ncm_report"]
 

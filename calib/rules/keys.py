@@ -4,7 +4,7 @@ A float's bits b (int32 for float32, int64 for float64) give the key ``b ^ ((b >
 (2^(w-1) - 1))``: non-negative floats keep their bits, negative ones flip all but the sign, so
 keys order as the floats do; -0.0 (key -1) is mapped to +0.0's key 0, as the floats compare
 equal. NaNs fall outside [key(-inf), key(+inf)] (:data:`KEY_BOUNDS`). The numba kernels
-compute the same keys (:func:`calib._numba_kernels._key32`, ``_key64``).
+compute the same keys (:func:`calib.rules.numba_kernels._key32`, ``_key64``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: 
     logits' dtype) for which a column x of the other group than the label's does not beat the
     label under γ.
 
-    The rule (:func:`calib._gaps.label_rank`): with d = float64(x) − float64(z_y), an absent
+    The rule (:func:`calib.rules.kernels.label_rank`): with d = float64(x) − float64(z_y), an absent
     column beats a non-absent label iff d > −γ, a non-absent column beats an absent label iff
     d ≥ γ. d is monotone in x, so "beats" is "key(x) > T". T is found by walking from the
     float nearest z_y ∓ γ one float at a time, the same float64 test at every step, and by
@@ -52,7 +52,7 @@ def cross_keys(z: np.ndarray, is_absent: np.ndarray, labels: np.ndarray, gamma: 
     than z_y: many x round to one d); ``NO_KEY`` where the label's logit is not finite (-inf:
     the select loop decides there) or every x beats (γ = -inf).
     """
-    from ._numba_kernels import NO_KEY
+    from calib.rules.numba_kernels import NO_KEY
 
     dtype = z.dtype.type
     bottom, top = KEY_BOUNDS[dtype]

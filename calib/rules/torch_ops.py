@@ -1,14 +1,31 @@
-"""Probabilities of :class:`calib.CalibratedClassifier`: softmax of its logits / T, in torch.
+"""The decision rule on torch tensors, on the logits' device: the shifted logits of
+:class:`calib.CalibratedClassifier` and the calibrator, and their softmax rows / T.
 
-Kept apart from :mod:`calib.wrapper` (which re-exports it) so that module stays small;
-TorchScript compiles it with the wrapper's ``forward_proba``.
+TorchScript compiles both with the wrapper's ``forward`` and ``forward_proba``.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["softmax_rows_torch"]
+__all__ = ["shifted_logits_torch", "softmax_rows_torch"]
+
+
+def shifted_logits_torch(
+    logits: torch.Tensor, absent_mask: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
+    """:func:`calib.rules.gaps.shifted_logits` in torch: float64, z + γ on U lowered a hair.
+
+    Args:
+        logits: (N, C) tensor, any real dtype. absent_mask: (C,) bool, True on U.
+        gamma: 0-d float64 tensor on the logits' device.
+    """
+    z = logits.to(torch.float64)
+    s = z + gamma
+    # literals, as TorchScript takes no float globals: 2**-51 and 2**-1000 (_gaps._NUDGE_*)
+    return torch.where(
+        absent_mask, s - (s.abs() * 4.440892098500626e-16 + 9.332636185032189e-302), z
+    )
 
 
 def softmax_rows_torch(
@@ -20,7 +37,7 @@ def softmax_rows_torch(
         calibrated: (N, C) float64 output of :func:`shifted_logits_torch`.
         absent_mask: (C,) bool, True on U.
         temperature: 0-d float64 T, or (2,) float64 (T_S, T_U): a row whose argmax is in U is
-            divided by T_U, any other by T_S (the row rule of :mod:`calib.probability`).
+            divided by T_U, any other by T_S (the row rule of :mod:`calib.metrics.probability`).
 
     The row maximum is subtracted before dividing by T, so finite logits never overflow.
     Where float64 rounding leaves the predicted column tied with another, its probability is

@@ -21,23 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from calib.rules.kernels import (
+    ABSENT,
+    REST,
+    SEEN,
+    absent_mask,
+    group_argmax,
+    scan,
+    scan_torch,
+    shift,
+)
+from calib.validation import check_stats, is_tensor
+
 __all__ = [
     "Gaps",
     "compute_gaps",
     "absent_mask",
-    "group_argmax",
-    "label_rank",
     "shifted_logits",
 ]
-
-_BLOCK_ELEMENTS = 1 << 17  # rows are processed in blocks of about this many entries (cache-sized)
-
-
-def absent_mask(absent: np.ndarray, num_classes: int) -> np.ndarray:
-    """Boolean (C,) mask of the absent columns."""
-    mask = np.zeros(num_classes, dtype=bool)
-    mask[absent] = True
-    return mask
 
 
 @dataclass(frozen=True)
@@ -59,30 +60,6 @@ class Gaps:
         return np.where(gamma > self.gap, self.pred_absent, self.pred_other)
 
 
-def group_argmax(logits: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(argmax column, max value) of each row over the columns ``cols`` (sorted, non-empty).
-
-    Ties go to the lowest column, as ``argmax`` does. Both arrays have shape (N,).
-    """
-    n, num_classes = logits.shape
-    if cols.size == num_classes or cols[-1] - cols[0] + 1 == cols.size:
-        # contiguous columns: argmax over a view, no copy
-        sub = logits[:, cols[0] : cols[-1] + 1]
-        idx = sub.argmax(axis=1)
-        return cols[idx], sub[np.arange(n), idx]
-    # Scattered columns must be gathered. Gathering a few hundred rows at a time keeps the
-    # copy in cache for the argmax that reads it: 5-8x faster than one N x |cols| copy.
-    pred = np.empty(n, dtype=np.int64)
-    best = np.empty(n, dtype=logits.dtype)
-    block = max(1, _BLOCK_ELEMENTS // cols.size)
-    for start in range(0, n, block):
-        sub = logits[start : start + block, cols]
-        idx = sub.argmax(axis=1)
-        pred[start : start + block] = cols[idx]
-        best[start : start + block] = sub[np.arange(sub.shape[0]), idx]
-    return pred, best
-
-
 def compute_gaps(logits: np.ndarray, absent: np.ndarray) -> Gaps:
     """Gaps of validated (N, C) ``logits`` for the sorted absent column indices ``absent``.
 
@@ -101,8 +78,7 @@ def compute_gaps(logits: np.ndarray, absent: np.ndarray) -> Gaps:
 
 
 def group_codes(num_classes: int, seen: np.ndarray, absent: np.ndarray) -> np.ndarray:
-    """(C,) int8 column groups for :mod:`calib._kernels`: 0 = S, 1 = U, 2 = neither (R)."""
-    from ._kernels import ABSENT, REST, SEEN
+    """(C,) int8 column groups for :mod:`calib.rules.kernels`: 0 = S, 1 = U, 2 = neither (R)."""
 
     codes = np.full(num_classes, REST, dtype=np.int8)
     codes[seen] = SEEN
@@ -119,9 +95,7 @@ def scan_checked(
     name: str = "logits",
 ) -> dict[str, np.ndarray]:
     """One pass over ``logits`` (checked for shape and dtype only): the value checks of
-    :func:`calib._checks.check_logits` and everything :func:`calib._kernels.scan` returns."""
-    from ._checks import check_stats, is_tensor
-    from ._kernels import scan, scan_torch
+    :func:`calib.validation.check_logits` and everything :func:`calib.rules.kernels.scan` returns."""
 
     if absent.size == 0 or absent.size + seen.size == 0:
         raise ValueError("the bias rule needs at least one absent and one non-absent column")
@@ -147,66 +121,6 @@ def gaps_of(result: dict[str, np.ndarray]) -> Gaps:
     return Gaps(
         gap=result["gap"], pred_other=result["pred_other"], pred_absent=result["pred_absent"]
     )
-
-
-def label_rank(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    absent: np.ndarray,
-    gamma: float,
-    columns: np.ndarray | None = None,
-) -> np.ndarray:
-    """How many columns beat each sample's own label under bias ``gamma``: (N,) int64, 0 = predicted.
-
-    The top-k extension of :meth:`Gaps.predict` (a sample is top-k right iff its rank < k, and
-    rank 0 is exactly ``Gaps.predict(gamma) == labels``). Column c beats label y when
-      - both or neither are absent: z_c > z_y, or z_c = z_y and c < y (argmax order);
-      - c absent, y not: γ > z_y − z_c (the gap form of the rule);
-      - y absent, c not: not (γ > z_c − z_y).
-    Differences are taken in float64, as in :func:`compute_gaps`, so γ is compared with the
-    same numbers there and here. O(N·C), in row blocks that bound the temporary memory.
-
-    Args:
-        logits: validated (N, C) scores.
-        labels: validated (N,) labels.
-        absent: sorted absent column indices.
-        gamma: the bias added to the absent columns (may be ±inf).
-        columns: optional sorted column subset; only these columns compete, and every label
-            must be one of them.
-    """
-    n, num_classes = logits.shape
-    is_absent = absent_mask(absent, num_classes)
-    if columns is not None:
-        # the subset keeps the columns' order, so ties still go to the lower original index
-        is_absent = is_absent[columns]
-        labels = np.searchsorted(columns, labels)
-    width = is_absent.size
-    col_index = np.arange(width)
-    # With diff = z_c − z_y, the three cases read "diff > threshold, or diff = threshold and the
-    # tie goes to c": threshold 0 within a group; −γ for an absent column against another label
-    # (−diff is exactly z_y − z_c: IEEE subtraction is antisymmetric), ties to the label; γ for
-    # another column against an absent label, ties to the column.
-    threshold_other_label = np.where(is_absent, -gamma, 0.0)
-    threshold_absent_label = np.where(is_absent, 0.0, gamma)
-    rank = np.empty(n, dtype=np.int64)
-    has_neginf = bool(logits.min() == -np.inf)
-    block = max(1, _BLOCK_ELEMENTS // width)
-    for start in range(0, n, block):
-        rows = slice(start, start + block)
-        z = logits[rows] if columns is None else logits[rows, columns]
-        z = z.astype(np.float64, copy=False)
-        y = labels[rows]
-        with np.errstate(invalid="ignore"):  # -inf − -inf, replaced below
-            diff = z - z[np.arange(z.shape[0]), y][:, None]
-        lower = col_index < y[:, None]
-        y_absent = is_absent[y][:, None]
-        threshold = np.where(y_absent, threshold_absent_label, threshold_other_label)
-        if has_neginf:  # -inf − -inf: two never-predictable columns tie
-            diff = np.where(np.isnan(diff), threshold, diff)
-        tie_to_column = np.where(y_absent, ~is_absent | lower, ~is_absent & lower)
-        beats = (diff > threshold) | ((diff == threshold) & tie_to_column)
-        rank[rows] = np.count_nonzero(beats, axis=1)
-    return rank
 
 
 # Deployed logits: z + γ on U, as float64, with the U entries lowered by 2-4 float64 rounding
@@ -236,8 +150,6 @@ def shifted_logits(
     ``out``: a C-contiguous, writeable float64 array of the logits' shape, not overlapping
     them, to write the result into (and return); a fresh array otherwise.
     """
-    from ._checks import check_stats
-    from ._kernels import shift
 
     if out is not None:
         _check_out(out, logits)

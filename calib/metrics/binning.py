@@ -1,6 +1,6 @@
 """Confidence bins of the calibration errors: equal-width and equal-mass, closed on the right.
 
-The rules (and the references they follow) are spelled out in :mod:`calib.probability`.
+The rules (and the references they follow) are spelled out in :mod:`calib.metrics.probability`.
 """
 
 from __future__ import annotations

@@ -7,15 +7,15 @@ and returns the calibrator, whose fitted state ends in ``_``::
     cal = LogitBiasCalibrator(method="alg").fit(train_logits, train_labels, seen_classes)
     cal.gamma_                       # the bias, in logit units
     cal.transform(test_logits)       # float64 logits, γ on the absent columns
-    cal.predict(test_logits)         # labels under the bias rule of calib._gaps
+    cal.predict(test_logits)         # labels under the bias rule of calib.rules.gaps
     cal.predict_proba(test_logits)   # softmax((z + γ·1_U) / T), argmax == predict
     cal.score(test_logits, labels)   # acc_all, one float; cal.report(...) gives every metric
     cal.save("alg.json"); LogitBiasCalibrator.load("alg.json")
 
 **One decision rule in every dtype.** ``predict``, ``score``, ``report``,
-:func:`calib.accuracy_report` and the curve use the gap rule of :mod:`calib._gaps` (computed in
+:func:`calib.accuracy_report` and the curve use the gap rule of :mod:`calib.rules.gaps` (computed in
 float64 from the logits as given). ``transform`` and :class:`calib.CalibratedClassifier` return
-float64 logits built so that their argmax is that rule (:func:`calib._gaps.shifted_logits`), for
+float64 logits built so that their argmax is that rule (:func:`calib.rules.gaps.shifted_logits`), for
 float16, bfloat16, float32, float64 and integer logits alike; a low-precision output would
 round z + γ and move samples across the decision boundary (43 of 20,000 bf16 rows did).
 
@@ -39,20 +39,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
-from ._calibrator_checks import check_num_classes, has_bad_values
-from ._calibrator_file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
-from ._calibrator_temperature import break_ties, check_temperature_param, fitted_temperature
-from ._checks import (
-    check_classes,
-    check_labels,
-    check_logits,
-    check_sample_weight,
-    is_tensor,
-    like_input,
-)
-from ._gaps import gaps_of, scan_checked, shifted_logits
-from ._selector_checks import check_selector_result
-from .selectors import (
+from calib.estimator.file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
+from calib.estimator.temperature import break_ties, check_temperature_param, fitted_temperature
+from calib.rules.gaps import gaps_of, scan_checked, shifted_logits
+from calib.selectors import (
     PseudoSplit,
     SelectorSpec,
     check_pseudo_splits,
@@ -60,6 +50,17 @@ from .selectors import (
     select_oracle,
     select_prior,
     selector_spec,
+)
+from calib.selectors.checks import check_selector_result
+from calib.validation import (
+    check_classes,
+    check_labels,
+    check_logits,
+    check_num_classes,
+    check_sample_weight,
+    has_bad_values,
+    is_tensor,
+    like_input,
 )
 
 __all__ = ["LogitBiasCalibrator", "NotFittedError", "FILE_FORMAT", "FILE_VERSION"]
@@ -95,7 +96,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             data the selector is fed (``alg``: the given fine-tuning logits of S; ``pcv``: the
             pseudo splits' held-out S data; ``oracle``: the given labelled target data, an
             upper bound). ``"fit_per_group"``: (T_S, T_U) on the same data, T_U on the rows
-            predicted in U (:func:`calib.temperature.fit_temperature`). Both are refused for
+            predicted in U (:func:`calib.estimator.temperature.fit_temperature`). Both are refused for
             label-free selectors (``prior``) and ``fixed``.
 
     Fitted attributes:
@@ -290,7 +291,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         """Calibrated logits (N, C), float64: ``logits`` + γ on the absent columns.
 
         Float64 whatever the input dtype, so that ``argmax`` of the result is exactly
-        :meth:`predict` (see :func:`calib._gaps.shifted_logits`: the U entries sit 2-4 float64
+        :meth:`predict` (see :func:`calib.rules.gaps.shifted_logits`: the U entries sit 2-4 float64
         rounding units below z + γ, so that an exact tie goes to the non-absent column). A
         torch tensor comes back as a float64 tensor on its device, numpy as numpy. The input
         is not modified. ``out`` (numpy logits only): a float64 (N, C) C-contiguous array to
@@ -308,7 +309,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
     def _transform_tensor(self, logits: Any) -> Any:
         import torch
 
-        from .wrapper import shifted_logits_torch
+        from calib.rules.torch_ops import shifted_logits_torch
 
         bad_shape = logits.ndim != 2 or logits.shape[0] == 0
         if bad_shape or logits.shape[1] != self.num_classes_ or has_bad_values(logits):
@@ -319,7 +320,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         return shifted_logits_torch(logits.detach(), mask, gamma)
 
     def predict(self, logits: Any) -> Any:
-        """Predicted labels (N,) under γ, by the rule of :mod:`calib._gaps` (γ > gap → U).
+        """Predicted labels (N,) under γ, by the rule of :mod:`calib.rules.gaps` (γ > gap → U).
 
         Same type as the input (a tensor on its device, or a numpy array), int64.
         """
@@ -334,14 +335,14 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
     def predict_proba(self, logits: Any) -> Any:
         """softmax((z + γ·1_U) / T): (N, C) float64 probabilities, rows summing to 1.
 
-        :func:`calib.probability.shifted_probabilities` at ``gamma_`` and ``temperature_``
+        :func:`calib.metrics.probability.shifted_probabilities` at ``gamma_`` and ``temperature_``
         (a pair (T_S, T_U) by its row rule: T_U for a sample predicted in U). A tensor comes
         back as a float64 tensor on its device, numpy as numpy. ``argmax`` of each row is
         :meth:`predict` exactly: where float64 rounding leaves the predicted column tied with
         another (e.g. an exact tie of z + γ, which the rule sends out of U), the predicted
         probability is raised by one unit in the last place.
         """
-        from .probability import shifted_probabilities  # not needed to fit
+        from calib.metrics.probability import shifted_probabilities  # not needed to fit
 
         z = self._checked(logits)
         t = getattr(self, "temperature_", 1.0)  # a calibrator pickled before T existed
@@ -365,7 +366,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
 
     def report(self, logits: Any, labels: Any, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
         """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ...."""
-        from .metrics import accuracy_report  # the metrics module is not needed to fit
+        from calib.metrics.accuracy import (
+            accuracy_report,  # the metrics module is not needed to fit
+        )
 
         z = self._checked(logits, values=False, on_device=True)  # values: in the report's pass
         return accuracy_report(

@@ -28,6 +28,16 @@ __all__ = [
     "check_real",
     "check_sample_weight",
     "like_input",
+    "check_num_classes",
+    "has_bad_values",
+    "GROUPS",
+    "check_gamma",
+    "check_positive",
+    "temperature_pair",
+    "temperature_value",
+    "check_absent",
+    "check_n_bins",
+    "check_group",
 ]
 
 # Integers above this lose precision as float64 logits.
@@ -115,7 +125,7 @@ def check_logits(
     is in logit units.
 
     ``values=False`` checks shape and dtype only: the caller then passes the row statistics
-    of its one pass over the logits to :func:`check_stats` (see :mod:`calib._kernels`).
+    of its one pass over the logits to :func:`check_stats` (see :mod:`calib.rules.kernels`).
     ``on_device=True`` (with ``values=False``) returns a tensor on a GPU as a float tensor on
     that device instead of copying it to the host.
 
@@ -364,3 +374,148 @@ def like_input(result: np.ndarray, reference: Any) -> Any:
         torch = _torch()
         return torch.from_numpy(np.ascontiguousarray(result)).to(reference.device)
     return result
+
+
+# ---------------------------------------------------------- the calibrator's inputs
+
+
+def has_bad_values(t: Any) -> bool:
+    """On the tensor's device: a NaN, a +inf, a complex dtype or an all -inf row."""
+    if t.is_complex():
+        return True
+    if not t.is_floating_point():
+        return False
+    return bool(t.isnan().any() or t.isposinf().any() or t.isneginf().all(dim=1).any())
+
+
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as an int ≥ 2 (booleans refused)."""
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 2
+    ):
+        raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    return int(num_classes)
+
+
+# ------------------------------------ γ, temperatures, groups and bins (probabilities)
+
+#: The sample groups of the per-group metrics and diagrams.
+GROUPS = ("all", "seen", "absent")
+
+
+def check_gamma(gamma: Any) -> float:
+    """``gamma`` (logit units) as a finite Python float: the one check of γ everywhere it is
+    taken (selectors, the estimator, the wrapper, the probabilities). Strings, booleans, NaN and
+    ±inf are refused; a one-element array or tensor is accepted."""
+    return check_real(gamma, "gamma", finite=True)
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a finite Python float > 0 (a temperature, a bin count's scale, ...)."""
+    try:
+        t = check_real(value, name)
+    except ValueError as err:
+        if not str(err).endswith("is NaN"):
+            raise
+        t = math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {t}")
+    return t
+
+
+def _temperature_pair(temperature: Any) -> list[Any] | None:
+    """The two entries of a pair ``temperature`` (list, tuple, or 1-D array/tensor of any
+    length), or None for a scalar (a number, or a 0-d / one-element array or tensor)."""
+    if isinstance(temperature, (tuple, list)):
+        return list(temperature)
+    if is_tensor(temperature) or isinstance(temperature, np.ndarray):
+        values = as_numpy(temperature, "temperature")
+        if values.ndim == 0 or (values.ndim == 1 and values.size == 1):
+            return None  # one T as a one-element array, as before
+        if values.ndim != 1:
+            raise ValueError(
+                f"temperature must be one number or a pair (T_S, T_U), got an array of shape "
+                f"{values.shape}"
+            )
+        return list(values)
+    return None
+
+
+def temperature_pair(temperature: Any) -> tuple[float, float]:
+    """(T_S, T_U) of a temperature ``T`` (both T) or of a pair ``(T_S, T_U)``; each finite > 0.
+
+    A pair is a list, a tuple or a 1-D numpy array / torch tensor of two entries; one T is a
+    number or a one-element array / tensor.
+    """
+    pair = _temperature_pair(temperature)
+    if pair is not None:
+        if len(pair) != 2:
+            shown = temperature if isinstance(temperature, (tuple, list)) else pair
+            raise ValueError(
+                f"temperature must be one number or a pair (T_S, T_U), got {len(pair)} "
+                f"values: {shown!r}"
+            )
+        return (
+            check_positive(pair[0], "temperature T_S"),
+            check_positive(pair[1], "temperature T_U"),
+        )
+    t = check_positive(temperature, "temperature")
+    return t, t
+
+
+def temperature_value(temperature: Any) -> float | tuple[float, float]:
+    """``temperature`` checked (:func:`temperature_pair`), in canonical form: one float, or a
+    (T_S, T_U) tuple of floats when a pair was given (a list, tuple, array or tensor)."""
+    temps = temperature_pair(temperature)
+    return temps if _temperature_pair(temperature) is not None else temps[0]
+
+
+def check_absent(absent_classes: Any, num_classes: int) -> np.ndarray:
+    """The absent columns U on their own (S = every other column): sorted int64 indices.
+
+    Raises:
+        ValueError / TypeError: not a 1-D collection of distinct integers in
+            [0, num_classes), empty, or every column.
+    """
+    if absent_classes is None:
+        raise ValueError("absent_classes is required here (the columns that receive γ)")
+    if isinstance(absent_classes, (str, bytes)):
+        raise TypeError("absent_classes must be a collection of class indices, got a string")
+    if isinstance(absent_classes, (set, frozenset)):
+        absent_classes = sorted(absent_classes)
+    u = np.atleast_1d(as_numpy(absent_classes, "absent_classes"))
+    if u.ndim != 1:
+        raise ValueError(f"absent_classes must be 1-D, got shape {u.shape}")
+    if u.size == 0:
+        raise ValueError("absent_classes is empty: at least one class is needed")
+    if not np.issubdtype(u.dtype, np.integer):
+        if not (np.issubdtype(u.dtype, np.floating) and np.all(u == np.round(u))):
+            raise ValueError(
+                f"absent_classes must hold integer class indices, got {u.tolist()[:10]}"
+            )
+    u = u.astype(np.int64)
+    if u.min() < 0 or u.max() >= num_classes:
+        bad = u[(u < 0) | (u >= num_classes)]
+        raise ValueError(
+            f"absent_classes out of range: {bad.tolist()[:10]} not in [0, {num_classes})"
+        )
+    uniq = np.unique(u)
+    if uniq.size != u.size:
+        raise ValueError(f"absent_classes lists a class more than once: {u.tolist()[:10]}")
+    if uniq.size == num_classes:
+        raise ValueError(f"absent_classes covers all {num_classes} columns: nothing stays seen")
+    return uniq
+
+
+def check_n_bins(n_bins: Any) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+    return int(n_bins)
+
+
+def check_group(group: Any) -> str:
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    return group

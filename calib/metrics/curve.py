@@ -2,7 +2,7 @@
 
 Sweeping the absent-class bias γ over ℝ moves samples one by one from their best
 non-absent column to their best absent column: sample i moves exactly when
-γ > gᵢ (see :mod:`calib._gaps`). Every accuracy is therefore a step function of γ
+γ > gᵢ (see :mod:`calib.rules.gaps`). Every accuracy is therefore a step function of γ
 whose steps sit at the gaps, and the whole curve comes from sorting the gaps of
 the samples that are right on one side or the other: O(N·C + N log N), no loop
 over samples or breakpoints.
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_classes, check_labels, check_logits, like_input
-from ._gaps import gaps_of, scan_checked
-from ._kernels import ABSENT, SEEN
+from calib.rules.gaps import gaps_of, scan_checked
+from calib.rules.kernels import ABSENT, SEEN
+from calib.validation import as_numpy, check_classes, check_labels, check_logits, like_input
 
-__all__ = ["SeenAbsentCurve", "seen_absent_curve", "ausuc"]
+__all__ = ["SeenAbsentCurve", "seen_absent_curve", "ausuc", "curve_xy", "curve_point"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +101,7 @@ def checked_curve(
     z: Any, y: np.ndarray, seen: np.ndarray, absent: np.ndarray, reference: Any = None
 ) -> SeenAbsentCurve:
     """:func:`seen_absent_curve` of logits checked for shape and dtype
-    (:func:`calib._checks.check_logits` with ``values=False``), labels and class sets already
+    (:func:`calib.validation.check_logits` with ``values=False``), labels and class sets already
     checked (sorted int64 S and U); the values are checked in the one pass. The arrays come
     back like ``reference`` (numpy when None)."""
     scanned = scan_checked(z, seen, absent)
@@ -157,3 +157,27 @@ def ausuc(logits: Any, labels: Any, seen_classes: Any, absent_classes: Any = Non
     NaN (with a warning) when the test set lacks seen or absent samples.
     """
     return seen_absent_curve(logits, labels, seen_classes, absent_classes).ausuc
+
+
+def curve_xy(curve: SeenAbsentCurve) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's vertices as numpy arrays (x = acc_seen, y = acc_absent), in γ order.
+
+    Straight segments between them are the trapezoids whose area is ``curve.ausuc``.
+    """
+    x = np.asarray(as_numpy(curve.acc_seen, "acc_seen"), dtype=np.float64)
+    y = np.asarray(as_numpy(curve.acc_absent, "acc_absent"), dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"curve arrays must be 1-D of one length, got {x.shape} and {y.shape}")
+    return x, y
+
+
+def curve_point(curve: SeenAbsentCurve, gamma: float = 0.0) -> tuple[float, float]:
+    """(acc_seen, acc_absent) of ``curve`` at bias ``gamma`` (the point whose interval holds it).
+
+    Point k holds for γ in ``(gamma[k-1], gamma[k]]``, so this is what
+    :func:`calib.accuracy_report` gives at ``gamma``.
+    """
+    g = np.asarray(as_numpy(curve.gamma, "gamma"), dtype=np.float64)
+    x, y = curve_xy(curve)
+    k = min(int(np.searchsorted(g, float(gamma), side="left")), g.size - 1)
+    return float(x[k]), float(y[k])

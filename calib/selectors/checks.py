@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .curve import SeenAbsentCurve
+from calib.metrics.curve import SeenAbsentCurve
 
 __all__ = [
     "check_width",

@@ -5,7 +5,7 @@ whether the confidences that come with it mean anything. All numbers are fractio
 
 Probabilities. For one sample with logits z (C,), the shifted scores are s_c = z_c + γ·1(c ∈ U)
 and p = softmax(s / T), computed as exp(s/T − logsumexp(s/T)) in float64. ``temperature`` is
-one T > 0, or a pair (T_S, T_U) from :func:`calib.temperature.fit_temperature` with
+one T > 0, or a pair (T_S, T_U) from :func:`calib.estimator.temperature.fit_temperature` with
 ``per_group=True``: then a sample whose prediction (under γ) is an absent column is scaled by
 T_U, every other sample by T_S. One temperature per row never moves the argmax, so the
 prediction is always that of :func:`calib.accuracy_report` at the same γ.
@@ -13,7 +13,7 @@ prediction is always that of :func:`calib.accuracy_report` at the same γ.
 Metrics (:func:`probability_report`), over the N test samples of a group:
 
 - **Top-label confidence and prediction.** The prediction ŷ is the decision rule of
-  :mod:`calib._gaps` at γ (the rule every accuracy in calib uses; between-group ties stay
+  :mod:`calib.rules.gaps` at γ (the rule every accuracy in calib uses; between-group ties stay
   out of U, within-group ties go to the lowest index); its confidence is p_ŷ.
 - **ECE** (``ece``; Guo et al., *On Calibration of Modern Neural Networks*, ICML 2017):
   M equal-width bins I_m = ((m−1)/M, m/M], m = 1..M, closed on the right as in Guo et al.
@@ -50,15 +50,18 @@ from typing import Any
 
 import numpy as np
 
-from ._binning import bin_edges, bin_statistics
-from ._checks import check_classes, check_labels, check_logits, like_input
-from ._gaps import compute_gaps
-from ._probability_checks import (
+from calib.metrics.binning import bin_edges, bin_statistics
+from calib.rules.gaps import compute_gaps
+from calib.validation import (
     GROUPS,
     check_absent,
+    check_classes,
     check_gamma,
     check_group,
+    check_labels,
+    check_logits,
     check_n_bins,
+    like_input,
     temperature_pair,
 )
 

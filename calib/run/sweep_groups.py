@@ -1,7 +1,7 @@
 """Group the runs of a sweep by what was swept, and average each group over its seeds (pure).
 
 Input: ``{run name: results}``, each ``results`` a run's ``results.json`` (see
-:mod:`calib.report`) whose ``meta.config`` holds the run's full resolved config as a nested
+:mod:`calib.run.results`) whose ``meta.config`` holds the run's full resolved config as a nested
 dict. The swept keys are the dotted config keys whose values differ across runs; the groups
 are the runs that agree on every swept key except the seed, each labelled by the swept keys
 alone (``optimizer=adam``), with mean ± sample std over its seeds of every metric::
@@ -24,10 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .run.results import TABLE_COLUMNS
-
-# the series behind the sweep figures, re-exported from their own module
-from .sweep_series import group_history_curves, histories_by_group, sweep_series
+from calib.figures.sweep import variant_label
+from calib.run.results import TABLE_COLUMNS
 
 __all__ = [
     "Stat",
@@ -40,12 +38,8 @@ __all__ = [
     "run_labels",
     "sweep_label_keys",
     "run_variants",
-    "variant_label",
     "grouped_rows",
     "format_grouped_table",
-    "sweep_series",
-    "group_history_curves",
-    "histories_by_group",
 ]
 
 #: Metrics summarised by default (fractions in [0, 1]; ``gamma`` in logit units).
@@ -189,11 +183,6 @@ def run_variants(results: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return out
 
 
-def variant_label(variant: str) -> str:
-    """How a variant is named in tables and legends: ``fine-tuned + γ (alg)`` for a selector."""
-    return variant if variant in ("pre-trained", "fine-tuned") else f"fine-tuned + γ ({variant})"
-
-
 def _stat(values: Sequence[Any]) -> Stat:
     finite = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
               and math.isfinite(v)]  # fmt: skip
@@ -326,7 +315,7 @@ def grouped_rows(
 
 def _cell(metric: str, mean: float, std: float) -> str:
     """``format_cell`` of the mean, then ``± std`` in the same unit when the std is finite."""
-    from .run.results import format_cell
+    from calib.run.results import format_cell
 
     text = format_cell(metric, mean)
     if text == "—" or not math.isfinite(std):
@@ -340,7 +329,7 @@ def format_grouped_table(
     """A markdown table of :func:`grouped_rows`: mean ± std over seeds, accuracies in %,
     γ in logit units, "—" where undefined; ``n`` is the number of runs (seeds) of the group.
     Rendered by :func:`calib.run.results.markdown_table` with its :data:`~calib.run.results.HEADERS`."""
-    from .run.results import HEADERS, markdown_table
+    from calib.run.results import HEADERS, markdown_table
 
     headers = ["group", "model", "n", *(HEADERS.get(m, m) for m in metrics)]
     body = [

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_classes
-from .io import atomic_write_json, json_safe
+from calib.io import atomic_write_json, json_safe
+from calib.validation import check_classes
 
 __all__ = [
     "FILE_FORMAT",

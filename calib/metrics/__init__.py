@@ -1,0 +1,28 @@
+"""The metrics of the seen/absent setting, each exact and checked against brute force in tests.
+
+- :mod:`calib.metrics.accuracy`: :func:`accuracy_report` — Acc S/Y, U/Y, Y/Y, S/S, U/U, hmean
+  (top-1 and top-k) at one γ.
+- :mod:`calib.metrics.curve`: :func:`seen_absent_curve` over every γ, exact, and its area
+  :func:`ausuc`.
+- :mod:`calib.metrics.ncm`: the nearest-class-mean classifier on features.
+- :mod:`calib.metrics.probability`: ECE, NLL, Brier and reliability diagrams after γ and T.
+- :mod:`calib.metrics.binning`: the confidence bins of ECE and the diagrams.
+"""
+
+from __future__ import annotations
+
+from calib.metrics.accuracy import accuracy_report, harmonic_mean
+from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
+from calib.metrics.ncm import ncm_report
+from calib.metrics.probability import probability_report, reliability_diagram
+
+__all__ = [
+    "SeenAbsentCurve",
+    "accuracy_report",
+    "ausuc",
+    "harmonic_mean",
+    "ncm_report",
+    "probability_report",
+    "reliability_diagram",
+    "seen_absent_curve",
+]
