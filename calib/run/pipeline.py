@@ -42,7 +42,6 @@ from torch.utils.data import Subset
 from calib import distributed
 from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
-from calib.extract import Extracted
 from calib.run.method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
 from calib.run.probability_stage import (
     probability_results,
@@ -50,7 +49,7 @@ from calib.run.probability_stage import (
 from calib.run.report_metrics import alpha_results
 from calib.run.run_outputs import run_results, write_outputs
 from calib.run.runner import Runner, weights_sha256
-from calib.run.selector_data import selector_fit_data
+from calib.run.selector_data import fit_selector
 from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig
 from calib.run.source_cache import SourceCache
 from calib.run.stage_plan import StagePlan, plan_stages
@@ -165,42 +164,16 @@ def _pseudo_splits(
     return splits
 
 
-def _fit_selector(
-    name: str,
-    params: Mapping[str, Any],
-    split: ClassSplit,
-    ex: Mapping[str, Extracted],
-    pseudo_splits: list[PseudoSplit] | None,
-) -> LogitBiasCalibrator:
-    """Fit selector ``name`` on exactly the data its declaration names (:mod:`.selector_data`)."""
-    data = selector_fit_data(name, split, ex, pseudo_splits)
-    cal = _calibrator(name, params)
-    return cal.fit(
-        seen_classes=split.seen,
-        absent_classes=split.absent,
-        num_classes=ex["finetuned_test"].logits.shape[1],
-        **data,
-    )
-
-
 def _fit_selectors(runner, plan, calibration, split, ex, pseudo) -> dict[str, LogitBiasCalibrator]:
     """Every selector of the run, fitted and saved (``calibrators/NAME.json``)."""
     calibrators = {}
     for name in calibration.selectors:
         runner.store.record(plan.selectors[name])
-        cal = _fit_selector(name, calibration.params(name), split, ex, pseudo)
+        cal = fit_selector(name, calibration.params(name), split, ex, pseudo)
         if distributed.is_main():
             cal.save(runner.run_dir / "calibrators" / f"{name}.json")
         calibrators[name] = cal
     return calibrators
-
-
-def _calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
-    known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
-    options = {k: v for k, v in params.items() if k not in known}
-    if options:
-        return LogitBiasCalibrator(method=name, options=options, **known)
-    return LogitBiasCalibrator(method=name, **known)
 
 
 def run_pipeline(

@@ -28,11 +28,19 @@ from typing import Any
 import numpy as np
 
 from calib.data import ClassSplit
+from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
 from calib.selectors import SELECTORS, PseudoSplit
 from calib.selectors.spec import DATA_KINDS
 
-__all__ = ["SelectorData", "SELECTOR_DATA", "selector_inputs", "selector_fit_data"]
+__all__ = [
+    "SelectorData",
+    "SELECTOR_DATA",
+    "selector_inputs",
+    "selector_fit_data",
+    "fit_selector",
+    "make_calibrator",
+]
 
 
 @dataclass(frozen=True)
@@ -114,3 +122,31 @@ def selector_fit_data(
         rows = np.isin(labels, split.seen)
         logits, labels = logits[rows], labels[rows]
     return {"logits": logits, "labels": labels} if source.labels else {"logits": logits}
+
+
+def fit_selector(
+    name: str,
+    params: Mapping[str, Any],
+    split: ClassSplit,
+    ex: Mapping[str, Extracted],
+    pseudo_splits: list[PseudoSplit] | None,
+) -> LogitBiasCalibrator:
+    """Fit selector ``name`` on exactly the data its declaration names (:data:`SELECTOR_DATA`)."""
+    data = selector_fit_data(name, split, ex, pseudo_splits)
+    cal = make_calibrator(name, params)
+    return cal.fit(
+        seen_classes=split.seen,
+        absent_classes=split.absent,
+        num_classes=ex["finetuned_test"].logits.shape[1],
+        **data,
+    )
+
+
+def make_calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
+    """The unfitted calibrator of selector ``name`` with the run's parameters ``params`` (the
+    calibrator's own ``gamma``/``criterion``/``prior``; the rest go into ``options``)."""
+    known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
+    options = {k: v for k, v in params.items() if k not in known}
+    if options:
+        return LogitBiasCalibrator(method=name, options=options, **known)
+    return LogitBiasCalibrator(method=name, **known)
