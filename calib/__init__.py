@@ -22,6 +22,7 @@ _API = {
     "ncm_report": "calib.metrics.ncm",
     "LogitBiasCalibrator": "calib.estimator.calibrator",
     "PseudoSplit": "calib.selectors",
+    "make_pseudo_splits": "calib.pseudo_cv",
     "NotFittedError": "calib.estimator.calibrator",
     "SELECTORS": "calib.selectors",
     "SelectorSpec": "calib.selectors",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
     from calib.metrics.ncm import ncm_report
     from calib.models import Classifier, create_model
+    from calib.pseudo_cv import make_pseudo_splits
     from calib.registry import Registry
     from calib.run.pipeline import run_pipeline
     from calib.run.plan import build_plan
@@ -75,6 +77,7 @@ __all__ = [
     "calibrate",
     "create_model",
     "extraction_loader",
+    "make_pseudo_splits",
     "ncm_report",
     "register_selector",
     "run_pipeline",

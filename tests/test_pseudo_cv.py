@@ -1,0 +1,147 @@
+"""calib.pseudo_cv: PCV's pseudo splits from Python, without U data, with the user's training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+import calib
+from calib.pseudo_cv import PseudoClasses, make_pseudo_splits, pseudo_subsets
+
+S, U, C = [0, 1, 2, 3], [4, 5], 6
+
+
+class Labelled(Dataset):
+    """x: the row index as a 3-vector (so a row can be traced); labels in ``.targets``."""
+
+    def __init__(self, labels):
+        self.targets = torch.as_tensor(labels)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return torch.full((3,), float(i)), int(self.targets[i])
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Dropout(0.3), nn.Linear(8, C))
+
+
+LABELS = np.repeat(S, 10)  # 40 rows of S
+
+
+def _spy():
+    calls = []
+
+    def finetune(model, data, classes):
+        calls.append((data, classes))
+        return model
+
+    return finetune, calls
+
+
+def test_the_finetuning_function_never_sees_a_heldout_row_or_a_pseudo_absent_class():
+    finetune, calls = _spy()
+    splits = make_pseudo_splits(_model(), finetune, Labelled(LABELS), S, progress=False)
+    assert len(splits) == len(calls) == 3  # the documented default
+    for split, (data, classes) in zip(splits, calls, strict=True):
+        assert isinstance(data, Subset) and isinstance(classes, PseudoClasses)
+        rows = np.asarray(data.indices)
+        assert set(LABELS[rows]) <= set(classes.seen)  # pseudo-seen rows only
+        # the held-out rows are what the split scores; none of them was trained on
+        scored_rows = {int(x) for x in np.asarray(_traced_rows(split))}
+        assert scored_rows.isdisjoint(rows.tolist())
+        assert set(split.labels.tolist()) == set(S)  # every S class is held out in part
+        assert classes.absent == tuple(np.asarray(split.absent_classes).tolist())
+        assert set(classes.absent) == set(np.setdiff1d(S, classes.seen)) | set(U)
+        assert classes.num_classes == C
+
+
+def _traced_rows(split) -> np.ndarray:
+    """The rows a split scored, recovered from the logits of the identity-trained model."""
+    model = _model().eval()
+    with torch.no_grad():
+        all_logits = model(torch.arange(LABELS.size, dtype=torch.float32)[:, None].repeat(1, 3))
+    match = (torch.as_tensor(split.logits)[:, None, :] - all_logits[None]).abs().amax(-1)
+    return match.argmin(dim=1).numpy()
+
+
+def test_a_sample_of_an_absent_class_is_refused():
+    finetune, calls = _spy()
+    with pytest.raises(ValueError, match=r"label 4 of row 40 is an absent class; PCV uses S data"):
+        make_pseudo_splits(_model(), finetune, Labelled(np.r_[LABELS, 4]), S, progress=False)
+    assert calls == []  # refused before any training
+
+
+def test_the_pretrained_model_is_not_changed_and_scoring_runs_in_eval_mode():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def finetune(copy_, data, classes):
+        with torch.no_grad():
+            for p in copy_.parameters():
+                p.add_(1.0)  # "training" changes the copy only
+        copy_.train()
+        return None  # the copy, trained in place
+
+    splits = make_pseudo_splits(model, finetune, Labelled(LABELS), S, U, progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model.training  # left as it was
+    # eval mode: the same rows scored twice give the same logits (no dropout, BN statistics)
+    again = make_pseudo_splits(model, finetune, Labelled(LABELS), S, U, progress=False)
+    for a, b in zip(splits, again, strict=True):
+        np.testing.assert_array_equal(a.logits, b.logits)
+
+
+def test_the_splits_feed_the_pcv_selector():
+    splits = make_pseudo_splits(
+        _model(), lambda m, d, c: m, Labelled(LABELS), S, num_splits=2, progress=False
+    )
+    cal = calib.LogitBiasCalibrator("pcv").fit(pseudo_splits=splits, seen_classes=S)
+    assert np.isfinite(cal.gamma_)
+    assert cal.info_["n_splits"] == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"absent_fraction": 1.0}, ValueError, "absent_fraction must lie strictly between 0 and 1"),
+        ({"holdout_fraction": "0.2"}, ValueError, "holdout_fraction must be a real number"),
+        ({"num_splits": 0}, ValueError, "num_splits must be an integer ≥ 1, got 0"),
+        ({"labels": [0, 1]}, ValueError, r"labels must have one entry per sample \(40\)"),
+    ],
+)
+def test_bad_settings_are_named(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make_pseudo_splits(
+            _model(), lambda m, d, c: m, Labelled(LABELS), S, progress=False, **kwargs
+        )
+
+
+def test_a_finetuning_function_returning_something_else_is_named():
+    with pytest.raises(TypeError, match="finetune must return the fine-tuned nn.Module"):
+        make_pseudo_splits(_model(), lambda m, d, c: "done", Labelled(LABELS), S, progress=False)
+
+
+def test_the_partition_is_the_harness_partition():
+    """calib-run draws its PCV splits with the same function (same seed → same rows)."""
+    from calib.data import ClassSplit
+    from calib.run.settings import PCVConfig
+    from calib.run.stage_plan import pcv_subsets
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, size=300)
+    split = ClassSplit((0, 1, 2, 3, 4), (5, 6, 7, 8, 9), 10)
+    pcv = PCVConfig(num_splits=3, absent_fraction=0.5, holdout_fraction=0.2, seed=7)
+    ours = pseudo_subsets(
+        labels, split.seen, num_splits=3, absent_fraction=0.5, holdout_fraction=0.2, seed=7
+    )
+    for a, b in zip(ours, pcv_subsets(labels, split, pcv), strict=True):
+        for field in ("pseudo_seen", "pseudo_absent", "fit_rows", "heldout_rows"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
