@@ -42,8 +42,13 @@ log = logging.getLogger("calib-run")
 
 def folder_name(overrides: str | None) -> str:
     """A run's folder name from Hydra's ``override_dirname``: ``defaults`` when there are no
-    overrides, and no path separator (a value such as a weights path must not nest folders)."""
-    return (overrides or "defaults").replace(os.sep, "∕")
+    overrides, and no path separator (a value such as a weights path must not nest folders).
+
+    A separator is written ``%2F`` and a ``%`` itself ``%25`` (percent-encoding): the name stays
+    ASCII a user can type, and two different override strings never share a folder.
+    """
+    name = (overrides or "defaults").replace("%", "%25").replace("/", "%2F")
+    return name.replace(os.sep, "%2F")
 
 
 def run_folder(run_dir: str | None, base: str, overrides: str | None) -> str:

@@ -97,7 +97,10 @@ def test_stale_extraction_cache_is_recomputed(demo_copy):
 def test_folder_names_never_nest():
     assert folder_name("") == "defaults"
     assert folder_name("optimizer=adam") == "optimizer=adam"
-    assert "/" not in folder_name("model.weights=/data/w.pt")
+    assert folder_name("model.weights=/data/w.pt") == "model.weights=%2Fdata%2Fw.pt"
+    # typeable (ASCII) and never shared by two override strings
+    assert folder_name("a=50%/x").isascii()
+    assert folder_name("a=%2F") != folder_name("a=/")
     base = "outputs/digits_demo"
     plain, adam = run_folder(None, base, ""), run_folder(None, base, "optimizer=adam")
     assert os.path.dirname(plain) == os.path.dirname(adam) == base  # siblings
