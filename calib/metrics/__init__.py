@@ -7,6 +7,8 @@
 - :mod:`calib.metrics.ncm`: the nearest-class-mean classifier on features.
 - :mod:`calib.metrics.probability`: ECE, NLL, Brier and reliability diagrams after γ and T.
 - :mod:`calib.metrics.binning`: the confidence bins of ECE and the diagrams.
+- :mod:`calib.metrics.premise`: :func:`premise_check` — did fine-tuning keep what γ needs
+  (U/U against a paired noise bound, AUSUC, the selectors' spread), or can no γ help?
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from __future__ import annotations
 from calib.metrics.accuracy import accuracy_report, harmonic_mean
 from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
 from calib.metrics.ncm import ncm_report
+from calib.metrics.premise import PremiseCheck, paired_drop_bound, premise_check
 from calib.metrics.probability import probability_report, reliability_diagram
 
 __all__ = [
+    "PremiseCheck",
     "SeenAbsentCurve",
     "accuracy_report",
     "ausuc",
     "harmonic_mean",
     "ncm_report",
+    "paired_drop_bound",
+    "premise_check",
     "probability_report",
     "reliability_diagram",
     "seen_absent_curve",
