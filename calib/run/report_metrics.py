@@ -2,12 +2,17 @@
 
 :func:`model_metrics` is what every row of the table holds: :func:`calib.accuracy_report` at
 γ, the AUSUC of the seen–absent curve, and the cosine-NCM accuracies on the features.
+:func:`premise_results` is ``results["premise"]``: did fine-tuning keep what γ needs?
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +21,11 @@ from calib.extract import Extracted
 from calib.metrics.accuracy import accuracy_report
 from calib.metrics.curve import seen_absent_curve
 from calib.metrics.ncm import ncm_report
+from calib.metrics.premise import premise_check
 
-__all__ = ["model_metrics", "ncm_metrics", "plot_curves"]
+__all__ = ["model_metrics", "ncm_metrics", "plot_curves", "premise_results"]
+
+log = logging.getLogger(__name__)
 
 
 def model_metrics(
@@ -63,6 +71,46 @@ def ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classe
         num_classes=num_classes,
     )
     return {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
+
+
+def premise_results(
+    results: Mapping[str, Any], pre_test: Extracted, ft_test: Extracted, split: ClassSplit
+) -> dict[str, Any]:
+    """``results["premise"]``: :func:`calib.metrics.premise_check` of the two test
+    extractions, with the γ of each selector in ``results["calibrated"]`` and the NCM U/U of
+    ``results["pretrained"]`` / ``["finetuned"]`` when both rows have it. Logs a warning when
+    the premise fails (U/U fell beyond the paired noise bound: no γ can restore it).
+
+    Raises:
+        ValueError: the two extractions are not of the same test samples (labels differ).
+    """
+    if pre_test.labels is None or ft_test.labels is None:
+        raise ValueError("premise: the test extractions carry no labels (U/U needs them)")
+    if pre_test.labels.shape != ft_test.labels.shape or not bool(
+        (pre_test.labels == ft_test.labels).all()
+    ):
+        raise ValueError(
+            "premise: the pre-trained and fine-tuned test extractions must score the same "
+            f"test samples, but their labels differ ({tuple(pre_test.labels.shape)} and "
+            f"{tuple(ft_test.labels.shape)})"
+        )
+    ncm_key = "ncm_acc_absent_absent"
+    pre_row, ft_row = results.get("pretrained", {}), results.get("finetuned", {})
+    ncm = tuple(row.get(ncm_key) for row in (pre_row, ft_row))
+    if any(v is None or math.isnan(v) for v in ncm):  # no features, or no NCM sample of U
+        ncm = None
+    check = premise_check(
+        pre_test.logits,
+        ft_test.logits,
+        ft_test.labels,
+        split.seen,
+        split.absent,
+        selector_gamma={name: m["gamma"] for name, m in results.get("calibrated", {}).items()},
+        ncm_absent_absent=ncm,
+    )
+    if not check.holds:
+        log.warning("%s", check.message)
+    return check.to_dict()
 
 
 def _finetuned_label(meta) -> str:

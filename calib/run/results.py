@@ -5,6 +5,7 @@ A run's results are a plain dict (what ``results.json`` holds)::
     {"pretrained": {metric: value, ...},
      "finetuned":  {metric: value, ...},
      "calibrated": {"alg": {metric: value, ..., "gamma": γ}, "oracle": {...}, ...},
+     "premise": {...},                                 # optional: calib.metrics.premise_check
      "meta": {...}}                                    # optional: run settings
 
 Metric values are fractions in [0, 1] (NaN where undefined, stored as JSON ``null``).
@@ -113,12 +114,16 @@ def format_table(
     columns: Sequence[tuple[str, str]] = TABLE_COLUMNS,
     title: str | None = None,
 ) -> str:
-    """The run's metrics as a Markdown table (accuracies in %, γ in logit units)."""
+    """The run's metrics as a Markdown table (accuracies in %, γ in logit units); under it,
+    the premise check's one-line message when ``results`` has one (``results["premise"]``)."""
     rows = result_rows(results)
     present = [(k, h) for k, h in columns if any(k in m for _, m in rows)]
     header = ["model"] + [h for _, h in present]
     body = [[label] + [format_cell(k, m.get(k)) for k, _ in present] for label, m in rows]
     table = markdown_table(header, body, n_left=1)
+    premise = results.get("premise")
+    if isinstance(premise, Mapping) and premise.get("message"):
+        table += f"\n\n{premise['message']}"
     return table if title is None else f"**{title}** (accuracies in %)\n\n{table}"
 
 
