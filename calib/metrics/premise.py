@@ -129,8 +129,11 @@ def _pct(x: float) -> str:
 
 
 def _message(c: dict[str, Any]) -> str:
-    uu = f"U/U {_pct(c['acc_absent_absent_pretrained'])} → {_pct(c['acc_absent_absent_finetuned'])} %"
-    noise = f"noise bound {_pct(c['bound'])} pts, paired over n_U = {c['n_absent']}"
+    uu = (
+        f"U/U {_pct(c['acc_absent_absent_pretrained'])} → "
+        f"{_pct(c['acc_absent_absent_finetuned'])} % (change {-100 * c['drop']:+.1f} pts; "
+        f"noise bound on a drop {_pct(c['bound'])} pts, paired over n_U = {c['n_absent']})"
+    )
     ausuc = f"AUSUC {_pct(c['ausuc_pretrained'])} → {_pct(c['ausuc_finetuned'])}"
     parts = [ausuc]
     if c["ncm_absent_absent_pretrained"] is not None:
@@ -146,11 +149,8 @@ def _message(c: dict[str, Any]) -> str:
         )
     context = "; ".join(parts)
     if c["holds"]:
-        return f"premise holds: {uu} (drop within the {noise}); {context}"
-    return (
-        f"premise fails: {uu}, a drop of {_pct(c['drop'])} pts beyond the {noise}; {context}: "
-        "fine-tuning lost what γ needs, no γ can restore it"
-    )
+        return f"premise holds: {uu}; {context}"
+    return f"premise fails: {uu}; {context}: fine-tuning lost what γ needs, no γ can restore it"
 
 
 def premise_check(
