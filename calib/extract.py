@@ -11,11 +11,29 @@ Several processes (``torchrun``, see :mod:`calib.distributed`): build the loader
 :func:`extraction_loader` (a :class:`~calib.distributed.ShardSampler`: rank ``r`` of ``W``
 runs samples ``r, r + W, ...``, none twice); :func:`extract` then gathers the shards and
 every rank gets all rows in dataset order, as one process would.
+
+Any ``nn.Module`` works, not only :class:`calib.models.Classifier`:
+
+- **Outputs.** A tensor, a tuple/list (its first item), or a mapping such as a Hugging Face
+  ``ModelOutput`` (its ``"logits"``); ``output_key=`` picks another entry (a key, or an
+  index of a tuple). See :func:`output_logits`.
+- **Batches.** ``(x, y, ...)`` tuples, inputs alone, or dicts. In a dict, the labels are
+  ``"label"`` or ``"labels"``; the main input ``"image"``, ``"pixel_values"``, ``"input_ids"``
+  or ``"input_values"`` goes to the model positionally, and every other entry as a keyword
+  (``attention_mask``, ``token_type_ids``, ...): a Hugging Face collator's batches work as
+  they are. Other names: ``batch_keys={"input": "img", "label": "target"}`` (``"input":
+  None``: every entry as a keyword; ``"label": None``: no labels). See :func:`split_batch`.
+- **Features** (for NCM): ``forward_features_logits`` (:class:`calib.models.Classifier`),
+  timm's ``forward_features``/``forward_head``, or, for any other model,
+  ``features_from="classifier"``: the input of the named submodule (its head; a dotted path
+  such as ``"model.head"`` for a nested one), captured by a forward pre-hook during the one
+  forward pass. See :func:`features_and_logits`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,14 +48,27 @@ from calib import distributed
 from calib.distributed import ShardSampler
 
 __all__ = [
+    "INPUT_KEYS",
+    "LABEL_KEYS",
     "Extracted",
+    "check_batch_keys",
     "evaluating",
     "extract",
     "extraction_loader",
+    "feature_module",
     "features_and_logits",
     "has_features",
     "model_device",
+    "output_logits",
+    "split_batch",
 ]
+
+#: Dict-batch keys of the model's main input, tried in this order; it goes to the model
+#: positionally (calib's ``"image"``, then Hugging Face's image, text and audio inputs).
+INPUT_KEYS = ("image", "pixel_values", "input_ids", "input_values")
+#: Dict-batch keys of the labels, tried in this order (calib's, then Hugging Face's).
+LABEL_KEYS = ("label", "labels")
+_DEFAULT = object()  # batch_keys entry not given: try INPUT_KEYS / LABEL_KEYS
 
 
 @dataclass(frozen=True)
@@ -94,26 +125,142 @@ def has_features(model: nn.Module) -> bool:
     )
 
 
-def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def features_and_logits(
+    model: nn.Module,
+    *inputs: Any,
+    features_from: str | None = None,
+    output_key: str | int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (B, D), logits (B, C)) of ``model`` on a batch, in one forward pass.
 
+    ``inputs`` and ``kwargs`` are the model's own arguments (``model(*inputs, **kwargs)``).
+    With ``features_from`` (the name of a submodule, e.g. ``"classifier"``): the input of that
+    submodule, captured by a forward pre-hook, and the logits of the model's output (see
+    :func:`output_logits`); the submodule must run exactly once per forward pass. Without:
     ``model.forward_features_logits(x)`` when it has one (:class:`calib.models.Classifier`);
     else a timm model's own split: ``f = forward_features(x)``, features
     ``forward_head(f, pre_logits=True)`` (pooled, before the classifier), logits
     ``forward_head(f)``.
 
     Raises:
-        TypeError: the model offers neither.
+        TypeError: no ``features_from`` and the model offers neither.
+        ValueError: ``features_from`` names no submodule of the model.
+        RuntimeError: the named submodule did not run exactly once.
     """
+    if features_from is not None:
+        return _hooked_features_and_logits(
+            model, feature_module(model, features_from), inputs, kwargs, output_key
+        )
     inner = getattr(model, "forward_features_logits", None)
     if callable(inner):
-        return inner(x)
+        return inner(*inputs, **kwargs)
     if has_features(model):
-        trunk = model.forward_features(x)
+        trunk = model.forward_features(*inputs, **kwargs)
         return model.forward_head(trunk, pre_logits=True), model.forward_head(trunk)
     raise TypeError(
         f"{type(model).__name__} has neither forward_features_logits(x) -> (features, logits) "
-        "(e.g. calib.models.Classifier) nor timm's forward_features/forward_head"
+        "(e.g. calib.models.Classifier) nor timm's forward_features/forward_head; name its "
+        "head with features_from=... (e.g. features_from='classifier') to take the head's input"
+    )
+
+
+def feature_module(model: nn.Module, features_from: Any) -> nn.Module:
+    """The submodule of ``model`` named ``features_from`` (a dotted path, as in
+    ``named_modules()``), whose input :func:`features_and_logits` takes as the features.
+
+    Raises:
+        ValueError: ``features_from`` is not a non-empty string naming a submodule (the
+            message lists the model's linear layers, the usual heads).
+    """
+    if not isinstance(features_from, str) or not features_from:
+        raise ValueError(
+            f"features_from must be the name of a submodule (e.g. 'classifier'), "
+            f"got {features_from!r}"
+        )
+    try:
+        return model.get_submodule(features_from)
+    except AttributeError:
+        linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        raise ValueError(
+            f"features_from={features_from!r} names no submodule of {type(model).__name__}; "
+            f"its linear layers are {linear[-8:] or 'none'}"
+        ) from None
+
+
+def _hooked_features_and_logits(
+    model: nn.Module,
+    head: nn.Module,
+    inputs: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    output_key: str | int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    captured: list[Any] = []
+
+    def grab(module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        captured.append(args[0] if args else next(iter(kw.values()), None))
+
+    handle = head.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        out = model(*inputs, **kwargs)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(
+            f"the features_from module ({type(head).__name__}) ran {len(captured)} times in one "
+            "forward pass; it must run exactly once (name the final classification layer)"
+        )
+    feats = captured[0]
+    if not isinstance(feats, torch.Tensor):
+        raise TypeError(
+            f"the input of the features_from module must be a tensor, got {type(feats).__name__}"
+        )
+    return feats, output_logits(out, output_key)
+
+
+def output_logits(out: Any, output_key: str | int | None = None) -> Any:
+    """The logits in a model's output.
+
+    A tensor is the logits; a mapping (a Hugging Face ``ModelOutput``, a dict) gives its
+    ``"logits"`` entry; a tuple or list its first item. ``output_key`` picks another entry: a
+    key of the mapping, or an index of the tuple. The result is returned unchecked (shape
+    checks are the caller's).
+
+    Raises:
+        KeyError: the mapping has no such key (the message lists its keys).
+        TypeError: an output of another type, or ``output_key`` of the wrong kind for it.
+    """
+    if isinstance(out, torch.Tensor) and output_key is None:
+        return out
+    if isinstance(out, Mapping):
+        key = "logits" if output_key is None else output_key
+        if key not in out:
+            raise KeyError(
+                f"the model's output ({type(out).__name__}) has no entry {key!r}; its keys are "
+                f"{list(out)}: pick one with output_key=..."
+            )
+        return out[key]
+    if isinstance(out, (tuple, list)):
+        index = 0 if output_key is None else output_key
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                f"output_key={output_key!r} cannot index the model's output, a "
+                f"{type(out).__name__}: give an integer position"
+            )
+        if not -len(out) <= index < len(out):
+            raise TypeError(
+                f"output_key={output_key!r} is out of range for the model's output, a "
+                f"{type(out).__name__} of {len(out)} items"
+            )
+        return out[index]
+    if isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"output_key={output_key!r} was given, but the model's output is a tensor: leave "
+            "output_key=None"
+        )
+    raise TypeError(
+        f"the model's output must be a tensor, a tuple/list (its first item is taken) or a "
+        f"mapping such as a Hugging Face ModelOutput (its 'logits'), got {type(out).__name__}"
     )
 
 
@@ -183,23 +330,118 @@ def _gather_shards(
     )
 
 
-def _split_batch(batch: Any) -> tuple[torch.Tensor, Any]:
-    """(inputs, labels or None) of one loader batch: ``(x, y, ...)``, ``(x,)``, ``x`` or a dict."""
-    if isinstance(batch, Mapping):
-        if "image" not in batch:
-            raise KeyError(
-                f"a dict batch needs an 'image' entry (and 'label'); got keys {sorted(batch)}"
-            )
-        x, y = batch["image"], batch.get("label")
-    elif isinstance(batch, (tuple, list)):
+def check_batch_keys(batch_keys: Any) -> dict[str, Any]:
+    """Validate ``batch_keys`` (None, or a mapping with ``"input"`` and/or ``"label"``, each a
+    string or None); returns ``{"input": ..., "label": ...}`` with the defaults filled in.
+
+    Raises:
+        ValueError: anything else, with the value given.
+    """
+    if batch_keys is None:
+        return {"input": _DEFAULT, "label": _DEFAULT}
+    if not isinstance(batch_keys, Mapping) or not set(batch_keys) <= {"input", "label"}:
+        raise ValueError(
+            "batch_keys must be a dict with 'input' and/or 'label' (the dict-batch keys of the "
+            f"model's main input and of the labels), got {batch_keys!r}"
+        )
+    for role, key in batch_keys.items():
+        if key is not None and key is not _DEFAULT and (not isinstance(key, str) or not key):
+            raise ValueError(f"batch_keys[{role!r}] must be a key (a string) or None, got {key!r}")
+    return {"input": batch_keys.get("input", _DEFAULT), "label": batch_keys.get("label", _DEFAULT)}
+
+
+def split_batch(
+    batch: Any, batch_keys: Any = None
+) -> tuple[tuple[Any, ...], dict[str, Any], Any, int]:
+    """(positional inputs, keyword inputs, labels or None, batch size) of one loader batch.
+
+    ``(x, y, ...)`` (extra entries ignored), ``(x,)`` or ``x``: ``model(x)``. A dict (or a dict
+    as the first item of a tuple, the tuple's second item being the labels): the labels under
+    ``batch_keys["label"]`` (default: the first of :data:`LABEL_KEYS` present), the main input
+    under ``batch_keys["input"]`` (default: the first of :data:`INPUT_KEYS` present) passed
+    positionally, and every other entry as a keyword input. ``batch_keys={"input": None}``
+    passes every entry as a keyword (``model(**batch)``).
+
+    Raises:
+        KeyError: a dict batch without its main input, or without a label key named in
+            ``batch_keys``. TypeError: the main input is not a tensor.
+    """
+    keys = check_batch_keys(batch_keys)
+    y: Any = None
+    if isinstance(batch, (tuple, list)) and not isinstance(batch, Mapping):
         if not batch:
             raise ValueError("the loader yielded an empty batch tuple")
-        x, y = batch[0], (batch[1] if len(batch) > 1 else None)
-    else:
-        x, y = batch, None
+        batch, y = batch[0], (batch[1] if len(batch) > 1 else None)
+    if not isinstance(batch, Mapping):
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f"batch inputs must be a torch.Tensor, got {type(batch).__name__}")
+        return (batch,), {}, y, int(batch.shape[0]) if batch.ndim else 0
+    entries = dict(batch)
+    label_key = keys["label"]
+    if label_key is _DEFAULT:
+        label_key = next((k for k in LABEL_KEYS if k in entries), None)
+    elif label_key is not None and label_key not in entries:
+        raise KeyError(
+            f"batch_keys names the label key {label_key!r}; the batch has {list(entries)}"
+        )
+    if label_key is not None:
+        y = entries.pop(label_key)
+    input_key = keys["input"]
+    if input_key is _DEFAULT:
+        input_key = next((k for k in INPUT_KEYS if k in entries), _DEFAULT)
+        if input_key is _DEFAULT:
+            raise KeyError(
+                f"a dict batch needs its model input under one of {list(INPUT_KEYS)}; got keys "
+                f"{list(batch)}: name yours with batch_keys={{'input': ..., 'label': ...}} "
+                "(input None: every entry goes to the model as a keyword)"
+            )
+    elif input_key is not None and input_key not in entries:
+        raise KeyError(f"batch_keys names the input key {input_key!r}; the batch has {list(batch)}")
+    if input_key is None:
+        first = next((v for v in entries.values() if isinstance(v, torch.Tensor)), None)
+        if first is None:
+            raise TypeError(f"a dict batch with no tensor entry: keys {list(batch)}")
+        return (), entries, y, int(first.shape[0]) if first.ndim else 0
+    x = entries.pop(input_key)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"batch inputs must be a torch.Tensor, got {type(x).__name__}")
-    return x, y
+        raise TypeError(
+            f"batch inputs must be a torch.Tensor, got {type(x).__name__} under {input_key!r}"
+        )
+    return (x,), entries, y, int(x.shape[0]) if x.ndim else 0
+
+
+def _accepted_keywords(model: nn.Module) -> frozenset[str] | None:
+    """The keyword names ``model.forward`` takes; None when it takes any (``**kwargs``) or
+    its signature cannot be read."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # no signature to read: let the model decide
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+def _model_keywords(
+    model: nn.Module, kwargs: dict[str, Any], accepted: frozenset[str] | None
+) -> dict[str, Any]:
+    """The batch's keyword entries that go to the model: a non-tensor entry its forward has no
+    parameter for (a file path, an id) is left out; a tensor entry it has no parameter for is
+    an error (a misnamed mask must not be dropped silently)."""
+    if accepted is None:
+        return kwargs
+    unknown = [k for k, v in kwargs.items() if k not in accepted and isinstance(v, torch.Tensor)]
+    if unknown:
+        raise TypeError(
+            f"the batch's tensor entries {unknown} would go to the model as keyword inputs, but "
+            f"{type(model).__name__}.forward takes {sorted(accepted)}: drop them from the batch "
+            "(e.g. in the collate_fn) or name the input and label keys with batch_keys=..."
+        )
+    return {k: v for k, v in kwargs.items() if k in accepted}
 
 
 def _as_labels(y: Any, n: int) -> torch.Tensor:
@@ -232,16 +474,25 @@ def extract(
     progress: bool = True,
     desc: str = "extract",
     gather: bool = True,
+    features_from: str | None = None,
+    output_key: str | int | None = None,
+    batch_keys: Mapping[str, str | None] | None = None,
 ) -> Extracted:
     """Logits (and features) of ``model`` on every batch of ``loader``.
 
     Args:
-        model: maps a batch of inputs to (B, C) logits. With ``features=True`` it must have
-            ``forward_features_logits(x) -> (features (B, D), logits (B, C))``, as
-            :class:`calib.models.Classifier` has.
-        loader: yields ``(x, y)`` tuples (extra entries ignored), dicts with ``"image"`` and
-            ``"label"``, or inputs alone (then ``labels`` is None). A shuffling DataLoader
-            gives rows in its shuffled order (a warning says so).
+        model: maps a batch of inputs to (B, C) logits: a tensor, a tuple/list (first item)
+            or a mapping / Hugging Face ``ModelOutput`` (its ``"logits"``; see
+            ``output_key``). With ``features=True`` it must have
+            ``forward_features_logits(x) -> (features (B, D), logits (B, C))`` (as
+            :class:`calib.models.Classifier` has) or timm's ``forward_features``/
+            ``forward_head``, or ``features_from`` must name its head.
+        loader: yields ``(x, y)`` tuples (extra entries ignored), inputs alone (then
+            ``labels`` is None), or dicts: labels under ``"label"``/``"labels"``, the main
+            input under ``"image"``/``"pixel_values"``/``"input_ids"``/``"input_values"``
+            (positional), every other entry a keyword input (``attention_mask``, ...); see
+            :func:`split_batch` and ``batch_keys``. A shuffling DataLoader gives rows in its
+            shuffled order (a warning says so).
         device: where to run; None = where the model is. A given device moves the model
             there (``nn.Module.to`` works in place) and it stays there.
         features: also collect features.
@@ -253,6 +504,15 @@ def extract(
             multi-process run (:func:`extraction_loader`), gather every rank's rows into
             dataset order on every rank (a collective: all ranks must call). ``False``: this
             rank's rows only, in shard order.
+        features_from: with ``features=True``, the name of the submodule whose input is the
+            feature vector (the model's head: ``"classifier"`` for Hugging Face classifiers,
+            ``"fc"`` for a torchvision ResNet, ``"model.head"`` nested); it must run once per
+            forward pass and take (B, D) inputs. For a model with no features of its own.
+        output_key: the entry of the model's output holding the logits: a mapping's key
+            (default ``"logits"``) or a tuple's index (default 0); None for a tensor.
+        batch_keys: dict-batch keys ``{"input": ..., "label": ...}`` when they are not the
+            defaults above (``"input": None``: every entry a keyword; ``"label": None``: no
+            labels).
 
     Returns:
         :class:`Extracted` on the CPU: logits (N, C) float32, labels (N,) int64, features
@@ -260,13 +520,23 @@ def extract(
 
     Raises:
         ValueError: the loader yields no sample, or batches disagree in shape or labelling.
-        TypeError: ``features=True`` for a model without ``forward_features_logits``.
+        TypeError: ``features=True`` for a model without ``forward_features_logits`` and no
+            ``features_from``; a model output that holds no logits tensor.
     """
-    if features and not has_features(model):
+    keys = check_batch_keys(batch_keys)
+    if features_from is not None:
+        if not features:
+            raise ValueError(
+                f"features_from={features_from!r} is given but features=False: pass "
+                "features=True to collect the features"
+            )
+        feature_module(model, features_from)  # a bad name stops before the model runs
+    elif features and not has_features(model):
         raise TypeError(
             f"features=True needs a model with forward_features_logits(x) -> (features, logits) "
             f"(e.g. calib.models.Classifier) or timm's forward_features/forward_head; "
-            f"{type(model).__name__} has neither"
+            f"{type(model).__name__} has neither: name its head with features_from=... "
+            "(e.g. 'classifier') to take the head's input as the features"
         )
     if isinstance(getattr(loader, "sampler", None), RandomSampler):
         warnings.warn(
@@ -295,6 +565,9 @@ def extract(
                 loader,
                 device,
                 features=features,
+                features_from=features_from,
+                output_key=output_key,
+                batch_keys=keys,
                 input_dtype=None if amp else _input_dtype(model),
                 memory_format=torch.channels_last if channels_last else torch.preserve_format,
                 bar=bar,
@@ -359,28 +632,41 @@ class _Parts:
     labelled: bool | None = None  # None until the first batch
 
 
-def _collect(model, loader, device, *, features, input_dtype, memory_format, bar) -> _Parts:
+def _collect(
+    model,
+    loader,
+    device,
+    *,
+    features,
+    features_from,
+    output_key,
+    batch_keys,
+    input_dtype,
+    memory_format,
+    bar,
+) -> _Parts:
     """Run ``model`` on every batch of ``loader``; checks that every batch agrees."""
     parts = _Parts()
+    accepted = _accepted_keywords(model)
     for batch in loader:
         bar.update()
-        x, y = _split_batch(batch)
-        n = x.shape[0] if x.ndim else 0
+        args, kwargs, y, n = split_batch(batch, batch_keys)
         if parts.labelled is None:
             parts.labelled = y is not None
         elif parts.labelled != (y is not None):
             raise ValueError("the loader mixes batches with and without labels")
         if n == 0:
             continue
-        fmt = memory_format if x.ndim == 4 else torch.preserve_format
-        x = x.to(device, non_blocking=True, memory_format=fmt)
-        if input_dtype is not None and x.is_floating_point() and x.dtype != input_dtype:
-            x = x.to(input_dtype)
+        kwargs = _model_keywords(model, kwargs, accepted)
+        args = tuple(_to_device(a, device, memory_format, input_dtype) for a in args)
+        kwargs = {k: _to_device(v, device) for k, v in kwargs.items()}
         if features:
-            feats, out = features_and_logits(model, x)
+            feats, out = features_and_logits(
+                model, *args, features_from=features_from, output_key=output_key, **kwargs
+            )
             parts.features.append(_check_output(feats, n, "features").float())
         else:
-            out = model(x)
+            out = output_logits(model(*args, **kwargs), output_key)
         out = _check_output(out, n, "output")
         if parts.logits and out.shape[1] != parts.logits[0].shape[1]:
             raise ValueError(
@@ -391,3 +677,20 @@ def _collect(model, loader, device, *, features, input_dtype, memory_format, bar
         if y is not None:
             parts.labels.append(_as_labels(y, n))
     return parts
+
+
+def _to_device(
+    value: Any,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.preserve_format,
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """A tensor moved to ``device`` (4-D ones in ``memory_format``; floating ones cast to
+    ``dtype`` when given); anything else as it is."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    fmt = memory_format if value.ndim == 4 else torch.preserve_format
+    value = value.to(device, non_blocking=True, memory_format=fmt)
+    if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+        value = value.to(dtype)
+    return value

@@ -21,14 +21,28 @@ and puts every submodule's mode back; :meth:`CalibratedClassifier.load` returns 
 eval mode; :func:`calibrate` extracts in eval mode and restores the model's modes. No
 evaluation changes a buffer (BatchNorm running statistics).
 
-The wrapper compiles with ``torch.jit.script`` and ``torch.jit.trace``, and exports with
-``torch.export.export`` and ONNX.
+Any model: its inputs are passed through as given (``calibrated(x)``,
+``calibrated(input_ids, attention_mask=mask)``, ``calibrated(**tokenizer_output)``), and its
+output may be a tensor, a tuple/list (first item) or a mapping such as a Hugging Face
+``ModelOutput`` (its ``logits``; ``output_key=`` picks another entry). ``calibrate`` reads
+Hugging Face dict batches (``pixel_values``/``input_ids``/``attention_mask``/``labels``) as
+they are; see :mod:`calib.extract` for the batch and feature conventions. ``predict`` and
+``predict_proba`` give class indices and probabilities, as the estimator does.
+
+Compiling: ``torch.jit.trace``, ``torch.export.export`` and ONNX take the wrapper with any
+inputs the model takes (keywords included). ``torch.jit.script`` cannot compile keyword
+inputs; scripting the wrapper compiles its tensor form (``forward(x: Tensor) -> Tensor`` and
+``forward_proba(x)``, :meth:`CalibratedClassifier.__prepare_scriptable__`), for a model that
+takes one tensor and returns a logits tensor. Script the wrapper itself, not a module that
+holds it (TorchScript prepares only the object it is given).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +52,14 @@ from torch import nn
 
 from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
 from calib.estimator.file import calibrator_from_payload, calibrator_payload
-from calib.extract import evaluating, extract, features_and_logits, model_device
+from calib.extract import (
+    check_batch_keys,
+    evaluating,
+    extract,
+    features_and_logits,
+    model_device,
+    output_logits,
+)
 from calib.io import atomic_save
 from calib.rules.torch_ops import shifted_logits_torch, softmax_rows_torch
 from calib.selectors import check_gamma, selector_spec
@@ -65,12 +86,21 @@ class CalibratedClassifier(nn.Module):
     predict); :meth:`forward_proba` always runs in eval mode.
 
     Args:
-        model: the fine-tuned classifier; its output must be (N, num_classes).
+        model: the fine-tuned classifier; its logits must be (N, num_classes): its output
+            itself, the first item of a tuple/list, or a mapping's / Hugging Face
+            ``ModelOutput``'s ``"logits"`` (see ``output_key``).
         gamma: the bias γ in logit units (finite).
         absent_classes: U, the columns that receive γ.
         num_classes: C, the number of logit columns.
         temperature: T of :meth:`forward_proba`: a number > 0 (1 = none) or a pair
             (T_S, T_U) (a sample predicted in U is divided by T_U, any other by T_S).
+        output_key: where the logits are in the model's output: a mapping's key (default
+            ``"logits"``) or a tuple's index (default 0); None for a tensor or the defaults.
+            Saved with the wrapper.
+
+    Calling: ``forward``, ``forward_proba``, ``predict``, ``predict_proba`` and
+    ``forward_features_logits`` pass their positional and keyword inputs to the model as given
+    (``wrapped(input_ids, attention_mask=mask)``, ``wrapped(**batch)``).
 
     Buffers:
         gamma: 0-d float64 tensor. absent_mask: (C,) bool tensor, True on U.
@@ -85,10 +115,6 @@ class CalibratedClassifier(nn.Module):
             ``calibrator``.
     """
 
-    # no class-level annotations: TorchScript cannot resolve postponed (string) annotations
-    __jit_ignored_attributes__ = ["calibrator"]
-    __jit_unused_properties__ = ["absent_classes", "info"]
-
     def __init__(
         self,
         model: nn.Module,
@@ -96,6 +122,8 @@ class CalibratedClassifier(nn.Module):
         absent_classes: Any,
         num_classes: int,
         temperature: float | tuple[float, float] = 1.0,
+        *,
+        output_key: str | int | None = None,
     ) -> None:
         super().__init__()
         if (
@@ -111,6 +139,7 @@ class CalibratedClassifier(nn.Module):
                 "absent_classes covers every column: at least one column must stay un-shifted"
             )
         gamma = check_gamma(gamma)
+        _check_output_key(output_key)
         t = temperature_value(temperature)  # one T, or a pair (list, tuple, array, tensor)
         t_value = list(t) if isinstance(t, tuple) else t
         device = model_device(model)
@@ -123,17 +152,22 @@ class CalibratedClassifier(nn.Module):
         self.register_buffer(
             "temperature", torch.tensor(t_value, dtype=torch.float64, device=device)
         )
+        self.output_key = output_key
         self.calibrator: LogitBiasCalibrator | None = None
         self.training = model.training  # the wrapper's own flag only: submodules keep theirs
 
     @classmethod
     def from_calibrator(
-        cls, model: nn.Module, calibrator: LogitBiasCalibrator
+        cls,
+        model: nn.Module,
+        calibrator: LogitBiasCalibrator,
+        *,
+        output_key: str | int | None = None,
     ) -> CalibratedClassifier:
         """Wrap ``model`` with the γ, absent classes and temperature of a fitted calibrator.
 
         The calibrator is kept as ``.calibrator``; a calibrator without ``temperature_``
-        (pickled before it existed) gives T = 1.
+        (pickled before it existed) gives T = 1. ``output_key``: as in the constructor.
         """
         if not hasattr(calibrator, "gamma_"):
             raise NotFittedError("from_calibrator needs a fitted calibrator: call fit(...) first")
@@ -143,6 +177,7 @@ class CalibratedClassifier(nn.Module):
             calibrator.absent_classes_,
             calibrator.num_classes_,
             getattr(calibrator, "temperature_", 1.0),
+            output_key=output_key,
         )
         wrapped.calibrator = calibrator
         return wrapped
@@ -158,30 +193,24 @@ class CalibratedClassifier(nn.Module):
         """U as a sorted int64 numpy array."""
         return torch.nonzero(self.absent_mask).flatten().cpu().numpy()
 
-    def _check(self, out: torch.Tensor) -> torch.Tensor:
-        if out.dim() != 2 or out.shape[1] != self.num_classes:
-            raise ValueError(
-                f"the wrapped model must return (N, {self.num_classes}) logits, got shape "
-                f"{list(out.shape)}"
-            )
-        if out.is_complex():
-            raise ValueError("the wrapped model returned complex logits")
-        return out
+    def _check(self, out: Any) -> torch.Tensor:
+        return _checked_logits(out, self.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated logits (N, C) float64: the model's logits plus γ on the absent columns."""
-        return self._calibrated(x)
+    def forward(self, x: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Calibrated logits (N, C) float64: the model's logits plus γ on the absent columns.
 
-    def _calibrated(self, x: torch.Tensor) -> torch.Tensor:
-        # forward's body, apart from forward: jit.trace after jit.script of a module whose
-        # exported forward_proba called forward would define forward twice
-        out = self.model(x)
-        if not isinstance(out, torch.Tensor):
-            raise ValueError("the wrapped model must return a logits tensor")
-        return shifted_logits_torch(self._check(out), self.absent_mask, self.gamma)
+        ``wrapped(x)``, ``wrapped(x, mask)``, ``wrapped(input_ids, attention_mask=mask)`` or
+        ``wrapped(**batch)``: the inputs go to the model as given.
+        """
+        return self._calibrated(x, args, kwargs)
 
-    @torch.jit.export
-    def forward_proba(self, x: torch.Tensor) -> torch.Tensor:
+    def _calibrated(self, x: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        out = self.model(*_inputs(x, args), **kwargs)
+        return shifted_logits_torch(
+            self._check(output_logits(out, self.output_key)), self.absent_mask, self.gamma
+        )
+
+    def forward_proba(self, x: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Calibrated probabilities (N, C) float64: softmax(forward(x) / T), rows summing to 1.
 
         A prediction, never a training step: the model runs in eval mode (dropout off,
@@ -189,40 +218,64 @@ class CalibratedClassifier(nn.Module):
         mode, and every submodule's train/eval flag is put back afterwards. ``argmax`` equals
         that of :meth:`forward` in eval mode (T never moves a prediction; see
         :func:`softmax_rows_torch`); equal to :meth:`LogitBiasCalibrator.predict_proba` of
-        the model's logits to float64 rounding.
+        the model's logits to float64 rounding. Inputs as in :meth:`forward`.
+
+        Scripted (``torch.jit.script``), it takes one tensor and raises ``torch.jit.Error``
+        in train mode (a script cannot switch its submodules' modes: call ``.eval()`` first).
+        """
+        with self._eval_mode():
+            return softmax_rows_torch(
+                self._calibrated(x, args, kwargs), self.absent_mask, self.temperature
+            )
+
+    def predict_proba(self, x: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Calibrated probabilities (N, C) float64, rows summing to 1: :meth:`forward_proba`
+        (the estimator's name, :meth:`LogitBiasCalibrator.predict_proba`)."""
+        return self.forward_proba(x, *args, **kwargs)
+
+    def predict(self, x: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Predicted classes (N,) int64, on the model's device: ``argmax`` of the calibrated
+        logits, i.e. the rule of :meth:`LogitBiasCalibrator.predict` on the model's logits.
+        Runs in eval mode as :meth:`forward_proba` does. Inputs as in :meth:`forward`."""
+        with self._eval_mode():
+            return self._calibrated(x, args, kwargs).argmax(dim=1)
+
+    def _eval_mode(self) -> Any:
+        """``evaluating(self)`` when any submodule is in train mode (else nothing to switch)."""
+        if any(module.training for module in self.modules()):
+            return evaluating(self)
+        return contextlib.nullcontext()
+
+    def forward_features_logits(
+        self, x: Any = None, *args: Any, features_from: str | None = None, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, calibrated logits): see :func:`calib.extract.features_and_logits`
+        (``features_from`` names the model's head, e.g. ``"classifier"``, for a model without
+        ``forward_features_logits`` or timm's split)."""
+        features, out = features_and_logits(
+            self.model,
+            *_inputs(x, args),
+            features_from=features_from,
+            output_key=self.output_key,
+            **kwargs,
+        )
+        return features, shifted_logits_torch(self._check(out), self.absent_mask, self.gamma)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script(wrapped)`` compiles: the tensor form of this wrapper (same
+        model, same buffers), ``forward(x: Tensor) -> Tensor`` and ``forward_proba(x)``.
 
         Raises:
-            torch.jit.Error: (the script's RuntimeError) a scripted wrapper in train mode: a
-                script cannot switch its submodules' modes, call ``.eval()`` on it first.
+            TypeError: an ``output_key`` is set (a script takes a logits tensor from the
+                model; trace or ``torch.export`` the wrapper instead).
         """
-        if not torch.jit.is_scripting():
-            if self._any_training():
-                return self._proba_in_eval_mode(x)
-        elif self.training or self.model.training:
-            raise RuntimeError(
-                "forward_proba of a scripted CalibratedClassifier in train mode: call .eval() "
-                "on it first (a script cannot switch its submodules to eval mode)"
+        if self.output_key is not None:
+            raise TypeError(
+                f"torch.jit.script needs a model that returns a logits tensor; this wrapper "
+                f"reads output_key={self.output_key!r} of its output: use torch.jit.trace or "
+                "torch.export.export instead"
             )
-        return self._proba(x)
-
-    def _proba(self, x: torch.Tensor) -> torch.Tensor:
-        return softmax_rows_torch(self._calibrated(x), self.absent_mask, self.temperature)
-
-    @torch.jit.unused
-    def _any_training(self) -> bool:
-        return any(module.training for module in self.modules())
-
-    @torch.jit.unused
-    def _proba_in_eval_mode(self, x: torch.Tensor) -> torch.Tensor:
-        with evaluating(self):
-            return self._proba(x)
-
-    @torch.jit.unused
-    def forward_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, calibrated logits): the model's ``forward_features_logits`` or, for a timm
-        model, ``forward_head(forward_features(x), pre_logits=True)``."""
-        features, out = features_and_logits(self.model, x)
-        return features, shifted_logits_torch(self._check(out), self.absent_mask, self.gamma)
+        return _ScriptableCalibrated(self)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         gamma = state_dict.get(prefix + "gamma")
@@ -271,10 +324,9 @@ class CalibratedClassifier(nn.Module):
 
     # ------------------------------------------------------------------ files
 
-    @torch.jit.unused
     def save(self, path: str | os.PathLike) -> None:
-        """Write γ, U, C, T, the calibrator and the wrapped model's ``state_dict`` to ``path``,
-        atomically.
+        """Write γ, U, C, T, ``output_key``, the calibrator and the wrapped model's
+        ``state_dict`` to ``path``, atomically.
 
         The calibrator (parameters, fit and ``info_``, as in its own JSON file) is written when
         it agrees with the wrapper's γ, U, C and T; one changed since (e.g. by
@@ -291,11 +343,11 @@ class CalibratedClassifier(nn.Module):
             "absent_classes": self.absent_classes.tolist(),
             "num_classes": self.num_classes,
             "calibrator": self._calibrator_record(),
+            "output_key": self.output_key,
             "model_state_dict": self.model.state_dict(),
         }
         atomic_save(path, lambda fh: torch.save(payload, fh))
 
-    @torch.jit.unused
     def _calibrator_record(self) -> dict[str, Any] | None:
         """The calibrator's JSON object for :meth:`save`, or None (none, or not this γ/U/T)."""
         cal = self.calibrator
@@ -361,7 +413,14 @@ class CalibratedClassifier(nn.Module):
         model.load_state_dict(data["model_state_dict"])
         try:
             t = data.get("temperature", 1.0)  # version 1: T = 1
-            wrapped = cls(model, data["gamma"], data["absent_classes"], data["num_classes"], t)
+            wrapped = cls(
+                model,
+                data["gamma"],
+                data["absent_classes"],
+                data["num_classes"],
+                t,
+                output_key=data.get("output_key"),  # older files: none
+            )
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{path} is a corrupt calibrated-model file: {err}") from None
         record = data.get("calibrator")  # versions 1 and 2: none
@@ -377,6 +436,79 @@ class CalibratedClassifier(nn.Module):
                 )
             wrapped.calibrator = cal
         return wrapped.eval()
+
+
+class _ScriptableCalibrated(nn.Module):
+    """The tensor form of a :class:`CalibratedClassifier` that ``torch.jit.script`` compiles:
+    the same model and the same buffers (shared, not copied), ``forward(x: Tensor) -> Tensor``
+    and ``forward_proba(x)``; the model must return a logits tensor."""
+
+    def __init__(self, wrapped: CalibratedClassifier) -> None:
+        super().__init__()
+        self.model = wrapped.model
+        self.num_classes = wrapped.num_classes
+        self.register_buffer("gamma", wrapped.gamma)
+        self.register_buffer("absent_mask", wrapped.absent_mask)
+        self.register_buffer("temperature", wrapped.temperature)
+        self.training = wrapped.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits (N, C) float64."""
+        return self._calibrated(x)
+
+    def _calibrated(self, x: torch.Tensor) -> torch.Tensor:
+        # forward's body, apart from forward: jit.trace after jit.script of a module whose
+        # exported forward_proba called forward would define forward twice
+        out = self.model(x)
+        return shifted_logits_torch(
+            _checked_shape(out, self.num_classes), self.absent_mask, self.gamma
+        )
+
+    @torch.jit.export
+    def forward_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities (N, C) float64; refuses train mode (see
+        :meth:`CalibratedClassifier.forward_proba`)."""
+        if self.training or self.model.training:
+            raise RuntimeError(
+                "forward_proba of a scripted CalibratedClassifier in train mode: call .eval() "
+                "on it first (a script cannot switch its submodules to eval mode)"
+            )
+        return softmax_rows_torch(self._calibrated(x), self.absent_mask, self.temperature)
+
+
+def _inputs(x: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The model's positional inputs: ``x`` and ``args``, none when called with keywords only."""
+    return args if x is None and not args else (x, *args)
+
+
+def _checked_logits(out: Any, num_classes: int) -> torch.Tensor:
+    """``out`` when it is an (N, num_classes) real tensor; else a clear error."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"the wrapped model's logits must be a tensor, got {type(out).__name__} (pick the "
+            "entry of its output that holds them with output_key=...)"
+        )
+    return _checked_shape(out, num_classes)
+
+
+def _checked_shape(out: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if out.dim() != 2 or out.shape[1] != num_classes:
+        raise ValueError(
+            f"the wrapped model must return (N, {num_classes}) logits, got shape {list(out.shape)}"
+        )
+    if out.is_complex():
+        raise ValueError("the wrapped model returned complex logits")
+    return out
+
+
+def _check_output_key(output_key: Any) -> None:
+    if output_key is not None and (
+        isinstance(output_key, bool) or not isinstance(output_key, (str, int)) or output_key == ""
+    ):
+        raise ValueError(
+            "output_key must be None, a key of the model's output mapping (a string, e.g. "
+            f"'logits') or an index of its output tuple (an int), got {output_key!r}"
+        )
 
 
 def _agrees(cal: Any, gamma: float, absent: list, num_classes: int, temperature: Any) -> bool:
@@ -415,6 +547,9 @@ def calibrate(
     device: str | torch.device | None = None,
     num_classes: int | None = None,
     progress: bool = True,
+    *,
+    output_key: str | int | None = None,
+    batch_keys: Mapping[str, str | None] | None = None,
     **selector_kwargs: Any,
 ) -> CalibratedClassifier:
     """Extract ``model``'s logits on ``loader``, fit a :class:`LogitBiasCalibrator`, wrap.
@@ -436,12 +571,20 @@ def calibrate(
             extraction runs in eval mode and every submodule's train/eval mode is restored
             after it. The wrapper starts in the model's mode: ``.eval()`` it to predict with
             ``forward`` (``forward_proba`` runs in eval mode by itself).
-        loader: yields ``(x, y)`` batches or dicts with ``"image"``/``"label"``.
+        loader: yields ``(x, y)`` batches or dicts: calib's ``"image"``/``"label"``, or
+            Hugging Face's ``"pixel_values"`` or ``"input_ids"`` (+ ``"attention_mask"``, any
+            other entry: keyword inputs of the model) and ``"labels"``; see
+            :func:`calib.extract.split_batch`.
         seen_classes: S. absent_classes: U (default every column not in S).
         method: selector key (see :mod:`calib.selectors`).
         device: where to run the model (None = where it is); a given device moves the model.
         num_classes: C, when no logits tell it.
         progress: show a progress bar during extraction.
+        output_key: where the logits are in the model's output (default: the output itself,
+            a tuple's first item, a mapping's / ``ModelOutput``'s ``"logits"``); kept by the
+            wrapper.
+        batch_keys: dict-batch keys ``{"input": ..., "label": ...}`` other than the defaults
+            (see :func:`calib.extract.extract`).
         **selector_kwargs: ``gamma``, ``criterion``, ``prior``, ``options``, ``temperature``
             (calibrator parameters; ``temperature="fit"`` fits T on the same data as γ), any parameter the selector declares (goes into ``options``), and
             ``pseudo_splits`` (data for ``pcv``).
@@ -451,6 +594,8 @@ def calibrate(
     """
     spec = selector_spec(method, "calibrate(method")
     device = _check_device(device)
+    _check_output_key(output_key)
+    batch_keys = check_batch_keys(batch_keys)
     pseudo_splits = selector_kwargs.pop("pseudo_splits", None)
     explicit = {
         k: selector_kwargs.pop(k)
@@ -474,7 +619,15 @@ def calibrate(
     if spec.needs_logits or needs_width:
         if loader is None:
             raise ValueError(f"method {method!r} needs a loader to extract logits from")
-        extracted = extract(model, loader, device, progress=progress, desc=f"calibrate ({method})")
+        extracted = extract(
+            model,
+            loader,
+            device,
+            progress=progress,
+            desc=f"calibrate ({method})",
+            output_key=output_key,
+            batch_keys=batch_keys,
+        )
         if spec.needs_logits:
             fit_data["logits"] = extracted.logits
         if spec.needs_labels:
@@ -495,4 +648,4 @@ def calibrate(
         num_classes=num_classes,
         **fit_data,
     )
-    return CalibratedClassifier.from_calibrator(model, calibrator)
+    return CalibratedClassifier.from_calibrator(model, calibrator, output_key=output_key)
