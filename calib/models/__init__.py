@@ -8,6 +8,7 @@ See :mod:`calib.models.factory` for the registered keys and :mod:`calib.models.w
 the weight files ``create_model(..., weights=PATH)`` understands.
 """
 
+from calib.models.adapt import adapt_module
 from calib.models.classifier import Classifier, make_data_config
 from calib.models.clip_head import (
     CLIP_CONFIGS,
@@ -35,6 +36,7 @@ from calib.models.weights import (
 __all__ = [
     "CLIP_CONFIGS",
     "Classifier",
+    "adapt_module",
     "ClipImageEncoder",
     "DEFAULT_TEMPLATES",
     "DigitsCNN",

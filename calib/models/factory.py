@@ -48,6 +48,7 @@ def create_model(
     *,
     pretrained: bool | str = False,
     weights: str | os.PathLike | None = None,
+    weights_key_map: Mapping[str, str] | None = None,
     in_chans: int | None = None,
     **kwargs,
 ) -> Classifier:
@@ -60,6 +61,7 @@ def create_model(
             ``efficientnet_lite0``; timm's hub for timm names; for ``clip_zero_shot`` ``True``
             means ``"openai"`` and a string is an open_clip tag or checkpoint path).
         weights: a local weights file loaded after building (and after ``pretrained``).
+        weights_key_map: prefix renames of the file's keys (see :func:`load_weights`).
         in_chans: input channels; ``None``: the model's default (1 for ``digits_cnn``, else 3).
         **kwargs: passed to the builder (e.g. ``class_names`` for ``clip_zero_shot``,
             ``img_size`` for ``digits_cnn``, timm keyword arguments such as ``drop_rate``).
@@ -78,7 +80,7 @@ def create_model(
     else:
         model = _timm_classifier(name, num_classes, pretrained=pretrained, **kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, key_map=weights_key_map)
     return model
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -33,6 +33,8 @@ __all__ = [
     "load_weights",
     "load_backbone_state_dict",
     "save_weights",
+    "suggest_key_map",
+    "apply_key_map",
     "HEAD_NAMES",
 ]
 
@@ -88,6 +90,7 @@ def load_weights(
     weights: str | os.PathLike | Mapping[str, torch.Tensor],
     *,
     head_names: Sequence[str] = HEAD_NAMES,
+    key_map: Mapping[str, str] | None = None,
 ) -> bool:
     """Load a weights file (or state dict) into ``model``; see the module docstring for the kinds.
 
@@ -95,6 +98,8 @@ def load_weights(
         model: the classifier to fill (in place).
         weights: a path, or a state dict already in memory.
         head_names: where a backbone state dict may keep its classifier (checked in order).
+        key_map: prefix renames applied to the file's keys first (``{"features.": "conv."}``);
+            when a file does not fit, the error offers the one rename that would make it fit.
 
     Returns:
         Whether the head was loaded too (always true for a full ``Classifier`` state dict).
@@ -108,9 +113,14 @@ def load_weights(
         state, source = dict(weights), "state dict"
     else:
         state, source = read_state_dict(weights), os.fspath(weights)
+    if key_map:
+        state = {apply_key_map(k, key_map): v for k, v in state.items()}
     if any(k.startswith(("backbone.", "head.")) for k in state):
         _load_exact(model, state, source)
         return True
+    own_head = getattr(model, "head_path", None)  # a module adapted by calib.models.adapt_module
+    if own_head is not None and own_head not in head_names:
+        head_names = (own_head, *head_names)
     return load_backbone_state_dict(model, state, source=source, head_names=head_names)
 
 
@@ -195,8 +205,48 @@ def _load_exact(
     if mismatched:
         problems.append(f"{len(mismatched)} {what}shape mismatches ({_first(mismatched)})")
     if problems:
-        raise IncompatibleWeightsError(f"{source} does not fit the model: " + "; ".join(problems))
+        hint = ""
+        rename = suggest_key_map(missing, unexpected, own) if missing and unexpected else None
+        if rename is not None:
+            hint = (
+                f"; the file's keys are the model's under another prefix: load it with "
+                f"key_map={rename!r} (load_weights / create_model(weights_key_map=...))"
+            )
+        raise IncompatibleWeightsError(
+            f"{source} does not fit the model: " + "; ".join(problems) + hint
+        )
     module.load_state_dict(state, strict=False)
+
+
+def suggest_key_map(
+    missing: Sequence[str], unexpected: Sequence[str], own: Iterable[str] | None = None
+) -> dict[str, str] | None:
+    """One prefix rename ``{old: new}`` that turns every ``unexpected`` key into one of the
+    model's keys ``own`` (default: ``missing``) and covers every ``missing`` one
+    (``features.0.weight`` → ``conv.0.weight``: ``{"features.": "conv."}``), else None."""
+    want, allowed = set(missing), set(missing if own is None else own)
+    for u in unexpected[:20]:
+        for m in missing:
+            up, mp = u.split("."), m.split(".")
+            k = 0
+            while k < min(len(up), len(mp)) and up[-1 - k] == mp[-1 - k]:
+                k += 1
+            if k == 0:
+                continue
+            old, new = ".".join(up[: len(up) - k]), ".".join(mp[: len(mp) - k])
+            old, new = (old + "." if old else ""), (new + "." if new else "")
+            renamed = {apply_key_map(x, {old: new}) for x in unexpected}
+            if want <= renamed <= allowed:
+                return {old: new}
+    return None
+
+
+def apply_key_map(key: str, key_map: Mapping[str, str]) -> str:
+    """``key`` with its first matching prefix of ``key_map`` replaced (longest prefix first)."""
+    for old in sorted(key_map, key=len, reverse=True):
+        if key.startswith(old):
+            return key_map[old] + key[len(old) :]
+    return key
 
 
 def _first(items: Sequence[str]) -> str:
