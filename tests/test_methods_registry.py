@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from calib.methods import (
-    DATA_KINDS,
     METHODS,
+    TRAINING_DATA,
     CosineHead,
     FinetuneContext,
     MethodSpec,
@@ -37,7 +37,7 @@ def test_every_row_of_the_comparison_is_registered_and_declared():
         spec = METHODS.get(key)
         assert isinstance(spec, MethodSpec) and spec.name == key
         assert spec.trains and spec.reference and spec.summary
-        assert spec.data in DATA_KINDS
+        assert spec.data in TRAINING_DATA
         assert spec.uses_absent_data == (spec.data == "seen+absent")
         assert {"head", "head_scale", "head_scale_learnable"} <= set(spec.params)
         assert set(spec.checks) == set(spec.params)

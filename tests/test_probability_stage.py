@@ -24,13 +24,14 @@ from calib.estimator.temperature import T_BRACKET, fit_temperature
 from calib.extract import Extracted
 from calib.io import json_safe
 from calib.run.probability_stage import (
-    TEMPERATURE_DATA,
     format_probability_table,
     probability_results,
     write_reliability_figure,
 )
 from calib.run.saved_run import load_saved_run
+from calib.run.selector_data import fit_selector
 from calib.selectors import SELECTORS, register_selector
+from calib.selectors.data_kinds import NO_DATA, PSEUDO_SPLITS
 from tests.brute import predict as brute_predict
 
 N_BINS = 15
@@ -159,6 +160,7 @@ def test_every_number_equals_a_recomputation_from_the_saved_files(demo_run, prob
     for name in names:
         entry, gamma = prob["calibrated"][name], fitted[name]["gamma"]
         assert entry["gamma"] == gamma
+        assert entry["temperature"] == fitted[name]["temperature"]  # the saved calibrator's T
         assert entry["temperature"] == pytest.approx(expected_t[name](gamma), rel=1e-6), name
         assert_report(entry["gamma_only"], brute_report(z, y, seen, absent, gamma, 1.0))
         want = brute_report(z, y, seen, absent, gamma, entry["temperature"])
@@ -171,8 +173,7 @@ def test_every_number_equals_a_recomputation_from_the_saved_files(demo_run, prob
 def test_the_result_is_json(prob):
     text = json.dumps(json_safe(prob), allow_nan=False)
     assert (
-        json.loads(text)["calibrated"]["pcv"]["temperature_data"]
-        == TEMPERATURE_DATA["pseudo_splits"]
+        json.loads(text)["calibrated"]["pcv"]["temperature_data"] == PSEUDO_SPLITS.temperature_data
     )
 
 
@@ -191,13 +192,16 @@ def test_alg_temperature_never_sees_the_absent_rows(saved):
     u_rows = np.flatnonzero(np.isin(labels, saved.split.absent))
     s_rows = np.flatnonzero(np.isin(labels, saved.split.seen))
     assert u_rows.size and s_rows.size  # the train extraction holds both groups
-    cals = {"alg": saved.calibrators["alg"]}
     rng = np.random.default_rng(0)
 
-    def t_alg(ex):
-        return probability_results(ex, saved.split, cals, None)["calibrated"]["alg"]["temperature"]
+    def t_alg(ex):  # the run's own fit: γ and T of the calibrator it saves and reports
+        cal = fit_selector("alg", {}, saved.split, ex, None)
+        return probability_results(ex, saved.split, {"alg": cal}, None)["calibrated"]["alg"][
+            "temperature"
+        ]
 
     base = t_alg(saved.ex)
+    assert base == saved.calibrators["alg"].temperature_
     assert t_alg(_with_train_rows(saved, u_rows, rng)) == base
     assert t_alg(_with_train_rows(saved, s_rows[:50], rng)) != base  # the check can fail
 
@@ -243,17 +247,39 @@ def user_selectors():
 def test_user_selectors_follow_their_declared_data(saved, user_selectors):
     common = dict(seen_classes=saved.split.seen, absent_classes=saved.split.absent)
     z, y = saved.ex["finetuned_test"].logits.numpy(), saved.ex["finetuned_test"].labels.numpy()
+    labelled = LogitBiasCalibrator("_prob_labelled", temperature="fit").fit(z, y, **common)
     cals = {
         "_prob_unlabelled": LogitBiasCalibrator("_prob_unlabelled").fit(z, **common),
-        "_prob_labelled": LogitBiasCalibrator("_prob_labelled").fit(z, y, **common),
+        "_prob_labelled": labelled,
         "fixed": LogitBiasCalibrator("fixed", gamma=1.5).fit(num_classes=z.shape[1], **common),
     }
     prob = probability_results(saved.ex, saved.split, cals, None)["calibrated"]
     assert prob["_prob_unlabelled"]["temperature"] == 1.0
     assert prob["fixed"]["temperature"] == 1.0
-    assert prob["fixed"]["temperature_data"] == TEMPERATURE_DATA[None]
+    assert prob["fixed"]["temperature_data"] == NO_DATA.temperature_data
     want = fit_temperature(z, y, saved.split.absent, 1.5)
-    assert prob["_prob_labelled"]["temperature"] == want
+    assert prob["_prob_labelled"]["temperature"] == want == labelled.temperature_
+    assert prob["_prob_labelled"]["temperature_samples"] == len(y)
+
+
+def test_a_given_temperature_is_reported_as_given(saved):
+    z = saved.ex["finetuned_test"].logits.numpy()
+    common = dict(seen_classes=saved.split.seen, absent_classes=saved.split.absent)
+    cals = {
+        "fixed": LogitBiasCalibrator("fixed", gamma=1.5, temperature=2.0).fit(
+            num_classes=z.shape[1], **common
+        ),
+        "prior": LogitBiasCalibrator("prior", temperature=(0.5, 3.0)).fit(z, **common),
+    }
+    full = probability_results(saved.ex, saved.split, cals, None, per_group=True)
+    prob = full["calibrated"]
+    assert prob["fixed"]["temperature"] == 2.0
+    assert prob["fixed"]["temperature_data"].startswith("given: T = 2.0")
+    assert prob["fixed"]["gamma_and_T"]["temperature_seen"] == 2.0
+    assert prob["prior"]["temperature"] == [0.5, 3.0]
+    assert prob["prior"]["gamma_and_T"]["temperature_absent"] == 3.0
+    assert "gamma_and_group_T" not in prob["fixed"]  # no data to fit a pair on
+    assert "| 0.500/3.000 |" in format_probability_table(full)
 
 
 def test_bad_input_names_the_parameter(saved):
@@ -262,7 +288,7 @@ def test_bad_input_names_the_parameter(saved):
     with pytest.raises(ValueError, match="ex lacks the extraction.*pretrained_train"):
         probability_results(ex, *args, saved.pseudo_splits)
     with pytest.raises(ValueError, match="selector 'pcv' takes pseudo splits"):
-        probability_results(saved.ex, *args, None)
+        probability_results(saved.ex, *args, None, per_group=True)  # the pair refits T
     bad = saved.ex | {"finetuned_test": Extracted(torch.zeros(3, 4), torch.zeros(3).long())}
     with pytest.raises(ValueError, match=r"ex\['finetuned_test'\].logits has shape \(3, 4\)"):
         probability_results(bad, *args, saved.pseudo_splits)

@@ -10,7 +10,7 @@ from calib.data import ClassSplit
 from calib.extract import Extracted
 from calib.run.selector_data import SELECTOR_DATA, selector_fit_data, selector_inputs
 from calib.selectors import SELECTORS, PseudoSplit
-from calib.selectors.spec import DATA_KINDS
+from calib.selectors.data_kinds import DATA_KIND_RECORDS
 
 SPLIT = ClassSplit(seen=(0, 2), absent=(1, 3), num_classes=4)
 
@@ -26,9 +26,9 @@ def _extracts():
 
 
 def test_every_declared_kind_has_one_row():
-    assert set(SELECTOR_DATA) == {*DATA_KINDS, None}
+    assert set(SELECTOR_DATA) == set(DATA_KIND_RECORDS.values())
     for name in SELECTORS.names():
-        assert SELECTORS.get(name).data in SELECTOR_DATA
+        assert SELECTORS.get(name).kind in SELECTOR_DATA
 
 
 def test_fit_data_gives_each_selector_only_its_declared_rows():

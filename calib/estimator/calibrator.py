@@ -234,7 +234,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             spec.name or str(self.method),
             spec.fn(**data, seen_classes=seen, absent_classes=absent, num_classes=width, **params),
         )
-        t, t_info = fitted_temperature(temperature, spec.data, data, absent, gamma)
+        t, t_info = fitted_temperature(temperature, spec.kind, data, absent, gamma)
         self.gamma_ = gamma
         self.seen_classes_ = seen
         self.absent_classes_ = absent
@@ -247,7 +247,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
 
     def _temperature_param(self, spec: SelectorSpec) -> Any:
         """The validated ``temperature``: 1.0, a float, a (T_S, T_U) tuple or ``"fit"``."""
-        return check_temperature_param(self.temperature, self.method, spec.data)
+        return check_temperature_param(self.temperature, self.method, spec.kind)
 
     @staticmethod
     def _num_classes(

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from calib.rules.gaps import compute_gaps
+from calib.selectors.data_kinds import DataKind, data_kind
 from calib.validation import (
     check_absent,
     check_classes,
@@ -61,16 +62,10 @@ from calib.validation import (
 )
 
 __all__ = [
-    "FIT_KEYS",
-    "TEMPERATURE_DATA",
-    "check_temperature_param",
-    "fitted_temperature",
-    "break_ties",
     "T_BRACKET",
     "fit_temperature",
     "fit_temperature_pseudo_splits",
     "FIT_KEYS",
-    "TEMPERATURE_DATA",
     "check_temperature_param",
     "fitted_temperature",
     "break_ties",
@@ -304,24 +299,17 @@ def fit_temperature_pseudo_splits(
 #: The ``temperature`` values that fit T: one T, or (T_S, T_U) by the row rule.
 FIT_KEYS = ("fit", "fit_per_group")
 
-#: What ``temperature="fit"`` is fitted on, by the selector's declared data kind.
-TEMPERATURE_DATA: Mapping[str, str] = {
-    "finetune_train": "the given fine-tuning training logits and labels (S rows only; the model "
-    "was trained on them, so T is biased low)",
-    "pseudo_splits": "the held-out S data of the pseudo splits (each split's pseudo-absent "
-    "classes shifted by γ stand in for U; no U row)",
-    "target_labelled": "the given labelled target data, U included: an upper bound for "
-    "analysis, like the oracle's γ (in-sample when that data is also the test set)",
-}
 
-
-def check_temperature_param(temperature: Any, method: str, data_kind: str | None) -> Any:
+def check_temperature_param(temperature: Any, method: str, kind: DataKind | str | None) -> Any:
     """``temperature`` in canonical form: 1.0, a float, a (T_S, T_U) tuple, or a fit key.
+
+    ``kind`` is the selector's declared data kind (a record of
+    :mod:`calib.selectors.data_kinds`, or its name).
 
     Raises:
         ValueError / TypeError: not None, a finite number > 0, a pair of them or ``"fit"``;
-            a fit for a selector whose data carries no labels (``target_unlabelled``,
-            or no data): NLL needs labels.
+            a fit for a selector whose data carries no labels
+            (``DataKind.fits_temperature`` false: ``target_unlabelled``, or no data).
     """
     if temperature is None:
         return 1.0
@@ -331,12 +319,12 @@ def check_temperature_param(temperature: Any, method: str, data_kind: str | None
                 f"temperature must be None, a number > 0, a pair (T_S, T_U), 'fit' or "
                 f"'fit_per_group', got {temperature!r}"
             )
-        if data_kind not in TEMPERATURE_DATA:
-            what = "label-free" if data_kind == "target_unlabelled" else "fed no data"
+        record = data_kind(kind)
+        if not record.fits_temperature:
             raise ValueError(
-                f"temperature={temperature!r} is refused for method {method!r}: the selector is {what} "
-                "and the NLL that fits T needs labels it must not see; pass a temperature "
-                "value (e.g. one fitted elsewhere) or None (T = 1)"
+                f"temperature={temperature!r} is refused for method {method!r}: the selector is "
+                f"{record.no_fit_reason} and the NLL that fits T needs labels it must not see; "
+                "pass a temperature value (e.g. one fitted elsewhere) or None (T = 1)"
             )
         return temperature
     return temperature_value(temperature)
@@ -344,32 +332,43 @@ def check_temperature_param(temperature: Any, method: str, data_kind: str | None
 
 def fitted_temperature(
     temperature: Any,
-    data_kind: str | None,
+    kind: DataKind | str | None,
     data: Mapping[str, Any],
     absent: np.ndarray,
     gamma: float,
 ) -> tuple[Any, dict[str, Any]]:
     """(temperature_, info entries): the canonical ``temperature`` resolved at γ.
 
-    ``data`` holds the inputs the selector was fed (``logits``/``labels`` or ``pseudo_splits``).
-    The info entries: ``temperature`` (as fitted or given), ``temperature_data`` (the data kind
-    T was fitted on, or ``"given"``), ``temperature_samples`` (labelled rows seen; 0 if given)
-    and ``temperature_note`` (:data:`TEMPERATURE_DATA`, for a fitted T).
+    The one code path of a fitted T: :meth:`calib.LogitBiasCalibrator.fit` calls it, and so
+    does the run for the (T_S, T_U) pair it reports. ``kind`` is the selector's data kind (a
+    :class:`~calib.selectors.data_kinds.DataKind` or its name); ``data`` holds the inputs the
+    selector was fed (``logits``/``labels`` or ``pseudo_splits``). The info entries:
+    ``temperature`` (as fitted or given), ``temperature_data`` (the name of the data kind T
+    was fitted on, or ``"given"``), ``temperature_samples`` (labelled rows seen; 0 if given)
+    and, for a fitted T, ``temperature_note`` (the kind's ``temperature_data`` text).
     """
     per_group = temperature == "fit_per_group"
     if temperature not in FIT_KEYS:
         t = temperature
         info = {"temperature_data": "given", "temperature_samples": 0}
-    elif data_kind == "pseudo_splits":
-        splits = data["pseudo_splits"]
-        t = fit_temperature_pseudo_splits(list(splits), gamma, per_group=per_group)
-        n = int(sum(np.asarray(s.labels).shape[0] for s in splits))
-        info = {"temperature_data": data_kind, "temperature_samples": n}
-    else:  # finetune_train or target_labelled: exactly the given logits and labels
-        t = fit_temperature(data["logits"], data["labels"], absent, gamma, per_group=per_group)
-        info = {"temperature_data": data_kind, "temperature_samples": int(len(data["labels"]))}
-    if temperature in FIT_KEYS:
-        info["temperature_note"] = TEMPERATURE_DATA[data_kind]
+    else:
+        record = data_kind(kind)
+        if not record.fits_temperature:  # check_temperature_param refuses this first
+            raise ValueError(
+                f"temperature={temperature!r}: data kind {record.name!r} has no labels"
+            )
+        if "pseudo_splits" in record.inputs:
+            splits = data["pseudo_splits"]
+            t = fit_temperature_pseudo_splits(list(splits), gamma, per_group=per_group)
+            n = int(sum(np.asarray(s.labels).shape[0] for s in splits))
+        else:  # exactly the given logits and labels
+            t = fit_temperature(data["logits"], data["labels"], absent, gamma, per_group=per_group)
+            n = int(len(data["labels"]))
+        info = {
+            "temperature_data": record.name,
+            "temperature_samples": n,
+            "temperature_note": record.temperature_data,
+        }
     t = (float(t[0]), float(t[1])) if isinstance(t, tuple) else float(t)
     return t, {"temperature": list(t) if isinstance(t, tuple) else t, **info}
 

@@ -41,8 +41,8 @@ from calib.methods.cosine_head import CosineHead, to_cosine_head
 from calib.methods.distill_absent import absent_distillation_loss
 from calib.methods.params import HEAD_PARAMS
 from calib.methods.spec import (
-    DATA_KINDS,
     METHODS,
+    TRAINING_DATA,
     FinetuneContext,
     MethodSpec,
     TrainFn,
@@ -53,7 +53,7 @@ from calib.methods.spec import (
 from calib.methods.wise_ft import AlphaCurve, alpha_tradeoff, endpoints, interpolate_state
 
 __all__ = [
-    "DATA_KINDS",
+    "TRAINING_DATA",
     "HEAD_PARAMS",
     "METHODS",
     "AlphaCurve",
@@ -70,3 +70,11 @@ __all__ = [
     "register_method",
     "to_cosine_head",
 ]
+
+
+def __getattr__(name: str):
+    if name == "DATA_KINDS":  # renamed TRAINING_DATA: the spec module warns
+        from calib.methods import spec
+
+        return spec.DATA_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

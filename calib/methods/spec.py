@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -41,7 +42,7 @@ from calib.registry import Registry
 from calib.train import EpochCallback, LossFn, TrainConfig, TrainResult
 
 __all__ = [
-    "DATA_KINDS",
+    "TRAINING_DATA",
     "METHODS",
     "FinetuneContext",
     "MethodSpec",
@@ -51,8 +52,22 @@ __all__ = [
     "register_method",
 ]
 
-#: What a method trains on: the S samples of the target train set, or S ∪ U (uses U data).
-DATA_KINDS = ("seen", "seen+absent")
+#: What a fine-tuning method trains on (``MethodSpec.data``): the S samples of the target
+#: train set, or S ∪ U (uses U data). Not the data kinds of the γ selectors
+#: (:data:`calib.selectors.DATA_KINDS`, the data a selector is fitted on).
+TRAINING_DATA = ("seen", "seen+absent")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DATA_KINDS":  # the old name, shared with the selectors' data kinds
+        warnings.warn(
+            "calib.methods.DATA_KINDS is renamed TRAINING_DATA (what a fine-tuning method "
+            "trains on); calib.selectors.DATA_KINDS are the data kinds of the γ selectors",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return TRAINING_DATA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TrainFn(Protocol):
@@ -338,8 +353,8 @@ def register_method(
             parameter without a check (or a check without a parameter), a default its check
             refuses, or a taken name. TypeError: ``fn`` cannot be called as ``fn(ctx)``.
     """
-    if data not in DATA_KINDS:
-        raise ValueError(f"data must be one of {DATA_KINDS}, got {data!r}")
+    if data not in TRAINING_DATA:
+        raise ValueError(f"data must be one of {TRAINING_DATA}, got {data!r}")
     if uses_absent_data != (data == "seen+absent"):
         raise ValueError(
             f"uses_absent_data={uses_absent_data!r} contradicts data={data!r}: a method uses U "

@@ -2,10 +2,14 @@
 
 :func:`probability_results` scores, on the target test logits, the pre-trained model, the
 fine-tuned model and, for every fitted selector, the fine-tuned model + γ (T = 1) and + γ + T,
-with :func:`calib.metrics.probability.probability_report` (overall and per group S, U). The
-temperature T of each selector is fitted by NLL (:mod:`calib.estimator.temperature`) on data that the
-selector itself may see, decided by the data kind it declares
-(``calib.selectors.SELECTORS.get(name).data``), never by its name:
+with :func:`calib.metrics.probability.probability_report` (overall and per group S, U).
+
+**T is the calibrator's own** ``temperature_``: the run fits each selector's calibrator with
+``temperature="fit"`` wherever its data kind allows a fit
+(:func:`calib.run.selector_data.run_temperature`), so the estimator fits T by NLL
+(:mod:`calib.estimator.temperature`) on exactly the data the selector was fed, and
+``calibrators/NAME.json`` reloads to the probabilities reported here. What T was fitted on
+follows the declared data kind (its record, :mod:`calib.selectors.data_kinds`), never the name:
 
 =====================  =====================================================================
 data kind              data T is fitted on
@@ -21,6 +25,13 @@ data kind              data T is fitted on
 None                   none: the selector takes no data, so T = 1 (``fixed``).
 =====================  =====================================================================
 
+A calibrator whose T was given rather than fitted is reported with that T (``temperature_data``
+says so). **Per-group temperatures** (``per_group=True``): the saved calibrator carries the one
+T above; the (T_S, T_U) pair reported next to it is computed by the estimator's own code path
+(:func:`calib.estimator.temperature.fitted_temperature` with ``"fit_per_group"``, what
+``LogitBiasCalibrator(temperature="fit_per_group").fit`` computes) on the same data at the
+calibrator's γ, for every calibrator whose T was fitted on data.
+
 :func:`format_probability_table` renders the numbers, :func:`write_reliability_figure` draws
 the reliability diagrams (all, S, U) of the fine-tuned model, + γ and + γ + T.
 """
@@ -35,17 +46,16 @@ import numpy as np
 
 from calib.data import ClassSplit
 from calib.estimator.calibrator import LogitBiasCalibrator
-from calib.estimator.temperature import TEMPERATURE_DATA as FITTED_ON
 from calib.estimator.temperature import fitted_temperature
 from calib.extract import Extracted
 from calib.metrics.probability import probability_report, reliability_diagram
 from calib.run.results import format_cell, markdown_table
 from calib.run.selector_data import selector_fit_data
 from calib.selectors import SELECTORS, PseudoSplit
+from calib.selectors.data_kinds import DataKind
 
 __all__ = [
     "EXTRACTS",
-    "TEMPERATURE_DATA",
     "PROBABILITY_COLUMNS",
     "selector_temperature",
     "probability_results",
@@ -56,16 +66,6 @@ __all__ = [
 
 #: The extractions :func:`probability_results` reads.
 EXTRACTS = ("pretrained_train", "pretrained_test", "finetuned_train", "finetuned_test")
-
-#: What T is fitted on, in words, by the selector's declared data kind (module docstring).
-TEMPERATURE_DATA: Mapping[str | None, str] = {
-    "finetune_train": "fine-tuning training logits of S (no U row; in-sample, so T is biased low)",
-    "pseudo_splits": "held-out S data of the PCV pseudo splits (pseudo-absent classes stand in "
-    "for U; no U row)",
-    "target_unlabelled": "none: the selector is label-free and NLL needs labels, so T = 1",
-    "target_labelled": "labelled target test data with U (in-sample: an upper bound)",
-    None: "none: the selector takes no data, so T = 1",
-}
 
 
 def _check_inputs(ex: Mapping[str, Extracted], split: ClassSplit, calibrators: Mapping) -> None:
@@ -95,42 +95,60 @@ def _numpy(e: Extracted) -> tuple[np.ndarray, np.ndarray]:
     return e.logits.numpy(), e.labels.numpy()
 
 
+def _fitted_on(cal: LogitBiasCalibrator, kind: DataKind) -> bool:
+    """Whether ``cal``'s T was fitted on the data of ``kind`` (not given)."""
+    return cal.info_.get("temperature_data") == kind.name and kind.fits_temperature
+
+
 def selector_temperature(
     name: str,
-    gamma: float,
+    cal: LogitBiasCalibrator,
     ex: Mapping[str, Extracted],
     split: ClassSplit,
     pseudo_splits: Sequence[PseudoSplit] | None,
     *,
     per_group: bool = False,
 ) -> tuple[Any, str, int]:
-    """T for selector ``name`` at its γ, fitted only on data that selector may see.
+    """The T that selector ``name``'s fitted calibrator ``cal`` carries, and what it saw.
 
     Args:
         name: a key of :data:`calib.selectors.SELECTORS`; its declared data kind decides.
-        gamma: the selector's γ (logit units); T is fitted on the γ-shifted logits.
-        ex, split, pseudo_splits: as in :func:`probability_results`.
-        per_group: fit (T_S, T_U) instead of one T (:func:`calib.estimator.temperature.fit_temperature`).
+        cal: the selector's fitted calibrator; its ``temperature_`` is the T.
+        ex, split, pseudo_splits: as in :func:`probability_results` (read only for
+            ``per_group``).
+        per_group: instead, the (T_S, T_U) pair fitted on the data ``cal``'s T was fitted on,
+            at ``cal.gamma_``, by :func:`calib.estimator.temperature.fitted_temperature` (the
+            estimator's ``"fit_per_group"``); ``(1.0, 1.0)`` when ``cal``'s T was not fitted.
 
     Returns:
         ``(T, data, n)``: T (a float, or a (T_S, T_U) tuple), what it was fitted on in words
-        (:data:`TEMPERATURE_DATA`) and the number of labelled rows it saw (0 for T = 1).
+        (the data kind's ``temperature_data``; for a given T, that it was given) and the
+        number of labelled rows it saw (0 when not fitted).
 
     Raises:
-        ValueError: a ``pseudo_splits`` selector without pseudo splits.
+        ValueError: a ``pseudo_splits`` selector without pseudo splits (``per_group`` only).
     """
-    kind = SELECTORS.get(name).data
-    if kind not in FITTED_ON:  # label-free, or no data: the NLL that fits T needs labels
-        return ((1.0, 1.0) if per_group else 1.0), TEMPERATURE_DATA[kind], 0
-    # the calibrator's own temperature="fit" on exactly what the selector was fitted on
-    t, info = fitted_temperature(
-        "fit_per_group" if per_group else "fit",
-        kind,
-        selector_fit_data(name, split, ex, pseudo_splits),
-        np.asarray(split.absent),
-        gamma,
-    )
-    return t, TEMPERATURE_DATA[kind], info["temperature_samples"]
+    kind = SELECTORS.get(name).kind
+    fitted = _fitted_on(cal, kind)
+    if per_group:
+        if not fitted:
+            return (1.0, 1.0), kind.temperature_data, 0
+        data = selector_fit_data(name, split, ex, pseudo_splits)
+        pair, info = fitted_temperature(
+            "fit_per_group", kind, data, np.asarray(split.absent), float(cal.gamma_)
+        )
+        return pair, kind.temperature_data, info["temperature_samples"]
+    t = cal.temperature_
+    if fitted:
+        return t, kind.temperature_data, int(cal.info_["temperature_samples"])
+    if not kind.fits_temperature and t == 1.0:
+        return t, kind.temperature_data, 0  # T = 1 by the rule of the kind
+    shown = f"(T_S, T_U) = {tuple(t)}" if isinstance(t, tuple) else f"T = {t}"
+    return t, f"given: {shown} set on the calibrator, not fitted", 0
+
+
+def _temperature_json(t: Any) -> float | list[float]:
+    return [float(t[0]), float(t[1])] if isinstance(t, tuple) else float(t)
 
 
 def probability_results(
@@ -149,17 +167,20 @@ def probability_results(
             :class:`calib.extract.Extracted` (logits (N, C), labels (N,)).
         split: the seen classes S and absent classes U.
         calibrators: selector name → fitted :class:`calib.LogitBiasCalibrator`.
-        pseudo_splits: PCV's pseudo splits (needed by a ``pseudo_splits`` selector), or None.
+        pseudo_splits: PCV's pseudo splits (read for a ``pseudo_splits`` selector's
+            per-group pair), or None.
         n_bins: bins of both ECEs.
-        per_group: also fit (T_S, T_U) for each selector whose T is fitted on data
-            (``temperature_per_group``, ``gamma_and_group_T``).
+        per_group: also fit (T_S, T_U) for each selector whose T was fitted on data
+            (``temperature_per_group``, ``gamma_and_group_T``; see the module docstring).
 
     Returns:
         ``{"pretrained": m, "finetuned": m, "calibrated": {name: {"gamma", "temperature",
         "temperature_data", "temperature_samples", "gamma_only": m, "gamma_and_T": m}}}`` where
         each m is :func:`calib.metrics.probability.probability_report` (ECE, adaptive ECE, NLL, Brier,
         confidence; overall, ``_seen``, ``_absent``) on ``ex["finetuned_test"]`` (the
-        pre-trained row: ``ex["pretrained_test"]``). T rule per selector: the module docstring.
+        pre-trained row: ``ex["pretrained_test"]``). ``gamma`` and ``temperature`` are the
+        calibrator's ``gamma_`` and ``temperature_`` (a pair as ``[T_S, T_U]``), so that
+        ``cal.predict_proba`` gives exactly the ``gamma_and_T`` numbers.
     """
     _check_inputs(ex, split, calibrators)
     seen, absent = split.seen, split.absent
@@ -175,17 +196,17 @@ def probability_results(
     }
     for name, cal in calibrators.items():
         gamma = float(cal.gamma_)
-        t, data, n = selector_temperature(name, gamma, ex, split, pseudo_splits)
+        t, data, n = selector_temperature(name, cal, ex, split, pseudo_splits)
         entry = {
             "gamma": gamma,
-            "temperature": float(t),
+            "temperature": _temperature_json(t),
             "temperature_data": data,
             "temperature_samples": n,
             "gamma_only": report("finetuned_test", gamma),
             "gamma_and_T": report("finetuned_test", gamma, t),
         }
-        if per_group and n:  # a T fitted on data (T = 1 by rule has no per-group variant)
-            pair, _, _ = selector_temperature(name, gamma, ex, split, pseudo_splits, per_group=True)
+        if per_group and _fitted_on(cal, SELECTORS.get(name).kind):  # not for a given T
+            pair, _, _ = selector_temperature(name, cal, ex, split, pseudo_splits, per_group=True)
             entry["temperature_per_group"] = [float(pair[0]), float(pair[1])]
             entry["gamma_and_group_T"] = report("finetuned_test", gamma, tuple(pair))
         out["calibrated"][name] = entry
@@ -318,7 +339,7 @@ def write_reliability_figure(
     series = {
         "fine-tuned": (0.0, 1.0),
         f"+ γ ({name})": (entry["gamma"], 1.0),
-        f"+ γ + T ({name}, T = {entry['temperature']:.2f})": (
+        f"+ γ + T ({name}, T = {_temperature_label(entry['temperature'])})": (
             entry["gamma"],
             (t["temperature_seen"], t["temperature_absent"]),
         ),
@@ -335,6 +356,10 @@ def write_reliability_figure(
     fig = plot_reliability_groups(groups, title=title)
     _legends_below(fig, len(groups))
     save_figure(fig, path)
+
+
+def _temperature_label(t: Any) -> str:
+    return f"{t[0]:.2f}/{t[1]:.2f}" if isinstance(t, list) else f"{t:.2f}"
 
 
 def _legends_below(fig: Any, n_panels: int) -> None:

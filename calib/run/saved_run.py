@@ -6,7 +6,12 @@ calibrators of ``calibrators/*.json`` (the class split is theirs) and, when the 
 held-out extractions, the pseudo splits. The folder does not store which classes each pseudo
 split made pseudo-absent, so they are redrawn by the pipeline's own rule
 (:func:`calib.run.stage_plan.pcv_subsets`, with the PCV settings of ``run.json``) and checked:
-PCV refitted on them must give the γ the run saved, else the folder is refused.
+PCV refitted on them must give the γ (and T) the run saved, else the folder is refused.
+
+The run fits each calibrator's temperature with it (:func:`calib.run.selector_data.run_temperature`),
+so a saved calibrator reloads to the probabilities of ``results.json``; a folder whose
+calibrators were saved with another temperature setting (an older calib fitted them with
+T = 1 and refitted T in the report) is refused rather than reported with T = 1.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from calib.data import ClassSplit
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
+from calib.run.selector_data import run_temperature
 from calib.run.settings import PCVConfig
 from calib.run.stage_plan import pcv_subsets
 from calib.selectors import SELECTORS, PseudoSplit
@@ -60,7 +66,17 @@ def _calibrators(run_dir: Path, order: list[str]) -> dict[str, LogitBiasCalibrat
     if not files:
         raise FileNotFoundError(f"the run folder {run_dir} has no calibrators/*.json")
     names = [n for n in order if n in files] + [n for n in files if n not in order]
-    return {n: LogitBiasCalibrator.load(files[n]) for n in names}
+    calibrators = {n: LogitBiasCalibrator.load(files[n]) for n in names}
+    for name, cal in calibrators.items():
+        want = run_temperature(name)
+        if cal.temperature != want:
+            raise ValueError(
+                f"{files[name]}: the calibrator was saved with temperature={cal.temperature!r}, "
+                f"a run fits {name} with temperature={want!r}: the folder was written by an "
+                "older calib (its results.json reports a T its calibrators do not carry); "
+                "rerun it in a new run_dir"
+            )
+    return calibrators
 
 
 def _pseudo_splits(
@@ -90,9 +106,9 @@ def _pseudo_splits(
 
 
 def _check_pseudo_splits(splits: list[PseudoSplit], calibrators: dict, run_dir: Path) -> None:
-    """Every ``pseudo_splits`` calibrator refitted on the redrawn splits gives its saved γ."""
+    """Every ``pseudo_splits`` calibrator refitted on the redrawn splits gives its saved γ and T."""
     for name, cal in calibrators.items():
-        if SELECTORS.get(name).data != "pseudo_splits":
+        if "pseudo_splits" not in SELECTORS.get(name).kind.inputs:
             continue
         refit = LogitBiasCalibrator(**cal.get_params()).fit(
             pseudo_splits=splits,
@@ -100,10 +116,11 @@ def _check_pseudo_splits(splits: list[PseudoSplit], calibrators: dict, run_dir: 
             absent_classes=cal.absent_classes_,
             num_classes=cal.num_classes_,
         )
-        if refit.gamma_ != cal.gamma_:
+        if (refit.gamma_, refit.temperature_) != (cal.gamma_, cal.temperature_):
             raise ValueError(
-                f"{run_dir}: the redrawn PCV splits give {name} γ = {refit.gamma_!r}, the run "
-                f"saved {cal.gamma_!r}: run.json's calibration.pcv is not what made the folder"
+                f"{run_dir}: the redrawn PCV splits give {name} γ = {refit.gamma_!r}, "
+                f"T = {refit.temperature_!r}, the run saved γ = {cal.gamma_!r}, "
+                f"T = {cal.temperature_!r}: run.json's calibration.pcv is not what made the folder"
             )
 
 

@@ -1,7 +1,9 @@
-"""What each declared selector data kind is, in the run: the one table the harness reads.
+"""Where a run finds each selector data kind, and how it fits a selector's calibrator.
 
-A selector declares the kind of data it takes (:data:`calib.selectors.spec.DATA_KINDS`, or None);
-this module says, once, where a run finds that data:
+A selector declares the kind of data it takes; its record
+(:class:`calib.selectors.data_kinds.DataKind`) says what that data holds (labels or not, U rows
+or not) and whether a temperature may be fitted on it. This module adds the one thing only a
+run knows, where that data is, keyed by the record:
 
 =====================  ===========================  ==================================
 data kind              read from                     handed to the selector
@@ -13,16 +15,20 @@ data kind              read from                     handed to the selector
 None                   nothing                       nothing
 =====================  ===========================  ==================================
 
-:func:`selector_inputs` gives the keys of the stages a selector's stage is keyed by
+(labels: ``DataKind.labels``; the S rows only: a kind without ``absent_rows`` never receives
+a U row.) :func:`selector_inputs` gives the keys of the stages a selector's stage is keyed by
 (:mod:`calib.run.stage_plan`); :func:`selector_fit_data` the keyword arguments of
-:meth:`calib.LogitBiasCalibrator.fit` (:mod:`calib.run.pipeline`) and, through them, the data
-its temperature is fitted on (:mod:`calib.run.probability_stage`). A new kind is one row here.
+:meth:`calib.LogitBiasCalibrator.fit`; :func:`fit_selector` fits the calibrator the run saves,
+with ``temperature="fit"`` wherever the kind allows it (:func:`run_temperature`), so that
+``calibrators/NAME.json`` carries the T that the run reports
+(:mod:`calib.run.probability_stage`). A new kind is one record and one row here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -31,13 +37,23 @@ from calib.data import ClassSplit
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
 from calib.selectors import SELECTORS, PseudoSplit
-from calib.selectors.spec import DATA_KINDS
+from calib.selectors.data_kinds import (
+    DATA_KIND_RECORDS,
+    FINETUNE_TRAIN,
+    NO_DATA,
+    PSEUDO_SPLITS,
+    TARGET_LABELLED,
+    TARGET_UNLABELLED,
+    DataKind,
+)
 
 __all__ = [
     "SelectorData",
     "SELECTOR_DATA",
+    "selector_source",
     "selector_inputs",
     "selector_fit_data",
+    "run_temperature",
     "fit_selector",
     "make_calibrator",
 ]
@@ -45,29 +61,35 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SelectorData:
-    """Where one data kind comes from.
+    """Where a run finds one data kind.
 
     Attributes:
-        extract: name of the extraction read (``"finetuned_train"``/``"finetuned_test"``), or None.
-        labels: whether the selector receives the labels of those rows.
-        seen_rows_only: keep only the rows whose label is in S (no U row reaches the selector).
-        pcv: whether it takes the PCV pseudo splits.
+        extract: name of the extraction read (``"finetuned_train"``/``"finetuned_test"``), or
+            None (the PCV stages, or no data).
+        pcv: whether it is the PCV pseudo splits.
     """
 
     extract: str | None = None
-    labels: bool = False
-    seen_rows_only: bool = False
     pcv: bool = False
 
 
-SELECTOR_DATA: dict[str | None, SelectorData] = {
-    "finetune_train": SelectorData("finetuned_train", labels=True, seen_rows_only=True),
-    "target_labelled": SelectorData("finetuned_test", labels=True),
-    "target_unlabelled": SelectorData("finetuned_test"),
-    "pseudo_splits": SelectorData(pcv=True),
-    None: SelectorData(),
-}
-assert set(SELECTOR_DATA) == {*DATA_KINDS, None}, "one row per declared data kind"
+#: Data kind record -> where the run finds it.
+SELECTOR_DATA: Mapping[DataKind, SelectorData] = MappingProxyType(
+    {
+        FINETUNE_TRAIN: SelectorData("finetuned_train"),
+        TARGET_LABELLED: SelectorData("finetuned_test"),
+        TARGET_UNLABELLED: SelectorData("finetuned_test"),
+        PSEUDO_SPLITS: SelectorData(pcv=True),
+        NO_DATA: SelectorData(),
+    }
+)
+assert set(SELECTOR_DATA) == set(DATA_KIND_RECORDS.values()), "one row per data kind"
+
+
+def selector_source(name: str) -> tuple[DataKind, SelectorData]:
+    """(the record of selector ``name``'s data kind, where the run finds it)."""
+    kind = SELECTORS.get(name).kind
+    return kind, SELECTOR_DATA[kind]
 
 
 def selector_inputs(
@@ -80,7 +102,7 @@ def selector_inputs(
         extract_keys: extraction name -> its stage key.
         pcv_keys: the keys of the PCV held-out extraction stages, in split order.
     """
-    source = SELECTOR_DATA[SELECTORS.get(name).data]
+    _, source = selector_source(name)
     if source.pcv:
         return list(pcv_keys)
     return [extract_keys[source.extract]] if source.extract else []
@@ -96,7 +118,8 @@ def selector_fit_data(
 
     Args:
         name: a key of :data:`calib.selectors.SELECTORS`; its declared data kind decides.
-        split: the run's class split (S decides the rows of ``finetune_train``).
+        split: the run's class split (S decides the rows of a kind without U rows,
+            ``finetune_train``).
         extracts: extraction name -> :class:`calib.extract.Extracted` (CPU tensors).
         pseudo_splits: PCV's pseudo splits, or None when the run has none.
 
@@ -107,7 +130,7 @@ def selector_fit_data(
     Raises:
         ValueError: a ``pseudo_splits`` selector without pseudo splits.
     """
-    source = SELECTOR_DATA[SELECTORS.get(name).data]
+    kind, source = selector_source(name)
     if source.pcv:
         if not pseudo_splits:
             raise ValueError(
@@ -118,10 +141,19 @@ def selector_fit_data(
         return {}
     ex = extracts[source.extract]
     logits, labels = ex.logits.numpy(), ex.labels.numpy()
-    if source.seen_rows_only:
+    if not kind.absent_rows:  # the extraction holds U rows: none may reach this kind
         rows = np.isin(labels, split.seen)
         logits, labels = logits[rows], labels[rows]
-    return {"logits": logits, "labels": labels} if source.labels else {"logits": logits}
+    return {"logits": logits, "labels": labels} if kind.labels else {"logits": logits}
+
+
+def run_temperature(name: str) -> str | None:
+    """The ``temperature`` the run fits selector ``name``'s calibrator with: ``"fit"`` where
+    its data kind carries labels (``DataKind.fits_temperature``), else None (T = 1).
+
+    Part of the selector stage's identity: a calibrator saved with another setting is stale.
+    """
+    return "fit" if SELECTORS.get(name).kind.fits_temperature else None
 
 
 def fit_selector(
@@ -131,7 +163,9 @@ def fit_selector(
     ex: Mapping[str, Extracted],
     pseudo_splits: list[PseudoSplit] | None,
 ) -> LogitBiasCalibrator:
-    """Fit selector ``name`` on exactly the data its declaration names (:data:`SELECTOR_DATA`)."""
+    """Fit selector ``name`` on exactly the data its declaration names (:data:`SELECTOR_DATA`),
+    its temperature with it (:func:`run_temperature`): the calibrator the run saves and reports.
+    """
     data = selector_fit_data(name, split, ex, pseudo_splits)
     cal = make_calibrator(name, params)
     return cal.fit(
@@ -144,9 +178,11 @@ def fit_selector(
 
 def make_calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
     """The unfitted calibrator of selector ``name`` with the run's parameters ``params`` (the
-    calibrator's own ``gamma``/``criterion``/``prior``; the rest go into ``options``)."""
+    calibrator's own ``gamma``/``criterion``/``prior``; the rest go into ``options``) and the
+    run's temperature setting (:func:`run_temperature`)."""
     known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
     options = {k: v for k, v in params.items() if k not in known}
+    temperature = run_temperature(name)
     if options:
-        return LogitBiasCalibrator(method=name, options=options, **known)
-    return LogitBiasCalibrator(method=name, **known)
+        return LogitBiasCalibrator(method=name, options=options, temperature=temperature, **known)
+    return LogitBiasCalibrator(method=name, temperature=temperature, **known)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Subset
 
 from calib.data import ClassSplit, Domain, dataset_targets
 from calib.run.identity import dataset_fingerprint, digest
-from calib.run.selector_data import selector_inputs
+from calib.run.selector_data import run_temperature, selector_inputs
 from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
 from calib.run.stages import Stage
 from calib.selectors import SELECTORS
@@ -183,6 +183,7 @@ def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dic
                 "selector": name,
                 "data": kind,
                 "params": calibration.params(name),
+                "temperature": run_temperature(name),  # the saved calibrator carries T
                 "inputs": inputs,
                 "split": split_id,
                 "config": config,

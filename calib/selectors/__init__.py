@@ -3,8 +3,10 @@
 Every selector is a plain function that returns ``(gamma, info)``: γ in logit units (a finite
 float) and a dict of details (the criterion reached, the data it used, ...). It is registered
 with :func:`register_selector`, which stores ONE declaration, a :class:`SelectorSpec`, in
-:data:`SELECTORS`: the kind of data the selector takes (one of :data:`DATA_KINDS`) and its
-parameters with their defaults. :class:`calib.LogitBiasCalibrator`, :func:`calib.calibrate` and
+:data:`SELECTORS`: the kind of data the selector takes (one of :data:`DATA_KINDS`, whose
+:class:`DataKind` record in :mod:`calib.selectors.data_kinds` says what it holds, whether it
+carries labels or U rows and what a temperature fitted on it means) and its parameters with
+their defaults. :class:`calib.LogitBiasCalibrator`, :func:`calib.calibrate` and
 the run harness read that declaration to decide what to extract, what to pass and what to
 refuse; nothing inspects signatures or branches on names.
 
@@ -39,6 +41,7 @@ Registering your own::
 from __future__ import annotations
 
 from calib.selectors.alg import select_alg
+from calib.selectors.data_kinds import DATA_KIND_RECORDS, DataKind, data_kind
 from calib.selectors.fixed import select_fixed
 
 # built-in selectors, registered on import (in this order: the order of SELECTORS)
@@ -68,6 +71,9 @@ __all__ = [
     "CRITERIA",
     "DATA_KINDS",
     "DATA_INPUTS",
+    "DATA_KIND_RECORDS",
+    "DataKind",
+    "data_kind",
     "FIT_INPUTS",
     "REQUIRED",
     "PseudoSplit",

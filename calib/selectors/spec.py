@@ -1,7 +1,8 @@
 """The declaration a γ selector is registered with: :class:`SelectorSpec`, :data:`SELECTORS`.
 
-A selector states the kind of data it takes (one of :data:`DATA_KINDS`, or None) and its
-parameters with their defaults; :class:`calib.LogitBiasCalibrator`, :func:`calib.calibrate` and
+A selector states the kind of data it takes (a name in :data:`DATA_KINDS`, or None: its record,
+a :class:`~calib.selectors.data_kinds.DataKind`, says what that data holds and what may be done
+with it) and its parameters with their defaults; :class:`calib.LogitBiasCalibrator`, :func:`calib.calibrate` and
 the run harness read that declaration to decide what to extract, what to pass and what to
 refuse. The selectors themselves live in :mod:`calib.selectors` (which re-exports these names).
 """
@@ -15,6 +16,13 @@ from typing import Any
 
 from calib.registry import Registry
 from calib.selectors.checks import check_call_signature
+from calib.selectors.data_kinds import (
+    DATA_INPUTS,
+    DATA_KINDS,
+    FIT_INPUTS,
+    DataKind,
+    data_kind,
+)
 from calib.validation import check_gamma, check_real
 
 __all__ = [
@@ -23,6 +31,8 @@ __all__ = [
     "DATA_KINDS",
     "DATA_INPUTS",
     "FIT_INPUTS",
+    "DataKind",
+    "data_kind",
     "REQUIRED",
     "PseudoSplit",
     "SelectorSpec",
@@ -34,40 +44,6 @@ __all__ = [
     "check_prior",
     "check_gamma",
 ]
-
-#: The kinds of data a selector may declare (``SelectorSpec.data``), or None for no data.
-DATA_KINDS = ("finetune_train", "target_labelled", "target_unlabelled", "pseudo_splits")
-
-#: The ``fit`` inputs that each data kind consists of.
-DATA_INPUTS: Mapping[str | None, tuple[str, ...]] = {
-    "finetune_train": ("logits", "labels"),
-    "target_labelled": ("logits", "labels"),
-    "target_unlabelled": ("logits",),
-    "pseudo_splits": ("pseudo_splits",),
-    None: (),
-}
-
-#: Every data input of ``LogitBiasCalibrator.fit`` that a selector may take or refuse.
-FIT_INPUTS = ("logits", "labels", "pseudo_splits")
-
-# What each kind is, as said in messages ("method 'x' needs labels: it reads ...").
-_KIND_TEXT: Mapping[str | None, str] = {
-    "finetune_train": "the logits and labels of the fine-tuning training samples (labels in S)",
-    "target_labelled": "labelled target logits, absent classes included",
-    "target_unlabelled": "unlabelled target logits (labels never reach it)",
-    "pseudo_splits": "pseudo_splits: held-out S data scored by pseudo-split models",
-    None: "no data (num_classes gives the head's width)",
-}
-
-# Why an input is refused, by the kind of the selector that refuses it.
-_REFUSALS: Mapping[tuple[str | None, str], str] = {
-    ("target_unlabelled", "labels"): "it is label-free: labels never reach it; pass unlabelled "
-    "logits only",
-    ("pseudo_splits", "logits"): "it scores the held-out S data inside pseudo_splits",
-    ("pseudo_splits", "labels"): "it scores the held-out S data inside pseudo_splits",
-    (None, "logits"): "it takes no data: pass num_classes to say how many columns the head has",
-    (None, "labels"): "it takes no data",
-}
 
 #: Criteria that the curve-based selectors maximise (fractions in [0, 1]).
 CRITERIA = ("acc_all", "hmean")
@@ -91,7 +67,8 @@ class SelectorSpec:
     Attributes:
         fn: ``fn(**data, seen_classes=, absent_classes=, num_classes=, **params) ->
             (gamma, info)``; ``data`` holds the inputs of :attr:`inputs`.
-        data: one of :data:`DATA_KINDS`, or None (the selector takes no data).
+        data: one of :data:`DATA_KINDS`, or None (the selector takes no data); given as a
+            :class:`DataKind` record, its name is stored. :attr:`kind` is the record.
         params: parameter name -> default value (:data:`REQUIRED` when it has none).
         uses_absent_labels: True when the selector reads labels of absent-class samples
             (only ``oracle``: an upper bound, not a deployable method).
@@ -110,11 +87,12 @@ class SelectorSpec:
     checks: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.data not in DATA_INPUTS:
-            raise ValueError(
-                f"selector {self.name!r}: data must be one of {DATA_KINDS} or None, got "
-                f"{self.data!r}"
-            )
+        if isinstance(self.data, DataKind):
+            object.__setattr__(self, "data", self.data.name)
+        try:
+            data_kind(self.data)
+        except ValueError as err:
+            raise ValueError(f"selector {self.name!r}: {err}") from None
         if not callable(self.fn):
             raise TypeError(f"selector {self.name!r}: fn must be callable, got {self.fn!r}")
         clash = set(self.params) & {*FIT_INPUTS, "seen_classes", "absent_classes", "num_classes"}
@@ -134,9 +112,14 @@ class SelectorSpec:
         )
 
     @property
+    def kind(self) -> DataKind:
+        """The record of the declared data kind (:mod:`calib.selectors.data_kinds`)."""
+        return data_kind(self.data)
+
+    @property
     def inputs(self) -> tuple[str, ...]:
         """The ``fit`` inputs of this selector's data kind, e.g. ``("logits", "labels")``."""
-        return DATA_INPUTS[self.data]
+        return self.kind.inputs
 
     @property
     def needs_logits(self) -> bool:
@@ -150,11 +133,11 @@ class SelectorSpec:
 
     def data_text(self) -> str:
         """What the selector's data kind is, in words."""
-        return _KIND_TEXT[self.data]
+        return self.kind.holds
 
     def refusal(self, name: str) -> str:
         """Why this selector refuses the ``fit`` input ``name`` (one it does not take)."""
-        return _REFUSALS.get((self.data, name), f"it reads {self.data_text()}")
+        return self.kind.refusal(name)
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The full, validated parameter dict: ``params`` over the declared defaults.
@@ -187,7 +170,7 @@ SELECTORS: Registry[SelectorSpec] = Registry("selector")
 def register_selector(
     name: str,
     *,
-    data: str | None,
+    data: str | DataKind | None,
     params: Mapping[str, Any] | None = None,
     uses_absent_labels: bool = False,
     description: str = "",
