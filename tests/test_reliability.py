@@ -10,7 +10,6 @@ from PIL import Image
 
 from calib.figures.files import save_figure
 from calib.figures.reliability import plot_reliability, plot_reliability_groups
-from calib.figures.style import group_look
 from calib.metrics.probability import reliability_diagram
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -39,38 +38,43 @@ def diagrams(data, group, adaptive=False):
 
 
 def test_draws_each_bin_of_each_series(data):
+    from calib.figures.reliability import SPARSE_BIN
+
     series = diagrams(data, "absent")
     ax = plot_reliability(series, title="absent")
-    points = [c for c in ax.collections if c.get_offsets().size]
-    assert len(points) == 3
-    for collection, d in zip(points, series.values(), strict=True):
-        full = d.count > 0
-        np.testing.assert_allclose(
-            collection.get_offsets(), np.c_[d.confidence[full], d.accuracy[full]]
-        )
-        # marker area grows with the bin count
-        sizes = collection.get_sizes()
-        assert np.all(np.diff(sizes[np.argsort(d.count[full])]) >= 0)
+    lines = [line for line in ax.lines[1:] if line.get_label() in ax.get_legend_handles_labels()[1]]
+    assert len(lines) == 3
+    for line, d in zip(lines, series.values(), strict=True):
+        full = d.count >= SPARSE_BIN
+        # in %: the full bins joined by the series' line
+        np.testing.assert_allclose(line.get_xdata(), 100 * d.confidence[full])
+        np.testing.assert_allclose(line.get_ydata(), 100 * d.accuracy[full])
+        assert line.get_alpha() is None  # no faint series: every one reads in print
+    # sparse bins (1 to SPARSE_BIN - 1 samples) are hollow markers, on no line
+    sparse_total = sum(int(((d.count > 0) & (d.count < SPARSE_BIN)).sum()) for d in series.values())
+    hollow = [
+        line
+        for line in ax.lines
+        if line.get_markerfacecolor() == "none" and line.get_linestyle() == "None"
+    ]
+    assert sum(len(line.get_xdata()) for line in hollow) == sparse_total
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == [f"{k} (ECE {d.ece:.3f})" for k, d in series.items()]
+    assert legend[:3] == [f"{k} (ECE {100 * d.ece:.1f} %)" for k, d in series.items()]
+    assert legend[3].startswith("hollow: bin of <")  # the key of the hollow markers
     assert ax.get_title() == f"absent (n = {series['+ γ'].n_samples})"
-    # the series take the absent group's colour (the first at full strength)
-    first = points[0].get_facecolor()[0][:3]
-    from matplotlib.colors import to_rgb
-
-    np.testing.assert_allclose(first, to_rgb(group_look("absent").color))
-    # the count strip below carries one step histogram per series: shares summing to 1
+    assert ax.get_xlim()[1] > 100 and ax.get_ylim()[1] > 100  # no marker cut at 100 %
+    # the count strip below carries one step histogram per series: shares in %, summing to 100
     strip = ax.figure.axes[1]
     assert len(strip.patches) == 3
     for patch, d in zip(strip.patches, series.values(), strict=True):
-        np.testing.assert_allclose(patch.get_data().values, d.count / d.n_samples)
-        np.testing.assert_array_equal(patch.get_data().edges, d.edges)
-    assert strip.get_ylabel() == "share of\nsamples"
+        np.testing.assert_allclose(patch.get_data().values, 100 * d.count / d.n_samples)
+        np.testing.assert_array_equal(patch.get_data().edges, 100 * d.edges)
+    assert strip.get_ylabel() == "samples\nper bin (%)"
 
 
 def test_adaptive_bins_show_density(data):
     ax = plot_reliability(diagrams(data, "all", adaptive=True))
-    assert ax.figure.axes[1].get_ylabel() == "density"
+    assert ax.figure.axes[1].get_ylabel().startswith("density")
 
 
 def test_into_given_axes_without_strip(data):
@@ -86,6 +90,10 @@ def test_group_figure_renders_to_png(data, tmp_path):
     groups = {g: diagrams(data, g) for g in ("all", "seen", "absent")}
     fig = plot_reliability_groups(groups, title="reliability after γ and T")
     assert len(fig.axes) == 6
+    # one range for the three count strips, each labelled
+    strips = fig.axes[3:]
+    assert len({s.get_ylim() for s in strips}) == 1
+    assert all(s.get_ylabel() for s in strips)
     path = tmp_path / "reliability.png"
     if os.environ.get("CALIB_KEEP_FIGURES"):  # to look at the figure
         path = os.path.join(os.environ["CALIB_KEEP_FIGURES"], "reliability.png")

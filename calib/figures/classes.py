@@ -25,6 +25,7 @@ __all__ = [
     "ClassNorms",
     "class_weight_norms",
     "plot_weight_norms",
+    "norm_limits",
     "accuracy_gains",
     "plot_accuracy_gains",
     "GROUP_LABELS",
@@ -82,22 +83,48 @@ def class_weight_norms(
                       None if pre is None else pre[idx], int(epoch), order)  # fmt: skip
 
 
-def plot_weight_norms(data: ClassNorms, ax: Axes | None = None, title: str | None = None) -> Axes:
-    """Bars of the head-row norms, coloured by class group; the pre-trained norms as ticks."""
+def norm_limits(data: ClassNorms) -> tuple[float, float]:
+    """y limits around the norms (pre-trained ones included), not from 0: the differences
+    between classes and epochs, a few % of the norm, are the figure's point."""
+    values = data.norms if data.pretrained is None else np.r_[data.norms, data.pretrained]
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = 0.08 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-12)
+    return lo - pad, hi + pad
+
+
+def plot_weight_norms(
+    data: ClassNorms,
+    ax: Axes | None = None,
+    title: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Axes:
+    """Dots of the head-row norms, coloured by class group; the pre-trained norms as ticks,
+    joined to the epoch's dot (the change). The y axis spans the norms, not from 0.
+
+    ``class_names``: the domain's names (index = label) for the ticks; default the indices.
+    """
     ax = new_axes(ax)
     x = np.arange(data.classes.size)
+    if class_names is not None and len(class_names) <= int(data.classes.max()):
+        raise ValueError(
+            f"class_names has {len(class_names)} names, the head has class {int(data.classes.max())}"
+        )
+    if data.pretrained is not None:
+        ax.vlines(x, data.pretrained, data.norms, color="0.6", linewidth=1.0, zorder=1)
+        ax.plot(x, data.pretrained, linestyle="none", marker="_", markersize=12 if x.size < 80 else 4,
+                markeredgewidth=2, color="black", label="pre-trained (epoch 0)")  # fmt: skip
     for group in ("seen", "absent", "other"):
         sel = data.groups == group
         if sel.any():
             look = group_look(group)
-            ax.bar(x[sel], data.norms[sel], width=0.8, color=look.color,
-                   label=f"{GROUP_LABELS[group]} (epoch {data.epoch})")  # fmt: skip
-    if data.pretrained is not None:
-        ax.plot(x, data.pretrained, linestyle="none", marker="_", markersize=12 if x.size < 80 else 4,
-                markeredgewidth=2, color="black", label="pre-trained (epoch 0)")  # fmt: skip
+            ax.plot(x[sel], data.norms[sel], linestyle="none", marker=look.marker,
+                    markersize=7 if x.size < 80 else 3, color=look.color, zorder=3,
+                    label=f"{GROUP_LABELS[group]} (epoch {data.epoch})")  # fmt: skip
+    ax.set_ylim(*norm_limits(data))
     if x.size <= 40:  # class names as ticks; upright while they fit (index order, or a few)
-        upright = data.order == "index" or x.size <= 12
-        ax.set_xticks(x, [str(c) for c in data.classes], fontsize="small" if upright else "x-small",
+        names = [str(c) if class_names is None else str(class_names[c]) for c in data.classes]
+        upright = max(len(n) for n in names) <= 3 and (data.order == "index" or x.size <= 12)
+        ax.set_xticks(x, names, fontsize="small" if upright else "x-small",
                       rotation=0 if upright else 90)  # fmt: skip
     xlabel = "class (sorted by weight norm)" if data.order == "sorted" else "class index"
     finish_axes(ax, title, xlabel, "L2 norm of the class's head weights (weight units)",
@@ -110,8 +137,8 @@ def accuracy_gains(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, flo
 
     Returns:
         ``{"NN": {"seen": Δ Acc S/Y, "absent": Δ Acc U/Y}, "NN within group": {"seen":
-        Δ Acc S/S, "absent": Δ Acc U/U}, "NCM": {"seen": Δ NCM Acc S/(S ∪ U), "absent":
-        Δ NCM Acc U/(S ∪ U)}}``; a classifier whose values the history lacks is left out.
+        Δ Acc S/S, "absent": Δ Acc U/U}, "NCM": {"seen": Δ NCM Acc S/Y, "absent":
+        Δ NCM Acc U/Y}}``; a classifier whose values the history lacks is left out.
 
     Raises:
         ValueError: fewer than two rows, or a first row that is not epoch 0.
@@ -154,7 +181,7 @@ def plot_accuracy_gains(
     labels = {
         "NN": "network head, γ = 0\n(Acc S/Y, U/Y)",
         "NN within group": "network head\n(Acc S/S, U/U)",
-        "NCM": "NCM on the features\n(Acc S, U among S ∪ U)",
+        "NCM": "NCM on the features\n(NCM Acc S/Y, U/Y)",
     }
     ax.set_xticks(x, [labels.get(n, n) for n in names])
     ax.margins(y=0.15)

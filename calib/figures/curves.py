@@ -49,19 +49,28 @@ def curve_from_arrays(
 
 
 def plot_curves_at_epochs(
-    curves: Mapping[int, SeenAbsentCurve], ax: Axes | None = None, title: str | None = None
+    curves: Mapping[int, SeenAbsentCurve],
+    ax: Axes | None = None,
+    title: str | None = None,
+    of: int | None = None,
 ) -> Axes:
-    """One seen–absent curve per epoch (dark = early, light = late), γ = 0 marked on each, in %."""
+    """One seen–absent curve per epoch (dark = early, light = late), γ = 0 marked on each, in %.
+
+    ``of``: how many epochs were evaluated, when ``curves`` holds only some of them (the title
+    then says so: no epoch is left out silently).
+    """
     if not curves:
         raise ValueError("no curves to draw")
     ax = new_axes(ax, figsize=(7.5, 5))
     order = sorted(curves)
-    labels = {e: ("epoch 0 (pre-trained)" if e == 0 else f"epoch {e}") for e in order}
+    labels = {e: ("epoch 0 = pre-trained" if e == 0 else f"epoch {e}") for e in order}
     colors = dict(zip(labels.values(), sequential_colors(len(order)), strict=True))
     plot_seen_absent_curves({labels[e]: curves[e] for e in order}, ax=ax, colors=colors,
                             percent=True)  # fmt: skip
     from calib.figures.files import wrap_title
 
     what = "Seen–absent curves during fine-tuning"
+    if of is not None and of > len(order):
+        what += f" ({len(order)} of {of} evaluated epochs)"
     ax.set_title(wrap_title(f"{what} — {title}" if title else what), fontsize="medium")
     return ax

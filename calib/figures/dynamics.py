@@ -39,7 +39,14 @@ DYNAMICS_FIGURES = (
 )
 
 
-def _drawers(run_dir: Path, rows: list, norm_order: str, max_curves: int) -> dict[str, Callable]:
+def _drawers(
+    run_dir: Path,
+    rows: list,
+    norm_order: str,
+    max_curves: int,
+    curve_epochs: Sequence[int] | None,
+    class_names: Sequence[str] | None,
+) -> dict[str, Callable]:
     """Figure stem → ``draw(title) -> Axes``; each raises ValueError when its data are missing."""
 
     def weight_norms(title):
@@ -49,18 +56,25 @@ def _drawers(run_dir: Path, rows: list, norm_order: str, max_curves: int) -> dic
         last = epochs[-1]
         pre = read_epoch_arrays(run_dir, "head", 0) if epochs[0] == 0 and last != 0 else None
         data = class_weight_norms(read_epoch_arrays(run_dir, "head", last), last, pre, norm_order)
-        return plot_weight_norms(data, title=title)
+        return plot_weight_norms(data, title=title, class_names=class_names)
 
     def curves(title):
         by_epoch = {int(r["epoch"]): r for r in rows}
         have = [e for e in epochs_with_arrays(run_dir, "curve") if e in by_epoch]
         if not have:
             raise ValueError("no curve arrays")
-        chosen = select_epochs(have, max_curves)
+        if curve_epochs is None:
+            chosen = select_epochs(have, max_curves)
+        else:
+            chosen = sorted({int(e) for e in curve_epochs})
+            missing = [e for e in chosen if e not in have]
+            if missing:
+                raise ValueError(f"curve_epochs={list(curve_epochs)}: no curve arrays for epochs "
+                                 f"{missing}; the history has {have}")  # fmt: skip
         drawn = {e: curve_from_arrays(read_epoch_arrays(run_dir, "curve", e),
                                       by_epoch[e]["n_seen"], by_epoch[e]["n_absent"])
                  for e in chosen}  # fmt: skip
-        return plot_curves_at_epochs(drawn, title=title)
+        return plot_curves_at_epochs(drawn, title=title, of=len(have))
 
     return {
         "accuracies_vs_epoch": lambda t: plot_epoch_series(accuracy_series(rows), title=t),
@@ -83,6 +97,8 @@ def write_dynamics_figures(
     *,
     norm_order: str = "sorted",
     max_curves: int = 5,
+    curve_epochs: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, list[Path]]:
     """Draw every figure of :data:`DYNAMICS_FIGURES` from ``run_dir``'s history into
     ``run_dir/figures/<stem>.<format>`` (atomic writes, headless).
@@ -92,7 +108,11 @@ def write_dynamics_figures(
         title: which run, shown in every title (e.g. its overrides).
         formats: file formats, e.g. ``("png", "pdf")``.
         norm_order: weight-norm bars ``"sorted"`` by norm or by class ``"index"``.
-        max_curves: most seen–absent curves in the curves figure (first and last epoch included).
+        max_curves: most seen–absent curves in the curves figure (first and last epoch included;
+            its title says how many of the evaluated epochs it shows).
+        curve_epochs: exactly these epochs in the curves figure instead (each must have
+            curve arrays: a missing one is an error, not a silent omission).
+        class_names: the domain's class names (index = label), the weight-norm figure's ticks.
 
     Returns:
         Figure stem → the paths written. A figure whose data the history lacks (no linear
@@ -107,10 +127,13 @@ def write_dynamics_figures(
     if not rows:
         raise FileNotFoundError(f"{run_dir} has no history.jsonl: was eval.every_epochs set?")
     written: dict[str, list[Path]] = {}
-    for stem, draw in _drawers(run_dir, rows, norm_order, max_curves).items():
+    drawers = _drawers(run_dir, rows, norm_order, max_curves, curve_epochs, class_names)
+    for stem, draw in drawers.items():
         try:
             ax = draw(title)
         except ValueError as err:
+            if curve_epochs is not None and str(err).startswith("curve_epochs="):
+                raise
             log.info("figure %s skipped: %s", stem, err)
             continue
         paths = [run_dir / "figures" / f"{stem}.{fmt}" for fmt in formats]

@@ -3,7 +3,8 @@
 Three compute functions turn history rows into an :class:`EpochSeries` (numbers only), and
 one helper draws any of them:
 
-- :func:`accuracy_series`: Acc S/Y, U/Y, U/U, NCM U/(S ∪ U) and AUSUC, in %, at γ = 0.
+- :func:`accuracy_series`: Acc S/Y, U/Y (at γ = 0 and after ALG's γ), U/U, NCM Acc U/Y and
+  AUSUC, in %.
 - :func:`logit_series`: mean seen and absent logits; on U samples the ground-truth absent
   logit against the largest other absent and the largest seen logit (logit units).
 - :func:`update_similarity_series`: cosine similarity of the head's weight updates among U
@@ -39,9 +40,10 @@ __all__ = [
 #: history key → legend label, for each figure (in drawing order).
 ACCURACY_KEYS: dict[str, str] = {
     "acc_seen": "Acc S/Y (seen)",
-    "acc_absent": "Acc U/Y (absent)",
+    "acc_absent": "Acc U/Y (absent), γ = 0",
+    "alg_acc_absent": "Acc U/Y after γ (ALG's γ of that epoch)",
     "acc_absent_absent": "Acc U/U (absent among absent)",
-    "ncm_acc_absent": "NCM Acc U/(S ∪ U) (features)",
+    "ncm_acc_absent": "NCM Acc U/Y (nearest class mean on the features)",
     "ausuc": "AUSUC (all γ)",
 }
 LOGIT_KEYS: dict[str, str] = {
@@ -108,9 +110,9 @@ def epoch_series(
 
 
 def accuracy_series(rows: Sequence[Mapping[str, Any]]) -> EpochSeries:
-    """Acc S/Y, U/Y, U/U, NCM U and AUSUC (γ = 0), in %, per evaluated epoch."""
+    """Acc S/Y, U/Y (γ = 0 and after ALG's γ), U/U, NCM Acc U/Y and AUSUC, in %, per epoch."""
     return epoch_series(rows, ACCURACY_KEYS, scale=100.0, ylabel="test accuracy / AUSUC (%)",
-                        what="Accuracies during fine-tuning (γ = 0)")  # fmt: skip
+                        what="Accuracies during fine-tuning, before and after γ")  # fmt: skip
 
 
 def logit_series(rows: Sequence[Mapping[str, Any]]) -> EpochSeries:
@@ -123,6 +125,23 @@ def update_similarity_series(rows: Sequence[Mapping[str, Any]]) -> EpochSeries:
     """Mean cosine similarity of the head's weight updates W − W_pre, U–U and S–U."""
     return epoch_series(rows, UPDATE_KEYS, ylabel="mean cosine similarity of updates W − W_pre (−1 to 1)",
                         what="Similarity of the head's weight updates")  # fmt: skip
+
+
+def _defined_epochs(series: EpochSeries) -> tuple[int, int]:
+    """The first and last epoch where some series has a value."""
+    defined = np.zeros(series.epochs.shape, dtype=bool)
+    for v in series.values.values():
+        defined |= ~np.isnan(v)
+    epochs = series.epochs[defined]
+    return int(epochs.min()), int(epochs.max())
+
+
+def _cosine_limits(series: EpochSeries) -> tuple[float, float]:
+    """y limits that fit the cosines, 0 included, with a margin (within −1…1)."""
+    values = np.concatenate([v[~np.isnan(v)] for v in series.values.values()] + [np.zeros(1)])
+    lo, hi = float(values.min()), float(values.max())
+    pad = max(0.08 * (hi - lo), 0.02)
+    return max(lo - pad, -1.05), min(hi + pad, 1.05)
 
 
 def plot_epoch_series(
@@ -141,11 +160,13 @@ def plot_epoch_series(
         ax.plot(series.epochs, values, color=look.color, linestyle=look.linestyle,
                 marker=None if many else look.marker, markersize=look.markersize * 0.75,
                 linewidth=1.6, label=series.labels[key], zorder=look.zorder)  # fmt: skip
-    if set(series.values) <= set(UPDATE_KEYS):  # cosines: the whole range, 0 marked
+    first, last = _defined_epochs(series)
+    if set(series.values) <= set(UPDATE_KEYS):  # cosines: the data's range, 0 always in view
         ax.axhline(0.0, color="0.5", linewidth=0.8, zorder=1)
-        ax.set_ylim(-1.05, 1.05)
+        ax.set_ylim(*_cosine_limits(series))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    span = max(int(series.epochs.max()), 1)
-    ax.set_xlim(-0.02 * span, span * 1.02)
+    # from the first epoch with a value: updates W − W_pre are undefined at epoch 0
+    span = max(last - first, 1)
+    ax.set_xlim(first - 0.04 * span, last + 0.04 * span)
     finish_axes(ax, title, "fine-tuning epoch (0 = pre-trained)", series.ylabel, series.what)
     return ax

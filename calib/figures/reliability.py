@@ -23,9 +23,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_reliability", "plot_reliability_groups"]
+__all__ = [
+    "SPARSE_BIN",
+    "plot_reliability",
+    "plot_reliability_groups",
+    "legends_below",
+    "run_reliability_series",
+]
 
-_STYLES = (("-", "o", 0.0), ("--", "s", 0.35), (":", "^", 0.55), ("-.", "D", 0.2))
+#: line style and marker of the i-th series of a panel: every one solid enough to read in print
+_STYLES = (("-", "o"), ("--", "s"), ("-.", "^"), ((0, (5, 1.5, 1, 1.5, 1, 1.5)), "D"))
+
+#: A bin with fewer samples than this is drawn hollow and left out of the joining line: its
+#: accuracy is too noisy (1–3 samples give 0 %, 33 %, 50 %, 100 %) to read as a trend.
+SPARSE_BIN = 5
 
 _GROUP_TITLES = {
     "all": "all test samples",
@@ -34,11 +45,18 @@ _GROUP_TITLES = {
 }
 
 
-def _shade(color: str, towards_white: float) -> tuple[float, float, float]:
-    from matplotlib.colors import to_rgb
+def _series_color(label: str, group: str, i: int) -> str:
+    """A selector's colour when the label names one (``+ γ (pcv)``), black for the uncalibrated
+    model, else the sample group's colour (the looks of :mod:`calib.figures.style`)."""
+    from calib.figures.seen_absent import _selector_of
+    from calib.figures.style import selector_look
 
-    r, g, b = to_rgb(color)
-    return (r + (1 - r) * towards_white, g + (1 - g) * towards_white, b + (1 - b) * towards_white)
+    if label.split(" (")[0] in ("fine-tuned", "uncalibrated"):
+        return selector_look("uncalibrated").color
+    name = _selector_of(label)
+    if name is not None and name != "uncalibrated":
+        return selector_look(name).color
+    return group_look(group).color
 
 
 def _uses_shares(diagrams: Mapping[str, ReliabilityDiagram]) -> bool:
@@ -53,67 +71,59 @@ def _uses_shares(diagrams: Mapping[str, ReliabilityDiagram]) -> bool:
 
 
 def _draw_series(
-    ax: Axes,
-    count_ax: Axes | None,
-    d: ReliabilityDiagram,
-    label: str,
-    i: int,
-    shares: bool,
-    largest: int,
+    ax: Axes, count_ax: Axes | None, d: ReliabilityDiagram, label: str, i: int, shares: bool
 ) -> None:
-    """Series ``i``: sized bin markers, a faint joining line, and its step in the count strip."""
-    linestyle, marker, lighten = _STYLES[i % len(_STYLES)]
-    color = _shade(group_look(d.group).color, lighten)
-    full = d.count > 0
-    # marker area ∝ bin count: a bin of 2 samples at accuracy 0 must not look like a trend
-    ax.scatter(
-        d.confidence[full],
-        d.accuracy[full],
-        s=8 + 160 * d.count[full] / largest,
-        color=color,
-        marker=marker,
-        edgecolors="white",
-        linewidths=0.5,
-        zorder=4 + 0.1 * i,
-        clip_on=False,  # a full bin at confidence ≈ 1 sits on the frame
-    )
-    ax.plot(
-        d.confidence[full],
-        d.accuracy[full],
-        color=color,
-        linestyle=linestyle,
-        linewidth=1.1,
-        alpha=0.7,
-        marker=marker,
-        markersize=5,
-        markevery=[],  # the legend shows the marker; the sized scatter draws the points
-        label=label,
-        zorder=3,
-    )
+    """Series ``i`` in %: full bins as filled markers joined by a line, sparse bins hollow
+    and unjoined, and the series' step in the count strip."""
+    linestyle, marker = _STYLES[i % len(_STYLES)]
+    color = _series_color(label, d.group, i)
+    full = d.count >= SPARSE_BIN
+    sparse = (d.count > 0) & ~full
+    # unclipped: a full bin at confidence 100 % sits on the frame
+    ax.plot(100 * d.confidence[full], 100 * d.accuracy[full], color=color, linestyle=linestyle,
+            linewidth=1.6, marker=marker, markersize=5.5, markeredgecolor="white",
+            markeredgewidth=0.5, label=label, zorder=3 + 0.1 * i, clip_on=False)  # fmt: skip
+    if sparse.any():
+        ax.plot(100 * d.confidence[sparse], 100 * d.accuracy[sparse], linestyle="none",
+                marker=marker, markersize=4.5, markerfacecolor="none", markeredgecolor=color,
+                markeredgewidth=0.9, alpha=0.8, zorder=2.5, clip_on=False)  # fmt: skip
     if count_ax is not None and d.n_samples:
-        values = d.count / d.n_samples
+        values = 100.0 * d.count / d.n_samples
         if not shares:
-            widths = np.diff(d.edges)
+            widths = 100.0 * np.diff(d.edges)
             with np.errstate(invalid="ignore", divide="ignore"):
                 values = np.where(widths > 0, values / widths, 0.0)
-        count_ax.stairs(values, d.edges, color=color, linestyle=linestyle, linewidth=1.4)
+        count_ax.stairs(values, 100 * d.edges, color=color, linestyle=linestyle, linewidth=1.4)
+
+
+def _sparse_key(ax: Axes) -> None:
+    """The legend, with one entry saying what a hollow marker is."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
+                          markeredgecolor="0.3", markersize=4.5))  # fmt: skip
+    labels.append(f"hollow: bin of < {SPARSE_BIN} samples (not joined)")
+    ax.legend(handles, labels, loc="upper left", fontsize="small", framealpha=0.9)
 
 
 def _finish_axes(ax: Axes, count_ax: Axes | None, title: str | None, shares: bool) -> None:
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("accuracy")
+    # a little beyond 0–100 %: markers at confidence or accuracy 100 % are not cut
+    ax.set_xlim(-2.0, 102.0)
+    ax.set_ylim(-2.0, 102.0)
+    ax.set_ylabel("accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    _sparse_key(ax)
     if title:
         ax.set_title(title)
+    xlabel = "confidence: top-label probability (%)"
     if count_ax is None:
-        ax.set_xlabel("confidence (top-label probability)")
+        ax.set_xlabel(xlabel)
     else:
-        count_ax.set_xlim(0.0, 1.0)
+        count_ax.set_xlim(-2.0, 102.0)
         count_ax.set_ylim(bottom=0.0)
-        count_ax.set_ylabel("share of\nsamples" if shares else "density")
-        count_ax.set_xlabel("confidence (top-label probability)")
+        count_ax.set_ylabel("samples\nper bin (%)" if shares else "density\n(% per %)")
+        count_ax.set_xlabel(xlabel)
         count_ax.grid(True, alpha=0.3)
         ax.tick_params(labelbottom=False)
 
@@ -125,16 +135,19 @@ def plot_reliability(
     *,
     count_ax: Axes | None = None,
 ) -> Axes:
-    """Draw reliability diagrams (accuracy against confidence per bin) into one panel.
+    """Draw reliability diagrams (accuracy against confidence per bin, in %) into one panel.
 
     Args:
         diagrams: series label → diagram; the legend shows each label with its ECE.
         ax: the axes to draw into; default a new figure with a count strip below.
         title: optional axes title.
-        count_ax: axes for the strip of samples per bin (share per bin for common
-            equal-width bins, else density per unit of confidence); with ``ax`` given and no
-            ``count_ax`` there is no strip. The markers' area is proportional to the bin's
-            count either way.
+        count_ax: axes for the strip of samples per bin (% of the series' samples for common
+            equal-width bins, else density in % per % of confidence); with ``ax`` given and
+            no ``count_ax`` there is no strip. Bins of fewer than :data:`SPARSE_BIN` samples
+            are hollow markers, not joined by the series' line.
+
+    Confidence, accuracy and ECE are drawn in %. The series' lines are in ``ax.lines`` after
+    the diagonal, in the order given; each series' sparse bins follow its line.
 
     Returns:
         The reliability axes (``ax.figure`` is the figure, e.g. for ``save_figure``).
@@ -151,13 +164,12 @@ def plot_reliability(
 
         fig = Figure(figsize=(4.2, 5.0), layout="constrained")
         ax, count_ax = fig.subplots(2, 1, sharex=True, height_ratios=(4, 1))
-    ax.plot([0, 1], [0, 1], color="0.55", linewidth=1.0, linestyle="--", zorder=1)
+    ax.plot([0, 100], [0, 100], color="0.55", linewidth=1.0, linestyle="--", zorder=1)
     shares = _uses_shares(diagrams)
-    largest = max(max(int(d.count.max()), 1) for d in diagrams.values())
     sizes = {d.n_samples for d in diagrams.values()}
     for i, (label, d) in enumerate(diagrams.items()):
         n_text = f", n={d.n_samples}" if len(sizes) > 1 else ""
-        _draw_series(ax, count_ax, d, f"{label} (ECE {d.ece:.3f}{n_text})", i, shares, largest)
+        _draw_series(ax, count_ax, d, f"{label} (ECE {100 * d.ece:.1f} %{n_text})", i, shares)
     if len(sizes) == 1 and title:
         title = f"{title} (n = {sizes.pop()})"
     _finish_axes(ax, count_ax, title, shares)
@@ -193,7 +205,65 @@ def plot_reliability_groups(
         )
         if j:
             axes[0, j].set_ylabel("")
-            axes[1, j].set_ylabel("")
+    # one range for every count strip, so that their heights compare across panels
+    top = max(strip.get_ylim()[1] for strip in axes[1])
+    for strip in axes[1]:
+        strip.set_ylim(0.0, top)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def legends_below(fig: Figure, n_panels: int) -> None:
+    """Move each panel's legend under its count strip: inside, it hides low-confidence bins.
+
+    ``fig``: a figure of :func:`plot_reliability_groups` with ``n_panels`` panels."""
+    from matplotlib.transforms import offset_copy
+
+    top, strips = fig.axes[:n_panels], fig.axes[n_panels : 2 * n_panels]
+    for ax, strip in zip(top, strips, strict=True):
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+        legend.remove()
+        below = offset_copy(strip.transAxes, fig=fig, y=-34, units="points")  # under the xlabel
+        strip.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                     bbox_transform=below, fontsize="small")  # fmt: skip
+
+
+def run_reliability_series(
+    prob: Mapping[str, Mapping], with_temperature: str | None = None
+) -> dict[str, tuple[float, object]]:
+    """The series of a run's reliability figure: label → (γ, T), from its probability results.
+
+    Args:
+        prob: ``results["probability"]`` (:func:`calib.run.probability_stage.probability_results`):
+            ``{"calibrated": {selector: {"gamma", "temperature", "gamma_and_T": {...}}}}``.
+        with_temperature: the selector whose γ is also shown with its T (default ``pcv``
+            when present, else ``alg``, else the first); the others' T are in the table.
+
+    Returns:
+        ``{"fine-tuned": (0, 1), "+ γ (<selector>)": (γ, 1) for every selector, "+ γ + T
+        (<selector>, T = t)": (γ, (T_S, T_U))}``.
+    """
+    calibrated = prob.get("calibrated", {})
+    series: dict[str, tuple[float, object]] = {"fine-tuned": (0.0, 1.0)}
+    for name, entry in calibrated.items():
+        series[f"+ γ ({name})"] = (float(entry["gamma"]), 1.0)
+    if with_temperature is None:
+        with_temperature = next((n for n in ("pcv", "alg") if n in calibrated), None)
+        with_temperature = with_temperature or next(iter(calibrated), None)
+    if with_temperature is not None:
+        if with_temperature not in calibrated:
+            raise ValueError(
+                f"with_temperature={with_temperature!r}: prob has no such selector; it has "
+                f"{sorted(calibrated)}"
+            )
+        entry = calibrated[with_temperature]
+        t = entry["gamma_and_T"]
+        series[f"+ γ + T ({with_temperature}, T = {entry['temperature']:.2f})"] = (
+            float(entry["gamma"]),
+            (float(t["temperature_seen"]), float(t["temperature_absent"])),
+        )
+    return series

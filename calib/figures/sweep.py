@@ -31,6 +31,7 @@ __all__ = [
     "histories_by_group",
     "METRIC_NAMES",
     "metric_axis",
+    "SWEEP_METRICS",
     "plot_sweep",
     "plot_sweep_histories",
     "write_sweep_figures",
@@ -139,7 +140,7 @@ METRIC_NAMES = {
     "hmean": "hmean of Acc S/Y and U/Y",
     "ausuc": "AUSUC",
     "ncm_acc_all": "NCM Acc Y/Y",
-    "ncm_acc_absent": "NCM Acc U/(S ∪ U)",
+    "ncm_acc_absent": "NCM Acc U/Y",
     "gamma": "γ",
     "gamma_alg": "ALG γ",
 }
@@ -181,13 +182,22 @@ def _ticks(labels: Sequence[str]) -> tuple[str | None, list[str]]:
     return None, list(labels)
 
 
+#: The panels of the sweep figure: what γ buys (Acc U/Y), what it costs (Acc S/Y), the net
+#: (Acc Y/Y) and the γ-free AUSUC.
+SWEEP_METRICS = ("acc_absent", "acc_seen", "acc_all", "ausuc")
+
+
 def plot_sweep(
     groups: Sequence[RunGroup],
-    metrics: Sequence[str] = ("ausuc", "acc_absent"),
+    metrics: Sequence[str] = SWEEP_METRICS,
     variants: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """One panel per metric: per group, the mean ± sample std over seeds of each variant.
+    """One panel per metric: per group, the mean (± sample std over seeds) of each variant.
+
+    Default panels (:data:`SWEEP_METRICS`): Acc U/Y, the S/Y cost of γ, Acc Y/Y and AUSUC.
+    Error bars are drawn only for groups of two or more seeds; with one seed per group the
+    markers have no bars and the legend no bar glyphs.
 
     Variants (default all: pre-trained, fine-tuned, then each selector's fine-tuned + γ) are
     drawn side by side in their style look. A selector whose values equal the fine-tuned ones
@@ -202,7 +212,7 @@ def plot_sweep(
         metrics = (metrics,)
     if not metrics:
         raise ValueError("metrics is empty: name at least one metric to draw")
-    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3.5) * len(metrics) / 1.4 + 2.5, 5.4),
+    fig = Figure(figsize=(max(3.2, 0.9 * len(groups) + 1.5) * len(metrics) + 2.5, 4.8),
                  layout="constrained")  # fmt: skip
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     x = np.arange(len(groups))
@@ -211,15 +221,20 @@ def plot_sweep(
         shown = [v for v in series if not _invariant(series, v) and (series[v]["n"] > 0).any()]
         scale, ylabel = metric_axis(metric)
         width = 0.8 / max(len(shown), 1)
+        n = sorted({int(k) for v in shown for k in series[v]["n"] if k})
+        spread = bool(n) and n[-1] > 1
         for j, variant in enumerate(shown):
             look = _variant_look(variant)
             s = series[variant]
-            ax.errorbar(x + (j - (len(shown) - 1) / 2) * width, scale * s["mean"],
-                        yerr=np.nan_to_num(scale * s["std"]), linestyle="none", marker=look.marker,
-                        markersize=look.markersize * 0.8, color=look.color, capsize=3,
-                        markeredgecolor="black", markeredgewidth=0.5, label=variant_label(variant),
-                        zorder=look.zorder)  # fmt: skip
-        n = sorted({int(k) for v in shown for k in series[v]["n"] if k})
+            at = x + (j - (len(shown) - 1) / 2) * width
+            kwargs = dict(linestyle="none", marker=look.marker, markersize=look.markersize * 0.8,
+                          color=look.color, markeredgecolor="black", markeredgewidth=0.5,
+                          label=variant_label(variant), zorder=look.zorder)  # fmt: skip
+            if spread:
+                ax.errorbar(at, scale * s["mean"], yerr=np.nan_to_num(scale * s["std"]),
+                            capsize=3, **kwargs)  # fmt: skip
+            else:  # one seed: no spread to show, no bar glyph in the legend
+                ax.plot(at, scale * s["mean"], **kwargs)
         key, ticks = _ticks([g.label for g in groups])
         tilt = sum(len(t) for t in ticks) > 60
         ax.set_xticks(x, ticks, rotation=20 if tilt else 0, ha="right" if tilt else "center")
@@ -228,7 +243,8 @@ def plot_sweep(
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_title(f"{METRIC_NAMES.get(metric, metric)}", fontsize="medium")
         seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}" if n else "0"
-        ax.set_xlabel(f"{key or 'sweep group'} (mean ± sample std over {seeds} seeds)")
+        how = f"mean ± sample std over {seeds} seeds" if spread else "one seed each"
+        ax.set_xlabel(f"{key or 'sweep group'} ({how})")
     legend_outside(axes[-1])
     what = "Sweep: before and after γ"
     fig.suptitle(wrap_title(f"{what} — {title}" if title else what, 100), fontsize="medium")
@@ -269,7 +285,7 @@ def write_sweep_figures(
     *,
     title: str | None = None,
     formats: Sequence[str] = ("png",),
-    metrics: Sequence[str] = ("ausuc", "acc_absent"),
+    metrics: Sequence[str] = SWEEP_METRICS,
     history_metrics: Sequence[str] = ("acc_absent", "ausuc"),
 ) -> dict[str, list[Path]]:
     """Write ``sweep.<fmt>`` (:func:`plot_sweep`) and, with histories, ``sweep_<metric>_vs_epoch.<fmt>``

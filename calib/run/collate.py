@@ -11,7 +11,7 @@ a number, :data:`IGNORE_KEYS`); a run's label names its swept keys only
                             per group (the CSV holds the per-run rows only)
     collated_groups.csv     the grouped rows (mean, std, n per metric)
     collated_wide.csv       one row per run, every key of its results
-    figures/sweep.png       per group: AUSUC and Acc U/Y before and after γ
+    figures/sweep.png       per group: Acc U/Y, S/Y, Y/Y and AUSUC before and after γ
     figures/sweep_<m>_vs_epoch.png   every run's per-epoch curve (its history.jsonl), if any
 
 A run without ``meta.config`` (results written before it was recorded) is its own group,
@@ -237,7 +237,9 @@ def collate_dir(
     atomic_write_text(f"{prefix}_wide.csv", rows_to_csv(wide))
     atomic_write_text(f"{prefix}.md", text + "\n")
     if figures:
-        write_sweep_figures_of(root, runs, groups, prefix.parent / "figures", title)
+        # the figures name the sweep's folder, not its absolute path
+        figure_title = sweep_title(Path(root).name or str(root), runs)
+        write_sweep_figures_of(root, runs, groups, prefix.parent / "figures", figure_title)
     if not paper:
         return text
     per_setting, average = paper_rows(runs)

@@ -9,15 +9,15 @@ earlier run stays beside these results) and prints the tables. Rank 0 only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
-from calib.run.probability_stage import format_probability_table, write_reliability_figure
-from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure, plot_curves
+from calib.run.probability_stage import format_probability_table
+from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure
 from calib.run.results import format_table, write_results
 from calib.run.settings import EvalConfig
 from calib.run.stage_plan import StagePlan
@@ -36,37 +36,55 @@ def write_outputs(
     name: str,
     plot: bool,
     eval_cfg: EvalConfig,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> None:
     """Write ``results``, draw the figures (when ``plot`` and ``eval_cfg.figures``) and print.
 
     Args:
         ex: the run's extractions, plus WiSE-FT's ``"alpha"`` test logits when it has them.
-        title: the figures' title (None: untitled); the tables' title is ``title or name``.
+        title: the tables' title (None: ``name``). The figures' titles say what they show
+            and on which domain (``name``), never the run's folder or overrides.
         name: the target domain's name.
+        class_names: the domain's class names (index = label), for figures that show classes.
     """
     write_results(results, run_dir)
     _remove_figures(run_dir)  # an earlier run's figures would not show these results
     if plot and eval_cfg.figures:
-        plot_curves(
-            results,
-            ex["pretrained_test"],
-            ex["finetuned_test"],
-            split,
-            run_dir / "curve.png",
-            title,
-        )
-        write_reliability_figure(
-            ex, split, None, results["probability"], run_dir / "reliability.png", title
-        )
-        if plan.history is not None:
-            from calib.figures.dynamics import write_dynamics_figures
-
-            formats = ("png", "pdf") if eval_cfg.figures_pdf else ("png",)
-            write_dynamics_figures(run_dir, title=title or name, formats=formats)
-        if "alpha" in ex:
-            plot_alpha_tradeoff_figure(ex, split, run_dir / "alpha_tradeoff.png", title)
+        _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_names)
     print(format_table(results, title=title or name))
     print("\n" + format_probability_table(results["probability"], title="probabilities"))
+
+
+def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_names) -> None:
+    from calib.figures.display import ReliabilityDisplay, SeenAbsentDisplay
+    from calib.figures.files import save_figure
+    from calib.figures.reliability import run_reliability_series
+
+    pre, ft = ex["pretrained_test"], ex["finetuned_test"]
+    gammas = {sel: m["gamma"] for sel, m in results["calibrated"].items()}
+    curve = SeenAbsentDisplay.from_predictions(
+        {"pre-trained": pre.logits, "fine-tuned": ft.logits}, ft.labels, split.seen,
+        split.absent, gammas=gammas,
+        title=f"{name}: seen–absent trade-off over γ, each selector's γ marked",
+    )  # fmt: skip
+    save_figure(curve.figure_, run_dir / "curve.png")
+    prob = results["probability"]
+    reliability = ReliabilityDisplay.from_predictions(
+        ft.logits, ft.labels, split.seen, split.absent,
+        series=run_reliability_series(prob), n_bins=int(prob["finetuned"]["n_bins"]),
+        title=f"{name}: reliability of the fine-tuned model's confidence, before and after γ",
+    )  # fmt: skip
+    save_figure(reliability.figure_, run_dir / "reliability.png")
+    if plan.history is not None:
+        from calib.figures.dynamics import write_dynamics_figures
+
+        formats = ("png", "pdf") if eval_cfg.figures_pdf else ("png",)
+        write_dynamics_figures(run_dir, title=name, formats=formats, class_names=class_names)
+    if "alpha" in ex:
+        plot_alpha_tradeoff_figure(
+            ex, split, run_dir / "alpha_tradeoff.png", f"{name}: WiSE-FT's α path against γ"
+        )
 
 
 #: The figures a run draws into its folder (``figures/``: the training dynamics).
