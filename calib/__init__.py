@@ -20,6 +20,8 @@ _API = {
     "SeenAbsentCurve": "calib.metrics.curve",
     "ausuc": "calib.metrics.curve",
     "ncm_report": "calib.metrics.ncm",
+    "premise_check": "calib.metrics.premise",
+    "PremiseCheck": "calib.metrics.premise",
     "LogitBiasCalibrator": "calib.estimator.calibrator",
     "PseudoSplit": "calib.selectors",
     "make_pseudo_splits": "calib.pseudo_cv",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from calib.metrics.accuracy import accuracy_report
     from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
     from calib.metrics.ncm import ncm_report
+    from calib.metrics.premise import PremiseCheck, premise_check
     from calib.models import Classifier, create_model
     from calib.pseudo_cv import make_pseudo_splits
     from calib.registry import Registry
@@ -65,6 +68,7 @@ __all__ = [
     "Extracted",
     "LogitBiasCalibrator",
     "NotFittedError",
+    "PremiseCheck",
     "PseudoSplit",
     "Registry",
     "SELECTORS",
@@ -79,6 +83,7 @@ __all__ = [
     "extraction_loader",
     "make_pseudo_splits",
     "ncm_report",
+    "premise_check",
     "register_selector",
     "run_pipeline",
     "seen_absent_curve",
