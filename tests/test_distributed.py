@@ -20,7 +20,7 @@ from calib.data import ClassSplit, Domain
 from calib.data.tensor_dataset import TensorImageDataset
 from calib.distributed import ShardSampler, interleave_shards, launch_env
 from calib.extract import extract, extraction_loader
-from calib.run.pipeline import run_pipeline
+from calib.run.pipeline import RunPlan, run_pipeline
 from calib.run.settings import CalibrationConfig, EvalConfig, PCVConfig
 from calib.train import TrainConfig, train
 from calib.train.loop import convert_sync_batchnorm
@@ -253,7 +253,7 @@ def _blobs(n: int, n_classes: int, dim: int, seed: int = 0, shift: float = 0.0):
     return torch.utils.data.TensorDataset(x, labels)
 
 
-def _pipeline_kwargs(run_dir: Path) -> dict:
+def _pipeline_plan(run_dir: Path) -> RunPlan:
     target_train = _blobs(240, N_CLASSES, 16, seed=1, shift=0.5)  # a shifted target domain
     target = Domain(
         train=target_train,
@@ -270,7 +270,7 @@ def _pipeline_kwargs(run_dir: Path) -> dict:
         name="blobs_source",
     )
     finetune = TrainConfig(optimizer="sgd", lr=0.05, epochs=3, batch_size=16, seed=5)
-    return dict(
+    return RunPlan(
         target=target,
         split=ClassSplit.explicit(list(SEEN), None, num_classes=N_CLASSES),
         make_model=MLP,
@@ -281,15 +281,15 @@ def _pipeline_kwargs(run_dir: Path) -> dict:
         ),
         source=source,
         source_train=TrainConfig(optimizer="sgd", lr=0.1, epochs=2, batch_size=32, seed=6),
-        eval=EvalConfig(batch_size=8, amp=False),  # per process; 61 rows -> uneven shards
+        # per process; 61 rows -> uneven shards
+        eval=EvalConfig(batch_size=8, amp=False, figures=False),
         device="cpu",
         progress=False,
-        plot=False,
     )
 
 
 def _pipeline_worker(rank: int, world: int, run_dir: str, out_dir: str) -> None:
-    results = run_pipeline(**_pipeline_kwargs(Path(run_dir)))
+    results = run_pipeline(_pipeline_plan(Path(run_dir)))
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
@@ -311,7 +311,7 @@ def test_two_gloo_processes_give_the_one_process_metrics_and_gamma(tmp_path):
     BatchNorm (per-rank batch statistics would differ from whole-batch ones on the CPU, where
     SyncBatchNorm is unavailable) and no dropout (its masks are drawn per rank).
     """
-    one = run_pipeline(**_pipeline_kwargs(tmp_path / "one"))
+    one = run_pipeline(_pipeline_plan(tmp_path / "one"))
     run_group(_pipeline_worker, 2, str(tmp_path / "two"), str(tmp_path))
     two, two_rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert two == two_rank1  # every rank computes the same results from the gathered rows

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import calib
-from calib.run import NON_IDENTITY_KEYS, StaleRunError, build_plan, run_pipeline
+from calib.run import NON_IDENTITY_KEYS, RunPlan, StaleRunError, build_plan, run_pipeline
 from calib.run.stages import StageStore
 from experiments.run import folder_name, run_folder
 from tests.conftest import tiny_config
@@ -60,17 +60,19 @@ def test_stage_records_refuse_a_python_caller_too(demo_copy):
     longer = dataclasses.replace(plan.finetune, epochs=plan.finetune.epochs + 1)
     with pytest.raises(StaleRunError, match=r"finetune \(.*epochs"):
         run_pipeline(
-            target=plan.target,
-            split=plan.split,
-            make_model=plan.make_model,
-            finetune=longer,
-            calibration=plan.calibration,
-            source=plan.source,
-            source_train=plan.source_train,
-            eval=plan.eval,
-            run_dir=run_dir,
-            progress=False,
-            device="cpu",
+            RunPlan(
+                target=plan.target,
+                split=plan.split,
+                make_model=plan.make_model,
+                finetune=longer,
+                calibration=plan.calibration,
+                source=plan.source,
+                source_train=plan.source_train,
+                eval=plan.eval,
+                run_dir=run_dir,
+                progress=False,
+                device="cpu",
+            )
         )
 
 

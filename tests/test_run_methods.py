@@ -113,7 +113,7 @@ def test_oracle_all_without_absent_training_data_is_refused(demo_run):
         method=MethodConfig("oracle_all"),
         target=SimpleNamespace(train=only_seen, name="digits (S only)"),
         split=plan.split,
-        _model=plan.make_model,
+        initial_model=plan.make_model,
     )
     with pytest.raises(ConfigError, match="no training sample of the absent classes U"):
         _method(fake)

@@ -1,9 +1,16 @@
 """The main job, from plain Python: (source model →) fine-tune on S → extract → fit γ → report.
 
-:func:`run_pipeline` takes built objects (domains, a class split, a model factory, training
-configs) and leaves in ``run_dir``::
+A run is one :class:`RunPlan`: the built objects (domains, a class split, a model factory,
+training configs, the method, the selectors, extraction settings, the run folder) and the
+stages they make, planned once (:attr:`RunPlan.stage_plan`). :func:`calib.run.plan.build_plan`
+builds one from a config mapping; a Python user builds one directly::
 
-    run.json           the config leaves the run was made with (written by a RunPlan)
+    plan = RunPlan(target=target, split=split, make_model=make, finetune=cfg, run_dir="out")
+    results = run_pipeline(plan)        # the same as plan.run()
+
+and :func:`run_pipeline` leaves in ``run_dir``::
+
+    run.json           the config leaves the run was made with (a plan with a config)
     stages.json        every stage's key and identity (see calib.run.stages)
     source/ | <cache>  source-model training checkpoints (shared cache: calib.run.source_cache)
     finetune/          fine-tuning checkpoints
@@ -17,20 +24,21 @@ configs) and leaves in ``run_dir``::
 
 Before any work every stage's key is compared with the folder's records: a folder made with
 other settings is refused, naming what changed (:class:`calib.run.stages.StaleRunError`).
-A killed run started again with the same arguments resumes at its last checkpoint and skips
+A killed run started again with the same plan resumes at its last checkpoint and skips
 finished stages.
 
-Under ``torchrun`` every rank runs :func:`run_pipeline` with the same arguments: all ranks
-train (DDP, global batch sizes as configured) and extract their shard of each dataset
-(gathered into dataset order on every rank), every rank computes the same results, and only
-rank 0 writes files and prints. ``run_dir`` must be the same path, on a shared file system.
+Under ``torchrun`` every rank runs :func:`run_pipeline` with the same plan: all ranks train
+(DDP, global batch sizes as configured) and extract their shard of each dataset (gathered
+into dataset order on every rank), every rank computes the same results, and only rank 0
+writes files and prints. ``run_dir`` must be the same path, on a shared file system.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +50,9 @@ from torch.utils.data import Subset
 from calib import distributed
 from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.run.identity import identity_leaves
 from calib.run.method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
-from calib.run.probability_stage import (
-    probability_results,
-)
+from calib.run.probability_stage import probability_results
 from calib.run.report_metrics import alpha_results
 from calib.run.run_outputs import run_results, write_outputs
 from calib.run.runner import Runner, weights_sha256
@@ -57,7 +64,7 @@ from calib.run.stages import StageStore
 from calib.selectors import PseudoSplit
 from calib.train import TrainConfig, resolve_device
 
-__all__ = ["run_pipeline", "model_identity"]
+__all__ = ["RunPlan", "run_pipeline", "model_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -70,47 +77,195 @@ def model_identity(model: nn.Module) -> dict[str, str]:
     }
 
 
-def _pretrained(
-    runner: Runner,
-    plan: StagePlan,
-    model: nn.Module,
-    source: Domain | None,
-    cfg: TrainConfig | None,
-) -> nn.Module:
+@dataclass(kw_only=True)
+class RunPlan:
+    """Everything one run needs, built and validated; :meth:`run` executes it.
+
+    Attributes:
+        target: the target domain; ``target.train`` (augmenting transform) is fine-tuned on,
+            ``target.train_eval`` (same samples, evaluation transform) and ``target.test``
+            are scored.
+        split: the seen (fine-tuning) classes S and absent classes U of the target domain.
+        make_model: builds the (pre-trained or randomly initialised) model; called once, under
+            ``torch.manual_seed(seed)``, unless ``model`` is given.
+        finetune: training config of the fine-tuning on S.
+        run_dir: where everything is written; rerunning with the same folder resumes.
+        method: how to fine-tune (default ``full``: plain fine-tuning).
+        calibration: the γ selectors to fit (default: alg, oracle).
+        eval: extraction settings and figures (default ``EvalConfig()``).
+        source: a source domain (all classes) to train on first, giving the "pre-trained"
+            model; ``source_train`` is its training config (required with ``source``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...; under ``torchrun`` ``"auto"`` and
+            ``"cuda"`` mean this process's ``cuda:LOCAL_RANK``.
+        seed: seeds the model's initialisation (training seeds come with the train configs).
+        progress: show progress bars.
+        cache_dir: where finished source models are shared between runs (``None``: in the
+            run folder).
+        name: the run's name; ``title`` the table's and figures' (default ``name``; neither:
+            the tables are titled by the target's name, the figures untitled).
+        meta: settings stored under ``results["meta"]``.
+        config: the config mapping the plan was built from (:func:`calib.run.plan.build_plan`):
+            its identity leaves are folded into every stage key, checked against and recorded
+            in ``run_dir/run.json``; empty for a plan built in Python (the stages are then keyed
+            by the built objects alone, and no ``run.json`` is written).
+        model: the built, untrained model (``make_model()`` under the seed); built on first
+            use when not given. A run trains a copy: the plan keeps the one its stages are
+            keyed by.
+
+    ``stage_plan`` (not a constructor argument) holds the stages, planned once, on first use
+    (:func:`calib.run.plan.build_plan` plans them while it builds the plan). A copy made with
+    :func:`dataclasses.replace` plans its own.
+    """
+
+    target: Domain
+    split: ClassSplit
+    make_model: Callable[[], nn.Module]
+    finetune: TrainConfig
+    run_dir: Path
+    method: MethodConfig = field(default_factory=MethodConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: Domain | None = None
+    source_train: TrainConfig | None = None
+    device: str | torch.device = "auto"
+    seed: int = 0
+    progress: bool = True
+    cache_dir: Path | None = None
+    name: str | None = None
+    title: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+    stage_plan: StagePlan | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)
+        if self.source is not None and self.source_train is None:
+            raise ValueError("a source domain needs a source_train config (source_train=None)")
+        if self.split.num_classes != self.target.num_classes:
+            raise ValueError(
+                f"the class split is for {self.split.num_classes} classes but "
+                f"{self.target.name} has {self.target.num_classes}"
+            )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The config leaves that can change a number (see :mod:`calib.run.identity`)."""
+        return identity_leaves(self.config)
+
+    def stages(self, config_leaves: Mapping[str, Any] | None = None) -> StagePlan:
+        """The run's stages with their keys (:class:`calib.run.stage_plan.StagePlan`).
+
+        Planned once and kept in :attr:`stage_plan`. ``config_leaves``: other identity leaves
+        to fold in instead of the plan's own (``{}`` keys the stages by the built objects
+        alone); such a plan is computed afresh and not kept.
+        """
+        if config_leaves is not None:
+            return self._plan_stages(config_leaves)
+        if self.stage_plan is None:
+            self.stage_plan = self._plan_stages(self.identity)
+        return self.stage_plan
+
+    def _plan_stages(self, config_leaves: Mapping[str, Any]) -> StagePlan:
+        return plan_stages(
+            target=self.target,
+            split=self.split,
+            model_identity=model_identity(self.initial_model()),
+            finetune=self.finetune,
+            method=self.method,
+            calibration=self.calibration,
+            eval_cfg=self.eval,
+            source=self.source,
+            source_train=self.source_train,
+            seed=self.seed,
+            config_leaves=config_leaves,
+        )
+
+    def initial_model(self) -> nn.Module:
+        """The untrained model the stages are keyed by (built under ``seed`` on first use)."""
+        if self.model is None:
+            torch.manual_seed(self.seed)  # a random initialisation, or head, is the same each run
+            self.model = self.make_model()
+        return self.model
+
+    def run(self) -> dict[str, Any]:
+        """:func:`run_pipeline` of this plan."""
+        return run_pipeline(self)
+
+
+def run_pipeline(plan: RunPlan) -> dict[str, Any]:
+    """Run the whole experiment of ``plan`` and write its results; returns the results dict.
+
+    Raises:
+        TypeError: ``plan`` is not a :class:`RunPlan`.
+        calib.run.stages.StaleRunError: ``plan.run_dir`` holds stages computed from other
+            inputs (nothing is computed).
+    """
+    if not isinstance(plan, RunPlan):
+        raise TypeError(
+            "run_pipeline takes a RunPlan (calib.run.build_plan(config) or "
+            f"calib.run.RunPlan(target=..., split=..., ...)), got plan={plan!r:.80}"
+        )
+    stages = plan.stages()
+    store = StageStore(plan.run_dir)
+    leaves = plan.identity if plan.config else None
+    if leaves is not None:
+        store.check_config(leaves)
+    store.check(stages.all())  # before any work: never serve another run's numbers
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if leaves is not None:
+        store.write_config(leaves, dict(plan.config))
+    device = resolve_device(plan.device)
+    model = copy.deepcopy(plan.initial_model())  # trained; the plan keeps the untrained one
+    with distributed.distributed_context(device) as ctx:
+        cache = SourceCache(plan.cache_dir) if plan.cache_dir is not None else None
+        runner = Runner(
+            plan.run_dir, device, plan.eval, plan.progress and ctx.is_main, store, cache
+        )
+        results, ex = _execute(runner, plan, stages, model)
+        results["meta"].update({"world_size": ctx.world_size, **plan.meta})
+        if ctx.is_main:  # every rank computed the same results; one writes and prints them
+            title = plan.title or plan.name
+            write_outputs(
+                results, ex, stages, plan.split, plan.run_dir, title, plan.target.name, True,
+                plan.eval,
+            )  # fmt: skip
+        distributed.barrier()  # the results exist when any rank returns
+        return results
+
+
+def _pretrained(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module) -> nn.Module:
     """Stage 1: the pre-trained model (trained on the source domain first, when given)."""
-    if source is not None:
-        assert cfg is not None
-        runner.train_source(plan.pretrained, model, source.train, cfg)
+    if plan.source is not None:
+        assert plan.source_train is not None
+        runner.train_source(stages.pretrained, model, plan.source.train, plan.source_train)
     else:
-        runner.store.record(plan.pretrained)
+        runner.store.record(stages.pretrained)
     return model
 
 
 def _finetuned(
-    runner: Runner,
-    plan: StagePlan,
-    pretrained: nn.Module,
-    target: Domain,
-    split: ClassSplit,
-    cfg: TrainConfig,
-    method: MethodConfig,
+    runner: Runner, plan: RunPlan, stages: StagePlan, pretrained: nn.Module
 ) -> nn.Module:
-    """Stage 2: fine-tune a copy of the pre-trained model with ``method`` on the target's S
-    samples (S ∪ U for a method that declares it), with the per-epoch evaluation into
-    ``history.jsonl`` when ``eval.every_epochs`` > 0."""
-    if plan.finetune_rows is None or plan.finetune_rows.size == 0:
+    """Stage 2: fine-tune a copy of the pre-trained model with the plan's method on the
+    target's S samples (S ∪ U for a method that declares it), with the per-epoch evaluation
+    into ``history.jsonl`` when ``eval.every_epochs`` > 0."""
+    target, split, method = plan.target, plan.split, plan.method
+    if stages.finetune_rows is None or stages.finetune_rows.size == 0:
         raise ValueError(f"{target.name} has no training sample of the seen classes")
     callback = None
-    if plan.history is not None:
+    if stages.history is not None:
         from calib.dynamics import EpochEvaluator, HistoryWriter, linear_head_weight
 
-        runner.store.record(plan.history)
+        runner.store.record(stages.history)
         callback = EpochEvaluator(
             target.test,
             split,
             HistoryWriter(runner.run_dir),
             train_set=target.train_eval,
-            epochs=cfg.epochs,
+            epochs=plan.finetune.epochs,
             every=runner.eval_cfg.every_epochs,
             batch_size=runner.eval_cfg.batch_size,
             num_workers=runner.eval_cfg.num_workers,
@@ -120,10 +275,11 @@ def _finetuned(
                 linear_head_weight(prepared_pretrained(pretrained, method))
             ),
         )
-    subset = Subset(target.train, plan.finetune_rows.tolist())
+    subset = Subset(target.train, stages.finetune_rows.tolist())
     return finetune_with_method(
-        runner, plan.finetune, pretrained, method, subset, cfg, split, on_epoch_end=callback
-    )
+        runner, stages.finetune, pretrained, method, subset, plan.finetune, split,
+        on_epoch_end=callback,
+    )  # fmt: skip
 
 
 def _detached(weight: torch.Tensor | None) -> torch.Tensor | None:
@@ -131,24 +287,21 @@ def _detached(weight: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _pseudo_splits(
-    runner: Runner,
-    plan: StagePlan,
-    pretrained: nn.Module,
-    target: Domain,
-    split: ClassSplit,
-    cfg: TrainConfig,
-    method: MethodConfig,
+    runner: Runner, plan: RunPlan, stages: StagePlan, pretrained: nn.Module
 ) -> list[PseudoSplit]:
     """PCV: fine-tune with the run's method on pseudo-seen classes of S, score held-out S data,
     k times (no U data). The pseudo run's absent classes are pseudo-absent ∪ U."""
+    assert plan.calibration.pcv is not None
+    cfg = plan.calibration.pcv.finetune or plan.finetune
+    target, split = plan.target, plan.split
     splits = []
-    for (train_stage, score_stage), sub in zip(plan.pcv, plan.pcv_subsets, strict=True):
+    for (train_stage, score_stage), sub in zip(stages.pcv, stages.pcv_subsets, strict=True):
         absent = np.union1d(sub.pseudo_absent, np.asarray(split.absent))
         pseudo = ClassSplit(
             tuple(sub.pseudo_seen.tolist()), tuple(absent.tolist()), split.num_classes
         )
         fit = Subset(target.train, sub.fit_rows.tolist())
-        model = finetune_with_method(runner, train_stage, pretrained, method, fit, cfg, pseudo)
+        model = finetune_with_method(runner, train_stage, pretrained, plan.method, fit, cfg, pseudo)
         scored = runner.extract(
             score_stage, model, Subset(target.train_eval, sub.heldout_rows.tolist())
         )
@@ -164,132 +317,23 @@ def _pseudo_splits(
     return splits
 
 
-def _fit_selectors(runner, plan, calibration, split, ex, pseudo) -> dict[str, LogitBiasCalibrator]:
+def _fit_selectors(
+    runner: Runner, plan: RunPlan, stages: StagePlan, ex, pseudo
+) -> dict[str, LogitBiasCalibrator]:
     """Every selector of the run, fitted and saved (``calibrators/NAME.json``)."""
     calibrators = {}
-    for name in calibration.selectors:
-        runner.store.record(plan.selectors[name])
-        cal = fit_selector(name, calibration.params(name), split, ex, pseudo)
+    for name in plan.calibration.selectors:
+        runner.store.record(stages.selectors[name])
+        cal = fit_selector(name, plan.calibration.params(name), plan.split, ex, pseudo)
         if distributed.is_main():
             cal.save(runner.run_dir / "calibrators" / f"{name}.json")
         calibrators[name] = cal
     return calibrators
 
 
-def run_pipeline(
-    *,
-    target: Domain,
-    split: ClassSplit,
-    make_model: Callable[[], nn.Module],
-    finetune: TrainConfig,
-    run_dir: str | os.PathLike,
-    method: MethodConfig | None = None,
-    calibration: CalibrationConfig | None = None,
-    source: Domain | None = None,
-    source_train: TrainConfig | None = None,
-    eval: EvalConfig | None = None,  # noqa: A002 - mirrors the config group name
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    title: str | None = None,
-    meta: Mapping[str, Any] | None = None,
-    plot: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-    config_leaves: Mapping[str, Any] | None = None,
-    config_record: Mapping[str, Any] | None = None,
-    model: nn.Module | None = None,
-) -> dict[str, Any]:
-    """Run the whole experiment and write its results; returns the results dict.
-
-    Args:
-        target: the target domain; ``target.train`` (augmenting transform) is fine-tuned on,
-            ``target.train_eval`` (same samples, evaluation transform) and ``target.test`` are scored.
-        split: the seen (fine-tuning) classes S and absent classes U of the target domain.
-        make_model: builds the (pre-trained or randomly initialised) model; called once, under
-            ``torch.manual_seed(seed)``, unless ``model`` is given.
-        finetune: training config of the fine-tuning on S.
-        method: how to fine-tune (default ``MethodConfig()``: ``full``, plain fine-tuning).
-        run_dir: where everything is written; rerunning with the same directory resumes.
-        calibration: the γ selectors to fit (default ``CalibrationConfig()``: alg, oracle).
-        source: a source domain (all classes) to train on first, giving the "pre-trained" model.
-        source_train: training config of the source model (required with ``source``).
-        eval: extraction settings (default ``EvalConfig()``).
-        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ...; under ``torchrun`` ``"auto"``
-            and ``"cuda"`` mean this process's ``cuda:LOCAL_RANK``.
-        seed: seeds the model's initialisation (training seeds come with the train configs).
-        progress: show progress bars.
-        title: table title.
-        meta: settings to store under ``results["meta"]``.
-        plot: draw the run's figures (as ``eval.figures``; both must be on).
-        cache_dir: where finished source models are shared between runs (``None``: in the run
-            folder).
-        config_leaves: the config's identity leaves (from :func:`calib.run.plan.build_plan`),
-            folded into the stage identities and checked against ``run_dir/run.json``.
-        config_record: the whole config, recorded in ``run_dir/run.json``.
-        model: the already built pre-trained model (``make_model()`` under the seed); it is
-            trained in place when there is a source domain.
-
-    Raises:
-        calib.run.stages.StaleRunError: ``run_dir`` holds stages computed from other inputs
-            (nothing is computed).
-    """
-    if source is not None and source_train is None:
-        raise ValueError("a source domain needs a source_train config")
-    if split.num_classes != target.num_classes:
-        raise ValueError(
-            f"the class split is for {split.num_classes} classes but {target.name} has {target.num_classes}"
-        )
-    calibration = CalibrationConfig() if calibration is None else calibration
-    method = MethodConfig() if method is None else method
-    eval = EvalConfig() if eval is None else eval  # noqa: A001
-    run_dir = Path(run_dir)
-    device = resolve_device(device)
-    if model is None:
-        torch.manual_seed(seed)  # a randomly initialised model, or head, is the same in every run
-        model = make_model()
-    plan = plan_stages(
-        target=target,
-        split=split,
-        model_identity=model_identity(model),
-        finetune=finetune,
-        method=method,
-        calibration=calibration,
-        eval_cfg=eval,
-        source=source,
-        source_train=source_train,
-        seed=seed,
-        config_leaves=config_leaves,
-    )
-    store = StageStore(run_dir)
-    if config_leaves is not None:
-        store.check_config(config_leaves)
-    store.check(plan.all())  # before any work: never serve another run's numbers
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config_leaves is not None:
-        store.write_config(config_leaves, dict(config_record or {}))
-    with distributed.distributed_context(device) as ctx:
-        runner = Runner(
-            run_dir,
-            device,
-            eval,
-            progress and ctx.is_main,
-            store,
-            SourceCache(cache_dir) if cache_dir is not None else None,
-        )
-        results, ex = _execute(
-            runner, plan, model, target, split, finetune, method, calibration, source, source_train
-        )
-        results["meta"].update({"world_size": ctx.world_size, **(dict(meta) if meta else {})})
-        if ctx.is_main:  # every rank computed the same results; one writes and prints them
-            write_outputs(results, ex, plan, split, run_dir, title, target.name, plot, eval)
-        distributed.barrier()  # the results exist when any rank returns
-        return results
-
-
-def _execute(
-    runner, plan, model, target, split, finetune, method, calibration, source, source_train
-):
+def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module):
     """The stages in order; returns the results (without the run's settings) and the logits."""
+    target, split, method = plan.target, plan.split, plan.method
     if distributed.is_main():
         log.info(
             "run dir: %s; device: %s; S = %d classes, U = %d classes",
@@ -298,35 +342,33 @@ def _execute(
             len(split.seen),
             len(split.absent),
         )
-    pretrained = _pretrained(runner, plan, model, source, source_train)
-    finetuned = _finetuned(runner, plan, pretrained, target, split, finetune, method)
+    pretrained = _pretrained(runner, plan, stages, model)
+    finetuned = _finetuned(runner, plan, stages, pretrained)
     start = prepared_pretrained(pretrained, method)  # the pre-trained row: where it starts
     datasets = [target.train_eval, target.test, target.train_eval, target.test]
     ex = {
         tag: runner.extract(stage, start if tag.startswith("pre") else finetuned, ds)
-        for (tag, stage), ds in zip(plan.extracts.items(), datasets, strict=True)
+        for (tag, stage), ds in zip(stages.extracts.items(), datasets, strict=True)
     }
-    pseudo = None
-    if calibration.needs_pcv:
-        assert calibration.pcv is not None
-        pcv_cfg = calibration.pcv.finetune or finetune
-        pseudo = _pseudo_splits(runner, plan, pretrained, target, split, pcv_cfg, method)
-    calibrators = _fit_selectors(runner, plan, calibration, split, ex, pseudo)
-    results = run_results(ex, split, calibrators, target, runner.device, plan.keys())
+    pseudo = (
+        _pseudo_splits(runner, plan, stages, pretrained) if plan.calibration.needs_pcv else None
+    )
+    calibrators = _fit_selectors(runner, plan, stages, ex, pseudo)
+    results = run_results(ex, split, calibrators, target, runner.device, stages.keys())
     results["probability"] = probability_results(ex, split, calibrators, pseudo)
     results["meta"]["method"] = method.name
     results["meta"]["method_params"] = dict(method.params)
     results["meta"]["uses_absent_data"] = method.spec.uses_absent_data
-    if plan.alpha:
-        subset = Subset(target.train, plan.finetune_rows.tolist())
+    if stages.alpha:
+        subset = Subset(target.train, stages.finetune_rows.tolist())
         by_alpha = alpha_tradeoff_logits(
             runner,
-            plan.finetune,
-            plan.alpha,
+            stages.finetune,
+            stages.alpha,
             pretrained,
             method,
             subset,
-            finetune,
+            plan.finetune,
             split,
             target.test,
         )

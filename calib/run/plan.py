@@ -13,7 +13,6 @@ user can pass a dict with the same keys as ``conf/config.yaml``::
 
 from __future__ import annotations
 
-import copy
 import functools
 import importlib
 import importlib.util
@@ -21,7 +20,6 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,9 @@ import torch
 from torch import nn
 
 from calib import distributed
-from calib.data import ClassSplit, Domain, dataset_targets
+from calib.data import Domain, dataset_targets
 from calib.run.identity import identity_leaves
+from calib.run.pipeline import RunPlan
 from calib.run.schema import ConfigError, check_config
 from calib.run.sections import (
     build_calibration,
@@ -43,7 +42,7 @@ from calib.run.sections import (
     source_spec,
     wrap,
 )
-from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig
+from calib.run.settings import EvalConfig
 from calib.run.stages import StageStore
 from calib.train import TrainConfig
 from calib.train.optim import create_optimizer
@@ -107,95 +106,6 @@ def _resolve_progress(value: Any) -> bool:
     return sys.stderr.isatty() if value == "auto" else bool(value)
 
 
-@dataclass
-class RunPlan:
-    """Everything one run needs, built and validated; :meth:`run` executes it."""
-
-    name: str
-    run_dir: Path
-    target: Domain
-    split: ClassSplit
-    make_model: Callable[[], nn.Module]
-    finetune: TrainConfig
-    calibration: CalibrationConfig
-    method: MethodConfig
-    eval: EvalConfig
-    source: Domain | None = None
-    source_train: TrainConfig | None = None
-    device: str = "auto"
-    seed: int = 0
-    progress: bool = True
-    cache_dir: Path | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    model: nn.Module | None = None
-    title: str | None = None  # of the table and figures; default ``name``
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """The config leaves that can change a number (see :mod:`calib.run.identity`)."""
-        return identity_leaves(self.config)
-
-    def stages(self, config_leaves: Mapping[str, Any] | None = None):
-        """The run's stages with their keys (:class:`calib.run.stage_plan.StagePlan`).
-
-        ``config_leaves``: the identity leaves to fold in (default the plan's own; ``{}`` keys
-        the stages by the built objects alone, as for a Python caller of ``run_pipeline``).
-        """
-        from calib.run.pipeline import model_identity
-        from calib.run.stage_plan import plan_stages
-
-        return plan_stages(
-            target=self.target,
-            split=self.split,
-            model_identity=model_identity(self._model()),
-            finetune=self.finetune,
-            method=self.method,
-            calibration=self.calibration,
-            eval_cfg=self.eval,
-            source=self.source,
-            source_train=self.source_train,
-            seed=self.seed,
-            config_leaves=self.identity if config_leaves is None else config_leaves,
-        )
-
-    def _model(self) -> nn.Module:
-        if self.model is None:
-            import torch
-
-            torch.manual_seed(self.seed)
-            self.model = self.make_model()
-        return self.model
-
-    def run(self) -> dict[str, Any]:
-        from calib.run.pipeline import run_pipeline
-
-        # a copy is trained: the plan's model (shared by dataclasses.replace copies of the plan)
-        # stays the untrained one that stages() keys the run by
-        model = copy.deepcopy(self._model())
-        return run_pipeline(
-            target=self.target,
-            split=self.split,
-            make_model=self.make_model,
-            finetune=self.finetune,
-            method=self.method,
-            run_dir=self.run_dir,
-            calibration=self.calibration,
-            source=self.source,
-            source_train=self.source_train,
-            eval=self.eval,
-            device=self.device,
-            seed=self.seed,
-            progress=self.progress,
-            title=self.title or self.name,
-            meta=self.meta,
-            cache_dir=self.cache_dir,
-            config_leaves=self.identity,
-            config_record=self.config,
-            model=model,
-        )
-
-
 def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None) -> RunPlan:
     """Validate ``cfg`` (the keys of ``conf/config.yaml``) and build a :class:`RunPlan`.
 
@@ -254,6 +164,7 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     )
 
     dry_run(plan)  # builds the model once (kept for the run) and runs one batch through it
+    plan.stages()  # the stages and their keys, planned once: the run uses these
     return plan
 
 
@@ -373,7 +284,7 @@ def _one_batch(plan: RunPlan) -> None:
         raise ConfigError(f"dataset: {plan.target.name} has no training sample")
     items = [dataset[i] for i in range(n)]
     x = torch.stack([torch.as_tensor(item[0]) for item in items])
-    model = plan._model()
+    model = plan.initial_model()
     was_training = model.training
     model.eval()
     try:
@@ -449,7 +360,7 @@ def _method(plan: RunPlan) -> None:
                 "sample of the absent classes U"
             )
     try:
-        method.spec.prepare(copy.deepcopy(plan._model()), method.params)
+        method.spec.prepare(copy.deepcopy(plan.initial_model()), method.params)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"finetune.method_options: {err}") from err
 
@@ -462,7 +373,12 @@ def _gradients(plan: RunPlan) -> None:
     method = plan.method
     try:
         check_gradients(
-            method.spec, method.params, plan._model(), plan.target.train, plan.split, plan.finetune
+            method.spec,
+            method.params,
+            plan.initial_model(),
+            plan.target.train,
+            plan.split,
+            plan.finetune,
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"finetune.method={method.name}: {err}") from err
@@ -481,7 +397,7 @@ def dry_run(plan: RunPlan) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     try:
-        plan._model()
+        plan.initial_model()
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise ConfigError(f"invalid model: {msg}") from err
@@ -492,7 +408,7 @@ def dry_run(plan: RunPlan) -> None:
     n_seen = int(np.isin(labels, plan.split.seen).sum())
     if n_seen == 0:
         raise ConfigError(f"split: {plan.target.name} has no training sample of the seen classes")
-    model = plan._model()
+    model = plan.initial_model()
     _optimizer_and_schedule(plan.finetune, n_seen, "scheduler", "optimizer", model)
     if plan.source is not None and plan.source_train is not None:
         _optimizer_and_schedule(
