@@ -6,7 +6,8 @@ settings, the keys of the stages it reads, the data it sees (dataset settings an
 of the sample list and transforms), the model settings — and its *key* is the SHA-256 of that
 dict's canonical JSON. A stage whose recorded key differs from the current one is never served.
 
-The config keys that cannot change a number are declared once, in :data:`NON_IDENTITY_KEYS`.
+The config keys that cannot change a number are declared once, beside their type and meaning
+in the config schema (:mod:`calib.run.schema`), and listed in :data:`NON_IDENTITY_KEYS`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from calib.run.schema import non_identity_keys
 
 __all__ = [
     "NON_IDENTITY_KEYS",
@@ -33,27 +36,9 @@ __all__ = [
 ]
 
 #: Config keys (dotted; a key covers everything below it) that change where or how fast a run
-#: computes, never what it computes. Everything else is part of some stage's identity.
-NON_IDENTITY_KEYS: tuple[str, ...] = (
-    "name",  # the run's label (folder and table title)
-    "run_dir",
-    "cache_dir",
-    "device",
-    "progress",
-    "eval.batch_size",
-    "eval.num_workers",
-    "eval.figures",
-    "eval.figures_pdf",
-    "finetune.num_workers",
-    "source_train.num_workers",
-    "dataset.root",
-    "dataset.list_dir",
-    "dataset.check_sample",
-    "source.root",
-    "source.list_dir",
-    "source.check_sample",
-    "calibration.pcv.finetune.num_workers",
-)
+#: computes, never what it computes. Everything else is part of some stage's identity. Declared
+#: with each key in :data:`calib.run.schema.SCHEMA` (``identity=False``), read from there.
+NON_IDENTITY_KEYS: tuple[str, ...] = non_identity_keys()
 
 
 def _plain(value: Any) -> Any:

@@ -20,7 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCHEMA", "check_config", "config_help", "describe_key", "ConfigError"]
+__all__ = [
+    "SCHEMA",
+    "check_config",
+    "config_help",
+    "describe_key",
+    "non_identity_keys",
+    "ConfigError",
+]
 
 
 class ConfigError(ValueError):
@@ -84,11 +91,27 @@ _AMP = _either(_bool(), _choice("auto", "bf16", "fp16", "off"))
 _AUTO_BOOL = _either(_bool(), _choice("auto"))
 
 
-def _key(spec: tuple[Check, str], help: str) -> tuple[Check, str, str]:
-    """A leaf of :data:`SCHEMA`: its check, what it must be, and its one-line description."""
+class _Leaf(tuple):
+    """A leaf of :data:`SCHEMA`: ``(check, what it must be, one-line description)``, and
+    ``identity``: whether its value can change a number (see :func:`non_identity_keys`)."""
+
+    identity: bool
+
+    def __new__(cls, check: Check, need: str, help: str, identity: bool = True) -> _Leaf:
+        leaf = super().__new__(cls, (check, need, help))
+        leaf.identity = identity
+        return leaf
+
+
+def _key(spec: tuple[Check, str], help: str, *, identity: bool = True) -> _Leaf:
+    """A leaf of :data:`SCHEMA`: its check, what it must be, and its one-line description.
+
+    ``identity=False`` declares that the key changes where or how fast a run computes, never
+    what it computes (a device, a loader's workers, a folder): it keys no stage.
+    """
     if not help:
         raise ValueError("every config key needs a description")
-    return (*spec, help)
+    return _Leaf(*spec, help, identity)
 
 
 class _Section(dict):
@@ -103,12 +126,14 @@ class _Section(dict):
 class _Open:
     """An open section: any keys, checked where they are used (a builder's arguments, ...).
 
-    ``known`` describes the keys the shipped configs use; ``each`` any other key.
+    ``known`` describes the keys the shipped configs use; ``each`` any other key;
+    ``not_identity``: the known keys that change no number (see :func:`_key`).
     """
 
     help: str
     each: str
     known: Mapping[str, str] = field(default_factory=dict)
+    not_identity: tuple[str, ...] = ()
 
 
 _TRAIN = {
@@ -119,7 +144,7 @@ _TRAIN = {
     ),
     "amp": _key(_AMP, "mixed precision on GPU: auto | bf16 | fp16 | off"),
     "channels_last": _key(_AUTO_BOOL, "channels-last memory format: auto = on CUDA | true | false"),
-    "num_workers": _key(_int(0), "data-loading processes"),
+    "num_workers": _key(_int(0), "data-loading processes", identity=False),
     "grad_clip": _key(_opt(_num(0, strict=True)), "max global gradient norm; null = no clipping"),
     "label_smoothing": _key(_num(0), "cross-entropy label smoothing in [0, 1)"),
     "sync_batchnorm": _key(_bool(), "SyncBatchNorm across torchrun processes (CUDA only)"),
@@ -141,17 +166,25 @@ _DATASET_KEYS = {
     "list_dir": "folder of the sample lists; null = the shipped paper lists",
     "check_sample": "check only this many listed files at start; null = all",
 }
+#: Where the data set lives and how much of it is checked at start: no number depends on it.
+_DATASET_NOT_IDENTITY = ("root", "list_dir", "check_sample")
 
 #: Known keys per section, each with its description: a leaf ``(check, need, description)``,
 #: a closed section (``_Section``) or an open one (``_Open``, keys checked where used).
 SCHEMA: dict[str, Any] = {
-    "name": _key(_str(), "run name: output folder and table title"),
+    "name": _key(_str(), "run name: output folder and table title", identity=False),
     "seed": _key(_int(0), "seed of the model's initialisation and of every training run"),
-    "device": _key(_str(), "auto | cpu | cuda | cuda:1 ..."),
-    "progress": _key(_AUTO_BOOL, "progress bars: auto = only on a terminal | true | false"),
-    "run_dir": _key(_opt(_str()), "where the run writes; null = outputs/<name>/<overrides>"),
+    "device": _key(_str(), "auto | cpu | cuda | cuda:1 ...", identity=False),
+    "progress": _key(
+        _AUTO_BOOL, "progress bars: auto = only on a terminal | true | false", identity=False
+    ),
+    "run_dir": _key(
+        _opt(_str()), "where the run writes; null = outputs/<name>/<overrides>", identity=False
+    ),
     "cache_dir": _key(
-        _opt(_str()), "finished source models, shared by every run with the same source settings"
+        _opt(_str()),
+        "finished source models, shared by every run with the same source settings",
+        identity=False,
     ),
     "imports": _key(
         _list(_str(), "module names or .py paths"),
@@ -161,11 +194,13 @@ SCHEMA: dict[str, Any] = {
         "the target domain: a data set and its builder's arguments",
         "an argument of the data set's builder (calib.data.DATASETS)",
         _DATASET_KEYS,
+        _DATASET_NOT_IDENTITY,
     ),
     "source": _Open(
         "the source domain, trained first (the pre-trained model); null = none; unset keys = dataset's",
         "an argument of the source data set's builder (calib.data.DATASETS)",
         _DATASET_KEYS,
+        _DATASET_NOT_IDENTITY,
     ),
     "model": _Section(
         "the classifier",
@@ -307,6 +342,8 @@ SCHEMA: dict[str, Any] = {
                     "finetune": _Open(
                         "fine-tuning keys of the pseudo runs; null = the main fine-tuning's",
                         "overrides that key of the fine-tuning in the pseudo runs",
+                        {k: leaf[2] for k, leaf in _TRAIN.items()},
+                        tuple(k for k, leaf in _TRAIN.items() if not leaf.identity),
                     ),
                 },
             ),
@@ -315,14 +352,16 @@ SCHEMA: dict[str, Any] = {
     "eval": _Section(
         "extraction and the per-epoch evaluation",
         {
-            "batch_size": _key(_int(1), "extraction batch size per process"),
-            "num_workers": _key(_int(0), "extraction data-loading processes"),
+            "batch_size": _key(_int(1), "extraction batch size per process", identity=False),
+            "num_workers": _key(_int(0), "extraction data-loading processes", identity=False),
             "amp": _key(_bool(), "mixed precision on GPU"),
             "every_epochs": _key(
                 _int(0), "evaluate at epoch 0 and every k fine-tuning epochs; 0 = off"
             ),
-            "figures": _key(_bool(), "draw the run's figures; false: numbers and tables only"),
-            "figures_pdf": _key(_bool(), "also write the figures as PDF"),
+            "figures": _key(
+                _bool(), "draw the run's figures; false: numbers and tables only", identity=False
+            ),
+            "figures_pdf": _key(_bool(), "also write the figures as PDF", identity=False),
         },
     ),
 }
@@ -348,6 +387,21 @@ def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -
             _check(value, spec, f"{name}.")
         elif not spec[0](value):
             raise ConfigError(f"{name} must be {spec[1]}, got {value!r}")
+
+
+def non_identity_keys(schema: Mapping[str, Any] | None = None, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of :data:`SCHEMA` declared to change no number (``identity=False``;
+    ``_Open.not_identity``), in declaration order: :data:`calib.run.identity.NON_IDENTITY_KEYS`.
+    """
+    out: list[str] = []
+    for key, spec in (SCHEMA if schema is None else schema).items():
+        if isinstance(spec, _Open):
+            out += [f"{prefix}{key}.{k}" for k in spec.not_identity]
+        elif isinstance(spec, Mapping):
+            out += non_identity_keys(spec, f"{prefix}{key}.")
+        elif not spec.identity:
+            out.append(f"{prefix}{key}")
+    return tuple(out)
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
