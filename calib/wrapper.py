@@ -633,7 +633,9 @@ def calibrate(
         if spec.needs_labels:
             if extracted.labels is None:
                 raise ValueError(
-                    f"method {method!r} needs labels, but the loader's batches have none"
+                    f"method {method!r} needs labels, but the loader's batches have none (a "
+                    "dict batch keeps them under 'label' or 'labels'; name another key with "
+                    "batch_keys={'label': ...})"
                 )
             fit_data["labels"] = extracted.labels
         if needs_width:

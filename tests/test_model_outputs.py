@@ -196,6 +196,8 @@ def test_dict_batch_errors_name_the_keys():
         extract(Net(), [x], progress=False, batch_keys={"inputs": "x"})
     with pytest.raises(ValueError, match=r"batch_keys\['label'\] must be a key .* got 3"):
         calibrate(Net(), [x], SEEN, batch_keys={"label": 3})
+    with pytest.raises(ValueError, match=r"needs labels, .* under 'label' or 'labels'"):
+        calibrate(Net(), [{"image": x}], SEEN, progress=False)
     # a tensor entry the model has no parameter for is not dropped silently (a misnamed mask)
     with pytest.raises(TypeError, match=r"tensor entries \['mask'\] .* Net.forward takes \['x'\]"):
         extract(Net(), [{"image": x, "label": y, "mask": torch.ones(8)}], progress=False)
