@@ -17,7 +17,7 @@ from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
 from calib.run.probability_stage import format_probability_table
-from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure
+from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure, premise_results
 from calib.run.results import format_table, write_results
 from calib.run.settings import EvalConfig
 from calib.run.stage_plan import StagePlan
@@ -141,4 +141,7 @@ def run_results(
         )
         metrics["gamma"] = cal.gamma_
         results["calibrated"][name] = metrics
+    results["premise"] = premise_results(
+        results, ex["pretrained_test"], ex["finetuned_test"], split
+    )
     return results
