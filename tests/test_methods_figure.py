@@ -70,13 +70,18 @@ def test_alpha_tradeoff_on_a_tiny_run_and_its_figure(tmp_path):
     ax = plot_alpha_tradeoff(curve, gamma, title="WiSE-FT α vs γ (tiny run)")
     lines = ax.get_lines()
     assert len(lines) == 3
-    np.testing.assert_array_equal(lines[2].get_xdata(), curve.acc_seen)
-    np.testing.assert_array_equal(lines[2].get_ydata(), curve.acc_absent)
-    assert ax.get_xlim() == (0.0, 1.0) and ax.get_ylim() == (0.0, 1.0)
+    # drawn in %, as every figure and table (the same product on both sides: exact)
+    np.testing.assert_array_equal(lines[2].get_xdata(), 100.0 * np.asarray(curve.acc_seen))
+    np.testing.assert_array_equal(lines[2].get_ydata(), 100.0 * np.asarray(curve.acc_absent))
+    assert ax.get_xlim() == (0.0, 100.0) and "%" in ax.get_xlabel()
+    assert ax.get_ylim() == (0.0, 100.0) and "%" in ax.get_ylabel()
     assert [t.get_text() for t in ax.texts] == ["α=0", "α=0.5", "α=1"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend[0].startswith("pre-trained") and f"{gamma['fine-tuned'].ausuc:.3f}" in legend[1]
-    assert f"area {curve.area:.3f}" in legend[2]
+    assert (
+        legend[0].startswith("pre-trained")
+        and f"{100 * gamma['fine-tuned'].ausuc:.1f}" in legend[1]
+    )
+    assert f"area {100 * curve.area:.1f}" in legend[2]
     path = tmp_path / "alpha_tradeoff.png"
     save_figure(ax.figure, path)
     assert path.stat().st_size > 10_000

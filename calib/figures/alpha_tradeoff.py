@@ -68,7 +68,7 @@ def plot_alpha_tradeoff(
 
         ax = Figure(figsize=(9.5, 5.5), layout="constrained").add_subplot()
     for label, curve in gamma_curves.items():
-        x, y = curve_xy(curve)
+        x, y = (100.0 * v for v in curve_xy(curve))  # in %, as every table and figure
         look = _curve_look(label)
         ax.plot(
             x,
@@ -77,11 +77,11 @@ def plot_alpha_tradeoff(
             linestyle=look.linestyle,
             linewidth=1.8,
             zorder=2.0,
-            label=f"{label}, γ swept (AUSUC {curve.ausuc:.3f})",
+            label=f"{label}, γ swept (AUSUC {100 * curve.ausuc:.1f})",
         )
     a = np.asarray(alpha_curve.alpha, dtype=np.float64)
-    x = np.asarray(alpha_curve.acc_seen, dtype=np.float64)
-    y = np.asarray(alpha_curve.acc_absent, dtype=np.float64)
+    x = 100.0 * np.asarray(alpha_curve.acc_seen, dtype=np.float64)
+    y = 100.0 * np.asarray(alpha_curve.acc_absent, dtype=np.float64)
     ax.plot(
         x,
         y,
@@ -90,8 +90,9 @@ def plot_alpha_tradeoff(
         markeredgecolor="black",
         markeredgewidth=0.5,
         label=(
-            f"WiSE-FT, α swept {a[0]:g}→{a[-1]:g}: area {alpha_curve.area:.3f} on its S/Y range"
-            + ("" if gamma_area is None else f"\n(γ curve of α = 1 there: {gamma_area:.3f})")
+            f"WiSE-FT, α swept {a[0]:g}→{a[-1]:g}: area {100 * alpha_curve.area:.1f} on its "
+            "S/Y range"
+            + ("" if gamma_area is None else f"\n(γ curve of α = 1 there: {100 * gamma_area:.1f})")
         ),
     )
     for k in _annotated(a, annotate):
@@ -129,11 +130,11 @@ def _label_side(x: np.ndarray, y: np.ndarray, k: int, dist: float = 9.0):
 
 
 def _finish(ax: Axes, title: str | None) -> None:
-    """The axes of every seen–absent figure: unit square, equal aspect, legend beside them."""
-    ax.set_xlabel("Acc S/Y (seen classes)")
-    ax.set_ylabel("Acc U/Y (absent classes)")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.0)
+    """The axes of every seen–absent figure: 0–100 % square, equal aspect, legend beside them."""
+    ax.set_xlabel("Acc S/Y, seen classes (%)")
+    ax.set_ylabel("Acc U/Y, absent classes (%)")
+    ax.set_xlim(0.0, 100.0)
+    ax.set_ylim(0.0, 100.0)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
     # beside the axes: inside, it would cover the curves' low-S/Y ends or the α path's

@@ -23,7 +23,7 @@ from calib.metrics.curve import seen_absent_curve
 from calib.metrics.ncm import ncm_report
 from calib.metrics.premise import premise_check
 
-__all__ = ["model_metrics", "ncm_metrics", "plot_curves", "premise_results"]
+__all__ = ["model_metrics", "ncm_metrics", "premise_results"]
 
 log = logging.getLogger(__name__)
 
@@ -111,41 +111,6 @@ def premise_results(
     if not check.holds:
         log.warning("%s", check.message)
     return check.to_dict()
-
-
-def _finetuned_label(meta) -> str:
-    """ "fine-tuned", with the method when it is not plain fine-tuning (WiSE-FT: its α)."""
-    method = meta.get("method", "full")
-    if method == "full":
-        return "fine-tuned"
-    alpha = meta.get("method_params", {}).get("alpha")
-    return f"fine-tuned ({method}{'' if alpha is None else f', α = {alpha:g}'})"
-
-
-def plot_curves(
-    results, pre_test: Extracted, ft_test: Extracted, split: ClassSplit, path: Path, title
-) -> None:
-    """``curve.png``: the pre-trained and fine-tuned seen–absent curves, each selector's γ."""
-    from calib.figures.files import save_figure, wrap_title
-    from calib.figures.seen_absent import plot_seen_absent_curves
-
-    curves = {
-        "pre-trained": seen_absent_curve(
-            pre_test.logits, pre_test.labels, split.seen, split.absent
-        ),
-        _finetuned_label(results.get("meta", {})): seen_absent_curve(
-            ft_test.logits, ft_test.labels, split.seen, split.absent
-        ),
-    }
-    labels = {f"γ {name} = {m['gamma']:+.2f}": name for name, m in results["calibrated"].items()}
-    points = {
-        label: (results["calibrated"][name]["acc_seen"], results["calibrated"][name]["acc_absent"])
-        for label, name in labels.items()
-    }
-    ax = plot_seen_absent_curves(
-        curves, points=points, selectors=labels, title=wrap_title(title, 60) if title else None
-    )
-    save_figure(ax.figure, path)
 
 
 def _alpha_curve(by_alpha, split: ClassSplit):
