@@ -48,7 +48,7 @@ from calib.data import ClassSplit
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.estimator.temperature import fitted_temperature
 from calib.extract import Extracted
-from calib.metrics.probability import probability_report, reliability_diagram
+from calib.metrics.probability import probability_report
 from calib.run.results import format_cell, markdown_table
 from calib.run.selector_data import selector_fit_data
 from calib.selectors import SELECTORS, PseudoSplit
@@ -305,7 +305,8 @@ def write_reliability_figure(
     selector: str | None = None,
     n_bins: int | None = None,
 ) -> None:
-    """Reliability diagrams (all, S, U) of fine-tuned vs + γ vs + γ + T, saved to ``path``.
+    """``reliability.png``: diagrams (all, S, U) of the fine-tuned model, + γ of every selector,
+    and + γ + T of one, drawn by :class:`calib.figures.display.ReliabilityDisplay`.
 
     Args:
         ex, split: as in :func:`probability_results`; ``ex["finetuned_test"]`` is drawn.
@@ -314,11 +315,13 @@ def write_reliability_figure(
         prob: the output of :func:`probability_results` (γ and T of each selector).
         path: the image file (format from the suffix), written atomically.
         title: the figure title.
-        selector: whose γ and T; default ``pcv`` when present, else ``alg``, else the first.
+        selector: whose γ is also shown with its T; default ``pcv`` when present, else
+            ``alg``, else the first.
         n_bins: equal-width bins; default those of ``prob``.
     """
+    from calib.figures.display import ReliabilityDisplay
     from calib.figures.files import save_figure
-    from calib.figures.reliability import plot_reliability_groups
+    from calib.figures.reliability import run_reliability_series
 
     name = selector if selector is not None else _figure_selector(prob)
     calibrated = prob.get("calibrated", {})
@@ -326,57 +329,16 @@ def write_reliability_figure(
         raise ValueError(
             f"selector={name!r}: prob has no such calibrated model; it has {sorted(calibrated)}"
         )
-    entry = calibrated[name]
-    if calibrators is not None and name in calibrators:
-        if float(calibrators[name].gamma_) != entry["gamma"]:
+    for other, cal in (calibrators or {}).items():
+        if other in calibrated and float(cal.gamma_) != calibrated[other]["gamma"]:
             raise ValueError(
-                f"calibrators[{name!r}].gamma_ = {calibrators[name].gamma_} but prob holds "
-                f"γ = {entry['gamma']}: prob is from other calibrators"
+                f"calibrators[{other!r}].gamma_ = {cal.gamma_} but prob holds "
+                f"γ = {calibrated[other]['gamma']}: prob is from other calibrators"
             )
     n_bins = int(prob["finetuned"]["n_bins"]) if n_bins is None else n_bins
     z, y = _numpy(ex["finetuned_test"])
-    t = entry["gamma_and_T"]
-    series = {
-        "fine-tuned": (0.0, 1.0),
-        f"+ γ ({name})": (entry["gamma"], 1.0),
-        f"+ γ + T ({name}, T = {_temperature_label(entry['temperature'])})": (
-            entry["gamma"],
-            (t["temperature_seen"], t["temperature_absent"]),
-        ),
-    }
-    groups = {
-        group: {
-            label: reliability_diagram(
-                z, y, split.seen, split.absent, gamma, temp, n_bins, group=group
-            )
-            for label, (gamma, temp) in series.items()
-        }
-        for group in ("all", "seen", "absent")
-    }
-    fig = plot_reliability_groups(groups, title=title)
-    _legends_below(fig, len(groups))
-    save_figure(fig, path)
-
-
-def _temperature_label(t: Any) -> str:
-    return f"{t[0]:.2f}/{t[1]:.2f}" if isinstance(t, list) else f"{t:.2f}"
-
-
-def _legends_below(fig: Any, n_panels: int) -> None:
-    """Move each panel's legend under its count strip: inside, it hides low-confidence bins."""
-    from matplotlib.transforms import offset_copy
-
-    top, strips = fig.axes[:n_panels], fig.axes[n_panels : 2 * n_panels]
-    for ax, strip in zip(top, strips, strict=True):
-        handles, labels = ax.get_legend_handles_labels()
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-        below = offset_copy(strip.transAxes, fig=fig, y=-34, units="points")  # under the xlabel
-        strip.legend(
-            handles,
-            labels,
-            loc="upper center",
-            bbox_to_anchor=(0.5, 0.0),
-            bbox_transform=below,
-            fontsize="small",
-        )
+    display = ReliabilityDisplay.from_predictions(
+        z, y, split.seen, split.absent, series=run_reliability_series(prob, name),
+        n_bins=n_bins, title=title,
+    )  # fmt: skip
+    save_figure(display.figure_, path)

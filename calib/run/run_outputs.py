@@ -16,7 +16,7 @@ from typing import Any
 from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
-from calib.run.probability_stage import format_probability_table
+from calib.run.probability_stage import format_probability_table, write_reliability_figure
 from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure, premise_results
 from calib.run.results import format_table, write_results
 from calib.run.settings import EvalConfig
@@ -57,9 +57,8 @@ def write_outputs(
 
 
 def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_names) -> None:
-    from calib.figures.display import ReliabilityDisplay, SeenAbsentDisplay
+    from calib.figures.display import SeenAbsentDisplay
     from calib.figures.files import save_figure
-    from calib.figures.reliability import run_reliability_series
 
     pre, ft = ex["pretrained_test"], ex["finetuned_test"]
     gammas = {sel: m["gamma"] for sel, m in results["calibrated"].items()}
@@ -69,13 +68,10 @@ def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_name
         title=f"{name}: seen–absent trade-off over γ, each selector's γ marked",
     )  # fmt: skip
     save_figure(curve.figure_, run_dir / "curve.png")
-    prob = results["probability"]
-    reliability = ReliabilityDisplay.from_predictions(
-        ft.logits, ft.labels, split.seen, split.absent,
-        series=run_reliability_series(prob), n_bins=int(prob["finetuned"]["n_bins"]),
+    write_reliability_figure(
+        ex, split, None, results["probability"], run_dir / "reliability.png",
         title=f"{name}: reliability of the fine-tuned model's confidence, before and after γ",
     )  # fmt: skip
-    save_figure(reliability.figure_, run_dir / "reliability.png")
     if plan.history is not None:
         from calib.figures.dynamics import write_dynamics_figures
 
