@@ -8,7 +8,8 @@
   each stage depends on, its key, and the run folder's records that refuse stale numbers.
 - :mod:`~calib.run.runner`, :mod:`~calib.run.source_cache`: cached, resumable training and
   extraction; source models shared between runs.
-- :mod:`~calib.run.pipeline`: ``run_pipeline``, the stages in order.
+- :mod:`~calib.run.pipeline`: :class:`RunPlan` (the built run and its stages, planned once)
+  and ``run_pipeline(plan)``, the stages in order.
 - :mod:`~calib.run.results`, :mod:`~calib.run.collate`: results schema, the one table
   renderer, and collation of many runs.
 
