@@ -25,7 +25,7 @@ def test_demo_writes_every_output(demo_run):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     on_disk = json.loads((run_dir / "results.json").read_text())
-    assert set(on_disk) == {"pretrained", "finetuned", "calibrated", "probability", "meta"}
+    assert set(on_disk) == {"pretrained", "finetuned", "calibrated", "probability", "premise", "meta"}
     assert list(on_disk["calibrated"]) == ["alg", "pcv", "prior", "oracle"]
     for metrics in [on_disk["pretrained"], on_disk["finetuned"], *on_disk["calibrated"].values()]:
         for key in ("acc_all", "acc_seen", "acc_absent", "hmean", "ausuc", "ncm_acc_all"):

@@ -230,7 +230,7 @@ def run_pipeline(plan: RunPlan) -> dict[str, Any]:
             title = plan.title or plan.name
             write_outputs(
                 results, ex, stages, plan.split, plan.run_dir, title, plan.target.name, True,
-                plan.eval,
+                plan.eval, class_names=plan.target.class_names,
             )  # fmt: skip
         distributed.barrier()  # the results exist when any rank returns
         return results

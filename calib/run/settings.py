@@ -99,7 +99,7 @@ class CalibrationConfig:
                 resolved[name] = spec.check_params(dict(given))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"calibration.options.{name}: {err}") from None
-            if spec.data == "pseudo_splits" and self.pcv is None:
+            if "pseudo_splits" in spec.kind.inputs and self.pcv is None:
                 raise ValueError(
                     f"selector {name!r} takes pseudo splits, but calibration.pcv is not set"
                 )
@@ -111,7 +111,7 @@ class CalibrationConfig:
 
     @property
     def needs_pcv(self) -> bool:
-        return any(SELECTORS.get(n).data == "pseudo_splits" for n in self.selectors)
+        return any("pseudo_splits" in SELECTORS.get(n).kind.inputs for n in self.selectors)
 
 
 @dataclass(frozen=True)
