@@ -16,18 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers_paper import compose_experiment
-
-#: The digits demo at one epoch per stage and two PCV splits: the whole pipeline in seconds.
-#: Without figures (drawing them took half of such a run): the tests that look at a run's
-#: figures draw them (the shared :func:`demo_run` does).
-TINY = [
-    "progress=false",
-    "source_train.epochs=1",
-    "finetune.epochs=1",
-    "calibration.pcv.num_splits=2",
-    "eval.figures=false",
-]
+from tests.helpers_run import tiny_config
 
 
 def pytest_configure(config):
@@ -82,7 +71,7 @@ def _session_lock(path: Path):
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Source models go to a session cache, never into the checkout's .cache/. The workers
-    share it (it is safe under concurrency: tests/test_run_source_cache.py), so each source
+    share it (it is safe under concurrency: tests/run/test_source_cache.py), so each source
     setting is trained once per session, not once per worker."""
     cache = _session_dir(tmp_path_factory) / "calib_cache"
     cache.mkdir(exist_ok=True)
@@ -90,11 +79,6 @@ def _private_cache(tmp_path_factory):
     mp.setenv("CALIB_CACHE_DIR", str(cache))
     yield
     mp.undo()
-
-
-def tiny_config(overrides: list[str] = ()) -> dict:
-    """The resolved config of the tiny demo plus ``overrides``."""
-    return compose_experiment("digits_demo", [*TINY, *overrides])
 
 
 @pytest.fixture(scope="session")

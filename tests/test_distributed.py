@@ -71,7 +71,9 @@ def test_local_device_gives_each_rank_its_gpu(monkeypatch):
     assert distributed.local_device("cuda") == torch.device("cuda", 1)
     assert distributed.local_device("cuda:1") == torch.device("cuda", 1)  # its own: kept
     with pytest.raises(ValueError, match="device=cuda:0: .* Use device=cuda"):
-        distributed.local_device("cuda:0")  # every rank on GPU 0 (tests/test_gpu_device_index)
+        distributed.local_device(
+            "cuda:0"
+        )  # every rank on GPU 0 (tests/test_distributed_device_index.py)
     assert distributed.local_device("cpu") == torch.device("cpu")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.helpers_run import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a source tree copy leaves behind: builds, caches, run folders, the environment.

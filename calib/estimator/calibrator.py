@@ -22,7 +22,7 @@ round z + γ and move samples across the decision boundary (43 of 20,000 bf16 ro
 **scikit-learn checks.** ``check_is_fitted``, ``clone``, ``get_params``/``set_params``, the HTML
 repr and ``__sklearn_tags__`` (a classifier) work. scikit-learn's generic estimator checks feed
 ``fit(X, y)`` arbitrary feature matrices; ``fit`` needs ``seen_classes`` (S is not a function of
-X and y), so the checks that fit cannot apply; ``tests/test_calibrator.py`` runs the ones that
+X and y), so the checks that fit cannot apply; ``tests/estimator/test_calibrator.py`` runs the ones that
 do and names the others with this reason.
 
 Files are JSON (no pickle): a format tag, a version, the parameters and the fitted state.
