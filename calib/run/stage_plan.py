@@ -24,6 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from calib.data import ClassSplit, Domain, dataset_targets
+from calib.pseudo_cv import PseudoSubset, pseudo_subsets
 from calib.run.identity import dataset_fingerprint, digest
 from calib.run.selector_data import run_temperature, selector_inputs
 from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
@@ -51,20 +52,16 @@ def sections(leaves: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, 
     }
 
 
-@dataclass(frozen=True)
-class PCVSubset:
-    """One pseudo split of S: pseudo-seen/absent classes and the train-set rows it uses."""
-
-    pseudo_seen: np.ndarray
-    pseudo_absent: np.ndarray
-    fit_rows: np.ndarray  # indices into the target train set: pseudo-seen, not held out
-    heldout_rows: np.ndarray  # indices: held-out samples of every S class
+#: One pseudo split of S: pseudo-seen/absent classes and the train-set rows it uses.
+PCVSubset = PseudoSubset
 
 
 def pcv_subsets(
     labels: np.ndarray, split: ClassSplit, pcv: PCVConfig, with_absent: bool = False
 ) -> list[PCVSubset]:
-    """The k pseudo splits of S (split j drawn from ``seed + j``); no U sample is used.
+    """The k pseudo splits of S (split j drawn from ``seed + j``); no U sample is used: the
+    run's settings handed to :func:`calib.pseudo_cv.pseudo_subsets`, the one implementation
+    that ``calib.make_pseudo_splits`` uses too.
 
     ``with_absent``: the method trains on its absent classes too (``oracle_all``), so a pseudo
     run trains on the pseudo-seen and pseudo-absent samples that are not held out.
@@ -72,30 +69,10 @@ def pcv_subsets(
     Raises:
         ValueError: fewer than 2 seen classes have training samples.
     """
-    seen = np.intersect1d(np.asarray(split.seen), labels)
-    if seen.size < 2:
-        raise ValueError(
-            "PCV splits the seen classes into pseudo-seen and pseudo-absent ones: it needs "
-            f"training samples of at least 2 seen classes, found {seen.size}"
-        )
-    out = []
-    for j in range(pcv.num_splits):
-        rng = np.random.default_rng(pcv.seed + j)
-        order = rng.permutation(seen)
-        n_absent = min(max(1, round(pcv.absent_fraction * seen.size)), seen.size - 1)
-        pseudo_absent, pseudo_seen = np.sort(order[:n_absent]), np.sort(order[n_absent:])
-        heldout = np.zeros(labels.size, dtype=bool)
-        for c in seen:
-            idx = np.flatnonzero(labels == c)
-            n_out = int(round(pcv.holdout_fraction * idx.size))
-            if idx.size >= 2:
-                n_out = min(max(1, n_out), idx.size - 1)
-            heldout[rng.choice(idx, size=n_out, replace=False)] = True
-        fit = ~heldout & np.isin(labels, seen if with_absent else pseudo_seen)
-        out.append(
-            PCVSubset(pseudo_seen, pseudo_absent, np.flatnonzero(fit), np.flatnonzero(heldout))
-        )
-    return out
+    return pseudo_subsets(
+        labels, split.seen, num_splits=pcv.num_splits, absent_fraction=pcv.absent_fraction,
+        holdout_fraction=pcv.holdout_fraction, seed=pcv.seed, with_absent=with_absent,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
