@@ -203,8 +203,8 @@ def error_line(err: BaseException) -> str | None:
         # logging's dictConfig wraps the log file's OSError in a ValueError
         cause = cause.__cause__
     if isinstance(cause, OSError) and cause.filename is not None:
-        reason = cause.strerror or str(cause)
-        return f"cannot write {cause.filename}: {reason}; nothing was changed there"
+        reason = cause.strerror or str(cause)  # reading or writing: "Permission denied", ...
+        return f"{cause.filename}: {reason}"
     if isinstance(cause, OSError) and str(cause).startswith("cannot "):  # calib.io's messages
         return str(cause)
     return None

@@ -398,7 +398,8 @@ def dry_run(plan: RunPlan) -> None:
         raise ConfigError(str(err)) from None
     try:
         plan.initial_model()
-    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as err:
+        # OSError: a model.weights file that is missing or unreadable
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise ConfigError(f"invalid model: {msg}") from err
     _one_batch(plan)

@@ -14,6 +14,7 @@ from tests.helpers_paper import CONF
 from tests.helpers_run import TINY, tiny_config
 
 BAD = [
+    ("model.weights=/nonexistent/w.pt", "invalid model: weights file not found: /nonexistent/w.pt"),
     ("finetune.lr_scale=abc", "finetune.lr_scale must be a number > 0, got 'abc'"),
     ("optimizer.lr=abc", "optimizer.lr must be a number > 0 or null, got 'abc'"),
     ("seed=abc", "seed must be an integer ≥ 0, got 'abc'"),
