@@ -131,7 +131,7 @@ def _pct(x: float) -> str:
 def _message(c: dict[str, Any]) -> str:
     uu = (
         f"U/U {_pct(c['acc_absent_absent_pretrained'])} → "
-        f"{_pct(c['acc_absent_absent_finetuned'])} % (change {-100 * c['drop']:+.1f} pts; "
+        f"{_pct(c['acc_absent_absent_finetuned'])} % (change {-100 * c['drop'] + 0.0:+.1f} pts; "
         f"noise bound on a drop {_pct(c['bound'])} pts, paired over n_U = {c['n_absent']})"
     )
     ausuc = f"AUSUC {_pct(c['ausuc_pretrained'])} → {_pct(c['ausuc_finetuned'])}"
