@@ -10,13 +10,38 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
-import pytest
-import torch
 
-from tests.helpers_run import tiny_config
+def cuda_tests_selected(argv: list[str], addopts: str = "") -> bool:
+    """Whether a pytest command line selects the CUDA-marked tests (``-m cuda``, ``-m "cuda and
+    not slow"``; not ``-m "not cuda"``)."""
+    args = [*shlex.split(addopts), *argv]
+    for i, arg in enumerate(args):
+        expr = args[i + 1] if arg == "-m" and i + 1 < len(args) else None
+        expr = arg[2:] if expr is None and arg.startswith("-m") and len(arg) > 2 else expr
+        if expr and re.search(r"(?<!not )\bcuda\b", expr):
+            return True
+    return False
+
+
+# Every test computes on CPU unless the CUDA-marked ones are asked for (`pytest -m cuda`): with a
+# GPU present, `device=auto` would move the tiny runs to CUDA bf16 and rank 1 of the two-process
+# tests would ask for cuda:1. Hidden before torch is imported (CUDA counts its devices once);
+# subprocesses inherit it, and the xdist workers inherit the controller's choice.
+if not os.environ.get("PYTEST_XDIST_WORKER") and not cuda_tests_selected(
+    sys.argv[1:], os.environ.get("PYTEST_ADDOPTS", "")
+):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.helpers_run import tiny_config  # noqa: E402
 
 
 def pytest_configure(config):
@@ -41,7 +66,10 @@ def pytest_collection_modifyitems(config, items):
         "cpu",
         pytest.param(
             "cuda",
-            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            ],
         ),
     ]
 )

@@ -143,6 +143,7 @@ def test_model_device_of_a_parameterless_model():
     assert model_device(nn.Identity()) == torch.device("cpu")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_extract_on_cuda_returns_cpu_tensors(net, dataset):
     x, y = dataset.tensors

@@ -153,6 +153,7 @@ def test_calibrate_errors(model):
     assert calibrate(model, unlabelled, SEEN, method="prior", progress=False).num_classes == 6
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_to_cuda_moves_the_buffers(model):
     wrapped = CalibratedClassifier(model, 0.75, [3, 4, 5], NUM_CLASSES).cuda()

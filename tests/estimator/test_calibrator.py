@@ -285,6 +285,7 @@ def test_load_errors_name_the_file(tmp_path):
             LogitBiasCalibrator.load(path)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors_stay_on_the_device(data):
     logits = torch.from_numpy(data[0]).cuda()

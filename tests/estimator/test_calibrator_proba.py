@@ -347,6 +347,7 @@ def test_calibrate_fits_t_with_gamma_and_refuses_fit_for_prior(model):
         calibrate(model, None, SEEN, method="prior", temperature="fit", progress=False)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_probabilities_stay_on_the_device(model):
     cal = fixed(1.3, (0.5, 3.0))

@@ -113,6 +113,7 @@ def test_the_torch_device_path_equals_the_kernels():
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not pytest.importorskip("torch").cuda.is_available(), reason="needs CUDA")
 def test_cuda_logits_are_computed_on_the_device(monkeypatch):
     import torch

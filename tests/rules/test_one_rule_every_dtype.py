@@ -18,7 +18,16 @@ from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.selectors import PseudoSplit, select_pcv
 from calib.wrapper import CalibratedClassifier, calibrate
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ],
+    ),
+]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 SEEN = range(5)
 
