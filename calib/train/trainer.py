@@ -10,6 +10,7 @@ import functools
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,33 @@ def _frozen_in_train_mode(model: nn.Module, layers: list[nn.Module]) -> set[nn.M
             m.training = mode
 
 
+#: Below this many samples per process, BatchNorm statistics of one batch are noisy enough to
+#: change what a fine-tuning learns (the paper's batch of 64 spread over 8 GPUs gives 8).
+SMALL_BATCHNORM_BATCH = 16
+
+
+def _warn_small_batchnorm_batch(
+    model: nn.Module, batch_size: int, world_size: int, config: Any
+) -> None:
+    """Warn when each process normalises train-mode BatchNorm over fewer than
+    :data:`SMALL_BATCHNORM_BATCH` samples (no warning with ``sync_batchnorm``, or when every
+    BatchNorm layer stays frozen)."""
+    per_rank = batch_size // world_size
+    if per_rank >= SMALL_BATCHNORM_BATCH or config.sync_batchnorm:
+        return
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or len(_frozen_in_train_mode(model, layers)) == len(layers):
+        return
+    warnings.warn(
+        f"each of the {world_size} processes normalises BatchNorm over {per_rank} samples (the "
+        f"global batch {batch_size} split {world_size} ways): statistics that noisy change what "
+        "the model learns against one process; set sync_batchnorm=true, or run the paper's "
+        "settings one GPU per run (README, 'Several GPUs and clusters')",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _stay_in_eval(layer: nn.Module) -> None:
     """``layer.train(mode)`` keeps it in eval mode (an override on the instance, which the
     undo of :func:`convert_sync_batchnorm` removes)."""
@@ -228,6 +256,7 @@ class _Trainer:
                     "TrainConfig.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); "
                     f"this run computes on {device}"
                 )
+            _warn_small_batchnorm_batch(model, config.batch_size, ctx.world_size, config)
         self.iters = config.iters_per_epoch or batches_per_pass(self.n, config.batch_size)
         total_steps = self.iters * config.epochs
         if config.warmup_iters > total_steps:
