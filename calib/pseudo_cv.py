@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Subset
 from calib.data.domain import dataset_targets
 from calib.extract import extract, extraction_loader
 from calib.selectors.spec import PseudoSplit
-from calib.validation import check_classes, check_real
+from calib.validation import check_classes, check_fraction, check_int
 
 __all__ = ["PseudoClasses", "PseudoSubset", "pseudo_subsets", "make_pseudo_splits"]
 
@@ -68,19 +68,6 @@ class PseudoClasses:
     index: int
 
 
-def _fraction(value: Any, name: str) -> float:
-    f = check_real(value, name)
-    if not 0.0 < f < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
-    return f
-
-
-def _count(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
-    return int(value)
-
-
 def pseudo_subsets(
     labels: Any,
     seen_classes: Any,
@@ -109,10 +96,10 @@ def pseudo_subsets(
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
-    num_splits = _count(num_splits, "num_splits", 1)
-    seed = _count(seed, "seed", 0)
-    absent_fraction = _fraction(absent_fraction, "absent_fraction")
-    holdout_fraction = _fraction(holdout_fraction, "holdout_fraction")
+    num_splits = check_int(num_splits, "num_splits", 1)
+    seed = check_int(seed, "seed", 0)
+    absent_fraction = check_fraction(absent_fraction, "absent_fraction")
+    holdout_fraction = check_fraction(holdout_fraction, "holdout_fraction")
     seen = np.intersect1d(np.asarray(seen_classes), labels)
     if seen.size < 2:
         raise ValueError(

@@ -26,6 +26,8 @@ __all__ = [
     "check_labels",
     "check_classes",
     "check_real",
+    "check_int",
+    "check_fraction",
     "check_sample_weight",
     "like_input",
     "check_num_classes",
@@ -103,6 +105,20 @@ def check_real(value: Any, name: str, *, finite: bool = False) -> float:
     if math.isnan(out):
         raise ValueError(f"{name} is NaN")
     return out
+
+
+def check_int(value: Any, name: str, low: int) -> int:
+    """``value`` as an int ≥ ``low`` (booleans, floats and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    return int(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """``value`` as a float strictly between 0 and 1 (booleans and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
 
 
 def _first_bad(a: np.ndarray, bad: np.ndarray) -> str:

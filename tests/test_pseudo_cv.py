@@ -111,8 +111,16 @@ def test_the_splits_feed_the_pcv_selector():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"absent_fraction": 1.0}, ValueError, "absent_fraction must lie strictly between 0 and 1"),
-        ({"holdout_fraction": "0.2"}, ValueError, "holdout_fraction must be a real number"),
+        (
+            {"absent_fraction": 1.0},
+            ValueError,
+            r"absent_fraction must be a number in \(0, 1\), got 1.0",
+        ),
+        (
+            {"holdout_fraction": "0.2"},
+            ValueError,
+            "holdout_fraction must be a number in \\(0, 1\\), got '0.2'",
+        ),
         ({"num_splits": 0}, ValueError, "num_splits must be an integer ≥ 1, got 0"),
         ({"labels": [0, 1]}, ValueError, r"labels must have one entry per sample \(40\)"),
     ],

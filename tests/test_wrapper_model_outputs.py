@@ -177,7 +177,9 @@ def test_hugging_face_and_own_dict_keys():
     # "label": None: a "label" entry is not taken for labels (here it is the model's input)
     keys = {"input": "label", "label": None}
     got = extract(Net(), [{"label": x}], progress=False, batch_keys=keys)
-    assert got.labels is None and torch.equal(got.logits, want.logits[:24])
+    assert got.labels is None
+    # one batch of 24 against batches of 8: two matmuls that may round 1 ulp apart (MKL)
+    torch.testing.assert_close(got.logits, want.logits[:24], **F32)
 
 
 def test_dict_batch_errors_name_the_keys():

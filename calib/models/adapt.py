@@ -84,7 +84,7 @@ def adapt_module(
     else:
         setattr(owner, leaf, nn.Identity())
     model = Classifier(module, layer, data_config, name=name or type(module).__name__)
-    model.head_path = head  # where checkpoints of the original module keep the head
+    model.head_path = head
     if expected is not None:
         with evaluating(model), torch.no_grad():
             got = model(check_input)

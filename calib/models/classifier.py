@@ -77,6 +77,10 @@ class Classifier(nn.Module):
 
     The state dict holds ``backbone.*`` and ``head.*``; :func:`calib.models.create_model`
     with ``weights=`` loads it back.
+
+    Attributes:
+        head_path: for a module adapted by :func:`calib.models.adapt_module`, the head's name
+            inside it (``"fc"``): where a checkpoint of that module keeps the head; else None.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Classifier(nn.Module):
         self.head = head
         self.data_config = dict(data_config)
         self.name = name
+        self.head_path: str | None = None
 
     @property
     def num_classes(self) -> int:

@@ -118,7 +118,7 @@ def load_weights(
     if any(k.startswith(("backbone.", "head.")) for k in state):
         _load_exact(model, state, source)
         return True
-    own_head = getattr(model, "head_path", None)  # a module adapted by calib.models.adapt_module
+    own_head = getattr(model, "head_path", None)  # set by calib.models.adapt_module
     if own_head is not None and own_head not in head_names:
         head_names = (own_head, *head_names)
     return load_backbone_state_dict(model, state, source=source, head_names=head_names)

@@ -13,18 +13,9 @@ from typing import Any
 
 from calib.selectors import SELECTORS
 from calib.train import TrainConfig
+from calib.validation import check_fraction, check_int
 
 __all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig", "MethodConfig"]
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
-
-
-def _check_fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,10 +40,10 @@ class PCVConfig:
     finetune: TrainConfig | None = None
 
     def __post_init__(self) -> None:
-        _check_int("pcv.num_splits", self.num_splits, 1)
-        _check_fraction("pcv.absent_fraction", self.absent_fraction)
-        _check_fraction("pcv.holdout_fraction", self.holdout_fraction)
-        _check_int("pcv.seed", self.seed, 0)
+        check_int(self.num_splits, "pcv.num_splits", 1)
+        check_fraction(self.absent_fraction, "pcv.absent_fraction")
+        check_fraction(self.holdout_fraction, "pcv.holdout_fraction")
+        check_int(self.seed, "pcv.seed", 0)
         if self.finetune is not None and not isinstance(self.finetune, TrainConfig):
             raise ValueError(f"pcv.finetune must be a TrainConfig or None, got {self.finetune!r}")
 
@@ -138,9 +129,9 @@ class EvalConfig:
     figures_pdf: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("eval.batch_size", self.batch_size, 1)
-        _check_int("eval.num_workers", self.num_workers, 0)
-        _check_int("eval.every_epochs", self.every_epochs, 0)
+        check_int(self.batch_size, "eval.batch_size", 1)
+        check_int(self.num_workers, "eval.num_workers", 0)
+        check_int(self.every_epochs, "eval.every_epochs", 0)
         if not isinstance(self.figures, bool):
             raise ValueError(f"eval.figures must be true or false, got {self.figures!r}")
         if not isinstance(self.figures_pdf, bool):
