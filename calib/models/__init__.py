@@ -9,7 +9,7 @@ the weight files ``create_model(..., weights=PATH)`` understands.
 """
 
 from calib.models.adapt import adapt_module
-from calib.models.classifier import Classifier, make_data_config
+from calib.models.classifier import Classifier, head_in_float32, make_data_config
 from calib.models.clip_head import (
     CLIP_CONFIGS,
     DEFAULT_TEMPLATES,
@@ -51,6 +51,7 @@ __all__ = [
     "load_backbone_state_dict",
     "load_clip",
     "load_weights",
+    "head_in_float32",
     "make_data_config",
     "read_state_dict",
     "save_weights",

@@ -14,9 +14,33 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Classifier", "make_data_config"]
+__all__ = ["Classifier", "head_in_float32", "make_data_config"]
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def head_in_float32(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``head(features)``, computed in float32 outside autocast when autocast is on.
+
+    The logits are what every metric of calib reads: a mixed-precision head would round them to
+    bf16/fp16 (on 1,000 classes that merges close logits and moves AUSUC by ~1e-4), for under
+    1 % of a backbone's FLOPs. So under autocast the features are cast to float32 and the head
+    runs with autocast off; the result is float32 ``(N, C)``. Without autocast this is
+    ``head(features)`` unchanged (a float64 model stays float64). A head whose weights are not
+    float32 (a model cast to bf16 as a whole) runs as it is.
+
+    Args:
+        head: the classification head (``nn.Linear``, a cosine head, ...), weights float32.
+        features: ``(N, D)`` features from the backbone (bf16/fp16 under autocast).
+    """
+    device_type = features.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return head(features)
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dtype != torch.float32:
+        return head(features)
+    with torch.autocast(device_type, enabled=False):
+        return head(features.float())
 
 
 def make_data_config(
@@ -120,11 +144,27 @@ class Classifier(nn.Module):
     def forward_features_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(N, D)`` and logits ``(N, num_classes)`` from one backbone pass."""
         features = self.backbone(x)
-        return features, self.head(features)
+        return features, self.logits(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)``."""
-        return self.head(self.backbone(x))
+        """Logits ``(N, num_classes)``; float32 under autocast (see :meth:`logits`)."""
+        return self.logits(self.backbone(x))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on features ``(N, D)``: logits ``(N, num_classes)``.
+
+        Under autocast the head computes in float32 with autocast off
+        (:func:`head_in_float32`), in training and extraction alike: the backbone's matmuls
+        run in bf16/fp16, the logits every metric reads do not. A TorchScript-compiled model
+        runs the head as it is (scripting cannot switch autocast off).
+        """
+        if torch.jit.is_scripting():
+            return self.head(features)
+        return self._float32_logits(features)
+
+    @torch.jit.unused
+    def _float32_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return head_in_float32(self.head, features)
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()
