@@ -29,6 +29,8 @@ __all__ = [
     "check_int",
     "check_fraction",
     "check_sample_weight",
+    "AVERAGES",
+    "check_average",
     "like_input",
     "check_num_classes",
     "has_bad_values",
@@ -321,6 +323,17 @@ def check_sample_weight(sample_weight: Any, n: int, rows: str = "logits") -> np.
     if n and not (w > 0).any():
         raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
     return w
+
+
+#: How per-sample hits are averaged: per sample (``micro``) or per class (``macro``).
+AVERAGES = ("micro", "macro")
+
+
+def check_average(average: Any) -> str:
+    """``average`` if it is one of :data:`AVERAGES`; ValueError naming it otherwise."""
+    if not isinstance(average, str) or average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    return average
 
 
 def _class_index(classes: Any, num_classes: int, name: str) -> np.ndarray:

@@ -152,6 +152,89 @@ def ausuc_dense_sweep(logits, labels, seen, absent):
 
 
 # ---------------------------------------------------------------------------------------------
+# weighted and class-balanced (macro) accuracies, by hand: no effective-weight trick here
+
+
+def _weighted_mean(pairs):
+    """Σ w·x / Σ w over (x, w) pairs; NaN when the weights sum to 0 or there is none."""
+    total = sum(w for _, w in pairs)
+    return sum(x * w for x, w in pairs) / total if total else float("nan")
+
+
+def group_accuracy(hits, labels, members, weights=None, average="micro"):
+    """Accuracy over the samples i with ``members(labels[i])``: the weighted share of hits
+    (micro), or the mean over the classes present of each class's weighted share (macro;
+    a class whose weights are all 0 is not present)."""
+    n = len(labels)
+    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    rows = [i for i in range(n) if members(int(labels[i]))]
+    if average == "micro":
+        return _weighted_mean([(float(hits[i]), weights[i]) for i in rows])
+    per_class = []
+    for c in sorted({int(labels[i]) for i in rows}):
+        acc = _weighted_mean([(float(hits[i]), weights[i]) for i in rows if int(labels[i]) == c])
+        if acc == acc:  # a class of weight 0 has no accuracy
+            per_class.append(acc)
+    return sum(per_class) / len(per_class) if per_class else float("nan")
+
+
+def weighted_accuracies(logits, labels, seen, absent, gamma, k=1, weights=None, average="micro"):
+    """:func:`accuracies` with sample weights and/or the class-balanced (macro) average."""
+    seen, absent = {int(c) for c in seen}, {int(c) for c in absent}
+    labels = [int(v) for v in labels]
+    r_all = rank(logits, labels, absent, gamma)
+    r_ss = rank(logits, labels, absent, gamma, columns=sorted(seen))
+    r_uu = rank(logits, labels, absent, gamma, columns=sorted(absent))
+
+    def acc(ranks, members):
+        return group_accuracy([r < k for r in ranks], labels, members, weights, average)
+
+    acc_seen = acc(r_all, lambda y: y in seen)
+    acc_absent = acc(r_all, lambda y: y in absent)
+    return {
+        "acc_all": acc(r_all, lambda y: True),
+        "acc_seen": acc_seen,
+        "acc_absent": acc_absent,
+        "acc_seen_seen": acc(r_ss, lambda y: y in seen),
+        "acc_absent_absent": acc(r_uu, lambda y: y in absent),
+        "hmean": _hmean(acc_seen, acc_absent),
+    }
+
+
+def class_balanced_weights(labels, weights=None):
+    """Per-sample weight w_i / (Σ of the weights of its class): each class weighs 1 in total."""
+    weights = [1.0] * len(labels) if weights is None else [float(w) for w in weights]
+    totals = {}
+    for y, w in zip(labels, weights, strict=True):
+        totals[int(y)] = totals.get(int(y), 0.0) + w
+    return [
+        w / totals[int(y)] if totals[int(y)] else 0.0 for y, w in zip(labels, weights, strict=True)
+    ]
+
+
+def weighted_ausuc_rank_statistic(logits, labels, seen, absent, weights):
+    """:func:`ausuc_rank_statistic` where a pair of samples counts the product of their
+    weights, normalised by the product of the two groups' total weights."""
+    seen, absent = [int(c) for c in seen], [int(c) for c in absent]
+    g = gaps(logits, absent)
+    other = [c for c in range(np.asarray(logits).shape[1]) if c not in absent]
+    best_other = predict(logits, absent, 0.0, columns=other)
+    best_absent = predict(logits, absent, 0.0, columns=absent)
+    w = [float(v) for v in weights]
+    w_seen = sum(w[i] for i, y in enumerate(labels) if int(y) in seen)
+    w_absent = sum(w[i] for i, y in enumerate(labels) if int(y) in absent)
+    right_seen = [i for i, y in enumerate(labels) if int(y) in seen and best_other[i] == int(y)]
+    right_absent = [
+        i for i, y in enumerate(labels) if int(y) in absent and best_absent[i] == int(y)
+    ]
+    total = 0.0
+    for i in right_seen:
+        for j in right_absent:
+            total += w[i] * w[j] * (1.0 if g[i] > g[j] else 0.5 if g[i] == g[j] else 0.0)
+    return total / (w_seen * w_absent)
+
+
+# ---------------------------------------------------------------------------------------------
 # hypothesis strategies: tiny problems with integer logits, so that ties happen often
 
 

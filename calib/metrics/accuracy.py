@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from calib.metrics.weights import sample_weights, weighted_mean
 from calib.rules.gaps import gaps_of, scan_checked
 from calib.rules.kernels import ABSENT, SEEN, group_argmax
 from calib.validation import check_classes, check_labels, check_logits, check_real
@@ -82,12 +83,6 @@ def _check_topk(topk: Iterable[int], num_classes: int) -> list[int]:
     return sorted({int(k) for k in topk if k > 1})
 
 
-def _mean(hits: np.ndarray, rows: np.ndarray | None = None) -> float:
-    """Mean of ``hits`` over the selected rows; NaN (no warning here) when none is selected."""
-    selected = hits if rows is None else hits[rows]
-    return float(selected.mean()) if selected.size else float("nan")
-
-
 def _group_accuracies(
     hit_all: np.ndarray,
     hit_seen_seen: np.ndarray,
@@ -95,15 +90,16 @@ def _group_accuracies(
     label_seen: np.ndarray,
     label_absent: np.ndarray,
     suffix: str,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
-    acc_seen = _mean(hit_all, label_seen)
-    acc_absent = _mean(hit_all, label_absent)
+    acc_seen = weighted_mean(hit_all, weights, label_seen)
+    acc_absent = weighted_mean(hit_all, weights, label_absent)
     values = (
-        _mean(hit_all),
+        weighted_mean(hit_all, weights),
         acc_seen,
         acc_absent,
-        _mean(hit_seen_seen, label_seen),
-        _mean(hit_absent_absent, label_absent),
+        weighted_mean(hit_seen_seen, weights, label_seen),
+        weighted_mean(hit_absent_absent, weights, label_absent),
         harmonic_mean(acc_seen, acc_absent),
     )
     return {key + suffix: value for key, value in zip(_GROUP_KEYS, values, strict=True)}
@@ -116,6 +112,9 @@ def accuracy_report(
     absent_classes: Any = None,
     gamma: float = 0.0,
     topk: Iterable[int] = (1, 5),
+    *,
+    sample_weight: Any = None,
+    average: str = "micro",
 ) -> dict[str, float]:
     """Every accuracy of the table above, with bias ``gamma`` added to the absent columns.
 
@@ -127,17 +126,24 @@ def accuracy_report(
         gamma: the bias, in logit units; -inf / +inf put no / every top-1 prediction in U.
         topk: besides top-1 (the unsuffixed keys), each k > 1 adds the same keys suffixed
             ``_top{k}``: the label is among the k best columns under the same rule.
+        sample_weight: (N,) weights of the test samples (finite, ≥ 0, not all 0): a hit
+            weighs its weight instead of 1. None: every sample weighs 1.
+        average: ``"micro"`` (default): the (weighted) mean over the samples of each group;
+            ``"macro"``: class-balanced, the mean over the classes of each group (Y, S, U) of
+            the per-class (weighted) accuracy (:mod:`calib.metrics.weights`).
 
     Returns:
         A dict of Python numbers: the accuracies (fractions in [0, 1]) under the keys
         ``acc_all acc_seen acc_absent acc_seen_seen acc_absent_absent hmean`` (and their
         ``_top{k}`` versions), plus ``gamma``, ``n_samples``, ``n_seen``, ``n_absent``
-        (test samples in total, with a label in S, with a label in U). Accuracies over a
-        group without test samples are NaN, with a RuntimeWarning.
+        (test samples in total, with a label in S, with a label in U; counts, whatever the
+        weights). Accuracies over a group without test samples (or whose weights are all 0)
+        are NaN, with a RuntimeWarning.
 
     Raises:
         ValueError: malformed logits, labels or class sets (see :mod:`calib.validation`), a NaN or
-            non-scalar gamma, or topk entries that are not integers >= 1.
+            non-scalar gamma, topk entries that are not integers >= 1, bad ``sample_weight``
+            (length, NaN/inf, negative, all 0) or an ``average`` other than micro/macro.
         TypeError: a gamma that is not a number.
     """
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
@@ -145,16 +151,24 @@ def accuracy_report(
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     gamma = _check_gamma(gamma)
     ks = _check_topk(topk, z.shape[1])
+    weights = sample_weights(sample_weight, average, y)
     scanned = scan_checked(z, seen, absent, y if ks else None, gamma)
 
     label_group = scanned["codes"][y]  # O(N), where np.isin sorts
     label_seen = label_group == SEEN
     label_absent = label_group == ABSENT
     n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
-    for count, group in ((n_seen, "seen"), (n_absent, "absent")):
+    for rows, count, group in ((label_seen, n_seen, "seen"), (label_absent, n_absent, "absent")):
         if count == 0:
             warnings.warn(
                 f"no test sample has a label in the {group} classes: its accuracies are NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        elif weights is not None and not weights[rows].any():
+            warnings.warn(
+                f"sample_weight is 0 for every test sample of the {group} classes: its "
+                "accuracies are NaN",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -166,6 +180,7 @@ def accuracy_report(
         label_seen,
         label_absent,
         suffix="",
+        weights=weights,
     )
     for k in ks:
         report |= _group_accuracies(
@@ -175,6 +190,7 @@ def accuracy_report(
             label_seen,
             label_absent,
             suffix=f"_top{k}",
+            weights=weights,
         )
     report |= {"gamma": gamma, "n_samples": int(z.shape[0]), "n_seen": n_seen, "n_absent": n_absent}
     return report

@@ -6,6 +6,10 @@ non-absent column to their best absent column: sample i moves exactly when
 whose steps sit at the gaps, and the whole curve comes from sorting the gaps of
 the samples that are right on one side or the other: O(N·C + N log N), no loop
 over samples or breakpoints.
+
+Weighted and class-balanced curves (``sample_weight=``, ``average="macro"``) have the same
+breakpoints; a sample's hit weighs its effective weight (:mod:`calib.metrics.weights`) instead
+of 1, summed over the sorted gaps in one cumulative sum per group.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from calib.metrics.weights import sample_weights
 from calib.rules.gaps import gaps_of, scan_checked
 from calib.rules.kernels import ABSENT, SEEN
 from calib.validation import as_numpy, check_classes, check_labels, check_logits, like_input
@@ -31,7 +36,9 @@ class SeenAbsentCurve:
     the same numbers). ``gamma[:-1]`` are the distinct breakpoints; the accuracies at point k hold
     for every γ in ``(gamma[k-1], gamma[k]]``, and the last point, ``gamma[-1] = +inf``, stands for
     every γ above the largest breakpoint (all predictions in U). Accuracies are fractions in [0, 1];
-    NaN where the test set has no sample of that group.
+    NaN where the test set has no sample of that group (or only samples of weight 0). With
+    ``sample_weight`` or ``average="macro"`` they are weighted means (:mod:`calib.metrics.weights`)
+    and ``accuracy_report`` at ``gamma[k]`` gives point k to float rounding.
 
     Attributes:
         gamma: (M + 1,) γ values in logit units, ascending, last one ``+inf``.
@@ -61,15 +68,33 @@ class SeenAbsentCurve:
         return low, float(g[k])
 
 
-def _fraction(count: np.ndarray, total: int, what: str) -> np.ndarray:
+def _fraction(count: np.ndarray, total: float, what: str, n: int | None = None) -> np.ndarray:
+    """``count / total``; NaN with a warning when ``total`` is 0 (``n``: the group's sample
+    count, when the total is a weight: > 0 means every sample there weighs 0)."""
     if total == 0:
-        warnings.warn(
-            f"no test sample has a label in {what}: its accuracy is NaN",
-            RuntimeWarning,
-            stacklevel=3,
+        reason = (
+            f"no test sample has a label in {what}"
+            if not n
+            else f"sample_weight is 0 for every test sample of {what}"
         )
+        warnings.warn(f"{reason}: its accuracy is NaN", RuntimeWarning, stacklevel=3)
         return np.full(count.shape, np.nan)
     return count / total
+
+
+def _weighted_counts(
+    gap: np.ndarray, weights: np.ndarray, rows: np.ndarray, gamma: np.ndarray, below: bool
+) -> np.ndarray:
+    """(M + 1,) Σ of ``weights`` over the selected ``rows`` whose gap is < γ (``below``) or ≥ γ,
+    at every γ of ``gamma``: one sort and one cumulative sum (from the small end of the
+    selected side, so that a sum never comes from a difference of two large ones)."""
+    g = gap[rows]
+    order = np.argsort(g, kind="stable")
+    g, w = g[order], weights[rows][order]
+    k = np.searchsorted(g, gamma, side="left")  # gaps < γ: the first k
+    if below:
+        return np.concatenate([[0.0], np.cumsum(w)])[k]
+    return np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])[k]
 
 
 def seen_absent_curve(
@@ -77,6 +102,9 @@ def seen_absent_curve(
     labels: Any,
     seen_classes: Any,
     absent_classes: Any = None,
+    *,
+    sample_weight: Any = None,
+    average: str = "micro",
 ) -> SeenAbsentCurve:
     """Trace (acc_seen, acc_absent, acc_all) over every γ, exactly.
 
@@ -86,6 +114,10 @@ def seen_absent_curve(
         seen_classes: the fine-tuning classes S (column indices).
         absent_classes: the classes U that receive γ; default every column not in S.
             Columns in neither set stay un-shifted.
+        sample_weight: (N,) weights of the test samples (finite, ≥ 0, not all 0): a hit
+            weighs its weight instead of 1. None: every sample weighs 1.
+        average: ``"micro"`` (default, the per-sample mean) or ``"macro"`` (class-balanced:
+            the mean over the classes of each group of the per-class accuracy).
 
     Returns:
         A :class:`SeenAbsentCurve`; its arrays are torch tensors on the logits' device when
@@ -94,16 +126,23 @@ def seen_absent_curve(
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    return checked_curve(z, y, seen, absent, reference=logits)
+    weights = sample_weights(sample_weight, average, y)
+    return checked_curve(z, y, seen, absent, reference=logits, weights=weights)
 
 
 def checked_curve(
-    z: Any, y: np.ndarray, seen: np.ndarray, absent: np.ndarray, reference: Any = None
+    z: Any,
+    y: np.ndarray,
+    seen: np.ndarray,
+    absent: np.ndarray,
+    reference: Any = None,
+    weights: np.ndarray | None = None,
 ) -> SeenAbsentCurve:
     """:func:`seen_absent_curve` of logits checked for shape and dtype
     (:func:`calib.validation.check_logits` with ``values=False``), labels and class sets already
     checked (sorted int64 S and U); the values are checked in the one pass. The arrays come
-    back like ``reference`` (numpy when None)."""
+    back like ``reference`` (numpy when None). ``weights``: the effective weights (N,) of
+    :func:`calib.metrics.weights.sample_weights`, or None (integer counts)."""
     scanned = scan_checked(z, seen, absent)
     gaps = gaps_of(scanned)
 
@@ -113,25 +152,37 @@ def checked_curve(
     right_other = gaps.pred_other == y  # right while γ ≤ gap
     right_absent = gaps.pred_absent == y  # right once γ > gap (only possible for U labels)
 
-    g_seen = np.sort(gaps.gap[right_other & label_seen])  # these leave acc_seen as γ passes them
-    g_rest = np.sort(gaps.gap[right_other & ~label_seen & ~label_absent])  # R-labelled samples
-    g_absent = np.sort(gaps.gap[right_absent])  # these join acc_absent as γ passes them
-
-    breaks = np.unique(np.concatenate([g_seen, g_rest, g_absent]))
+    seen_right = right_other & label_seen  # these leave acc_seen as γ passes their gap
+    rest_right = right_other & ~label_seen & ~label_absent  # R-labelled samples
+    # right_absent: these join acc_absent as γ passes their gap
+    moving = right_absent | seen_right | rest_right
+    breaks = np.unique(gaps.gap[moving])
     # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
     breaks = breaks[np.isfinite(breaks)]
     gamma = np.append(breaks, np.inf)
-    # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
-    kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")
-    kept_rest = g_rest.size - np.searchsorted(g_rest, gamma, side="left")
-    moved_absent = np.searchsorted(g_absent, gamma, side="left")
-
     n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
-    acc_seen = _fraction(kept_seen, n_seen, "the seen classes")
-    acc_absent = _fraction(moved_absent, n_absent, "the absent classes")
-    acc_all = (kept_seen + kept_rest + moved_absent) / z.shape[0]
+    if weights is None:
+        g_seen = np.sort(gaps.gap[seen_right])
+        g_rest = np.sort(gaps.gap[rest_right])
+        g_absent = np.sort(gaps.gap[right_absent])
+        # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
+        kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")
+        kept_rest = g_rest.size - np.searchsorted(g_rest, gamma, side="left")
+        moved_absent = np.searchsorted(g_absent, gamma, side="left")
+        total_seen, total_absent, total = n_seen, n_absent, z.shape[0]
+    else:
+        kept_seen = _weighted_counts(gaps.gap, weights, seen_right, gamma, below=False)
+        kept_rest = _weighted_counts(gaps.gap, weights, rest_right, gamma, below=False)
+        moved_absent = _weighted_counts(gaps.gap, weights, right_absent, gamma, below=True)
+        total_seen = float(weights[label_seen].sum())
+        total_absent = float(weights[label_absent].sum())
+        total = float(weights.sum())
 
-    if n_seen and n_absent:
+    acc_seen = _fraction(kept_seen, total_seen, "the seen classes", n_seen)
+    acc_absent = _fraction(moved_absent, total_absent, "the absent classes", n_absent)
+    acc_all = (kept_seen + kept_rest + moved_absent) / total
+
+    if total_seen and total_absent:
         area = float(
             np.sum((acc_seen[:-1] - acc_seen[1:]) * (acc_absent[:-1] + acc_absent[1:])) / 2
         )
@@ -149,14 +200,27 @@ def checked_curve(
     )
 
 
-def ausuc(logits: Any, labels: Any, seen_classes: Any, absent_classes: Any = None) -> float:
+def ausuc(
+    logits: Any,
+    labels: Any,
+    seen_classes: Any,
+    absent_classes: Any = None,
+    *,
+    sample_weight: Any = None,
+    average: str = "micro",
+) -> float:
     """Area under the seen–absent curve (x = acc_seen, y = acc_absent), in [0, 1].
 
     Equals the probability that a correctly-ranked seen sample has a larger gap than a
     correctly-ranked absent sample (ties count one half), scaled by the two group sizes.
-    NaN (with a warning) when the test set lacks seen or absent samples.
+    NaN (with a warning) when the test set lacks seen or absent samples. ``sample_weight``
+    and ``average``: as in :func:`seen_absent_curve` (each pair of samples then counts the
+    product of their weights, over the product of the two groups' total weights).
     """
-    return seen_absent_curve(logits, labels, seen_classes, absent_classes).ausuc
+    curve = seen_absent_curve(
+        logits, labels, seen_classes, absent_classes, sample_weight=sample_weight, average=average
+    )
+    return curve.ausuc
 
 
 def curve_xy(curve: SeenAbsentCurve) -> tuple[np.ndarray, np.ndarray]:

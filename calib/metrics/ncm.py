@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from calib.metrics.accuracy import accuracy_report
-from calib.validation import as_numpy, check_classes, check_labels, like_input
+from calib.validation import (
+    as_numpy,
+    check_average,
+    check_classes,
+    check_labels,
+    check_sample_weight,
+    like_input,
+)
 
 __all__ = ["class_means", "ncm_scores", "ncm_report"]
 
@@ -100,6 +107,9 @@ def ncm_report(
     seen_classes: Any,
     absent_classes: Any = None,
     num_classes: int | None = None,
+    *,
+    sample_weight: Any = None,
+    average: str = "micro",
 ) -> dict[str, float]:
     """:func:`calib.accuracy_report` (γ = 0) of the NCM classifier over the classes S ∪ U.
 
@@ -116,6 +126,8 @@ def ncm_report(
         test_labels: (N,) test labels, each in S ∪ U.
         seen_classes: S; absent_classes: U (default: every class in [0, num_classes) not in S).
         num_classes: number of classes Y; default 1 + the largest label or class index given.
+        sample_weight: (N,) weights of the test samples; average: ``"micro"`` or
+            ``"macro"`` (class-balanced), as in :func:`calib.accuracy_report`.
 
     Returns:
         The keys of :func:`calib.accuracy_report` (top-1 and top-5), with ``gamma`` = 0.
@@ -128,6 +140,8 @@ def ncm_report(
     train_y = check_labels(train_labels, train_f.shape[0], None, "train_labels", rows="features")
     test_f = _check_features(test_features, "test_features")
     test_y = check_labels(test_labels, test_f.shape[0], None, "test_labels", rows="features")
+    check_average(average)
+    weights = check_sample_weight(sample_weight, test_f.shape[0], rows="test_features")
     if num_classes is None:
         indices = [train_y, test_y, np.ravel(as_numpy(seen_classes, "seen_classes"))]
         if absent_classes is not None:
@@ -151,4 +165,6 @@ def ncm_report(
         np.arange(seen.size),
         np.arange(seen.size, classes.size),
         gamma=0.0,
+        sample_weight=weights,
+        average=average,
     )

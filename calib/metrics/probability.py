@@ -37,6 +37,13 @@ Metrics (:func:`probability_report`), over the N test samples of a group:
   Brier (1950), in [0, 2] (scikit-learn's ``brier_score_loss`` with multiclass ``labels``).
 - **confidence** (``confidence``): mean top-label confidence, to compare with the accuracy.
 
+Weights (``sample_weight=``, ``average="macro"``; :mod:`calib.metrics.weights`): every mean
+above becomes a weighted mean (NLL, Brier, confidence, and each bin's accuracy and confidence),
+|B_m|/N becomes the bin's share of the total weight, and the equal-mass edges split the total
+weight (a weight of k counts as k copies of the sample). ``macro`` weighs each sample
+1/n_class (times its weight): NLL, Brier and confidence become means over the classes of the
+per-class means; ECE is that of the class-balanced sample, not a mean of per-class ECEs.
+
 Groups: the unsuffixed keys use every test sample; ``*_seen`` those with a label in S,
 ``*_absent`` those with a label in U (samples labelled in neither count in the overall
 keys only). A group without samples gets NaN with a RuntimeWarning, never 0.
@@ -51,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from calib.metrics.binning import bin_edges, bin_statistics
+from calib.metrics.weights import sample_weights, weighted_mean
 from calib.rules.gaps import compute_gaps
 from calib.validation import (
     GROUPS,
@@ -194,20 +202,24 @@ def _score(log_p: np.ndarray, pred: np.ndarray, y: np.ndarray) -> _Scored:
     )
 
 
-def _group_metrics(scored: _Scored, rows: np.ndarray | None, n_bins: int) -> dict[str, float]:
-    """The metrics over the selected rows (all when None); NaN for an empty selection."""
+def _group_metrics(
+    scored: _Scored, rows: np.ndarray | None, n_bins: int, weights: np.ndarray | None = None
+) -> dict[str, float]:
+    """The metrics over the selected rows (all when None); NaN for an empty selection (or one
+    whose weights are all 0)."""
     conf = scored.confidence if rows is None else scored.confidence[rows]
-    if conf.size == 0:
+    w = weights if weights is None or rows is None else weights[rows]
+    if conf.size == 0 or (w is not None and not w.any()):
         return dict.fromkeys(_METRICS, float("nan"))
     correct = scored.correct if rows is None else scored.correct[rows]
-    equal = bin_statistics(conf, correct, bin_edges(conf, n_bins, adaptive=False))
-    mass = bin_statistics(conf, correct, bin_edges(conf, n_bins, adaptive=True))
+    equal = bin_statistics(conf, correct, bin_edges(conf, n_bins, adaptive=False), w)
+    mass = bin_statistics(conf, correct, bin_edges(conf, n_bins, adaptive=True, weights=w), w)
     return {
         "ece": equal.ece(),
         "ece_adaptive": mass.ece(),
-        "nll": float((scored.nll if rows is None else scored.nll[rows]).mean()),
-        "brier": float((scored.brier if rows is None else scored.brier[rows]).mean()),
-        "confidence": float(conf.mean()),
+        "nll": weighted_mean(scored.nll, weights, rows),
+        "brier": weighted_mean(scored.brier, weights, rows),
+        "confidence": weighted_mean(scored.confidence, weights, rows),
     }
 
 
@@ -218,6 +230,7 @@ class _Prepared:
     label_absent: np.ndarray
     temps: tuple[float, float]
     gamma: float
+    weights: np.ndarray | None = None  # the effective weights (calib.metrics.weights)
 
 
 def _prepare(
@@ -228,6 +241,8 @@ def _prepare(
     gamma: Any,
     temperature: Any,
     n_bins: Any,
+    sample_weight: Any = None,
+    average: Any = "micro",
 ) -> tuple[_Prepared, int]:
     z = check_logits(logits)
     y = check_labels(labels, z.shape[0], z.shape[1])
@@ -235,6 +250,7 @@ def _prepare(
     gamma = check_gamma(gamma)
     temps = temperature_pair(temperature)
     n_bins = check_n_bins(n_bins)
+    weights = sample_weights(sample_weight, average, y)
     probs = _probabilities(z, absent, gamma, temps)
     prepared = _Prepared(
         scored=_score(probs.log_p, probs.pred, y),
@@ -242,6 +258,7 @@ def _prepare(
         label_absent=np.isin(y, absent),
         temps=temps,
         gamma=gamma,
+        weights=weights,
     )
     return prepared, n_bins
 
@@ -262,6 +279,9 @@ def probability_report(
     gamma: float = 0.0,
     temperature: Any = 1.0,
     n_bins: int = 15,
+    *,
+    sample_weight: Any = None,
+    average: str = "micro",
 ) -> dict[str, float]:
     """ECE, adaptive ECE, NLL, Brier and mean confidence of softmax((z + γ·1_U)/T), per group.
 
@@ -275,26 +295,47 @@ def probability_report(
         gamma: the bias added to the absent columns, in logit units; finite.
         temperature: T > 0, or a pair (T_S, T_U) (see :func:`shifted_probabilities`).
         n_bins: M, the number of bins of both ECEs; an int >= 1.
+        sample_weight: (N,) weights of the test samples (finite, ≥ 0, not all 0); None: 1 each.
+        average: ``"micro"`` (default) or ``"macro"``: class-balanced (see the module
+            docstring: each class weighs the same in total).
 
     Returns:
         A dict of Python numbers: ``ece ece_adaptive nll brier confidence`` over every
         sample, the same keys suffixed ``_seen`` (label in S) and ``_absent`` (label in U),
         plus ``gamma``, ``temperature_seen``, ``temperature_absent`` (T_S and T_U, equal for one
-        T), ``n_bins``, ``n_samples``, ``n_seen``, ``n_absent``. ECE and Brier are fractions
-        (Brier in [0, 2]), NLL in nats. A group without samples gets NaN, with a RuntimeWarning.
+        T), ``n_bins``, ``n_samples``, ``n_seen``, ``n_absent`` (counts, whatever the weights).
+        ECE and Brier are fractions (Brier in [0, 2]), NLL in nats. A group without samples (or
+        whose weights are all 0) gets NaN, with a RuntimeWarning.
 
     Raises:
         ValueError / TypeError: malformed logits, labels or class sets, a non-finite gamma, a
             temperature that is not finite and > 0, or n_bins that is not an int >= 1.
     """
     prep, n_bins = _prepare(
-        logits, labels, seen_classes, absent_classes, gamma, temperature, n_bins
+        logits,
+        labels,
+        seen_classes,
+        absent_classes,
+        gamma,
+        temperature,
+        n_bins,
+        sample_weight,
+        average,
     )
-    report = _group_metrics(prep.scored, None, n_bins)
+    w = prep.weights
+    report = _group_metrics(prep.scored, None, n_bins, w)
     for group, rows in (("seen", prep.label_seen), ("absent", prep.label_absent)):
         if not rows.any():
             _warn_empty(group, "probability metrics are")
-        report |= {f"{k}_{group}": v for k, v in _group_metrics(prep.scored, rows, n_bins).items()}
+        elif w is not None and not w[rows].any():
+            warnings.warn(
+                f"sample_weight is 0 for every test sample of the {group} classes: its "
+                "probability metrics are NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        group_metrics = _group_metrics(prep.scored, rows, n_bins, w)
+        report |= {f"{k}_{group}": v for k, v in group_metrics.items()}
     return report | {
         "gamma": prep.gamma,
         "temperature_seen": prep.temps[0],
