@@ -3,7 +3,7 @@
 - :class:`ClassSplit`: seen classes S / absent classes U of a head (the paper's splits via
   :meth:`ClassSplit.from_benchmark`).
 - :class:`Domain`: one domain's train / test sets and label space; every builder returns one.
-- :data:`DATASETS`: registry of builders (``digits``, ``mnist5k``, ``office_home``,
+- :data:`DATASETS`: registry of builders (``digits``, ``mnist5k``, ``fashion_mnist``, ``office_home``,
   ``imagenet_r``, ``imagenet_s``, ``vtab``, ``image_list``); :func:`build_domain` calls one by name.
 - :class:`ImageListDataset`, :func:`check_layout`: datasets given by ``<path> <label>`` lists.
 - :func:`class_subset`: the samples of some classes, chosen from the labels alone.
@@ -32,6 +32,7 @@ from calib.data.digits import (
 )
 from calib.data.domain import Domain, dataset_targets
 from calib.data.fake import FakeRoot, default_fake_classes, make_fake_root
+from calib.data.fashion import fashion_mnist_domain
 from calib.data.image_list import (
     DATASET_INFO,
     CorruptImageError,
@@ -82,6 +83,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "digits_domain",
+    "fashion_mnist_domain",
     "mnist5k_domain",
     "prepare_digit_images",
     "DIGITS_MEAN",
