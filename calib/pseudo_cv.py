@@ -11,7 +11,9 @@ pre-trained model on the rest of the pseudo-seen data, and score the held-out S 
 ``my_finetune(model, data, classes)`` is your training code, called once per split with a
 copy of the pre-trained model, the rows it may see (pseudo-seen classes, never a held-out row,
 never a U sample) and the split's classes; it returns the fine-tuned model. The run harness
-(``calib-run``) draws its splits with :func:`pseudo_subsets`, the same function.
+(``calib-run``) runs its PCV stage through the same function: its partition (drawn by
+:func:`pseudo_subsets` when the run is planned), its method's resumable fine-tuning and its
+cached scoring go in as ``subsets``, ``finetune`` and ``score``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
@@ -126,6 +129,11 @@ def pseudo_subsets(
     return out
 
 
+#: The drawing settings of :func:`make_pseudo_splits` (and their defaults), which ``subsets``
+#: replaces.
+_DRAW_DEFAULTS = {"num_splits": 3, "absent_fraction": 0.5, "holdout_fraction": 0.2, "seed": 0}
+
+
 def make_pseudo_splits(
     model: nn.Module,
     finetune: Callable[[nn.Module, Dataset, PseudoClasses], nn.Module | None],
@@ -138,8 +146,10 @@ def make_pseudo_splits(
     absent_fraction: float = 0.5,
     holdout_fraction: float = 0.2,
     seed: int = 0,
+    subsets: Sequence[PseudoSubset] | None = None,
     labels: Any = None,
     eval_data: Dataset | None = None,
+    score: Callable[[nn.Module, Dataset, PseudoClasses], Any] | None = None,
     batch_size: int = 256,
     device: Any = None,
     progress: bool = True,
@@ -147,35 +157,55 @@ def make_pseudo_splits(
     """The PCV pseudo splits of ``model`` fine-tuned by ``finetune``; no U sample is touched.
 
     For each split (defaults: 3 splits, half of S pseudo-absent, 20 % of every S class held
-    out, seeded): ``finetune(copy_of_model, fit_data, classes)`` fine-tunes a deep copy of the
-    pre-trained ``model`` on the pseudo-seen rows that are not held out and returns it (or
-    ``None``: the copy, trained in place); the held-out S rows are then scored in eval mode
-    (:func:`calib.extract.extract`). ``model`` itself is never changed.
+    out, seeded; drawn by :func:`pseudo_subsets`): ``finetune(copy_of_model, fit_data,
+    classes)`` fine-tunes a deep copy of the pre-trained ``model`` on the pseudo-seen rows
+    that are not held out and returns it (or ``None``: the copy, trained in place); the
+    held-out S rows are then scored in eval mode (:func:`calib.extract.extract`, or
+    ``score``). ``model`` itself is never changed. ``classes.index`` tells ``finetune`` and
+    ``score`` which split they work on (0, 1, ...), e.g. to keep each split's checkpoints
+    apart.
 
     Args:
         model: the pre-trained model, whose output is (N, C) logits.
-        finetune: your fine-tuning code (see above); it sees only ``fit_data`` (a Subset).
+        finetune: your fine-tuning code (see above); it sees only ``fit_data``, a
+            :class:`~torch.utils.data.Subset` of ``train_data``.
         train_data: the S training data; a U sample in it is an error (PCV never sees U).
         seen_classes: S. ``absent_classes``: U (default: every class not in S).
         num_classes: C (default: the width of the model's output, from one forward pass in
             eval mode).
+        num_splits, absent_fraction, holdout_fraction, seed: how the splits are drawn.
+        subsets: the splits already drawn (:class:`PseudoSubset` s whose rows index
+            ``train_data``, e.g. :func:`pseudo_subsets` with ``with_absent=True`` for a
+            fine-tuning that trains on its absent classes too); they replace the drawing,
+            whose settings must then be left at their defaults.
         labels: (N,) labels of ``train_data`` when it does not expose ``.targets``.
         eval_data: the same rows with the evaluation transform (default ``train_data``).
-        batch_size, device, progress: of the extraction.
+        score: ``score(tuned_model, heldout_data, classes)`` returns the (N_j, C) logits of
+            the rows of ``heldout_data`` (a Subset of ``eval_data``) in order, e.g. from a
+            cache of your own (default: :func:`calib.extract.extract` in eval mode).
+        batch_size, device, progress: of the default scoring.
 
     Returns:
-        ``num_splits`` :class:`~calib.selectors.PseudoSplit` s: held-out logits (N_j, C) float32
-        as the model returns them, their labels, the pseudo-seen classes, and the columns
-        that receive γ (pseudo-absent ∪ U).
+        ``num_splits`` (or ``len(subsets)``) :class:`~calib.selectors.PseudoSplit` s:
+        held-out logits (N_j, C) as the model returns them (float32 from the default
+        scoring), their labels, the pseudo-seen classes, and the columns that receive γ
+        (pseudo-absent ∪ U).
 
     Raises:
         ValueError: a U label (or one outside S) in ``train_data``; ``eval_data`` of another
-            length; fewer than 2 seen classes with samples; a bad fraction or count.
-        TypeError: ``finetune`` returned something other than a module or None.
+            length; fewer than 2 seen classes with samples; a bad fraction or count;
+            ``subsets`` with drawing settings, or with rows that are not a pseudo split of
+            ``train_data``; ``score`` returned logits of another shape.
+        TypeError: ``finetune`` (``score``) is not a function; ``finetune`` returned something
+            other than a module or None.
     """
     if not callable(finetune):
         raise TypeError(
-            f"finetune must be a function (model, data, classes) -> model, got {finetune!r}"
+            f"finetune must be a function (model, data, classes) -> model, got {finetune!r:.80}"
+        )
+    if score is not None and not callable(score):
+        raise TypeError(
+            f"score must be a function (model, data, classes) -> logits, got {score!r:.80}"
         )
     y = dataset_targets(train_data) if labels is None else np.asarray(labels)
     if y.shape != (len(train_data),):
@@ -199,10 +229,28 @@ def make_pseudo_splits(
             f"train_data: label {int(y[stray][0])} of row {int(np.flatnonzero(stray)[0])} is "
             f"{what}; PCV uses S data only (pass the S rows of your training data)"
         )
-    subsets = pseudo_subsets(
-        y, seen, num_splits=num_splits, absent_fraction=absent_fraction,
-        holdout_fraction=holdout_fraction, seed=seed,
-    )  # fmt: skip
+    draw = {
+        "num_splits": num_splits, "absent_fraction": absent_fraction,
+        "holdout_fraction": holdout_fraction, "seed": seed,
+    }  # fmt: skip
+    if subsets is None:
+        subsets = pseudo_subsets(y, seen, **draw)
+    else:
+        changed = [f"{k}={v!r}" for k, v in draw.items() if v != _DRAW_DEFAULTS[k]]
+        if changed:
+            raise ValueError(
+                f"pass either subsets or the settings that draw them, got both (subsets and "
+                f"{', '.join(changed)})"
+            )
+        subsets = _check_subsets(subsets, y, seen)
+    if score is None:
+
+        def score(tuned: nn.Module, held: Dataset, classes: PseudoClasses) -> Any:
+            return extract(
+                tuned, extraction_loader(held, batch_size), device,
+                progress=progress, desc=f"pcv split {classes.index + 1}/{len(subsets)}",
+            ).logits  # fmt: skip
+
     splits = []
     for j, sub in enumerate(subsets):
         gamma_columns = np.union1d(sub.pseudo_absent, absent)
@@ -218,16 +266,82 @@ def make_pseudo_splits(
                 f"finetune must return the fine-tuned nn.Module (or None), got {type(tuned).__name__}"
             )
         held = Subset(eval_data, sub.heldout_rows.tolist())
-        scored = extract(
-            tuned, extraction_loader(held, batch_size), device,
-            progress=progress, desc=f"pcv split {j + 1}/{len(subsets)}",
-        )  # fmt: skip
+        logits = _as_numpy(score(tuned, held, classes))
+        if logits.shape != (len(held), c):
+            raise ValueError(
+                f"score must return the ({len(held)}, {c}) logits of split {j}'s held-out rows, "
+                f"got shape {logits.shape}"
+            )
         splits.append(
             PseudoSplit(
-                logits=scored.logits.numpy(),
+                logits=logits,
                 labels=y[sub.heldout_rows],
                 seen_classes=sub.pseudo_seen,
                 absent_classes=gamma_columns,
             )
         )
     return splits
+
+
+def _as_numpy(logits: Any) -> np.ndarray:
+    if isinstance(logits, torch.Tensor):
+        return logits.detach().cpu().numpy()
+    return np.asarray(logits)
+
+
+def _check_subsets(subsets: Any, labels: np.ndarray, seen: np.ndarray) -> list[PseudoSubset]:
+    """``subsets`` as a list of :class:`PseudoSubset` s of int64 arrays, each checked to be a
+    pseudo split of the rows of ``labels`` over S.
+
+    Raises:
+        ValueError: none given; rows not 1-D integers, out of range, both fitted and held
+            out, or fitted from a class the split neither sees nor leaves pseudo-absent; no
+            held-out row; classes outside S, both pseudo-seen and pseudo-absent, or none of
+            either.
+        TypeError: an entry is not a :class:`PseudoSubset`.
+    """
+    if isinstance(subsets, (str, bytes)) or not isinstance(subsets, Sequence) or not subsets:
+        raise ValueError(
+            f"subsets must be a non-empty sequence of PseudoSubset, got {subsets!r:.80}"
+        )
+    n, out = labels.size, []
+    for j, sub in enumerate(subsets):
+        if not isinstance(sub, PseudoSubset):
+            raise TypeError(f"subsets[{j}] must be a PseudoSubset, got {type(sub).__name__}")
+        arrays = {}
+        for name in ("pseudo_seen", "pseudo_absent", "fit_rows", "heldout_rows"):
+            a = np.asarray(getattr(sub, name))
+            if a.ndim != 1 or not (a.size == 0 or np.issubdtype(a.dtype, np.integer)):
+                raise ValueError(f"subsets[{j}].{name} must be 1-D integers, got {a!r:.80}")
+            arrays[name] = a.astype(np.int64, copy=False)
+        sub = PseudoSubset(**arrays)
+        for rows, name in ((sub.fit_rows, "fit_rows"), (sub.heldout_rows, "heldout_rows")):
+            bad = rows[(rows < 0) | (rows >= n)]
+            if bad.size:
+                raise ValueError(
+                    f"subsets[{j}].{name}: {int(bad[0])} is not a row of train_data ({n} rows)"
+                )
+        if sub.heldout_rows.size == 0:
+            raise ValueError(f"subsets[{j}] holds no held-out row: nothing to score")
+        both = np.intersect1d(sub.fit_rows, sub.heldout_rows)
+        if both.size:
+            raise ValueError(f"subsets[{j}]: row {int(both[0])} is both fitted and held out")
+        classes = np.concatenate([sub.pseudo_seen, sub.pseudo_absent])
+        if (
+            sub.pseudo_seen.size == 0
+            or sub.pseudo_absent.size == 0
+            or not np.isin(classes, seen).all()
+            or np.unique(classes).size != classes.size
+        ):
+            raise ValueError(
+                f"subsets[{j}]: pseudo_seen {sub.pseudo_seen.tolist()} and pseudo_absent "
+                f"{sub.pseudo_absent.tolist()} must be non-empty, disjoint sets of seen_classes"
+            )
+        stray = ~np.isin(labels[sub.fit_rows], classes)
+        if stray.any():
+            raise ValueError(
+                f"subsets[{j}]: fitted row {int(sub.fit_rows[stray][0])} is of class "
+                f"{int(labels[sub.fit_rows][stray][0])}, neither pseudo-seen nor pseudo-absent"
+            )
+        out.append(sub)
+    return out

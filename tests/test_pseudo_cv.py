@@ -153,3 +153,110 @@ def test_the_partition_is_the_harness_partition():
     for a, b in zip(ours, pcv_subsets(labels, split, pcv), strict=True):
         for field in ("pseudo_seen", "pseudo_absent", "fit_rows", "heldout_rows"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_given_subsets_replace_the_drawing():
+    """The splits of ``subsets=pseudo_subsets(...)`` are those drawn with the same settings."""
+    drawn = make_pseudo_splits(
+        _model(), lambda m, d, c: m, Labelled(LABELS), S, U, num_splits=2, seed=5, progress=False
+    )
+    subsets = pseudo_subsets(LABELS, S, num_splits=2, seed=5)
+    given = make_pseudo_splits(
+        _model(), lambda m, d, c: m, Labelled(LABELS), S, U, subsets=subsets, progress=False
+    )
+    for a, b in zip(drawn, given, strict=True):
+        for field in ("logits", "labels", "seen_classes", "absent_classes"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_subsets_with_absent_rows_reach_the_finetuning_and_no_heldout_row_does():
+    finetune, calls = _spy()
+    subsets = pseudo_subsets(LABELS, S, num_splits=2, with_absent=True)
+    make_pseudo_splits(_model(), finetune, Labelled(LABELS), S, subsets=subsets, progress=False)
+    for sub, (data, classes) in zip(subsets, calls, strict=True):
+        rows = np.asarray(data.indices)
+        np.testing.assert_array_equal(rows, sub.fit_rows)
+        assert set(LABELS[rows]) == set(S)  # pseudo-absent rows too, as asked
+        assert not np.isin(rows, sub.heldout_rows).any()
+        assert classes.seen == tuple(sub.pseudo_seen.tolist())
+
+
+def test_score_replaces_the_extraction_and_knows_its_split():
+    calls = []
+
+    def score(model, data, classes):
+        calls.append((classes.index, np.asarray(data.indices)))
+        return torch.full((len(data), C), float(classes.index))
+
+    splits = make_pseudo_splits(
+        _model(), lambda m, d, c: m, Labelled(LABELS), S, num_splits=2, score=score
+    )
+    subsets = pseudo_subsets(LABELS, S, num_splits=2)
+    assert [j for j, _ in calls] == [0, 1]
+    for j, (split, sub, (_, rows)) in enumerate(zip(splits, subsets, calls, strict=True)):
+        np.testing.assert_array_equal(rows, sub.heldout_rows)  # scored: the held-out rows
+        np.testing.assert_array_equal(split.logits, np.full((rows.size, C), float(j)))
+        np.testing.assert_array_equal(split.labels, LABELS[rows])
+
+
+def _subset(**change):
+    sub = pseudo_subsets(LABELS, S, num_splits=1)[0]
+    fields = {f: getattr(sub, f) for f in ("pseudo_seen", "pseudo_absent", "fit_rows")}
+    return calib.pseudo_cv.PseudoSubset(**{**fields, "heldout_rows": sub.heldout_rows, **change})
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"subsets": pseudo_subsets(LABELS, S, num_splits=1), "seed": 3},
+            ValueError,
+            r"pass either subsets or the settings that draw them, got both \(subsets and seed=3\)",
+        ),
+        ({"subsets": []}, ValueError, "subsets must be a non-empty sequence of PseudoSubset"),
+        ({"subsets": [(0, 1)]}, TypeError, r"subsets\[0\] must be a PseudoSubset, got tuple"),
+        (
+            {"subsets": [_subset(heldout_rows=np.array([0, 40]))]},
+            ValueError,
+            r"subsets\[0\].heldout_rows: 40 is not a row of train_data \(40 rows\)",
+        ),
+        (
+            {"subsets": [_subset(fit_rows=np.r_[_subset().fit_rows, _subset().heldout_rows[:1]])]},
+            ValueError,
+            rf"subsets\[0\]: row {_subset().heldout_rows[0]} is both fitted and held out",
+        ),
+        (
+            {"subsets": [_subset(pseudo_absent=np.array([4]))]},
+            ValueError,
+            r"must be non-empty, disjoint sets of seen_classes",
+        ),
+        (
+            {
+                "subsets": [
+                    _subset(
+                        pseudo_seen=np.array([0, 1]),
+                        pseudo_absent=np.array([2]),
+                        fit_rows=np.flatnonzero(LABELS == 3)[:1],
+                    )
+                ]
+            },
+            ValueError,
+            r"subsets\[0\]: fitted row 30 is of class 3, neither pseudo-seen nor pseudo-absent",
+        ),
+        (
+            {"subsets": [_subset(heldout_rows=np.array([], dtype=int))]},
+            ValueError,
+            r"subsets\[0\] holds no held-out row",
+        ),
+        (
+            {"score": lambda m, d, c: np.zeros((len(d), C - 1))},
+            ValueError,
+            rf"score must return the \(8, {C}\) logits of split 0's held-out rows, got shape",
+        ),
+        ({"score": "extract"}, TypeError, "score must be a function"),
+    ],
+)
+def test_bad_subsets_and_score_are_named(kwargs, error, message):
+    finetune, calls = _spy()
+    with pytest.raises(error, match=message):
+        make_pseudo_splits(_model(), finetune, Labelled(LABELS), S, progress=False, **kwargs)

@@ -45,11 +45,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from calib import distributed
-from calib.data import ClassSplit, Domain
+from calib.data import ClassSplit, Domain, dataset_targets
 from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.pseudo_cv import PseudoClasses, PseudoSubset, make_pseudo_splits
 from calib.run.identity import identity_leaves
 from calib.run.method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
 from calib.run.probability_stage import probability_results
@@ -289,32 +290,40 @@ def _detached(weight: torch.Tensor | None) -> torch.Tensor | None:
 def _pseudo_splits(
     runner: Runner, plan: RunPlan, stages: StagePlan, pretrained: nn.Module
 ) -> list[PseudoSplit]:
-    """PCV: fine-tune with the run's method on pseudo-seen classes of S, score held-out S data,
-    k times (no U data). The pseudo run's absent classes are pseudo-absent ∪ U."""
+    """PCV through :func:`calib.pseudo_cv.make_pseudo_splits`: the planned pseudo splits of S
+    (``stages.pcv_subsets``), each fine-tuned with the run's method on ``target.train`` and
+    its held-out rows scored on ``target.train_eval``, as the resumable stages
+    ``stages.pcv[j]``. No U sample is handed over: the S rows of the training set are.
+    """
     assert plan.calibration.pcv is not None
     cfg = plan.calibration.pcv.finetune or plan.finetune
     target, split = plan.target, plan.split
-    splits = []
-    for (train_stage, score_stage), sub in zip(stages.pcv, stages.pcv_subsets, strict=True):
-        absent = np.union1d(sub.pseudo_absent, np.asarray(split.absent))
-        pseudo = ClassSplit(
-            tuple(sub.pseudo_seen.tolist()), tuple(absent.tolist()), split.num_classes
+    s_rows = np.flatnonzero(np.isin(dataset_targets(target.train), split.seen))
+    # the planned rows index target.train; make_pseudo_splits' index its S rows (all it uses)
+    subsets = [
+        PseudoSubset(
+            sub.pseudo_seen,
+            sub.pseudo_absent,
+            np.searchsorted(s_rows, sub.fit_rows),
+            np.searchsorted(s_rows, sub.heldout_rows),
         )
-        fit = Subset(target.train, sub.fit_rows.tolist())
-        model = finetune_with_method(runner, train_stage, pretrained, plan.method, fit, cfg, pseudo)
-        scored = runner.extract(
-            score_stage, model, Subset(target.train_eval, sub.heldout_rows.tolist())
-        )
-        splits.append(
-            PseudoSplit(
-                logits=scored.logits.numpy(),
-                labels=scored.labels.numpy(),
-                seen_classes=sub.pseudo_seen,
-                # γ goes to every column absent from this run's fine-tuning: pseudo-absent and U
-                absent_classes=absent,
-            )
-        )
-    return splits
+        for sub in stages.pcv_subsets
+    ]
+
+    def finetune(model: nn.Module, data: Dataset, classes: PseudoClasses) -> nn.Module:
+        # the method's "absent" classes are every column absent from this run: pseudo-absent ∪ U
+        pseudo = ClassSplit(classes.seen, classes.absent, classes.num_classes)
+        train_stage = stages.pcv[classes.index][0]
+        return finetune_with_method(runner, train_stage, model, plan.method, data, cfg, pseudo)
+
+    def score(model: nn.Module, data: Dataset, classes: PseudoClasses) -> torch.Tensor:
+        return runner.extract(stages.pcv[classes.index][1], model, data).logits
+
+    return make_pseudo_splits(
+        pretrained, finetune, Subset(target.train, s_rows.tolist()), split.seen, split.absent,
+        split.num_classes, subsets=subsets, eval_data=Subset(target.train_eval, s_rows.tolist()),
+        score=score,
+    )  # fmt: skip
 
 
 def _fit_selectors(

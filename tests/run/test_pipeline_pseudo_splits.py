@@ -75,10 +75,15 @@ def _root_rows(dataset) -> tuple[object, np.ndarray]:
     return dataset, rows
 
 
-@pytest.fixture(scope="module")
-def plan():
+#: Plain fine-tuning; one that trains on its absent classes too (the pseudo runs then fit the
+#: pseudo-absent rows that are not held out); one in two phases (folders under the stage's).
+METHODS = ["full", "oracle_all", "lp_ft"]
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def plan(request):
     torch.set_num_threads(1)
-    return build_plan(tiny_config(), run_dir="unused")
+    return build_plan(tiny_config([f"finetune.method={request.param}"]), run_dir="unused")
 
 
 def test_the_splits_are_those_of_the_previous_harness_loop(plan, tmp_path):
@@ -123,7 +128,11 @@ def test_the_finetuning_sees_only_its_fit_rows_and_scoring_only_the_heldout_rows
         root, rows = _root_rows(data)
         assert root is target.train  # the augmenting transform, for fitting
         np.testing.assert_array_equal(rows, sub.fit_rows)
-        assert np.isin(labels[rows], sub.pseudo_seen).all()  # no U row, no pseudo-absent row
+        fitted_classes = sub.pseudo_seen
+        if plan_.method.name == "oracle_all":  # its pseudo-absent classes are trained on too
+            fitted_classes = np.union1d(sub.pseudo_seen, sub.pseudo_absent)
+            assert np.isin(labels[rows], sub.pseudo_absent).any()
+        assert np.isin(labels[rows], fitted_classes).all()  # never a U row
         assert not np.isin(rows, sub.heldout_rows).any()
         assert pseudo.seen == tuple(sub.pseudo_seen.tolist())
         assert set(pseudo.absent) == set(sub.pseudo_absent.tolist()) | set(split.absent)
