@@ -1,0 +1,1045 @@
+"""The seen–absent metrics from a stream of logit batches: O(N) memory, whatever C, exact.
+
+Everything the γ pipeline reads from a (N, C) logit matrix is O(1) per sample under the rule of
+:mod:`calib.rules.gaps`: the gap g = max over the non-U columns − max over U, whether the label
+wins among the non-U columns, among U and among S, the label (its group), a weight, and for
+ALG one float64 term. :class:`SeenAbsentState` keeps exactly that, batch by batch, so the
+logits never need to be held at once:
+
+- :meth:`~SeenAbsentState.curve`, :meth:`~SeenAbsentState.ausuc` and the top-1
+  :meth:`~SeenAbsentState.report` at any γ equal :func:`calib.seen_absent_curve`,
+  :func:`calib.ausuc` and :func:`calib.accuracy_report` on the whole matrix bit for bit (the
+  per-sample values come from the same one-pass scan, :func:`calib.rules.gaps.scan_checked`);
+  top-k (k > 1) at the γ values declared when the state is built;
+- :func:`alg_from_state`, :func:`prior_from_state`, :func:`oracle_from_state` and
+  :func:`pcv_from_states` give the γ of the selectors ``alg``, ``prior``, ``oracle`` and ``pcv``
+  from states (ALG within float rounding, the others exactly);
+- :meth:`~SeenAbsentState.merge` joins two states, :meth:`~SeenAbsentState.sync` gathers the
+  per-sample state of every process of a ``torch.distributed`` group (not the logits).
+
+Memory: per sample 8 (gap) + 8 (label) + 3 (flags) bytes, + 8 with weights, + 8 with ALG,
++ 8 per γ and 16 more with top-k, + 8 with indices: about 3.5 MB per 100,000 samples with
+C = 21,843 (the logits: 8.7 GB as float32).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from calib.metrics.accuracy import harmonic_mean
+from calib.metrics.curve import SeenAbsentCurve
+from calib.metrics.weights import effective_weights, weighted_mean
+from calib.rules.gaps import group_codes, scan_checked
+from calib.rules.kernels import ABSENT, SEEN, alg_sums
+from calib.rules.stepmax import maximise
+from calib.validation import (
+    as_numpy,
+    check_average,
+    check_classes,
+    check_int,
+    check_labels,
+    check_logits,
+    check_num_classes,
+    check_real,
+    check_sample_weight,
+    is_tensor,
+)
+
+__all__ = [
+    "SeenAbsentState",
+    "alg_from_state",
+    "prior_from_state",
+    "oracle_from_state",
+    "pcv_from_states",
+]
+
+#: Per-sample columns: name -> dtype (``rank`` has one column per tracked γ).
+_COLUMNS = {
+    "gap": np.float64,  # max over non-U − max over U (float64, as the scan gives it)
+    "hit_other": np.bool_,  # the best non-U column is the label (right while γ ≤ gap)
+    "hit_absent": np.bool_,  # the best U column is the label (right once γ > gap)
+    "hit_seen": np.bool_,  # the best S column is the label (Acc S/S)
+    "label": np.int64,
+    "weight": np.float64,
+    "alg": np.float64,  # the sample's ALG term (see alg_from_state)
+    "alg_flag": np.int8,  # 0 finite term; 1 a -inf logit in S or U; 2 the sums overflow
+    "rank": np.int64,  # (n, G): columns beating the label under each tracked γ
+    "rank_seen": np.int64,  # among S only (|C| when the label is not in S)
+    "rank_absent": np.int64,  # among U only
+    "index": np.int64,  # the caller's sample index (sync's order)
+}
+
+#: ALG term flags.
+_ALG_OK, _ALG_DEAD, _ALG_OVERFLOW = 0, 1, 2
+
+_ORDERS = ("interleaved", "contiguous")
+
+
+class SeenAbsentState:
+    """Per-sample O(1) state of the seen–absent metrics, filled batch by batch.
+
+    Args:
+        num_classes: C, the logits' width (every batch must have it).
+        seen_classes: the fine-tuning classes S (column indices).
+        absent_classes: the classes U that receive γ; default every column not in S.
+        topk: besides top-1 (always), the k > 1 whose accuracies :meth:`report` can give.
+        gammas: the γ values (logit units) at which top-k accuracies are kept; one rank per
+            sample and γ. Top-1 needs none: it is exact at every γ.
+        alg: also keep each sample's ALG term (:func:`alg_from_state`): one more pass over
+            each batch.
+
+    The state grows by one row per sample; its arrays are numpy whatever the batches were.
+    A state is either labelled or not (its first batch decides); an unlabelled state holds
+    the gaps only (:func:`prior_from_state`). Pickles as plain numpy.
+
+    Raises:
+        ValueError: malformed class sets, ``num_classes`` < 2, a k < 1, a NaN γ.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        seen_classes: Any,
+        absent_classes: Any = None,
+        *,
+        topk: Iterable[int] = (1,),
+        gammas: Iterable[float] = (0.0,),
+        alg: bool = False,
+    ) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        self.seen_classes, self.absent_classes = check_classes(
+            seen_classes, absent_classes, self.num_classes
+        )
+        self.topk = _check_topk(topk)
+        self.gammas = tuple(sorted({check_real(g, "gammas") for g in _iterable(gammas, "gammas")}))
+        if self.topk and not self.gammas:
+            raise ValueError(f"topk={self.topk} needs at least one γ in gammas, got none")
+        if not isinstance(alg, (bool, np.bool_)):
+            raise ValueError(f"alg must be True or False, got {alg!r}")
+        self.alg = bool(alg)
+        self._codes = group_codes(self.num_classes, self.seen_classes, self.absent_classes)
+        self.reset()
+
+    # ------------------------------------------------------------------ filling
+
+    def reset(self) -> SeenAbsentState:
+        """Forget every sample (the settings stay)."""
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._joined: dict[str, np.ndarray] | None = None
+        self.labelled: bool | None = None  # decided by the first batch
+        self.weighted = False
+        self.indexed: bool | None = None
+        return self
+
+    def update(
+        self,
+        logits: Any,
+        labels: Any = None,
+        sample_weight: Any = None,
+        index: Any = None,
+    ) -> SeenAbsentState:
+        """Add one batch: its per-sample values are computed where the logits are.
+
+        Args:
+            logits: (n, C) scores, numpy array or torch tensor on any device (any real dtype;
+                a tensor on a GPU is reduced there and only (n,) values come to the host).
+            labels: (n,) integer labels in [0, C); None for an unlabelled state.
+            sample_weight: (n,) finite weights ≥ 0 (a batch may be all zero); None: 1 each.
+            index: (n,) the samples' positions in the data set, all distinct over the stream:
+                :meth:`sync` then restores that order (and drops repeats, as
+                ``DistributedSampler`` pads shards with). Every batch or none gives it.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: logits not (n, C) for the declared C, NaN/+inf or an all ``-inf`` row;
+                labels out of range or of the wrong length; a batch labelled otherwise than
+                the state; bad weights or indices.
+        """
+        self._add(self._reduce(logits, labels, sample_weight, index))
+        return self
+
+    def _reduce(
+        self, logits: Any, labels: Any, sample_weight: Any, index: Any
+    ) -> dict[str, np.ndarray]:
+        """The per-sample columns of one batch (numpy, O(n))."""
+        shape = tuple(getattr(logits, "shape", ()))
+        if len(shape) == 2 and shape[0] == 0 and shape[1] == self.num_classes:
+            n = 0  # an empty shard's batch: nothing to add, but its other arguments are checked
+            z = None
+        else:
+            z = check_logits(logits, values=False, on_device=True)
+            n = int(z.shape[0])
+            if z.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"logits have {z.shape[1]} columns but the state was built for "
+                    f"num_classes={self.num_classes}"
+                )
+        labelled = labels is not None
+        if self.labelled is not None and labelled != self.labelled:
+            have = "labelled" if self.labelled else "unlabelled"
+            raise ValueError(
+                f"labels {'given' if labelled else 'missing'} for a batch of a {have} state: "
+                "every batch of a state is labelled, or none is"
+            )
+        y = check_labels(labels, n, self.num_classes) if labelled else None
+        w = _check_batch_weight(sample_weight, n)
+        idx = None if index is None else _check_index(index, n)
+        if self.indexed is not None and (idx is not None) != self.indexed:
+            raise ValueError(
+                "index given for some batches and not for others: give it for every batch "
+                "(sync orders the samples by it) or for none"
+            )
+        out: dict[str, np.ndarray] = {"gap": np.empty(0, np.float64)}
+        if n:
+            if self.alg and not labelled:
+                raise ValueError("alg=True needs labels: the ALG term reads the label's logit")
+            ks = y is not None and bool(self.topk)
+            first_gamma = self.gammas[0] if ks else 0.0
+            scanned = scan_checked(
+                z, self.seen_classes, self.absent_classes, y if ks else None, first_gamma
+            )
+            out["gap"] = scanned["gap"]
+            if y is not None:
+                out["hit_other"] = scanned["pred_other"] == y
+                out["hit_absent"] = scanned["pred_absent"] == y
+                out["hit_seen"] = scanned["pred_seen"] == y
+            if ks:
+                ranks = [scanned["rank"]]
+                for gamma in self.gammas[1:]:
+                    ranks.append(
+                        scan_checked(z, self.seen_classes, self.absent_classes, y, gamma)["rank"]
+                    )
+                out["rank"] = np.stack(ranks, axis=1)
+                out["rank_seen"] = scanned["rank_seen"]
+                out["rank_absent"] = scanned["rank_absent"]
+            if self.alg:
+                out["alg"], out["alg_flag"] = self._alg_terms(z, y)
+        if y is not None:
+            out["label"] = y
+        if w is not None:
+            out["weight"] = w
+        if idx is not None:
+            out["index"] = idx
+        self.labelled = labelled
+        self.indexed = idx is not None
+        return out
+
+    def _alg_terms(self, z: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) ALG terms of a checked batch and their flags (see :func:`alg_from_state`)."""
+        seen, absent = self.seen_classes, self.absent_classes
+        if is_tensor(z):  # on its device: only (n,) sums come back
+            import torch
+
+            zd = z.to(torch.float64)
+            s_idx = torch.as_tensor(seen, device=z.device)
+            a_idx = torch.as_tensor(absent, device=z.device)
+            y_t = torch.as_tensor(y, device=z.device)
+            sum_seen = zd.index_select(1, s_idx).sum(dim=1).cpu().numpy()
+            sum_absent = zd.index_select(1, a_idx).sum(dim=1).cpu().numpy()
+            true_logit = zd.gather(1, y_t[:, None])[:, 0].cpu().numpy()
+        else:
+            sum_seen, sum_absent = alg_sums(z, self._codes)[:2]
+            true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
+        terms = _alg_formula(sum_seen, sum_absent, true_logit, seen.size, absent.size)
+        flags = np.zeros(terms.shape, np.int8)
+        bad = ~np.isfinite(terms)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            used = np.concatenate([seen, absent])
+            sub = z[rows] if not is_tensor(z) else as_numpy(z[rows], "logits")
+            dead = np.isneginf(sub[:, used]).any(axis=1)
+            flags[rows[dead]] = _ALG_DEAD
+            over = rows[~dead]
+            if over.size:  # finite logits whose sums overflow: the terms at an exact scale
+                flags[over] = _ALG_OVERFLOW
+                scale = _alg_scale(seen.size, absent.size)
+                zs = np.asarray(sub[~dead], dtype=np.float64) * scale
+                s_sum, a_sum = alg_sums(zs, self._codes)[:2]
+                t = zs[np.arange(over.size), y[over]]
+                terms[over] = _alg_formula(s_sum, a_sum, t, seen.size, absent.size)
+        return terms, flags
+
+    def _add(self, chunk: dict[str, np.ndarray]) -> None:
+        if chunk["gap"].size == 0:
+            return
+        if "weight" in chunk and not self.weighted:
+            self.weighted = True
+        self._chunks.append(chunk)
+        self._joined = None
+
+    def merge(self, other: SeenAbsentState) -> SeenAbsentState:
+        """Append ``other``'s samples after this state's (in place); returns ``self``.
+
+        Raises:
+            TypeError: ``other`` is not a :class:`SeenAbsentState`.
+            ValueError: the two were built with different classes or settings, or one is
+                labelled (or indexed) and the other is not.
+        """
+        if not isinstance(other, SeenAbsentState):
+            raise TypeError(f"merge needs a SeenAbsentState, got {type(other).__name__}")
+        mismatch = _config_mismatch(self._config(), other._config())
+        if mismatch:
+            raise ValueError(f"cannot merge states built with different {mismatch}")
+        for mine, theirs, what in (
+            (self.labelled, other.labelled, "labelled"),
+            (self.indexed, other.indexed, "indexed"),
+        ):
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(f"cannot merge a {what} state with one that is not")
+        if other.n_samples:
+            self.labelled = other.labelled
+            self.indexed = other.indexed
+            self.weighted |= other.weighted
+            self._chunks.append(other.columns())
+            self._joined = None
+        return self
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def n_samples(self) -> int:
+        return sum(int(c["gap"].size) for c in self._chunks)
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __repr__(self) -> str:
+        return (
+            f"SeenAbsentState(num_classes={self.num_classes}, |S|={self.seen_classes.size}, "
+            f"|U|={self.absent_classes.size}, n_samples={self.n_samples})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_chunks"] = [self.columns()] if self._chunks else []
+        state["_joined"] = None
+        return state
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-sample state: name -> (N,) array (``rank``: (N, len(gammas))).
+
+        ``weight`` is present when some batch had weights (1 for the others); the arrays
+        are shared with the state: do not write into them.
+        """
+        if self._joined is None:
+            if not self._chunks:
+                self._joined = {}
+            else:
+                keys = set().union(*self._chunks)
+                joined = {}
+                for key in keys:
+                    if key == "weight":
+                        parts = [c.get("weight", np.ones(c["gap"].size)) for c in self._chunks]
+                    else:
+                        parts = [c[key] for c in self._chunks]
+                    joined[key] = np.concatenate(parts)
+                self._joined = joined
+                self._chunks = [joined]  # one chunk from now on: no copy at the next read
+        return self._joined
+
+    @property
+    def gaps(self) -> np.ndarray:
+        """(N,) float64 gaps: max over non-U − max over U per sample."""
+        return self.columns().get("gap", np.empty(0))
+
+    def _labelled_columns(self, what: str) -> dict[str, np.ndarray]:
+        cols = self.columns()
+        if not cols:
+            raise ValueError(f"{what}: the state holds no sample yet (call update first)")
+        if not self.labelled:
+            raise ValueError(f"{what} needs labels, but the state was filled without them")
+        return cols
+
+    def _groups(self, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        group = self._codes[cols["label"]]
+        return group == SEEN, group == ABSENT
+
+    def weights(self, average: str = "micro") -> np.ndarray | None:
+        """(N,) effective weights of :mod:`calib.metrics.weights` (``sample_weight``, or per
+        class ``w / W_class`` for ``average="macro"``); None for micro without weights.
+
+        Raises:
+            ValueError: an ``average`` other than micro/macro; weights that are 0 for every
+                sample.
+        """
+        average = check_average(average)
+        cols = self._labelled_columns("weights")
+        w = cols.get("weight")
+        if w is not None and not w.any():
+            raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
+        return effective_weights(cols["label"], w, average)
+
+    def curve(self, average: str = "micro") -> SeenAbsentCurve:
+        """:func:`calib.seen_absent_curve` of every sample so far (numpy arrays), with the
+        weights given to :meth:`update` and ``average`` (``"micro"`` or ``"macro"``).
+
+        Equals the curve of the whole logit matrix (with the same ``sample_weight`` and
+        ``average``) bit for bit.
+        """
+        cols = self._labelled_columns("curve")
+        label_seen, label_absent = self._groups(cols)
+        return _curve_of_samples(
+            cols["gap"],
+            cols["hit_other"],
+            cols["hit_absent"],
+            label_seen,
+            label_absent,
+            self.weights(average),
+        )
+
+    def ausuc(self, average: str = "micro") -> float:
+        """The area under :meth:`curve` (NaN, with a warning, without seen or absent samples)."""
+        return self.curve(average).ausuc
+
+    def report(
+        self, gamma: float = 0.0, topk: Iterable[int] | None = None, average: str = "micro"
+    ) -> dict[str, float]:
+        """:func:`calib.accuracy_report` at ``gamma`` from the state, bit for bit.
+
+        Args:
+            gamma: the bias (±inf allowed). Top-1 at any γ; top-k only at a γ of ``gammas``.
+            topk: the k to report (1 always); default the state's ``topk``.
+            average: ``"micro"`` or ``"macro"`` (class-balanced), with the update's weights.
+
+        Returns:
+            The keys of :func:`calib.accuracy_report`.
+
+        Raises:
+            ValueError: a k > 1 not tracked, or a top-k at a γ not in ``gammas``.
+        """
+        cols = self._labelled_columns("report")
+        gamma = check_real(gamma, "gamma")
+        ks = self.topk if topk is None else _check_topk(topk)
+        untracked = [k for k in ks if k not in self.topk]
+        if untracked:
+            raise ValueError(
+                f"topk={list(ks)}: the state tracks top-k for k in {list(self.topk)} only "
+                "(declare topk when building the state)"
+            )
+        if ks and gamma not in self.gammas:
+            raise ValueError(
+                f"top-k at gamma={gamma!r}: the state keeps ranks at gammas={list(self.gammas)} "
+                "only (declare gammas when building the state); top-1 works at any γ"
+            )
+        weights = self.weights(average)
+        label_seen, label_absent = self._groups(cols)
+        n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
+        for rows, count, group in (
+            (label_seen, n_seen, "seen"),
+            (label_absent, n_absent, "absent"),
+        ):
+            if count == 0:
+                warnings.warn(
+                    f"no test sample has a label in the {group} classes: its accuracies are NaN",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            elif weights is not None and not weights[rows].any():
+                warnings.warn(
+                    f"sample_weight is 0 for every test sample of the {group} classes: its "
+                    "accuracies are NaN",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        # the rule of calib.rules.gaps.Gaps.predict: γ > gap moves the sample to U
+        hit_all = np.where(gamma > cols["gap"], cols["hit_absent"], cols["hit_other"])
+        report = _group_accuracies(
+            hit_all, cols["hit_seen"], cols["hit_absent"], label_seen, label_absent, weights, ""
+        )
+        for k in ks:
+            j = self.gammas.index(gamma)
+            report |= _group_accuracies(
+                cols["rank"][:, j] < k,
+                cols["rank_seen"] < k,
+                cols["rank_absent"] < k,
+                label_seen,
+                label_absent,
+                weights,
+                f"_top{k}",
+            )
+        n = int(cols["gap"].size)
+        return report | {"gamma": gamma, "n_samples": n, "n_seen": n_seen, "n_absent": n_absent}
+
+    # ------------------------------------------------------------------ processes
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "seen_classes": self.seen_classes.tolist(),
+            "absent_classes": self.absent_classes.tolist(),
+            "topk": self.topk,
+            "gammas": self.gammas,
+            "alg": self.alg,
+        }
+
+    def _empty_like(self) -> SeenAbsentState:
+        new = SeenAbsentState.__new__(SeenAbsentState)
+        new.__dict__.update(
+            {k: v for k, v in self.__dict__.items() if k not in ("_chunks", "_joined")}
+        )
+        return new.reset()
+
+    def sync(self, group: Any = None, order: str = "interleaved") -> SeenAbsentState:
+        """Every process's samples, on every process: a new state (this one is unchanged).
+
+        The per-sample state is all-gathered (O(N) numbers, shards of any sizes), never the
+        logits. The samples come back in data-set order:
+
+        - with ``index`` given to :meth:`update`: sorted by it; a repeated index (the padding
+          of ``DistributedSampler``) is kept once, from the lowest rank;
+        - else ``order="interleaved"``: rank r's j-th sample is sample r + j·W of W processes
+          (:class:`calib.distributed.ShardSampler`, ``DistributedSampler(shuffle=False)``
+          without padding); the shard sizes must be those of such a split;
+        - ``order="contiguous"``: rank 0's samples, then rank 1's, ...
+
+        Args:
+            group: the ``torch.distributed`` process group (default: the world).
+            order: ``"interleaved"`` (default) or ``"contiguous"``; unused with indices.
+
+        Raises:
+            RuntimeError: no initialised ``torch.distributed`` process group.
+            ValueError: the processes' states were built with different settings (or one is
+                labelled and another not), or shard sizes that no interleaved split gives.
+        """
+        import torch
+        import torch.distributed as dist
+
+        if order not in _ORDERS:
+            raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "sync() needs an initialised torch.distributed process group "
+                "(torch.distributed.init_process_group, or torchrun); in one process the "
+                "state is already complete"
+            )
+        world = dist.get_world_size(group)
+        cols = self.columns()
+        meta = {
+            "config": self._config(),
+            "labelled": self.labelled,
+            "indexed": self.indexed,
+            "weighted": self.weighted,
+            "n": self.n_samples,
+        }
+        metas: list[Any] = [None] * world
+        dist.all_gather_object(metas, meta, group=group)
+        for r, m in enumerate(metas):
+            mismatch = _config_mismatch(meta["config"], m["config"])
+            if mismatch:
+                raise ValueError(f"sync: rank {r}'s state was built with different {mismatch}")
+        labelled = {m["labelled"] for m in metas if m["n"]}
+        indexed = {m["indexed"] for m in metas if m["n"]}
+        if len(labelled) > 1 or len(indexed) > 1:
+            what = "labelled" if len(labelled) > 1 else "indexed"
+            raise ValueError(f"sync: some ranks' states are {what} and others' are not")
+        sizes = [int(m["n"]) for m in metas]
+        new = self._empty_like()
+        total = sum(sizes)
+        if total == 0:
+            return new
+        new.labelled = labelled.pop()
+        new.indexed = indexed.pop()
+        new.weighted = any(m["weighted"] for m in metas)
+        layout = _layout(self, new.labelled, new.weighted, new.indexed)
+        width = sum(w for _, w in layout)
+        local = np.zeros((sizes[dist.get_rank(group)], width))
+        at = 0
+        for key, w in layout:
+            if cols:
+                value = cols.get(key, np.ones(local.shape[0]) if key == "weight" else None)
+                local[:, at : at + w] = np.asarray(value, np.float64).reshape(local.shape[0], w)
+            at += w
+        backend = dist.get_backend(group)
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
+        padded = torch.zeros((max(sizes), width), dtype=torch.float64, device=device)
+        padded[: local.shape[0]] = torch.from_numpy(local).to(padded.device)
+        buffers = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(buffers, padded, group=group)
+        parts = [b[:n].cpu().numpy() for b, n in zip(buffers, sizes, strict=True)]
+        rows = _restore_order(parts, sizes, layout, new.indexed, order)
+        joined: dict[str, np.ndarray] = {}
+        at = 0
+        for key, w in layout:
+            block = rows[:, at : at + w]
+            dtype = _COLUMNS[key]
+            joined[key] = (block if key == "rank" else block[:, 0]).astype(dtype)
+            at += w
+        new._chunks = [joined]
+        return new
+
+
+# ---------------------------------------------------------------------------- selectors' γ
+
+
+def alg_from_state(state: SeenAbsentState) -> tuple[float, dict[str, Any]]:
+    """:func:`calib.selectors.select_alg` from a state built with ``alg=True``.
+
+    γ = mean over samples of [mean logit of the S classes other than the label − mean logit
+    of the U classes] (weighted mean with weights). Without weights and with numpy batches, each
+    term comes from the same kernel (:func:`calib.rules.kernels.alg_sums`) as the whole-matrix
+    selector and their mean is taken over the same array: equal up to the summation order of
+    a tensor's device (float rounding).
+
+    Raises:
+        ValueError: a state without ALG terms or labels, a label outside S, |S| < 2, a -inf
+            logit in a column of S or U, or terms too large for float64.
+    """
+    if not isinstance(state, SeenAbsentState):
+        raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
+    if not state.alg:
+        raise ValueError("ALG needs the state's per-sample terms: build it with alg=True")
+    cols = state._labelled_columns("ALG")
+    seen, absent = state.seen_classes, state.absent_classes
+    if seen.size < 2:
+        raise ValueError(
+            f"ALG needs at least 2 seen classes (it averages the non-true ones), got {seen.size}"
+        )
+    y = cols["label"]
+    outside = state._codes[y] != SEEN
+    if outside.any():
+        where = "absent classes U" if (state._codes[y] == ABSENT).any() else "non-seen columns"
+        raise ValueError(
+            f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
+            f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
+        )
+    flags = cols["alg_flag"]
+    if (flags == _ALG_DEAD).any():
+        i = int(np.flatnonzero(flags == _ALG_DEAD)[0])
+        raise ValueError(
+            f"ALG averages logits, but sample {i} holds -inf in a column of S or U (a class "
+            "that can never be predicted): leave it out of seen_classes/absent_classes"
+        )
+    terms, weight = cols["alg"], cols.get("weight")
+    scale = 1.0
+    overflow = bool((flags == _ALG_OVERFLOW).any())
+    if not overflow:
+        with np.errstate(over="ignore", invalid="ignore"):
+            gamma = _weighted_mean(terms, weight)
+    if overflow or not math.isfinite(gamma):
+        # the terms at the exact power-of-two scale of the whole-matrix selector
+        scale = _alg_scale(seen.size, absent.size)
+        terms = np.where(flags == _ALG_OVERFLOW, terms, terms * scale)
+        with np.errstate(over="ignore"):
+            gamma = _weighted_mean(terms, weight) / scale
+        if not math.isfinite(gamma):
+            raise ValueError(
+                "logits too large for ALG: the mean gap between the S and U logits overflows "
+                f"float64 (max {np.finfo(np.float64).max:.4g}); rescale the logits"
+            )
+    big = float(np.abs(terms).max())  # the squares of the std overflow from 1.3e154 on
+    if weight is None:
+        gap_std = float((terms / big).std() * big / scale) if big > 1e150 else float(terms.std())
+    else:
+        unit = terms / big if big > 1e150 else terms
+        mean = np.average(unit, weights=weight)
+        std = float(np.sqrt(np.average((unit - mean) ** 2, weights=weight)))
+        gap_std = std * big / scale if big > 1e150 else std
+    return gamma, {"method": "alg", "n_samples": int(terms.size), "gap_std": gap_std}
+
+
+def prior_from_state(
+    state: SeenAbsentState, prior: float | None = None
+) -> tuple[float, dict[str, Any]]:
+    """:func:`calib.selectors.select_prior` from a state (labels not needed): the γ whose
+    predicted share of U (weighted with weights) is closest to ``prior``; exact."""
+    if not isinstance(state, SeenAbsentState):
+        raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
+    cols = state.columns()
+    if not cols:
+        raise ValueError("prior: the state holds no sample yet (call update first)")
+    if prior is not None:
+        prior = check_real(prior, "prior")
+        if not 0.0 <= prior <= 1.0:
+            raise ValueError(f"prior must be a share in [0, 1], got {prior!r}")
+    else:
+        seen, absent = state.seen_classes, state.absent_classes
+        prior = absent.size / (seen.size + absent.size)
+    weight = cols.get("weight")
+    if weight is None:
+        gaps = np.sort(cols["gap"])
+        finite = gaps[np.isfinite(gaps)]
+        gamma_steps = np.append(np.unique(finite), np.inf)
+        share = np.searchsorted(gaps, gamma_steps, side="left") / gaps.size
+        choice = maximise([(gamma_steps, -np.abs(share - prior))])
+        reached = float(np.count_nonzero(gaps < choice.gamma) / gaps.size)
+    else:
+        order = np.argsort(cols["gap"], kind="stable")
+        gaps = cols["gap"][order]
+        below = np.concatenate([[0.0], np.cumsum(weight[order])])  # weight of gap < γ
+        finite = gaps[np.isfinite(gaps)]
+        gamma_steps = np.append(np.unique(finite), np.inf)
+        share = below[np.searchsorted(gaps, gamma_steps, side="left")] / below[-1]
+        choice = maximise([(gamma_steps, -np.abs(share - prior))])
+        reached = float(below[np.searchsorted(gaps, choice.gamma, side="left")] / below[-1])
+    return choice.gamma, {
+        "method": "prior",
+        "prior": prior,
+        "share": reached,
+        "n_samples": int(gaps.size),
+        "interval": choice.interval,
+    }
+
+
+def oracle_from_state(
+    state: SeenAbsentState, criterion: str = "acc_all", average: str = "micro"
+) -> tuple[float, dict[str, Any]]:
+    """:func:`calib.selectors.select_oracle` from a state: the best γ on labelled target data
+    with U (an upper bound for analysis, never a method); exact, with the state's weights."""
+    criterion = _check_criterion(criterion)
+    average = check_average(average)
+    curve = _criterion_curve(state, criterion, average, "")
+    choice = maximise([(curve.gamma, _criterion_values(curve, criterion))])
+    return choice.gamma, {
+        "method": "oracle",
+        "criterion": criterion,
+        "average": average,
+        "weighted": state.weighted,
+        "value": choice.value,
+        "interval": choice.interval,
+        "uses_absent_labels": True,
+        "note": "upper bound: chosen with labelled absent-class data",
+    }
+
+
+def pcv_from_states(
+    states: Sequence[SeenAbsentState],
+    seen_classes: Any,
+    absent_classes: Any = None,
+    criterion: str = "hmean",
+    average: str = "micro",
+) -> tuple[float, dict[str, Any]]:
+    """:func:`calib.selectors.select_pcv` from one state per pseudo split; exact, with each
+    state's weights (those of its :class:`~calib.selectors.PseudoSplit`).
+
+    Each state holds a split's held-out S data, built with the split's pseudo-seen classes as
+    ``seen_classes`` and its pseudo-absent classes (which include the real U) as
+    ``absent_classes``. ``seen_classes``/``absent_classes`` are the real S and U.
+
+    Raises:
+        ValueError: no state, a label in U or outside S, pseudo-seen classes outside S, a split
+            that leaves out some of U, states of different widths.
+    """
+    criterion = _check_criterion(criterion)
+    average = check_average(average)
+    if isinstance(states, SeenAbsentState) or not isinstance(states, Sequence) or not states:
+        raise ValueError("states must be a non-empty sequence of SeenAbsentState (one per split)")
+    for j, s in enumerate(states):
+        if not isinstance(s, SeenAbsentState):
+            raise TypeError(f"states[{j}] must be a SeenAbsentState, got {type(s).__name__}")
+    widths = {s.num_classes for s in states}
+    if len(widths) != 1:
+        raise ValueError(f"the states disagree on the number of columns: {sorted(widths)}")
+    (c,) = widths
+    seen, absent = check_classes(seen_classes, absent_classes, c)
+    steps = []
+    for j, s in enumerate(states):
+        where = f"states[{j}]: "
+        cols = s._labelled_columns(f"{where}PCV")
+        y = cols["label"]
+        in_absent = np.isin(y, absent)
+        if in_absent.any():
+            raise ValueError(
+                f"{where}{int(in_absent.sum())} label(s) lie in the absent classes U, e.g. "
+                f"{int(y[in_absent][0])}: PCV may not touch U data (score held-out S data only)"
+            )
+        not_seen = ~np.isin(y, seen)
+        if not_seen.any():
+            raise ValueError(f"{where}label {int(y[not_seen][0])} is not a fine-tuning (S) class")
+        left_out = np.setdiff1d(absent, s.absent_classes)
+        if left_out.size:
+            raise ValueError(
+                f"{where}absent_classes {s.absent_classes.tolist()[:10]} leave out the real "
+                f"absent classes {left_out.tolist()[:10]}: the deployed γ shifts U too, so a "
+                "pseudo split must be scored with γ on its pseudo-absent classes and on U"
+            )
+        if not np.isin(s.seen_classes, seen).all():
+            extra = np.setdiff1d(s.seen_classes, seen)
+            raise ValueError(f"{where}pseudo-seen classes {extra.tolist()[:10]} are not in S")
+        stray = ~np.isin(y, np.union1d(s.seen_classes, s.absent_classes))
+        if stray.any():
+            raise ValueError(
+                f"{where}label {int(y[stray][0])} is in neither the split's seen nor absent classes"
+            )
+        curve = _criterion_curve(s, criterion, average, where)
+        steps.append((curve.gamma, _criterion_values(curve, criterion)))
+    choice = maximise(steps)
+    return choice.gamma, {
+        "method": "pcv",
+        "criterion": criterion,
+        "average": average,
+        "value": choice.value,
+        "split_values": [float(v) for v in choice.values],
+        "n_splits": len(states),
+        "interval": choice.interval,
+    }
+
+
+# ---------------------------------------------------------------------------- internals
+
+_CRITERIA = ("acc_all", "hmean")
+
+
+def _check_criterion(criterion: Any) -> str:
+    if not isinstance(criterion, str) or criterion not in _CRITERIA:
+        raise ValueError(f"criterion must be one of {_CRITERIA}, got {criterion!r}")
+    return criterion
+
+
+def _criterion_curve(
+    state: SeenAbsentState, criterion: str, average: str, where: str
+) -> SeenAbsentCurve:
+    """The state's curve for a criterion; ``hmean`` needs both groups (with weight > 0)."""
+    if not isinstance(state, SeenAbsentState):
+        raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
+    cols = state._labelled_columns(f"{where}criterion {criterion!r}")
+    weights = state.weights(average)
+    if criterion == "hmean":
+        label_seen, label_absent = state._groups(cols)
+        for group, rows in (("seen", label_seen), ("absent", label_absent)):
+            if not rows.any():
+                raise ValueError(
+                    f"{where}criterion 'hmean' needs samples of both groups, but none has a "
+                    f"label in the {group} classes"
+                )
+            if weights is not None and not weights[rows].any():
+                raise ValueError(
+                    f"{where}criterion 'hmean' needs samples of both groups, but sample_weight "
+                    f"is 0 for every sample of the {group} classes"
+                )
+    return state.curve(average)
+
+
+def _criterion_values(curve: SeenAbsentCurve, criterion: str) -> np.ndarray:
+    """The criterion at every point of a numpy curve (that of calib.selectors.checks)."""
+    if criterion == "acc_all":
+        return np.asarray(curve.acc_all, dtype=np.float64)
+    s = np.asarray(curve.acc_seen, dtype=np.float64)
+    a = np.asarray(curve.acc_absent, dtype=np.float64)
+    total = s + a
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2 * s * a / total, 0.0)
+
+
+def _iterable(values: Any, name: str) -> list[Any]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a collection of numbers, got {values!r}")
+    return list(values)
+
+
+def _check_topk(topk: Any) -> tuple[int, ...]:
+    """The distinct k > 1 of ``topk``, ascending (top-1 is always there)."""
+    return tuple(sorted({check_int(k, "topk", 1) for k in _iterable(topk, "topk")} - {1}))
+
+
+def _check_batch_weight(sample_weight: Any, n: int) -> np.ndarray | None:
+    """:func:`calib.validation.check_sample_weight` for one batch, which may be all zero
+    (padding): the whole stream's weights must not be, which the metrics check."""
+    if sample_weight is None:
+        return None
+    w = as_numpy(sample_weight, "sample_weight")
+    if w.ndim == 1 and w.shape[0] == n and w.dtype.kind in "iuf" and n and not w.any():
+        return np.zeros(n)
+    return check_sample_weight(w, n)
+
+
+def _check_index(index: Any, n: int) -> np.ndarray:
+    idx = check_labels(index, n, None, name="index")
+    if np.unique(idx).size != idx.size:
+        raise ValueError("index repeats a sample within one batch")
+    return idx
+
+
+def _alg_scale(n_seen: int, n_absent: int) -> float:
+    """The power of two of calib.selectors.alg: no sum of |S| or |U| scaled logits overflows."""
+    return 2.0 ** -(math.ceil(math.log2(max(n_seen, n_absent))) + 2)
+
+
+def _alg_formula(
+    sum_seen: np.ndarray, sum_absent: np.ndarray, true_logit: np.ndarray, n_seen: int, n_absent: int
+) -> np.ndarray:
+    """The ALG term of calib.selectors.alg: (Σ_S − z_y)/(|S| − 1) − Σ_U/|U|."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (sum_seen - true_logit) / (n_seen - 1) - sum_absent / n_absent
+
+
+def _weighted_mean(values: np.ndarray, weight: np.ndarray | None) -> float:
+    if weight is None:
+        return float(values.mean())
+    total = weight.sum()
+    if total == 0:
+        raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
+    return float(np.dot(values, weight) / total)
+
+
+def _fraction(count: np.ndarray, total: float, what: str, n: int | None = None) -> np.ndarray:
+    """(:mod:`calib.metrics.curve`'s) ``count / total``; NaN with a warning when ``total`` is 0 (``n``: the group's sample
+    count, when the total is a weight: > 0 means every sample there weighs 0)."""
+    if total == 0:
+        reason = (
+            f"no test sample has a label in {what}"
+            if not n
+            else f"sample_weight is 0 for every test sample of {what}"
+        )
+        warnings.warn(f"{reason}: its accuracy is NaN", RuntimeWarning, stacklevel=3)
+        return np.full(count.shape, np.nan)
+    return count / total
+
+
+def _weighted_counts(
+    gap: np.ndarray, weights: np.ndarray, rows: np.ndarray, gamma: np.ndarray, below: bool
+) -> np.ndarray:
+    """(M + 1,) Σ of ``weights`` over the selected ``rows`` whose gap is < γ (``below``) or ≥ γ,
+    at every γ of ``gamma``: one sort and one cumulative sum (from the small end of the
+    selected side, so that a sum never comes from a difference of two large ones)."""
+    g = gap[rows]
+    order = np.argsort(g, kind="stable")
+    g, w = g[order], weights[rows][order]
+    k = np.searchsorted(g, gamma, side="left")  # gaps < γ: the first k
+    if below:
+        return np.concatenate([[0.0], np.cumsum(w)])[k]
+    return np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])[k]
+
+
+def _curve_of_samples(
+    gap: np.ndarray,
+    right_other: np.ndarray,
+    right_absent: np.ndarray,
+    label_seen: np.ndarray,
+    label_absent: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> SeenAbsentCurve:
+    """The curve from the rule's per-sample values, all (N,): the float64 gaps, whether the
+    best non-U / best U column is the label, whether the label is in S / in U, and the
+    effective weights (None: counts).
+
+    The same operations as :func:`calib.metrics.curve.checked_curve` after its scan, line for
+    line (tests/metrics/test_streaming.py holds them equal bit for bit); request HC-1 makes
+    the two one function."""
+    seen_right = right_other & label_seen  # these leave acc_seen as γ passes their gap
+    rest_right = right_other & ~label_seen & ~label_absent  # R-labelled samples
+    # right_absent: these join acc_absent as γ passes their gap
+    moving = right_absent | seen_right | rest_right
+    breaks = np.unique(gap[moving])
+    # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
+    breaks = breaks[np.isfinite(breaks)]
+    gamma = np.append(breaks, np.inf)
+    n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
+    if weights is None:
+        g_seen = np.sort(gap[seen_right])
+        g_rest = np.sort(gap[rest_right])
+        g_absent = np.sort(gap[right_absent])
+        # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
+        kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")
+        kept_rest = g_rest.size - np.searchsorted(g_rest, gamma, side="left")
+        moved_absent = np.searchsorted(g_absent, gamma, side="left")
+        total_seen, total_absent, total = n_seen, n_absent, gap.size
+    else:
+        kept_seen = _weighted_counts(gap, weights, seen_right, gamma, below=False)
+        kept_rest = _weighted_counts(gap, weights, rest_right, gamma, below=False)
+        moved_absent = _weighted_counts(gap, weights, right_absent, gamma, below=True)
+        total_seen = float(weights[label_seen].sum())
+        total_absent = float(weights[label_absent].sum())
+        total = float(weights.sum())
+
+    acc_seen = _fraction(kept_seen, total_seen, "the seen classes", n_seen)
+    acc_absent = _fraction(moved_absent, total_absent, "the absent classes", n_absent)
+    acc_all = (kept_seen + kept_rest + moved_absent) / total
+
+    if total_seen and total_absent:
+        area = float(
+            np.sum((acc_seen[:-1] - acc_seen[1:]) * (acc_absent[:-1] + acc_absent[1:])) / 2
+        )
+    else:
+        area = float("nan")
+
+    return SeenAbsentCurve(
+        gamma=gamma,
+        acc_seen=acc_seen,
+        acc_absent=acc_absent,
+        acc_all=acc_all,
+        ausuc=area,
+        n_seen=n_seen,
+        n_absent=n_absent,
+    )
+
+
+_REPORT_KEYS = ("acc_all", "acc_seen", "acc_absent", "acc_seen_seen", "acc_absent_absent", "hmean")
+
+
+def _group_accuracies(
+    hit_all, hit_seen_seen, hit_absent_absent, label_seen, label_absent, weights, suffix
+) -> dict[str, float]:
+    """The report keys (with ``suffix``) as :func:`calib.accuracy_report` computes them."""
+    acc_seen = weighted_mean(hit_all, weights, label_seen)
+    acc_absent = weighted_mean(hit_all, weights, label_absent)
+    values = (
+        weighted_mean(hit_all, weights),
+        acc_seen,
+        acc_absent,
+        weighted_mean(hit_seen_seen, weights, label_seen),
+        weighted_mean(hit_absent_absent, weights, label_absent),
+        harmonic_mean(acc_seen, acc_absent),
+    )
+    return {key + suffix: v for key, v in zip(_REPORT_KEYS, values, strict=True)}
+
+
+def _config_mismatch(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The names of the settings in which two states' configs differ ('' when none)."""
+    return ", ".join(f"{k} ({a[k]!r} vs {b[k]!r})"[:200] for k in a if a[k] != b[k])
+
+
+def _layout(
+    state: SeenAbsentState, labelled: bool, weighted: bool, indexed: bool
+) -> list[tuple[str, int]]:
+    """(column, width) of the float64 rows that :meth:`SeenAbsentState.sync` gathers.
+
+    Every column is exact in float64: labels, ranks and indices are below 2**53."""
+    layout = [("gap", 1)]
+    if labelled:
+        layout += [("hit_other", 1), ("hit_absent", 1), ("hit_seen", 1), ("label", 1)]
+        if state.topk:
+            layout += [("rank", len(state.gammas)), ("rank_seen", 1), ("rank_absent", 1)]
+        if state.alg:
+            layout += [("alg", 1), ("alg_flag", 1)]
+    if weighted:
+        layout.append(("weight", 1))
+    if indexed:
+        layout.append(("index", 1))
+    return layout
+
+
+def _restore_order(
+    parts: list[np.ndarray],
+    sizes: list[int],
+    layout: list[tuple[str, int]],
+    indexed: bool,
+    order: str,
+) -> np.ndarray:
+    """The gathered rows of every rank, in data-set order (see :meth:`SeenAbsentState.sync`)."""
+    rows = np.concatenate(parts)
+    if indexed:
+        at = sum(w for key, w in layout if key != "index")  # index: the last column
+        index = rows[:, at]
+        _, first = np.unique(index, return_index=True)  # sorted, first occurrence (lowest rank)
+        return rows[first]
+    if order == "contiguous":
+        return rows
+    world, n = len(parts), sum(sizes)
+    expected = [len(range(r, n, world)) for r in range(world)]
+    if sizes != expected:
+        raise ValueError(
+            f"sync: shard sizes {sizes} are not those of an interleaved split of {n} samples "
+            f"over {world} processes ({expected}); pass index= to update() or "
+            "sync(order='contiguous')"
+        )
+    out = np.empty_like(rows)
+    for r, part in enumerate(parts):
+        out[r::world] = part
+    return out
