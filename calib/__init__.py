@@ -25,6 +25,9 @@ _API = {
     "LogitBiasCalibrator": "calib.estimator.calibrator",
     "PseudoSplit": "calib.selectors",
     "make_pseudo_splits": "calib.pseudo_cv",
+    "Stage": "calib.sequence",
+    "StageResult": "calib.sequence",
+    "finetune_sequence": "calib.sequence",
     "NotFittedError": "calib.estimator.calibrator",
     "SELECTORS": "calib.selectors",
     "SelectorSpec": "calib.selectors",
@@ -57,6 +60,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from calib.run.pipeline import run_pipeline
     from calib.run.plan import build_plan
     from calib.selectors import SELECTORS, PseudoSplit, SelectorSpec, register_selector
+    from calib.sequence import Stage, StageResult, finetune_sequence
     from calib.train import TrainConfig
     from calib.wrapper import CalibratedClassifier, calibrate
 
@@ -74,6 +78,8 @@ __all__ = [
     "SELECTORS",
     "SeenAbsentCurve",
     "SelectorSpec",
+    "Stage",
+    "StageResult",
     "TrainConfig",
     "accuracy_report",
     "ausuc",
@@ -81,6 +87,7 @@ __all__ = [
     "calibrate",
     "create_model",
     "extraction_loader",
+    "finetune_sequence",
     "make_pseudo_splits",
     "ncm_report",
     "premise_check",

@@ -142,7 +142,11 @@ _TRAIN = {
     "batch_size": _key(
         _int(1), "samples per iteration, all processes together (each of N takes batch_size / N)"
     ),
-    "amp": _key(_AMP, "mixed precision on GPU: auto | bf16 | fp16 | off"),
+    "amp": _key(
+        _AMP,
+        "mixed precision: auto (GPU: bf16 if native, else fp16; CPU: off) | bf16 | fp16 | off",
+        identity=False,  # the stages are keyed by the precision it resolves to on the device
+    ),
     "channels_last": _key(_AUTO_BOOL, "channels-last memory format: auto = on CUDA | true | false"),
     "num_workers": _key(_int(0), "data-loading processes", identity=False),
     "grad_clip": _key(_opt(_num(0, strict=True)), "max global gradient norm; null = no clipping"),
@@ -189,6 +193,22 @@ SCHEMA: dict[str, Any] = {
     "imports": _key(
         _list(_str(), "module names or .py paths"),
         "Python modules or .py files imported first: they register models, selectors, ...",
+    ),
+    "deterministic": _key(
+        _bool(),
+        "deterministic CUDA kernels (cuDNN, cuBLAS workspace; warn-only): bit-exact GPU resume",
+        identity=False,  # same computation, repeatable rounding; numbers equal in expectation
+    ),
+    "cudnn_benchmark": _key(
+        _bool(),
+        "cuDNN times its convolution algorithms per input size (fixed-size crops)",
+        identity=False,
+    ),
+    "compile": _key(_bool(), "torch.compile the model for training", identity=False),
+    "dist_timeout_min": _key(
+        _int(1),
+        "minutes a torchrun process waits for the others (process-group timeout)",
+        identity=False,
     ),
     "dataset": _Open(
         "the target domain: a data set and its builder's arguments",
@@ -354,7 +374,11 @@ SCHEMA: dict[str, Any] = {
         {
             "batch_size": _key(_int(1), "extraction batch size per process", identity=False),
             "num_workers": _key(_int(0), "extraction data-loading processes", identity=False),
-            "amp": _key(_bool(), "mixed precision on GPU"),
+            "amp": _key(
+                _bool(),
+                "mixed precision on GPU (as finetune.amp: auto); the heads compute in fp32",
+                identity=False,  # keyed by the resolved precision
+            ),
             "every_epochs": _key(
                 _int(0), "evaluate at epoch 0 and every k fine-tuning epochs; 0 = off"
             ),
