@@ -88,8 +88,9 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         gamma: γ for ``method="fixed"`` (logit units).
         criterion: ``"acc_all"`` or ``"hmean"`` for ``oracle``/``pcv`` (None = selector default).
         prior: share of U predictions for ``prior`` (None = |U| / (|S| + |U|)).
-        options: parameters of other (user-registered) selectors, ``{name: value}``; each
-            must be declared by the selector. None = none.
+        options: any other parameter of the selector, ``{name: value}``; each must be declared
+            by the selector (e.g. ``{"average": "macro"}``: the class-balanced criterion of
+            ``oracle`` and ``pcv``). None = none.
         temperature: T of :meth:`predict_proba` (softmax((z + γ·1_U) / T)): None (T = 1), a
             number > 0, a pair (T_S, T_U) (a sample predicted in U is divided by T_U, any
             other by T_S), or ``"fit"``: T minimising the NLL at the fitted γ on exactly the
@@ -176,6 +177,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         *,
         pseudo_splits: Sequence[PseudoSplit] | None = None,
         num_classes: int | None = None,
+        sample_weight: Any = None,
     ) -> LogitBiasCalibrator:
         """Choose γ with the selector ``method``; returns self.
 
@@ -197,6 +199,10 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             absent_classes: U, the columns that get γ; default every column not in S.
             pseudo_splits: for ``pcv``, a list of :class:`calib.PseudoSplit`.
             num_classes: C; needed when no logits or pseudo splits tell it, checked otherwise.
+            sample_weight: (N,) weights of the rows of ``logits`` in the selector's criterion
+                (``oracle``; any selector registered with ``sample_weight=True``); refused by
+                the others. PCV's weights ride on each :class:`calib.PseudoSplit`. A fitted T
+                is not weighted.
 
         Raises:
             ValueError: unknown method, missing or unused data, bad parameters, inconsistent
@@ -224,6 +230,15 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         if "logits" in data:
             values = not any(spec.fn is fn for fn in _CHECK_THEIR_VALUES)
             z = data["logits"] = check_logits(logits, values=values)
+        if sample_weight is not None:
+            if not spec.sample_weight:
+                where = (
+                    "give each PseudoSplit its sample_weight"
+                    if "pseudo_splits" in spec.inputs
+                    else "its criterion weighs no sample"
+                )
+                raise ValueError(f"method {self.method!r} does not take sample_weight: {where}")
+            data["sample_weight"] = check_sample_weight(sample_weight, z.shape[0])
         splits = None
         if "pseudo_splits" in data:
             splits = data["pseudo_splits"] = check_pseudo_splits(pseudo_splits)
@@ -349,30 +364,51 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         p = shifted_probabilities(z, self.absent_classes_, self.gamma_, t)
         return like_input(break_ties(p, self._predict(z)), logits)
 
-    def score(self, logits: Any, labels: Any, sample_weight: Any = None) -> float:
+    def score(
+        self, logits: Any, labels: Any, sample_weight: Any = None, average: str = "micro"
+    ) -> float:
         """``acc_all`` under γ: the fraction of samples whose :meth:`predict` equals the label.
 
         One float, as scikit-learn's ``score`` (the accuracy of ``predict``);
         ``sample_weight`` (N,) weights the samples: finite, ≥ 0, not all 0 (ValueError
-        naming ``sample_weight`` otherwise). Every metric: :meth:`report`.
+        naming ``sample_weight`` otherwise). ``average="macro"``: the class-balanced
+        accuracy, the mean over the classes of the per-class (weighted) accuracy. Every
+        metric: :meth:`report`.
         """
+        from calib.metrics.weights import sample_weights, weighted_mean
+
         z = self._checked(logits, values=False, on_device=True)
         y = check_labels(labels, z.shape[0], z.shape[1])
-        weights = check_sample_weight(sample_weight, z.shape[0])
-        hits = self._predict(z) == y
-        if weights is None:
-            return float(hits.mean())
-        return float(np.average(hits, weights=weights))
+        weights = sample_weights(sample_weight, average, y)
+        return weighted_mean(self._predict(z) == y, weights)
 
-    def report(self, logits: Any, labels: Any, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
-        """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ...."""
+    def report(
+        self,
+        logits: Any,
+        labels: Any,
+        topk: Sequence[int] = (1, 5),
+        sample_weight: Any = None,
+        average: str = "micro",
+    ) -> dict[str, float]:
+        """:func:`calib.accuracy_report` under γ: acc_all, acc_seen, acc_absent, hmean, ....
+
+        ``sample_weight`` and ``average`` (``"micro"`` or the class-balanced ``"macro"``): as
+        in :func:`calib.accuracy_report`.
+        """
         from calib.metrics.accuracy import (
             accuracy_report,  # the metrics module is not needed to fit
         )
 
         z = self._checked(logits, values=False, on_device=True)  # values: in the report's pass
         return accuracy_report(
-            z, labels, self.seen_classes_, self.absent_classes_, gamma=self.gamma_, topk=topk
+            z,
+            labels,
+            self.seen_classes_,
+            self.absent_classes_,
+            gamma=self.gamma_,
+            topk=topk,
+            sample_weight=sample_weight,
+            average=average,
         )
 
     # ------------------------------------------------------------------ files

@@ -14,17 +14,23 @@ refuse; nothing inspects signatures or branches on names.
 key         data kind               what it is                                parameters
 ==========  ======================  ========================================  =============
 ``alg``     ``finetune_train``      fine-tuning training logits + labels (S)  —
-``oracle``  ``target_labelled``     labelled target data with U (upper bound) ``criterion``
-``pcv``     ``pseudo_splits``       :class:`PseudoSplit` s: held-out S data   ``criterion``
+``oracle``  ``target_labelled``     labelled target data with U (upper bound) ``criterion``,
+                                                                              ``average``
+``pcv``     ``pseudo_splits``       :class:`PseudoSplit` s: held-out S data   ``criterion``,
+                                                                              ``average``
 ``prior``   ``target_unlabelled``   unlabelled target logits, no labels       ``prior``
 ``fixed``   None                    nothing                                   ``gamma``
 ==========  ======================  ========================================  =============
 
 A selector is called as ``fn(**data, seen_classes=S, absent_classes=U, num_classes=C,
 **params)``, where ``data`` holds the fit inputs of its kind (:data:`DATA_INPUTS`: ``logits``
-(N, C), ``labels`` (N,), ``pseudo_splits``). Every γ a selector returns obeys the decision rule
-of :mod:`calib.rules.gaps` (a sample moves to U exactly when γ > its gap), and the curve-based
-selectors are exact: they optimise over all of ℝ, not over a grid.
+(N, C), ``labels`` (N,), ``pseudo_splits``), plus ``sample_weight`` (N,) for a selector
+registered with ``sample_weight=True`` (``oracle``; PCV's weights ride on each
+:class:`PseudoSplit`). ``average="macro"`` makes the curve-based criteria class-balanced (the
+mean over classes of per-class accuracy, :mod:`calib.metrics.weights`). Every γ a selector
+returns obeys the decision rule of :mod:`calib.rules.gaps` (a sample moves to U exactly when
+γ > its gap), and the curve-based selectors are exact: they optimise over all of ℝ, not over
+a grid.
 
 Registering your own::
 
@@ -57,6 +63,7 @@ from calib.selectors.spec import (
     SELECTORS,
     PseudoSplit,
     SelectorSpec,
+    check_average,
     check_criterion,
     check_gamma,
     check_prior,
@@ -90,4 +97,5 @@ __all__ = [
     "check_criterion",
     "check_prior",
     "check_gamma",
+    "check_average",
 ]

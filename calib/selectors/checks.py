@@ -106,16 +106,28 @@ def check_width(num_classes: int | None, width: int) -> None:
 
 
 def check_groups(
-    y: np.ndarray, seen: np.ndarray, absent: np.ndarray, criterion: str, where: str = ""
+    y: np.ndarray,
+    seen: np.ndarray,
+    absent: np.ndarray,
+    criterion: str,
+    where: str = "",
+    weights: np.ndarray | None = None,
 ) -> None:
-    """``hmean`` is undefined unless the labels cover both S and U: say so before any curve."""
+    """``hmean`` is undefined unless the labels cover both S and U (with a weight > 0 in
+    each, given ``weights``): say so before any curve."""
     if criterion != "hmean":
         return
     for group, classes in (("seen", seen), ("absent", absent)):
-        if not np.isin(y, classes).any():
+        rows = np.isin(y, classes)
+        if not rows.any():
             raise ValueError(
                 f"{where}criterion 'hmean' needs samples of both groups, but none has a label "
                 f"in the {group} classes"
+            )
+        if weights is not None and not weights[rows].any():
+            raise ValueError(
+                f"{where}criterion 'hmean' needs samples of both groups, but sample_weight is 0 "
+                f"for every sample of the {group} classes"
             )
 
 

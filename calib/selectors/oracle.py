@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from calib.metrics.curve import checked_curve
+from calib.metrics.weights import sample_weights
 from calib.rules.stepmax import maximise
 from calib.selectors.checks import check_groups, check_width, criterion_values
-from calib.selectors.spec import check_criterion, register_selector
+from calib.selectors.spec import check_average, check_criterion, register_selector
 from calib.validation import check_classes, check_labels, check_logits
 
 __all__ = ["select_oracle"]
@@ -17,9 +18,10 @@ __all__ = ["select_oracle"]
 @register_selector(
     "oracle",
     data="target_labelled",
-    params={"criterion": "acc_all"},
-    checks={"criterion": check_criterion},
+    params={"criterion": "acc_all", "average": "micro"},
+    checks={"criterion": check_criterion, "average": check_average},
     uses_absent_labels=True,
+    sample_weight=True,
     description="best γ on labelled target data with U (an upper bound for analysis)",
 )
 def select_oracle(
@@ -29,6 +31,8 @@ def select_oracle(
     absent_classes: Any = None,
     criterion: str = "acc_all",
     num_classes: int | None = None,
+    average: str = "micro",
+    sample_weight: Any = None,
 ) -> tuple[float, dict[str, Any]]:
     """The best γ on labelled target data that include absent-class samples.
 
@@ -44,6 +48,9 @@ def select_oracle(
         logits: (N, C) target logits; labels: (N,) their labels (any class).
         seen_classes, absent_classes: S and U (default U = every column not in S).
         criterion: ``"acc_all"`` (default) or ``"hmean"`` (of acc_seen and acc_absent).
+        average: ``"micro"`` (default, per-sample accuracies) or ``"macro"`` (class-balanced:
+            the mean over the classes of each group of the per-class accuracy).
+        sample_weight: (N,) weights of the samples in the criterion; None: 1 each.
 
     Returns:
         ``(gamma, info)``; ``info["value"]`` is the criterion reached, ``info["interval"]``
@@ -54,12 +61,15 @@ def select_oracle(
     check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    check_groups(y, seen, absent, criterion)
-    curve = checked_curve(z, y, seen, absent)  # checked above: not again
+    weights = sample_weights(sample_weight, average, y)
+    check_groups(y, seen, absent, criterion, weights=weights)
+    curve = checked_curve(z, y, seen, absent, weights=weights)  # checked above: not again
     choice = maximise([(curve.gamma, criterion_values(curve, criterion))])
     return choice.gamma, {
         "method": "oracle",
         "criterion": criterion,
+        "average": average,
+        "weighted": sample_weight is not None,
         "value": choice.value,
         "interval": choice.interval,
         "uses_absent_labels": True,

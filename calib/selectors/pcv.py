@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from calib.metrics.curve import seen_absent_curve
+from calib.metrics.curve import checked_curve
+from calib.metrics.weights import sample_weights
 from calib.rules.stepmax import maximise as _maximise
 from calib.selectors.checks import check_groups as _check_groups
 from calib.selectors.checks import criterion_values as _criterion_values
 from calib.selectors.spec import (
     PseudoSplit,
+    check_average,
     check_criterion,
     check_pseudo_splits,
     register_selector,
@@ -26,8 +28,8 @@ __all__ = ["select_pcv"]
 @register_selector(
     "pcv",
     data="pseudo_splits",
-    params={"criterion": "hmean"},
-    checks={"criterion": check_criterion},
+    params={"criterion": "hmean", "average": "micro"},
+    checks={"criterion": check_criterion, "average": check_average},
     description="Pseudo Cross-Validation: best mean criterion on held-out S data of pseudo splits",
 )
 def select_pcv(
@@ -36,6 +38,7 @@ def select_pcv(
     absent_classes: Any = None,
     criterion: str = "hmean",
     num_classes: int | None = None,
+    average: str = "micro",
 ) -> tuple[float, dict[str, Any]]:
     """The γ-selection half of Pseudo Cross-Validation: best average criterion over splits.
 
@@ -48,6 +51,9 @@ def select_pcv(
         pseudo_splits: one or more :class:`PseudoSplit`, all with C columns.
         seen_classes: the real S; absent_classes: the real U (default every column not in S).
         criterion: ``"hmean"`` (default) or ``"acc_all"``.
+        average: ``"micro"`` (default, per-sample accuracies) or ``"macro"`` (class-balanced:
+            the mean over each split's pseudo-seen / pseudo-absent classes of the per-class
+            accuracy). A split's ``sample_weight`` weighs its held-out samples.
         num_classes: C, checked against the splits' logits when given.
 
     Returns:
@@ -59,6 +65,7 @@ def select_pcv(
             classes, pseudo-seen classes outside S, mismatched column counts.
     """
     check_criterion(criterion)
+    check_average(average)
     splits = check_pseudo_splits(pseudo_splits)
     logits = [check_logits(s.logits, f"pseudo_splits[{j}].logits") for j, s in enumerate(splits)]
     widths = {z.shape[1] for z in logits}
@@ -103,14 +110,19 @@ def select_pcv(
             raise ValueError(
                 f"{where}label {int(y[stray][0])} is in neither the split's seen nor absent classes"
             )
-        _check_groups(y, p_seen, p_absent, criterion, where)
-        curve = seen_absent_curve(z, y, p_seen, p_absent)
+        try:
+            weights = sample_weights(split.sample_weight, average, y, rows="its logits")
+        except ValueError as err:
+            raise ValueError(f"{where}{err}") from None
+        _check_groups(y, p_seen, p_absent, criterion, where, weights=weights)
+        curve = checked_curve(z, y, p_seen, p_absent, weights=weights)
         steps.append((curve.gamma, _criterion_values(curve, criterion)))
 
     choice = _maximise(steps)
     return choice.gamma, {
         "method": "pcv",
         "criterion": criterion,
+        "average": average,
         "value": choice.value,
         "split_values": [float(v) for v in choice.values],
         "n_splits": len(splits),

@@ -23,7 +23,7 @@ from calib.selectors.data_kinds import (
     DataKind,
     data_kind,
 )
-from calib.validation import check_gamma, check_real
+from calib.validation import check_average, check_gamma, check_real
 
 __all__ = [
     "SELECTORS",
@@ -43,6 +43,7 @@ __all__ = [
     "check_criterion",
     "check_prior",
     "check_gamma",
+    "check_average",
 ]
 
 #: Criteria that the curve-based selectors maximise (fractions in [0, 1]).
@@ -76,6 +77,9 @@ class SelectorSpec:
         name: the registry key.
         checks: parameter name -> validator ``value -> value`` that raises ``ValueError``
             naming the parameter and the value; parameters without one are passed as given.
+        sample_weight: whether ``fn`` takes ``sample_weight=`` ((N,) weights of the rows of
+            ``logits``, None when the caller gives none); ``fit(sample_weight=...)`` is
+            refused, with this reason, for a selector that does not declare it.
     """
 
     fn: Callable[..., tuple[float, dict]]
@@ -85,6 +89,7 @@ class SelectorSpec:
     description: str = ""
     name: str = ""
     checks: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    sample_weight: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.data, DataKind):
@@ -95,7 +100,8 @@ class SelectorSpec:
             raise ValueError(f"selector {self.name!r}: {err}") from None
         if not callable(self.fn):
             raise TypeError(f"selector {self.name!r}: fn must be callable, got {self.fn!r}")
-        clash = set(self.params) & {*FIT_INPUTS, "seen_classes", "absent_classes", "num_classes"}
+        reserved = {*FIT_INPUTS, "seen_classes", "absent_classes", "num_classes", "sample_weight"}
+        clash = set(self.params) & reserved
         if clash:
             raise ValueError(
                 f"selector {self.name!r}: parameter name(s) {sorted(clash)} are data keywords"
@@ -103,7 +109,20 @@ class SelectorSpec:
         unknown = set(self.checks) - set(self.params)
         if unknown:
             raise ValueError(f"selector {self.name!r}: checks for undeclared {sorted(unknown)}")
-        keywords = [*self.inputs, "seen_classes", "absent_classes", "num_classes", *self.params]
+        if self.sample_weight and "logits" not in self.inputs:
+            raise ValueError(
+                f"selector {self.name!r}: sample_weight weighs the rows of logits, but its data "
+                f"({self.data!r}) has none"
+            )
+        weights = ["sample_weight"] if self.sample_weight else []
+        keywords = [
+            *self.inputs,
+            *weights,
+            "seen_classes",
+            "absent_classes",
+            "num_classes",
+            *self.params,
+        ]
         check_call_signature(
             self.fn,
             keywords,
@@ -176,11 +195,13 @@ def register_selector(
     description: str = "",
     checks: Mapping[str, Callable[[Any], Any]] | None = None,
     override: bool = False,
+    sample_weight: bool = False,
 ) -> Callable[[Callable[..., tuple[float, dict]]], Callable[..., tuple[float, dict]]]:
     """Decorator: register ``fn`` as the selector ``name`` with its declaration.
 
     Returns the function unchanged (so it can still be called directly). Unregister in tests
-    with ``SELECTORS.unregister(name)``.
+    with ``SELECTORS.unregister(name)``. ``sample_weight=True`` declares that ``fn`` takes
+    ``sample_weight=`` (see :class:`SelectorSpec`).
     """
 
     def add(fn: Callable[..., tuple[float, dict]]) -> Callable[..., tuple[float, dict]]:
@@ -198,6 +219,7 @@ def register_selector(
             description=description,
             name=name,
             checks=dict(checks or {}),
+            sample_weight=bool(sample_weight),
         )
         SELECTORS.register(name, spec, override=override)
         return fn
@@ -246,12 +268,15 @@ class PseudoSplit:
         absent_classes: the columns that receive γ in this run: the pseudo-absent classes
             plus every column absent from its fine-tuning, the real U included (deployment
             shifts U too, so the split must be scored that way).
+        sample_weight: optional (N,) weights of the held-out samples in the criterion
+            (finite, ≥ 0, not all 0); None: every sample weighs 1.
     """
 
     logits: Any
     labels: Any
     seen_classes: Any
     absent_classes: Any
+    sample_weight: Any = None
 
 
 def check_pseudo_splits(pseudo_splits: Any) -> list[PseudoSplit]:

@@ -31,12 +31,13 @@ def test_every_builtin_selector_declares_its_data_and_parameters():
     }
     assert declared == {
         "alg": ("finetune_train", {}),
-        "oracle": ("target_labelled", {"criterion": "acc_all"}),
+        "oracle": ("target_labelled", {"criterion": "acc_all", "average": "micro"}),
         "prior": ("target_unlabelled", {"prior": None}),
-        "pcv": ("pseudo_splits", {"criterion": "hmean"}),
+        "pcv": ("pseudo_splits", {"criterion": "hmean", "average": "micro"}),
         "fixed": (None, {"gamma": REQUIRED}),
     }
     assert [n for n in SELECTORS if SELECTORS.get(n).uses_absent_labels] == ["oracle"]
+    assert [n for n in SELECTORS if SELECTORS.get(n).sample_weight] == ["oracle"]
     assert set(DATA_INPUTS) == {*DATA_KINDS, None}
     assert all(
         isinstance(SELECTORS.get(n), SelectorSpec) and SELECTORS.get(n).description
@@ -47,10 +48,12 @@ def test_every_builtin_selector_declares_its_data_and_parameters():
 
 def test_check_params_fills_defaults_and_names_bad_values():
     oracle = SELECTORS.get("oracle")
-    assert oracle.check_params({}) == {"criterion": "acc_all"}
-    assert oracle.check_params({"criterion": "hmean"}) == {"criterion": "hmean"}
+    assert oracle.check_params({}) == {"criterion": "acc_all", "average": "micro"}
+    assert oracle.check_params({"criterion": "hmean"}) == {"criterion": "hmean", "average": "micro"}
     with pytest.raises(ValueError, match="criterion must be one of .* got 'f1'"):
         oracle.check_params({"criterion": "f1"})
+    with pytest.raises(ValueError, match="average must be one of .* got 'weighted'"):
+        oracle.check_params({"average": "weighted"})
     with pytest.raises(ValueError, match="'oracle' takes no parameter 'prior' \\(got 0.3\\)"):
         oracle.check_params({"prior": 0.3})
     with pytest.raises(ValueError, match="prior must be a real number, got 'abc'"):
