@@ -8,6 +8,12 @@
                                pretrained_head_weight=model.head.weight.detach().clone())
     train(model, finetune_set, cfg, run_dir=run_dir / "finetune", on_epoch_end=evaluator)
 
+Any ``nn.Module`` works (see :mod:`calib.extract`): a model whose output is a mapping or a
+Hugging Face ``ModelOutput`` (``output_key``), dict batches with other keys (``batch_keys``),
+and the NCM keys for a model without features of its own: ``features_from="classifier"``
+takes the input of that submodule (its head) as the features, and the submodule's weight,
+when it is an ``nn.Linear``, is the head of the head statistics.
+
 Under ``torchrun`` every rank calls it (the extraction shards the datasets and gathers the
 rows, a collective); every rank computes the same row and rank 0 writes it.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,21 +35,21 @@ from calib import distributed
 from calib.data import ClassSplit
 from calib.dynamics.history import HistoryWriter
 from calib.dynamics.record import epoch_evaluation
-from calib.extract import Extracted, extract, extraction_loader, model_device
+from calib.extract import (
+    Extracted,
+    check_batch_keys,
+    extract,
+    extraction_loader,
+    feature_module,
+    has_features,
+    model_device,
+)
 
 __all__ = ["EpochEvaluator", "linear_head_weight"]
 
 log = logging.getLogger("calib.dynamics")
 
 HeadAccessor = Callable[[nn.Module], Any]
-
-
-try:  # timm models too (forward_features / forward_head), where calib.extract knows them
-    from calib.extract import has_features as _has_features
-except ImportError:  # pragma: no cover - an older calib.extract
-
-    def _has_features(model: nn.Module) -> bool:
-        return callable(getattr(model, "forward_features_logits", None))
 
 
 def linear_head_weight(model: nn.Module) -> torch.Tensor | None:
@@ -80,8 +86,18 @@ class EpochEvaluator:
         pretrained_head_weight: (C, D) the pre-trained head, for the update statistics; None:
             taken from the model at epoch 0 (a resumed run without it gets NaN update keys).
         head: ``head(model)`` → the (C, D) head weight, or None for a model without a linear
-            head (then the head statistics are NaN). Default :func:`linear_head_weight`.
+            head (then the head statistics are NaN). Default: the ``features_from`` submodule's
+            weight when it is an ``nn.Linear`` (None when it is not), else
+            :func:`linear_head_weight`.
         progress: show extraction progress bars.
+        features_from: the name of the submodule whose input is the feature vector of NCM
+            (a dotted path, e.g. ``"classifier"``, ``"fc"``, ``"model.head"``), for a model
+            with no ``forward_features_logits`` (:class:`calib.models.Classifier`) nor timm's
+            ``forward_features``/``forward_head``; None: such a model gets NaN NCM keys.
+        output_key: the entry of the model's output holding the logits (a mapping's key,
+            default ``"logits"``; a tuple's index, default 0).
+        batch_keys: dict-batch keys ``{"input": ..., "label": ...}`` when they are not the
+            defaults of :func:`calib.extract.split_batch`.
     """
 
     def __init__(
@@ -98,8 +114,11 @@ class EpochEvaluator:
         device: str | torch.device | None = None,
         amp: bool = False,
         pretrained_head_weight: Any = None,
-        head: HeadAccessor = linear_head_weight,
+        head: HeadAccessor | None = None,
         progress: bool = False,
+        features_from: str | None = None,
+        output_key: str | int | None = None,
+        batch_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         if not isinstance(split, ClassSplit):
             raise TypeError(f"split must be a calib.data.ClassSplit, got {type(split).__name__}")
@@ -109,7 +128,19 @@ class EpochEvaluator:
         self.epochs = None if epochs is None else _check_positive_int(epochs, "epochs")
         self.test_set, self.train_set, self.split, self.writer = test_set, train_set, split, writer
         self.batch_size = _check_positive_int(batch_size, "batch_size")
-        self.num_workers, self.amp, self.progress, self.head = num_workers, amp, progress, head
+        self.num_workers, self.amp, self.progress = num_workers, amp, progress
+        if features_from is not None and (not isinstance(features_from, str) or not features_from):
+            raise ValueError(
+                "features_from must be the name of a submodule (e.g. 'classifier'), "
+                f"got {features_from!r}"
+            )
+        check_batch_keys(batch_keys)
+        self.features_from, self.output_key, self.batch_keys = features_from, output_key, batch_keys
+        if head is None:
+            head = linear_head_weight if features_from is None else self._named_head_weight
+        elif not callable(head):
+            raise TypeError(f"head must be a function model -> weight or None, got {head!r:.80}")
+        self.head = head
         self.device = None if device is None else torch.device(device)
         self.pretrained_head_weight = (
             None if pretrained_head_weight is None else _as_cpu(pretrained_head_weight)
@@ -172,14 +203,23 @@ class EpochEvaluator:
             model,
             loader,
             device=self.device,
-            features=_has_features(model),
+            features=self.features_from is not None or has_features(model),
             amp=self.amp,
             progress=self.progress,
             desc=desc,
+            features_from=self.features_from,
+            output_key=self.output_key,
+            batch_keys=self.batch_keys,
         )
         if out.labels is None:
             raise ValueError(f"{desc}: the dataset gives no labels; the history needs them")
         return out
+
+    def _named_head_weight(self, model: nn.Module) -> torch.Tensor | None:
+        """The weight of the ``features_from`` submodule when it is an ``nn.Linear``."""
+        assert self.features_from is not None
+        head = feature_module(model, self.features_from)
+        return head.weight if isinstance(head, nn.Linear) else None
 
     def _head_weight(self, model: nn.Module, epoch: int, num_columns: int) -> np.ndarray | None:
         weight = self.head(model)

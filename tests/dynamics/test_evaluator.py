@@ -178,3 +178,83 @@ def test_a_split_for_another_head_size_is_named(tmp_path, pre):
     evaluator = EpochEvaluator(test_set, ClassSplit((0, 1), (2, 3), 8), HistoryWriter(tmp_path))
     with pytest.raises(ValueError, match="6 logit columns but the class split is for 8 classes"):
         evaluator(0, pre)
+
+
+class _OwnModel(nn.Module):
+    """A user's own model: no ``forward_features_logits``, its head named ``classifier``;
+    ``output="scores"``: its output is a mapping with the logits under that key."""
+
+    def __init__(self, base, output=None):
+        super().__init__()
+        self.body, self.classifier, self.output = base.backbone, base.head, output
+
+    def forward(self, x):
+        z = self.classifier(self.body(x))
+        return z if self.output is None else {"scores": z, "aux": z.sum(1)}
+
+
+def _independent_ncm(model):
+    """The NCM keys of ``model``, features computed by its body directly (no hook)."""
+    train_set, test_set, _ = target_sets()
+    with torch.no_grad():
+        model.eval()
+        f_train, f_test = (model.body(d.tensors[0]).numpy() for d in (train_set, test_set))
+    report = ncm_report(
+        f_train, train_set.tensors[1].numpy(), f_test, test_set.tensors[1].numpy(), S, U
+    )
+    return {f"ncm_{k}": report[k] for k in ("acc_all", "acc_seen", "acc_absent", "hmean")}
+
+
+def test_a_plain_module_gets_ncm_from_the_input_of_the_named_head(tmp_path, pre):
+    model = _OwnModel(copy.deepcopy(pre))
+    train_set, test_set, seen_train = target_sets()
+    snapshots = {}
+
+    def evaluate(epoch, m):
+        evaluator(epoch, m)
+        snapshots[epoch] = copy.deepcopy(m.state_dict())
+
+    evaluator = EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path), train_set=train_set,
+                               epochs=2, features_from="classifier")  # fmt: skip
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, epochs=2, batch_size=16, seed=3)
+    train(model, seen_train, cfg, progress=False, log=lambda line: None, on_epoch_end=evaluate)
+    rows = read_history(tmp_path)
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    probe = _OwnModel(copy.deepcopy(pre))
+    for row in rows:
+        probe.load_state_dict(snapshots[row["epoch"]])
+        assert row["ncm_means"] == "train"
+        _assert_row_matches(row, _independent_ncm(probe))
+        # the named head, an nn.Linear, is the head of the head statistics
+        norms = probe.classifier.weight.detach().double().norm(dim=1).numpy()
+        assert row["weight_norm_seen_mean"] == pytest.approx(norms[S].mean(), rel=1e-6)
+    assert rows[0]["ncm_acc_absent"] != rows[-1]["ncm_acc_absent"]  # the features moved
+    assert not math.isnan(rows[-1]["update_cos_absent_absent"])
+
+
+def test_output_key_picks_the_logits_of_a_mapping_output(tmp_path, pre):
+    _, test_set, _ = target_sets()
+    rows = []
+    for name, output in (("tensor", None), ("mapping", "scores")):
+        evaluator = EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path / name),
+                                   features_from="classifier", output_key=output)  # fmt: skip
+        rows.append(evaluator(0, _OwnModel(copy.deepcopy(pre), output=output)))
+    tensor_row, mapping_row = rows
+    for key, value in tensor_row.items():
+        if key != "eval_seconds" and isinstance(value, float) and not math.isnan(value):
+            assert mapping_row[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert not math.isnan(mapping_row["ncm_acc_absent"])
+
+
+def test_a_plain_module_without_features_from_gets_nan_ncm_and_a_bad_name_is_named(tmp_path, pre):
+    _, test_set, _ = target_sets()
+    model = _OwnModel(copy.deepcopy(pre))
+    row = EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path / "a"))(0, model)
+    assert math.isnan(row["ncm_acc_absent"]) and math.isnan(row["weight_norm_seen_mean"])
+    evaluator = EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path / "b"), features_from="fc")
+    with pytest.raises(ValueError, match="features_from='fc' names no submodule of _OwnModel"):
+        evaluator(0, model)
+    with pytest.raises(ValueError, match="features_from must be the name of a submodule.*got 3"):
+        EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path / "c"), features_from=3)
+    with pytest.raises(ValueError, match="batch_keys must be a dict"):
+        EpochEvaluator(test_set, SPLIT, HistoryWriter(tmp_path / "d"), batch_keys=["x"])
