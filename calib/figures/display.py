@@ -84,11 +84,15 @@ class SeenAbsentDisplay:
     Attributes:
         curves: label → :class:`~calib.metrics.curve.SeenAbsentCurve` (fractions, as computed).
         points: label → :class:`OperatingPoint` (in %).
+        corrections: correction key (``wa``, ``bic``, ``gla``) → its operating point (Acc S/Y,
+            Acc U/Y) in %: the accuracies of the corrected logits. Such a correction is not an
+            additive γ, so its point is one point, in general off every γ curve.
         figure_, ax_: the drawn figure and axes (None before :meth:`plot`).
     """
 
     curves: dict[str, SeenAbsentCurve]
     points: dict[str, OperatingPoint] = field(default_factory=dict)
+    corrections: dict[str, tuple[float, float]] = field(default_factory=dict)
     figure_: Figure | None = None
     ax_: Axes | None = None
 
@@ -101,6 +105,7 @@ class SeenAbsentDisplay:
         absent_classes: Any = None,
         *,
         gammas: Mapping[str, float] | None = None,
+        corrections: Mapping[str, tuple[float, float]] | None = None,
         name: str = "model",
         ax: Axes | None = None,
         title: str | None = "Seen–absent trade-off over γ",
@@ -116,6 +121,9 @@ class SeenAbsentDisplay:
             seen_classes, absent_classes: S and U (column indices; U default: the rest).
             gammas: marker label → γ (logit units), marked on the last curve. A label that
                 is a selector's name (``"alg"``, ``"pcv"``) gets that selector's look.
+            corrections: correction key → (Acc S/Y, Acc U/Y) as fractions, e.g. the ``acc_seen``
+                and ``acc_absent`` of :func:`calib.run.correction_stage.correction_results`:
+                drawn where they are, not on a curve.
             name: the curve's label when ``logits`` is one array.
             ax: the axes to draw into (default: a new figure).
             title: the axes title (None: none).
@@ -132,7 +140,7 @@ class SeenAbsentDisplay:
         points = {}
         for label, gamma in (gammas or {}).items():
             points[label] = _point(curves[last], last, gamma, label)
-        disp = cls(curves, points)
+        disp = cls(curves, points, _correction_points(corrections))
         return disp.plot(ax=ax, title=title) if plot else disp
 
     @classmethod
@@ -172,6 +180,10 @@ class SeenAbsentDisplay:
                   for lab, k in labels.items()}  # fmt: skip
         selectors = {lab: self.points[k].selector for lab, k in labels.items()
                      if self.points[k].selector}  # fmt: skip
+        for key, (acc_seen, acc_absent) in self.corrections.items():
+            label = _correction_label(key)
+            points[label] = (acc_seen / 100, acc_absent / 100)
+            selectors[label] = key
         self.ax_ = plot_seen_absent_curves(self.curves, points=points, ax=ax, title=title,
                                            selectors=selectors, percent=True)  # fmt: skip
         self.figure_ = self.ax_.figure
@@ -189,6 +201,26 @@ def _point(curve: SeenAbsentCurve, on: str, gamma: float, label: str) -> Operati
 
 def _point_label(label: str, p: OperatingPoint) -> str:
     return f"γ {label} = {p.gamma:+.2f}"
+
+
+def _correction_label(key: str) -> str:
+    return f"{key} (its own logits, not a γ)"
+
+
+def _correction_points(
+    corrections: Mapping[str, tuple[float, float]] | None,
+) -> dict[str, tuple[float, float]]:
+    """``{key: (Acc S/Y, Acc U/Y)}`` in % from fractions in [0, 1]; ValueError otherwise."""
+    out = {}
+    for key, point in (corrections or {}).items():
+        values = tuple(float(v) for v in point)
+        if len(values) != 2 or not all(0.0 <= v <= 1.0 for v in values):
+            raise ValueError(
+                f"corrections[{key!r}] must be (acc_seen, acc_absent) fractions in [0, 1], "
+                f"got {point!r}"
+            )
+        out[str(key)] = (100.0 * values[0], 100.0 * values[1])
+    return out
 
 
 #: The sample groups of a reliability figure, one panel each, in this order.

@@ -12,13 +12,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calib.figures.files import wrap_title
-from calib.figures.style import SELECTOR_LOOKS
+from calib.figures.style import SELECTOR_LOOKS, Look
 from calib.metrics.curve import SeenAbsentCurve, curve_point, curve_xy
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-__all__ = ["plot_seen_absent_curves"]
+__all__ = ["CORRECTION_LOOKS", "plot_seen_absent_curves"]
+
+#: The post-hoc corrections' points (not a γ: drawn apart from every selector's look).
+CORRECTION_LOOKS: dict[str, Look] = {
+    "wa": Look("#56B4E9", "P", zorder=3.6, markersize=10),
+    "bic": Look("#F0E442", "h", zorder=3.6, markersize=10),
+    "gla": Look("#7F3C8D", "p", zorder=3.6, markersize=10),
+}
 
 
 def _selector_of(label: str) -> str | None:
@@ -82,7 +89,7 @@ def plot_seen_absent_curves(
                 label=f"{label} (AUSUC {area})")  # fmt: skip
     for label, (acc_seen, acc_absent) in (points or {}).items():
         name = (selectors or {}).get(label) or _selector_of(label) or label
-        look = selector_look(name)
+        look = CORRECTION_LOOKS.get(name) or selector_look(name)
         ax.plot([f * float(acc_seen)], [f * float(acc_absent)], linestyle="none",
                 marker=look.marker, markersize=look.markersize, color=look.color,
                 markeredgecolor="black", markeredgewidth=0.8, zorder=look.zorder, label=label,
