@@ -530,10 +530,12 @@ class SeenAbsentState:
         }
         metas: list[Any] = [None] * world
         dist.all_gather_object(metas, meta, group=group)
-        for r, m in enumerate(metas):
-            mismatch = _config_mismatch(meta["config"], m["config"])
+        for r, m in enumerate(metas[1:], start=1):  # the same message on every rank
+            mismatch = _config_mismatch(metas[0]["config"], m["config"])
             if mismatch:
-                raise ValueError(f"sync: rank {r}'s state was built with different {mismatch}")
+                raise ValueError(
+                    f"sync: rank {r}'s state was built with different {mismatch} than rank 0's"
+                )
         labelled = {m["labelled"] for m in metas if m["n"]}
         indexed = {m["indexed"] for m in metas if m["n"]}
         if len(labelled) > 1 or len(indexed) > 1:
