@@ -6,6 +6,8 @@ method (``meta.method``; a run without one is ``full``), and each method gives a
 
     pre-trained                       (once per setting)
     full            full + γ ALG      full + γ PCV      full + γ oracle †
+                    full + WA         full + BiC        full + GLA     (the post-hoc corrections
+                                                                        a run fitted)
     lora            lora + γ ALG      lora + γ PCV      lora + γ oracle †
     oracle_all †    oracle_all † + γ ALG ...
 
@@ -15,6 +17,10 @@ an upper bound, not a method. Runs of one (setting, method) that differ in anoth
 (``optimizer=adam``) get one block each, labelled by it; runs that differ only in the seed
 are averaged (γ included) and counted in ``n_runs``. The average over settings closes the
 report (``n`` = the settings that have the row; γ is not averaged).
+
+The corrections' rows (``results["corrected"]``, :mod:`calib.run.correction_stage`) follow
+the γ rows of their block; γ is empty there (a correction is not an additive γ). None of them
+reads a U label (``gla`` reads unlabelled target logits, the ``prior`` selector's data).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from calib.run.results import HEADERS, format_cell, markdown_table, result_rows
 __all__ = [
     "PAPER_METRICS",
     "PAPER_SELECTORS",
+    "PAPER_CORRECTIONS",
     "U_LABELS_MARK",
     "METHOD_ORDER",
     "run_method",
@@ -49,6 +56,9 @@ PAPER_METRICS: tuple[str, ...] = (
 )
 #: The γ selectors of the paper's tables, in row order.
 PAPER_SELECTORS: tuple[str, ...] = ("alg", "pcv", "oracle")
+#: The post-hoc corrections, in row order after the γ rows, with their row labels.
+PAPER_CORRECTIONS: tuple[str, ...] = ("wa", "bic", "gla")
+_CORRECTION_LABELS = {"wa": "WA", "bic": "BiC", "gla": "GLA"}
 #: Appended to the label of a row that used labels of U.
 U_LABELS_MARK = "†"
 #: Methods in the order of the paper's comparison (others follow, alphabetically).
@@ -150,8 +160,16 @@ def _blocks(
     return blocks
 
 
+def _variant(results: Mapping[str, Any], variant: str) -> Mapping[str, Any] | None:
+    """The metrics of one row of a run: a result row, or ``("corrected", name)``."""
+    if isinstance(variant, tuple):
+        corrected = results.get("corrected")
+        return corrected.get(variant[1]) if isinstance(corrected, Mapping) else None
+    return dict(result_rows(results)).get(variant)
+
+
 def _row(setting, method, label, names, runs, variant, metrics, uses_u) -> dict[str, Any] | None:
-    values = [dict(result_rows(runs[n])).get(variant) for n in names]
+    values = [_variant(runs[n], variant) for n in names]
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -165,6 +183,7 @@ def paper_rows(
     runs: Mapping[str, Mapping[str, Any]],
     selectors: Sequence[str] = PAPER_SELECTORS,
     metrics: Sequence[str] = PAPER_METRICS,
+    corrections: Sequence[str] = PAPER_CORRECTIONS,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The paper-style rows: ``(per setting, average over settings)``.
 
@@ -173,7 +192,8 @@ def paper_rows(
     skipped, ``None`` when none is finite) and ``uses_absent_labels``. The pre-trained row comes
     once per setting (from the first block); a block whose pre-trained model differs (e.g. a
     cosine head) gets its own ``<method> pre-trained`` row. A selector a block did not fit is
-    left out. An average row holds ``n``, the number of settings that have the row, and each
+    left out, as is a correction it did not fit (``corrections``: their keys, rows after the
+    γ rows; γ stays empty on them). An average row holds ``n``, the number of settings that have the row, and each
     metric's mean over them; γ is not averaged.
     """
     mark = f" {U_LABELS_MARK}"
@@ -200,6 +220,13 @@ def paper_rows(
                 variant = f"fine-tuned + γ ({sel})"
                 row = _row(setting, method, sel_label, names, runs, variant, metrics, uses)
                 per_setting += [row] if row is not None else []
+            for key in corrections:
+                corr_label = f"{shown} + {_CORRECTION_LABELS.get(key, key)}"
+                row = _row(setting, method, corr_label, names, runs, ("corrected", key),
+                           metrics, uses_data)  # fmt: skip
+                if row is not None:
+                    row["gamma"] = None
+                    per_setting.append(row)
     average = []
     for label in dict.fromkeys(r["model"] for r in per_setting):
         group = [r for r in per_setting if r["model"] == label]
@@ -216,13 +243,14 @@ def paper_table(
     selectors: Sequence[str] = PAPER_SELECTORS,
     metrics: Sequence[str] = PAPER_METRICS,
     title: str | None = None,
+    corrections: Sequence[str] = PAPER_CORRECTIONS,
 ) -> str:
     """The paper-style Markdown report: one table per setting (a block of rows per method),
     then the average over settings when there are several, then the ``†`` footnote.
 
     Accuracies and AUSUC in %, γ in logit units; "—" where a value is undefined (NaN).
     """
-    per_setting, average = paper_rows(runs, selectors, metrics)
+    per_setting, average = paper_rows(runs, selectors, metrics, corrections)
     names = [_PAPER_HEADERS.get(m, HEADERS.get(m, m)) for m in metrics]
     seeds = any(r["n_runs"] > 1 for r in per_setting)
     lines = [] if title is None else [f"## {title}", ""]

@@ -112,3 +112,45 @@ def test_oracle_all_and_a_different_pretrained_model():
     assert all(r["uses_absent_labels"] for r in per_setting if r["method"] == "oracle_all")
     assert run_method({"meta": {}}) == ("full", False)
     assert run_method({"meta": {"method": "oracle_all"}}) == ("oracle_all", True)
+
+
+def _with_corrections(runs, rng, keys=("wa", "bic", "gla")):
+    out = {}
+    for name, results in runs.items():
+        corrected = {k: {m: v for m, v in _metrics(rng).items() if m != "gamma"} for k in keys}
+        out[name] = {**results, "corrected": corrected}
+    return out
+
+
+def test_corrections_follow_the_gamma_rows_without_a_gamma(runs):
+    rng = np.random.default_rng(7)
+    runs = _with_corrections(runs, rng)
+    per_setting, average = paper_rows(runs)
+    rows = [r for r in per_setting if r["setting"] == SETTINGS[0] and r["method"] == "full"]
+    assert [r["model"] for r in rows] == [
+        "pre-trained", "full", "full + γ ALG", "full + γ PCV", "full + γ oracle †",
+        "full + WA", "full + BiC", "full + GLA",
+    ]  # fmt: skip
+    by_label = {r["model"]: r for r in rows}
+    source = runs[f"{SETTINGS[0]}/full"]["corrected"]
+    for key, label in (("wa", "full + WA"), ("bic", "full + BiC"), ("gla", "full + GLA")):
+        row = by_label[label]
+        assert row["gamma"] is None and row["uses_absent_labels"] is False
+        assert row["acc_all"] == pytest.approx(source[key]["acc_all"], rel=1e-12)
+    avg = {r["model"]: r for r in average}["full + BiC"]
+    mean = np.mean([runs[f"{s}/full"]["corrected"]["bic"]["hmean"] for s in SETTINGS])
+    assert avg["hmean"] == pytest.approx(mean, rel=1e-12) and avg["n"] == 2
+    text = paper_table(runs)
+    gla_line = next(line for line in text.splitlines() if line.startswith("| full + GLA"))
+    assert gla_line.split("|")[2].strip() == "—"  # no γ
+    # a run that fitted only some corrections gets only those rows; none at all: none
+    only = _with_corrections(
+        {k: {kk: vv for kk, vv in v.items() if kk != "corrected"} for k, v in runs.items()},
+        rng,
+        keys=("wa",),
+    )
+    labels = [r["model"] for r in paper_rows(only)[0]]
+    assert "full + WA" in labels and "full + BiC" not in labels
+    assert paper_rows(runs, corrections=())[0] == [
+        r for r in per_setting if not r["model"].endswith(("WA", "BiC", "GLA"))
+    ]
