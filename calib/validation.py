@@ -190,8 +190,12 @@ def _device_logits(t: Any, name: str) -> Any:
     return t
 
 
-def check_stats(a: np.ndarray, name: str, lo: np.ndarray, hi: np.ndarray, nan: np.ndarray) -> None:
-    """The value checks of :func:`check_logits` from per-row min, max and NaN flags (N,)."""
+def check_stats(a: Any, name: str, lo: np.ndarray, hi: np.ndarray, nan: np.ndarray) -> None:
+    """The value checks of :func:`check_logits` from per-row min, max and NaN flags (N,).
+
+    ``a``: the logits, a numpy array or a tensor on any device; a tensor is read on its device
+    only where a check needs more than the row statistics (reductions there: O(N) or O(1)
+    comes back to the host, never the N × C values)."""
     top, bottom = hi.max(), lo.min()
     if nan.any() or top == math.inf:
         _refuse_non_finite(a, name)
@@ -201,10 +205,17 @@ def check_stats(a: np.ndarray, name: str, lo: np.ndarray, hi: np.ndarray, nan: n
         _warn_if_probabilities(a, name)
 
 
-def _refuse_non_finite(a: np.ndarray, name: str) -> None:
-    bad = np.isnan(a) | np.isposinf(a)
+def _refuse_non_finite(a: Any, name: str) -> None:
+    if is_tensor(a):  # counted and located on its device: three numbers come back
+        bad = a.isnan() | a.isposinf()
+        count = int(bad.sum())
+        i, j = divmod(int(bad.flatten().to(dtype=_torch().uint8).argmax()), a.shape[1])
+        first = f"first at sample {i}, class {j}: {a[i, j].item()}"
+    else:
+        bad = np.isnan(a) | np.isposinf(a)
+        count, first = int(bad.sum()), _first_bad(a, bad)
     raise ValueError(
-        f"{name} has {int(bad.sum())} non-finite value(s), NaN or +inf ({_first_bad(a, bad)}); "
+        f"{name} has {count} non-finite value(s), NaN or +inf ({first}); "
         "only -inf is accepted (a class that can never be predicted)"
     )
 
@@ -232,9 +243,14 @@ def _as_float(a: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.float64)
 
 
-def _warn_if_probabilities(a: np.ndarray, name: str) -> None:
-    sums = a.sum(axis=1, dtype=np.float64)
-    if np.all(np.abs(sums - 1.0) <= 1e-3):
+def _warn_if_probabilities(a: Any, name: str) -> None:
+    if is_tensor(a):  # row sums on the tensor's device, one flag back
+        torch = _torch()
+        sums = a.sum(dim=1, dtype=torch.float64)
+        looks = bool(((sums - 1.0).abs() <= 1e-3).all())
+    else:
+        looks = bool(np.all(np.abs(a.sum(axis=1, dtype=np.float64) - 1.0) <= 1e-3))
+    if looks:
         warnings.warn(
             f"{name} look like probabilities (every row is non-negative and sums to 1): calib "
             "works on logits, and γ is in logit units; pass the model's pre-softmax outputs "
