@@ -103,7 +103,11 @@ def linear_head(model: nn.Module, correction: str = "wa") -> nn.Linear:
 
 
 def check_corrections(
-    names: Sequence[str], *, has_pcv: bool, model: nn.Module | None = None
+    names: Sequence[str],
+    *,
+    has_pcv: bool,
+    model: nn.Module | None = None,
+    head: str = "linear",
 ) -> tuple[str, ...]:
     """The run's corrections, checked before any training.
 
@@ -111,10 +115,12 @@ def check_corrections(
         names: correction keys (``calibration.corrections``).
         has_pcv: whether the run computes PCV pseudo splits (``calibration.pcv`` is set).
         model: the untrained model, to check that ``wa`` finds a linear head.
+        head: the fine-tuning method's head (its ``head`` parameter; ``"linear"`` when it has
+            none): ``wa`` needs a linear one.
 
     Raises:
         ValueError: not a list, an unknown or repeated key, ``bic`` without pseudo splits,
-            ``wa`` with a model without a linear head.
+            ``wa`` with a model without a linear head or a method that replaces it.
     """
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise ValueError(f"calibration.corrections must be a list of keys, got {names!r}")
@@ -130,6 +136,11 @@ def check_corrections(
         raise ValueError(
             "correction 'bic' is fitted on the PCV pseudo splits (data kind pseudo_splits), but "
             "calibration.pcv is not set"
+        )
+    if "wa" in names and head != "linear":
+        raise ValueError(
+            f"wa (head): the fine-tuning method replaces the linear head by a {head!r} head; "
+            "Weight Aligning rescales the rows of a linear head"
         )
     if "wa" in names and model is not None:
         linear_head(model, "wa")

@@ -137,3 +137,40 @@ def test_a_model_without_linear_head_is_refused_naming_what_was_searched():
     holder = nn.Module()
     holder.get_classifier = lambda: lin
     assert linear_head(holder) is lin
+
+
+def test_wa_refuses_a_method_with_another_head():
+    with pytest.raises(
+        ValueError, match=r"wa \(head\): the fine-tuning method replaces .* 'cosine'"
+    ):
+        check_corrections(["wa"], has_pcv=False, head="cosine")
+    assert check_corrections(["bic"], has_pcv=True, head="cosine") == ("bic",)
+
+
+def _hook_applied() -> bool:
+    from calib.run.settings import CalibrationConfig
+
+    return hasattr(CalibrationConfig(), "corrections")
+
+
+@pytest.mark.skipif(not _hook_applied(), reason="request /tmp/requests/HD-1.md not applied yet")
+def test_every_name_through_the_run(tmp_path):
+    """calib-run's path: the tiny demo with calibration.corrections=[wa,bic,gla]."""
+    import json
+
+    cfg = tiny_config(["calibration.corrections=[wa,bic,gla]"])
+    results = build_plan(cfg, run_dir=tmp_path / "run").run()
+    assert set(results["corrected"]) == {"wa", "bic", "gla"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["corrected"]["bic"]["data"] == "pseudo_splits"
+    for name, cls in (("wa", "WeightAligning"), ("bic", "BiasCorrection")):
+        assert (
+            json.loads((tmp_path / "run" / "corrections" / f"{name}.json").read_text())["format"]
+            == f"calib.{cls}"
+        )
+    with pytest.raises(Exception, match="'bic' is fitted on the PCV pseudo splits"):
+        build_plan(
+            tiny_config(["calibration.corrections=[bic]", "calibration.pcv=null",
+                         "calibration.selectors=[alg]"]),
+            run_dir=tmp_path / "run2",
+        )  # fmt: skip
