@@ -1,0 +1,1287 @@
+"""The GPU check: one command that runs calib's CUDA paths on one GPU and prints one table.
+
+    python benchmarks/gpu_check.py                       # one CUDA GPU: at most 8 minutes
+    python benchmarks/gpu_check.py --out gpu_check.md    # the table's Markdown file (default)
+    python benchmarks/gpu_check.py --cpu-smoke           # tiny sizes on the CPU (CI): seconds
+
+Sections, each a function, each under its own time budget (on one GPU; the budgets add up to
+7.5 minutes, a section that overruns is stopped and its row says so):
+
+1. ``cuda tests`` (180 s): ``pytest -m cuda tests`` in a subprocess; passed/failed/skipped.
+2. ``fine-tuning`` (75 s): images/s of calib's ``full`` method (``calib.train.train``)
+   against a plain PyTorch loop and against timm's training loop (``train.py``'s
+   ``train_one_epoch`` with its defaults), all three on the same data and model: calib's
+   ResNet-50 (timm's architecture, random weights: nothing downloads) over 1,000 classes,
+   224 px synthetic float32 images (512 distinct ones, cycled), batch 64, bf16 autocast,
+   channels_last, pinned memory, 8 loader workers. 3 epochs of 60 iterations each; the first
+   is the warm-up (cuDNN autotuning, allocator), the figure is over the other two, timed like
+   calib's own epoch (loader start to a synchronising read of the epoch's tallies).
+3. ``extraction`` (45 s): images/s of ``calib.extract.extract`` over an
+   ``extraction_loader`` against a plain ``torch.no_grad()`` loop over the same loader:
+   8,192 uint8 224 px images (the model converts and normalises on the GPU, so the GPU, not
+   the loader, is what is measured), batch 256, autocast, channels_last; one warm-up pass
+   and 2 timed passes per side, interleaved.
+4. ``metrics`` (120 s): calib's metrics on CUDA tensors against torchmetrics' multiclass
+   accuracy (top-1 and top-5, micro average) at 100,000 × 1,000 and 50,000 × 21,843
+   float32 logits: the same numbers (counts equal), the curve and AUSUC on CUDA
+   bit-identical to the CPU (numpy) path, top-5 at γ = 0.1 equal to the CPU path (float64
+   thresholds on CUDA), ALG's γ against a float64 formula. 1 warm-up and 2 timed calls each,
+   ``torch.cuda.synchronize()`` around every call; the median is reported.
+5. ``streaming`` (60 s): the streaming state fed in batches of 10,000 rows against the
+   full-matrix results (bit-identical curve and AUSUC, equal top-1 report) and against
+   torchmetrics' ``MulticlassAccuracy`` updated with the same batches.
+6. ``CUDA behaviours`` (60 s): what only a GPU shows (issue 24): ``amp: auto`` resolving to
+   the device's native precision, the float32 head under autocast in training and
+   extraction, SyncBatchNorm conversion keeping frozen BatchNorm frozen and timm's fused
+   activations, channels_last and pinned memory in extraction.
+
+The table has one row per check: ``calib`` and ``reference`` are images/s (higher is better)
+or milliseconds (lower is better) or the values compared; ``ratio`` is calib / reference;
+``result`` is ``ok``, ``FAIL: ...`` or ``skipped: ...``. The exit status is 1 when a row
+failed or a section ran out of time.
+
+``--cpu-smoke`` runs every section on the CPU at tiny sizes (timm's ``test_resnet`` at 32 px, batch
+8; 2,000 × 50 and 500 × 300 logits) in well under a minute, so that CI keeps the script
+working; its numbers say nothing about speed. The CUDA-tests section is skipped there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ("section", "check", "calib", "reference", "ratio", "unit", "result")
+
+
+# ----------------------------------------------------------------------------- sizes, rows
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything that differs between the GPU run and the CPU smoke run."""
+
+    device: str
+    train_model: str
+    image_size: int
+    train_batch: int
+    num_classes: int
+    distinct_images: int
+    train_iters: int  # per epoch
+    train_epochs: int  # the first is the warm-up
+    workers: int
+    extract_model: str
+    small_model: str  # the behaviour checks' classifier
+    syncbn_model: str  # a model with timm's fused BatchNorm + activation
+    extract_batch: int
+    extract_images: int
+    extract_repeat: int
+    metric_sizes: tuple[tuple[int, int], ...]
+    metric_repeat: int
+    stream_batch: int
+    budgets: dict[str, float] = field(default_factory=dict)
+
+
+GPU_SIZES = Sizes(
+    device="cuda",
+    train_model="resnet50",
+    image_size=224,
+    train_batch=64,
+    num_classes=1000,
+    distinct_images=512,
+    train_iters=60,
+    train_epochs=3,
+    workers=min(8, os.cpu_count() or 1),
+    extract_model="resnet50",
+    small_model="resnet18",
+    syncbn_model="efficientnet_lite0",
+    extract_batch=256,
+    extract_images=8192,
+    extract_repeat=2,
+    metric_sizes=((100_000, 1_000), (50_000, 21_843)),
+    metric_repeat=2,
+    stream_batch=10_000,
+    budgets={
+        "cuda tests": 180,
+        "fine-tuning": 75,
+        "extraction": 45,
+        "metrics": 120,
+        "streaming": 60,
+        "CUDA behaviours": 60,
+    },
+)
+
+SMOKE_SIZES = Sizes(
+    device="cpu",
+    train_model="test_resnet",
+    image_size=32,
+    train_batch=8,
+    num_classes=10,
+    distinct_images=32,
+    train_iters=2,
+    train_epochs=2,
+    workers=0,
+    extract_model="test_resnet",
+    small_model="test_resnet",
+    syncbn_model="test_efficientnet",
+    extract_batch=32,
+    extract_images=128,
+    extract_repeat=1,
+    metric_sizes=((2_000, 50), (500, 300)),
+    metric_repeat=1,
+    stream_batch=400,
+    budgets={
+        "cuda tests": 10,
+        "fine-tuning": 60,
+        "extraction": 30,
+        "metrics": 30,
+        "streaming": 30,
+        "CUDA behaviours": 30,
+    },
+)
+
+
+@dataclass
+class Row:
+    """One line of the table; numbers are kept as numbers until the table is drawn."""
+
+    section: str
+    check: str
+    calib: Any = None
+    reference: Any = None
+    unit: str = ""
+    result: str = "ok"
+    ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and _is_number(self.calib) and _is_number(self.reference):
+            self.ratio = self.calib / self.reference if self.reference else math.inf
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def verdict(ok: bool, why: str) -> str:
+    return "ok" if ok else f"FAIL: {why}"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class SectionTimeout(Exception):
+    """A section ran past its budget."""
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Raise :class:`SectionTimeout` in the main thread once ``seconds`` have passed."""
+
+    def expire(signum, frame):
+        raise SectionTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> tuple[float, Any]:
+    """(median seconds over ``repeat`` calls after one warm-up call, the last result)."""
+    result = fn()
+    times = []
+    for _ in range(repeat):
+        synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+@contextlib.contextmanager
+def backend_flags(*, cudnn_benchmark: bool | None = None, tf32: bool | None = None):
+    """Set torch's global cuDNN / TF32 switches for the block; put back afterwards."""
+    saved = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    )
+    try:
+        if cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
+        if tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        yield
+    finally:
+        (
+            torch.backends.cudnn.benchmark,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+        ) = saved
+
+
+def free(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class SyntheticImages(Dataset):
+    """``len(labels)`` (image, label) pairs cycling over the rows of ``images``; ``targets``
+    exposes the labels as calib's datasets do."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+        self.targets = labels.numpy()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i % len(self.images)], self.labels[i]
+
+
+def synthetic_images(sizes: Sizes, n: int, labels_from: np.ndarray, dtype: torch.dtype):
+    """``n`` samples over ``sizes.distinct_images`` random images (float32 standard normal,
+    or uint8), labels drawn from ``labels_from``."""
+    g = torch.Generator().manual_seed(0)
+    shape = (sizes.distinct_images, 3, sizes.image_size, sizes.image_size)
+    if dtype == torch.uint8:
+        images = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    else:
+        images = torch.randn(shape, generator=g)
+    pick = torch.randint(0, len(labels_from), (n,), generator=g)
+    return SyntheticImages(images, torch.as_tensor(labels_from, dtype=torch.int64)[pick])
+
+
+def make_model(name: str, num_classes: int, seed: int = 0) -> nn.Module:
+    """calib's classifier ``name`` (a timm architecture, random weights) with ``num_classes``."""
+    from calib.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model(name, num_classes, pretrained=False)
+
+
+def seen_half(num_classes: int) -> np.ndarray:
+    """The seen classes S of the synthetic tasks: a random half of the columns, scattered."""
+    rng = np.random.default_rng(0)
+    return np.sort(rng.permutation(num_classes)[: num_classes // 2])
+
+
+# ----------------------------------------------------------------------------- 1. CUDA tests
+
+
+def check_cuda_tests(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """``pytest -m cuda`` in a subprocess: the counts from its JUnit XML report."""
+    section = "cuda tests"
+    if device.type != "cuda":
+        rows.append(Row(section, "pytest -m cuda tests", result="skipped: no CUDA"))
+        return
+    if not (REPO / "tests").is_dir():
+        rows.append(Row(section, "pytest -m cuda tests", result="skipped: no tests/ folder"))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        command = [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+            f"--junitxml={report}", "tests",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(
+                command, cwd=REPO, capture_output=True, text=True, timeout=budget - 5
+            )
+        except subprocess.TimeoutExpired:
+            rows.append(
+                Row(
+                    section,
+                    "pytest -m cuda tests",
+                    result=f"FAIL: timeout after {budget - 5:.0f} s",
+                )
+            )
+            return
+        seconds = time.perf_counter() - start
+        if not report.is_file():
+            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            rows.append(Row(section, "pytest -m cuda tests", result=f"FAIL: {tail[0]}"))
+            return
+        counts, failed = junit_counts(report)
+    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    summary = (
+        f"{passed} passed, {counts['failures'] + counts['errors']} failed, "
+        f"{counts['skipped']} skipped"
+    )
+    ok = done.returncode == 0 and not failed and passed > 0
+    why = ", ".join(failed[:3]) + (" ..." if len(failed) > 3 else "") or f"exit {done.returncode}"
+    rows.append(
+        Row(section, "pytest -m cuda tests", summary, None, f"{seconds:.0f} s", verdict(ok, why))
+    )
+
+
+def junit_counts(report: Path) -> tuple[dict[str, int], list[str]]:
+    """Totals of a JUnit XML report and the names of the failed tests."""
+    root = ET.parse(report).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    counts = {
+        k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")
+    }
+    failed = [
+        f"{case.get('classname', '')}::{case.get('name', '')}"
+        for case in root.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
+    return counts, failed
+
+
+# ----------------------------------------------------------------------------- 2. fine-tuning
+
+
+def check_training(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """Images/s of calib's ``full`` method, a plain loop and timm's loop; same data and model."""
+    section = "fine-tuning"
+    seen = seen_half(sizes.num_classes)
+    n = sizes.train_iters * sizes.train_batch * sizes.train_epochs
+    dataset = synthetic_images(sizes, n, seen, torch.float32)
+    calib_rate = calib_training(sizes, dataset, seen, device)
+    free(device)
+    plain_rate = plain_training(sizes, dataset, device)
+    free(device)
+    timm_rate = timm_training(sizes, dataset, device)
+    free(device)
+    what = (
+        f"{sizes.train_model} {sizes.image_size} px, batch {sizes.train_batch}, bf16, channels_last"
+    )
+    rows.append(Row(section, f"calib full vs plain loop ({what})", calib_rate, plain_rate, "img/s"))
+    rows.append(Row(section, "calib full vs timm's train loop", calib_rate, timm_rate, "img/s"))
+
+
+def train_config(sizes: Sizes):
+    from calib.train import TrainConfig
+
+    return TrainConfig(
+        optimizer="sgd",
+        epochs=sizes.train_epochs,
+        iters_per_epoch=sizes.train_iters,
+        batch_size=sizes.train_batch,
+        amp="bf16",
+        channels_last=True,
+        num_workers=sizes.workers,
+        seed=0,
+    )
+
+
+def calib_training(sizes: Sizes, dataset: Dataset, seen: np.ndarray, device) -> float:
+    """Images/s of ``METHODS["full"]`` over the epochs after the first."""
+    from calib.data.split import ClassSplit
+    from calib.methods import METHODS, FinetuneContext
+    from calib.methods.parts import state_copy
+    from calib.train import train
+
+    model = make_model(sizes.train_model, sizes.num_classes)
+    histories: list[list[dict]] = []
+
+    def train_fn(model, dataset, config, tag="finetune", loss_fn=None, on_epoch_end=None):
+        result = train(
+            model, dataset, config, device=device, progress=False, log=_quiet, desc=tag,
+            loss_fn=loss_fn, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+        histories.append(result.history)
+        return result
+
+    absent = np.setdiff1d(np.arange(sizes.num_classes), seen)
+    ctx = FinetuneContext(
+        model=model,
+        pretrained_state=state_copy(model),
+        make_model=lambda: make_model(sizes.train_model, sizes.num_classes),
+        dataset=dataset,
+        config=train_config(sizes),
+        split=ClassSplit(tuple(seen.tolist()), tuple(absent.tolist()), sizes.num_classes),
+        params={},
+        train=train_fn,
+        device=device,
+    )
+    METHODS.get("full").run(ctx)
+    timed_epochs = histories[-1][1:]
+    images = sum(e["images_per_s"] * e["seconds"] for e in timed_epochs)
+    return images / sum(e["seconds"] for e in timed_epochs)
+
+
+def _quiet(line: str) -> None:
+    """The trainer's log lines are not part of the table."""
+
+
+def train_loader(sizes: Sizes, dataset: Dataset, device: torch.device) -> DataLoader:
+    """Shuffled batches of one epoch (``train_iters`` batches), pinned on CUDA."""
+    sampler = RandomSampler(
+        dataset,
+        num_samples=sizes.train_iters * sizes.train_batch,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return DataLoader(
+        dataset,
+        batch_size=sizes.train_batch,
+        sampler=sampler,
+        num_workers=sizes.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
+
+
+def epochs_rate(sizes: Sizes, device: torch.device, run_epoch: Callable[[], None]) -> float:
+    """Images/s of the epochs after the first: each timed from the loader's start to a
+    synchronised end, as calib times its epochs."""
+    seconds = []
+    for epoch in range(sizes.train_epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        run_epoch()
+        synchronize(device)
+        if epoch:
+            seconds.append(time.perf_counter() - start)
+    return len(seconds) * sizes.train_iters * sizes.train_batch / sum(seconds)
+
+
+def plain_training(sizes: Sizes, dataset: Dataset, device: torch.device) -> float:
+    """The textbook loop with calib's settings: SGD (Nesterov, momentum and weight decay of
+    calib's defaults), cosine schedule per step, bf16 autocast, channels_last, pinned memory."""
+    cfg = train_config(sizes)
+    model = make_model(sizes.train_model, sizes.num_classes)
+    model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+        weight_decay=cfg.weight_decay,
+    )
+    steps = sizes.train_epochs * sizes.train_iters
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    loader = train_loader(sizes, dataset, device)
+
+    def run_epoch() -> None:
+        for x, y in loader:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+
+    return epochs_rate(sizes, device, run_epoch)
+
+
+#: timm's train.py defaults (huggingface/pytorch-image-models, train.py: main() and
+#: train_one_epoch) that this loop follows; the brief's settings where train.py has flags for
+#: them (--amp --amp-dtype bfloat16 --channels-last --pin-mem -b 64).
+TIMM_SETTINGS = (
+    "timm train.py defaults: cudnn.benchmark and TF32 matmul on; SGD (timm's 'sgd' = Nesterov) "
+    "momentum 0.9, weight decay 2e-5 (not on biases and norms), lr 0.1 x batch/256; "
+    "LabelSmoothingCrossEntropy(0.1); cosine schedule stepped per epoch; loss.item() every "
+    "step; its PrefetchLoader (side-stream copies; identity normalisation here); with "
+    "--amp --amp-dtype bfloat16 --channels-last --pin-mem -b 64"
+)
+
+
+def timm_training(sizes: Sizes, dataset: Dataset, device: torch.device) -> float:
+    """timm's ``train_one_epoch`` loop with train.py's defaults (:data:`TIMM_SETTINGS`)."""
+    from timm.data.loader import PrefetchLoader
+    from timm.loss import LabelSmoothingCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    with backend_flags(cudnn_benchmark=True, tf32=True):
+        model = make_model(sizes.train_model, sizes.num_classes)
+        model.to(device, memory_format=torch.channels_last)
+        lr = 0.1 * sizes.train_batch / 256
+        optimizer = create_optimizer_v2(model, opt="sgd", lr=lr, weight_decay=2e-5, momentum=0.9)
+        scheduler = CosineLRScheduler(optimizer, t_initial=sizes.train_epochs)
+        loss_fn = LabelSmoothingCrossEntropy(smoothing=0.1).to(device)
+        # the synthetic images are normalised already: mean 0, std 1 (timm scales by 255)
+        loader = PrefetchLoader(
+            train_loader(sizes, dataset, device), mean=(0.0,) * 3, std=(1 / 255,) * 3, device=device
+        )
+        state = {"epoch": 0, "updates": 0}
+
+        def run_epoch() -> None:
+            model.train()
+            losses = []
+            for x, y in loader:
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())  # train.py's losses_m.update(loss.item(), ...)
+                state["updates"] += 1
+                optimizer.zero_grad()
+                scheduler.step_update(num_updates=state["updates"], metric=np.mean(losses))
+            state["epoch"] += 1
+            scheduler.step(state["epoch"])
+
+        return epochs_rate(sizes, device, run_epoch)
+
+
+# ----------------------------------------------------------------------------- 3. extraction
+
+
+class FromUint8(nn.Module):
+    """uint8 images → float, normalised, then ``model``: the conversion a loader would do,
+    done on the device (as timm's prefetcher does)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.float().sub_(127.5).div_(64.0))
+
+
+def extraction_amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype ``extract(amp=True)`` uses: torch's default for the device type."""
+    return torch.get_autocast_dtype(device.type)
+
+
+def check_extraction(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """Images/s of ``extract`` against a plain loop over the same ``extraction_loader``."""
+    from calib.extract import extract, extraction_loader
+
+    section = "extraction"
+    labels = np.arange(sizes.num_classes)
+    dataset = synthetic_images(sizes, sizes.extract_images, labels, torch.uint8)
+    loader = extraction_loader(
+        dataset,
+        batch_size=sizes.extract_batch,
+        num_workers=sizes.workers,
+        pin_memory=device.type == "cuda",
+    )
+    model = FromUint8(make_model(sizes.extract_model, sizes.num_classes))
+    model.to(device, memory_format=torch.channels_last).eval()
+    amp_dtype = extraction_amp_dtype(device)
+
+    def plain() -> torch.Tensor:
+        parts = []
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype):
+            for x, _y in loader:
+                x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+                parts.append(model(x).float())
+        return torch.cat(parts).cpu()
+
+    def calib() -> torch.Tensor:
+        return extract(model, loader, device, amp=True, channels_last=True, progress=False).logits
+
+    sides = {"plain": plain, "calib": calib}
+    out = {side: fn() for side, fn in sides.items()}  # warm-up passes
+    rates: dict[str, list[float]] = {"plain": [], "calib": []}
+    for r in range(sizes.extract_repeat):
+        for side in ("plain", "calib") if r % 2 == 0 else ("calib", "plain"):
+            synchronize(device)
+            start = time.perf_counter()
+            out[side] = sides[side]()
+            rates[side].append(len(dataset) / (time.perf_counter() - start))
+    diff = float((out["calib"] - out["plain"]).abs().max())
+    scale = float(out["plain"].abs().max())
+    what = f"{sizes.extract_model} {sizes.image_size} px, batch {sizes.extract_batch}, {amp_dtype}"
+    rows.append(
+        Row(
+            section,
+            f"extract vs plain no_grad loop ({what}, channels_last)",
+            statistics.median(rates["calib"]),
+            statistics.median(rates["plain"]),
+            "img/s",
+        )
+    )
+    # the same model and autocast on both sides; cuDNN may pick other kernels per call
+    tol = 1e-2 * scale + 1e-3
+    rows.append(
+        Row(
+            section,
+            "extract's logits = the plain loop's (max |diff|)",
+            diff,
+            tol,
+            "logit",
+            verdict(diff <= tol, f"differ by {diff:.3g} > {tol:.3g}"),
+            ratio=math.nan,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- 4. metrics
+
+
+def synthetic_logits(n: int, c: int, device: torch.device, seed: int = 0):
+    """(N, C) float32 logits with signal on the label column, labels, S (random half)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    labels = torch.randint(0, c, (n,), generator=g, device=device)
+    logits = torch.randn((n, c), generator=g, device=device)
+    logits[torch.arange(n, device=device), labels] += 2.5
+    return logits, labels, seen_half(c)
+
+
+def check_metrics(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """calib's metrics on device tensors against torchmetrics and against calib's CPU path."""
+    for n, c in sizes.metric_sizes:
+        metrics_at(n, c, sizes, device, rows)
+        free(device)
+
+
+def metrics_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    import calib
+    from calib.selectors.alg import select_alg
+
+    section = f"metrics {n:,} x {c:,}"
+    z, y, seen = synthetic_logits(n, c, device)
+    absent = np.setdiff1d(np.arange(c), seen)
+    repeat = sizes.metric_repeat
+
+    def tm() -> tuple[float, float]:
+        top1 = multiclass_accuracy(z, y, num_classes=c, average="micro", top_k=1)
+        top5 = multiclass_accuracy(z, y, num_classes=c, average="micro", top_k=5)
+        return float(top1), float(top5)
+
+    def report() -> dict:
+        return calib.accuracy_report(z, y, seen, absent, gamma=0.0, topk=(1, 5))
+
+    t_tm, (tm1, tm5) = timed(tm, device, repeat)
+    t_report, rep = timed(report, device, repeat)
+    # counts of two computations: equal up to a tie between columns (none expected here)
+    d1, d5 = abs(rep["acc_all"] - tm1) * n, abs(rep["acc_all_top5"] - tm5) * n
+    rows.append(
+        Row(
+            section,
+            "accuracy_report top-1,5 (γ = 0) vs torchmetrics multiclass_accuracy top-1,5",
+            t_report * 1e3,
+            t_tm * 1e3,
+            "ms",
+        )
+    )
+    rows.append(
+        Row(
+            section,
+            "  top-1 / top-5 accuracy: calib vs torchmetrics",
+            f"{rep['acc_all']:.6f} / {rep['acc_all_top5']:.6f}",
+            f"{tm1:.6f} / {tm5:.6f}",
+            "fraction",
+            verdict(d1 < 0.5 and d5 < 0.5, f"counts differ by {d1:.0f} / {d5:.0f} samples"),
+        )
+    )
+
+    def tm1_only() -> float:
+        return float(multiclass_accuracy(z, y, num_classes=c, average="micro", top_k=1))
+
+    t_tm1, _ = timed(tm1_only, device, repeat)
+    t_curve, curve = timed(lambda: calib.seen_absent_curve(z, y, seen, absent), device, repeat)
+    rows.append(
+        Row(
+            section,
+            "seen_absent_curve + AUSUC vs torchmetrics top-1",
+            t_curve * 1e3,
+            t_tm1 * 1e3,
+            "ms",
+        )
+    )
+    z_cpu, y_cpu = z.cpu().numpy(), y.cpu().numpy()
+    cpu_curve = calib.seen_absent_curve(z_cpu, y_cpu, seen, absent)
+    same = curve.ausuc == cpu_curve.ausuc and all(
+        np.array_equal(getattr(curve, k).cpu().numpy(), getattr(cpu_curve, k), equal_nan=True)
+        for k in ("gamma", "acc_seen", "acc_absent", "acc_all")
+    )
+    rows.append(
+        Row(
+            section,
+            f"  curve and AUSUC on {device.type} = on the CPU (bit for bit)",
+            curve.ausuc,
+            cpu_curve.ausuc,
+            "AUSUC",
+            verdict(same, "the device's curve differs from numpy's"),
+            ratio=math.nan,
+        )
+    )
+    # float64 thresholds: a γ that float32 cannot hold ranks the same on the device and on the CPU
+    dev_rep = calib.accuracy_report(z, y, seen, absent, gamma=0.1, topk=(5,))
+    cpu_rep = calib.accuracy_report(z_cpu, y_cpu, seen, absent, gamma=0.1, topk=(5,))
+    keys = [k for k in cpu_rep if k.startswith("acc") or k == "hmean" or k.endswith("top5")]
+    agree = all(
+        dev_rep[k] == cpu_rep[k] or (np.isnan(dev_rep[k]) and np.isnan(cpu_rep[k])) for k in keys
+    )
+    rows.append(
+        Row(
+            section,
+            f"  top-5 report at γ = 0.1 on {device.type} = on the CPU",
+            dev_rep["acc_all_top5"],
+            cpu_rep["acc_all_top5"],
+            "fraction",
+            verdict(agree, "a top-5 accuracy differs (γ rounded to float32?)"),
+            ratio=math.nan,
+        )
+    )
+    train_rows = torch.as_tensor(np.isin(y_cpu, seen), device=device)
+    zs, ys = z[train_rows], y[train_rows]
+    t_alg, (gamma, _info) = timed(lambda: select_alg(zs, ys, seen, absent), device, repeat)
+    brute = alg_brute(zs, ys, seen, absent)
+    rows.append(
+        Row(
+            section,
+            "ALG γ (fit) vs torchmetrics top-1",
+            t_alg * 1e3,
+            t_tm1 * 1e3,
+            "ms",
+        )
+    )
+    rows.append(
+        Row(
+            section,
+            "  ALG γ vs a float64 formula on the device",
+            gamma,
+            brute,
+            "logit",
+            verdict(
+                abs(gamma - brute) <= 1e-9 * max(1.0, abs(brute)), f"|Δ| = {abs(gamma - brute):.3g}"
+            ),
+            ratio=math.nan,
+        )
+    )
+    if device.type != "cuda":
+        return
+    # CLIP-like non-negative logits: still computed on the device, no N × C host copy
+    z_pos = z - z.amin()
+    t_pos, _ = timed(
+        lambda: calib.accuracy_report(z_pos, y, seen, absent, topk=(1, 5)), device, repeat
+    )
+    rows.append(
+        Row(
+            section,
+            "  accuracy_report on non-negative logits vs signed (no host copy: ratio ≈ 1)",
+            t_pos * 1e3,
+            t_report * 1e3,
+            "ms",
+            verdict(t_pos <= 2 * t_report + 0.05, "much slower than signed logits: a host copy?"),
+        )
+    )
+
+
+def alg_brute(z: torch.Tensor, y: torch.Tensor, seen: np.ndarray, absent: np.ndarray) -> float:
+    """ALG's γ in float64 on the device: mean over rows of (mean of S without the label −
+    mean of U)."""
+    zd = z.double()
+    s = torch.as_tensor(seen, device=z.device)
+    u = torch.as_tensor(absent, device=z.device)
+    true = zd.gather(1, y[:, None])[:, 0]
+    terms = (zd[:, s].sum(1) - true) / (len(seen) - 1) - zd[:, u].mean(1)
+    return float(terms.mean())
+
+
+# ----------------------------------------------------------------------------- 5. streaming
+
+
+def check_streaming(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """The streaming state fed in batches against the full matrix and torchmetrics' metric."""
+    try:
+        from calib.metrics.streaming import SeenAbsentState  # noqa: F401
+    except ImportError:
+        rows.append(
+            Row(
+                "streaming",
+                "SeenAbsentState",
+                result="skipped: this calib has no streaming state (calib.metrics.streaming)",
+            )
+        )
+        return
+    for n, c in sizes.metric_sizes:
+        streaming_at(n, c, sizes, device, rows)
+        free(device)
+
+
+def streaming_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    import calib
+    from calib.metrics.streaming import SeenAbsentState, alg_from_state
+    from calib.selectors.alg import select_alg
+
+    section = f"streaming {n:,} x {c:,}"
+    z, y, seen = synthetic_logits(n, c, device)
+    absent = np.setdiff1d(np.arange(c), seen)
+    batches = [
+        (z[i : i + sizes.stream_batch], y[i : i + sizes.stream_batch])
+        for i in range(0, n, sizes.stream_batch)
+    ]
+    state = SeenAbsentState(c, seen, absent, topk=(5,), gammas=(0.0,))
+    metrics = [
+        MulticlassAccuracy(num_classes=c, average="micro", top_k=k).to(device) for k in (1, 5)
+    ]
+
+    def stream() -> tuple[dict, Any]:
+        state.reset()
+        for zb, yb in batches:
+            state.update(zb, yb)
+        return state.report(0.0, topk=(1, 5)), state.curve()
+
+    def torchmetrics_stream() -> tuple[float, float]:
+        for metric in metrics:
+            metric.reset()
+            for zb, yb in batches:
+                metric.update(zb, yb)
+        return tuple(float(m.compute()) for m in metrics)
+
+    t_state, (rep, curve) = timed(stream, device, sizes.metric_repeat)
+    t_tm, (tm1, tm5) = timed(torchmetrics_stream, device, sizes.metric_repeat)
+    rows.append(
+        Row(
+            section,
+            f"SeenAbsentState: {len(batches)} updates + report top-1,5 + curve vs "
+            "torchmetrics MulticlassAccuracy top-1,5",
+            t_state * 1e3,
+            t_tm * 1e3,
+            "ms",
+        )
+    )
+    d1, d5 = abs(rep["acc_all"] - tm1) * n, abs(rep["acc_all_top5"] - tm5) * n
+    rows.append(
+        Row(
+            section,
+            "  top-1 / top-5 accuracy: state vs torchmetrics",
+            f"{rep['acc_all']:.6f} / {rep['acc_all_top5']:.6f}",
+            f"{tm1:.6f} / {tm5:.6f}",
+            "fraction",
+            verdict(d1 < 0.5 and d5 < 0.5, f"counts differ by {d1:.0f} / {d5:.0f} samples"),
+        )
+    )
+    full_curve = calib.seen_absent_curve(z, y, seen, absent)
+    full_rep = calib.accuracy_report(z, y, seen, absent, gamma=0.0, topk=(1, 5))
+    same_curve = curve.ausuc == full_curve.ausuc and all(
+        np.array_equal(getattr(curve, k), as_array(getattr(full_curve, k)), equal_nan=True)
+        for k in ("gamma", "acc_seen", "acc_absent", "acc_all")
+    )
+    same_report = all(
+        rep[k] == full_rep[k] or (np.isnan(rep[k]) and np.isnan(full_rep[k]))
+        for k in full_rep
+        if k.startswith("acc") or k.startswith("hmean")
+    )
+    rows.append(
+        Row(
+            section,
+            "  curve, AUSUC and report top-1,5: state = full matrix (bit for bit)",
+            curve.ausuc,
+            full_curve.ausuc,
+            "AUSUC",
+            verdict(same_curve and same_report, "the streamed numbers differ from the matrix's"),
+            ratio=math.nan,
+        )
+    )
+    state_bytes = sum(a.nbytes for a in state.columns().values())
+    logit_bytes = z.element_size() * z.numel()
+    rows.append(
+        Row(
+            section,
+            "  state memory vs the logits' (O(N): at most 100 bytes per sample, whatever C)",
+            state_bytes / 2**20,
+            logit_bytes / 2**20,
+            "MiB",
+            verdict(state_bytes <= 100 * n, f"{state_bytes / n:.0f} bytes per sample"),
+        )
+    )
+    train = torch.as_tensor(np.isin(y.cpu().numpy(), seen), device=device)
+    zs, ys = z[train], y[train]
+    alg_state = SeenAbsentState(c, seen, absent, alg=True)
+    for i in range(0, len(ys), sizes.stream_batch):
+        alg_state.update(zs[i : i + sizes.stream_batch], ys[i : i + sizes.stream_batch])
+    gamma, _ = alg_from_state(alg_state)
+    full_gamma, _ = select_alg(zs, ys, seen, absent)
+    rows.append(
+        Row(
+            section,
+            "  ALG γ: state vs full matrix (float rounding)",
+            gamma,
+            full_gamma,
+            "logit",
+            verdict(
+                abs(gamma - full_gamma) <= 1e-9 * max(1.0, abs(full_gamma)),
+                f"|Δ| = {abs(gamma - full_gamma):.3g}",
+            ),
+            ratio=math.nan,
+        )
+    )
+
+
+def as_array(values: Any) -> np.ndarray:
+    return values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+# ----------------------------------------------------------------------------- 6. CUDA behaviours
+
+
+def expected_auto_precision(device: torch.device) -> torch.dtype | None:
+    """What ``amp: auto`` must give: bf16 where the GPU computes it natively (compute
+    capability ≥ 8), else fp16; no autocast off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+
+
+def training_precision(sizes: Sizes, device: torch.device, amp: str) -> dict[str, Any]:
+    """One short ``calib.train.train`` run of a small model: the autocast dtype the loss saw and
+    the dtype the head returned."""
+    from calib.train import TrainConfig, train
+
+    seen = {}
+
+    def loss_fn(logits, y, x):
+        seen["autocast"] = (
+            torch.get_autocast_dtype(device.type)
+            if torch.is_autocast_enabled(device.type)
+            else None
+        )
+        seen["logits"] = logits.dtype
+        return F.cross_entropy(logits, y)
+
+    model = make_model(sizes.small_model, sizes.num_classes)
+    head_dtypes = []
+    handle = model.head.register_forward_hook(lambda m, i, o: head_dtypes.append(o.dtype))
+    small = Sizes(**{**sizes.__dict__, "image_size": 32, "distinct_images": 16})
+    dataset = synthetic_images(small, 16, np.arange(sizes.num_classes), torch.float32)
+    config = TrainConfig(epochs=1, iters_per_epoch=2, batch_size=8, amp=amp, seed=0)
+    try:
+        train(model, dataset, config, device=device, progress=False, log=_quiet, loss_fn=loss_fn)
+    finally:
+        handle.remove()
+    seen["head"] = head_dtypes[0]
+    return seen
+
+
+def name(dtype: torch.dtype | None) -> str:
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def check_behaviours(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """The behaviours of issue 24 that only a GPU can show (each also runs on the CPU)."""
+    section = "CUDA behaviours"
+    for amp in ("auto", "bf16", "fp16"):
+        if amp == "fp16" and device.type != "cuda":
+            continue  # CPU autocast in fp16 is not what a run does there
+        seen = training_precision(sizes, device, amp)
+        want = expected_auto_precision(device) if amp == "auto" else {
+            "bf16": torch.bfloat16, "fp16": torch.float16}[amp]  # fmt: skip
+        rows.append(
+            Row(
+                section,
+                f"train amp={amp}: autocast dtype",
+                name(seen["autocast"]),
+                name(want),
+                "dtype",
+                verdict(seen["autocast"] == want, f"autocast in {name(seen['autocast'])}"),
+            )
+        )
+        rows.append(
+            Row(
+                section,
+                f"train amp={amp}: head output and logits in float32",
+                f"{name(seen['head'])}, {name(seen['logits'])}",
+                "float32, float32",
+                "dtype",
+                verdict(
+                    seen["head"] == seen["logits"] == torch.float32,
+                    "the head computed under autocast",
+                ),
+            )
+        )
+    extraction_behaviours(sizes, device, rows)
+    sync_batchnorm_behaviours(sizes, device, rows)
+
+
+def extraction_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    """``extract(amp=True, channels_last=True)``: the head in float32, channels_last inputs;
+    ``extraction_loader`` pins memory by default on CUDA."""
+    from calib.extract import extract, extraction_loader
+
+    section = "CUDA behaviours"
+    model = make_model(sizes.small_model, sizes.num_classes).to(device)
+    dataset = synthetic_images(
+        Sizes(**{**sizes.__dict__, "image_size": 32, "distinct_images": 16}),
+        32,
+        np.arange(sizes.num_classes),
+        torch.float32,
+    )
+    loader = extraction_loader(dataset, batch_size=16)
+    seen: dict[str, Any] = {}
+
+    def inputs(module, args):
+        seen["channels_last"] = args[0].is_contiguous(memory_format=torch.channels_last)
+
+    def head(module, args, output):
+        seen.setdefault("head", output.dtype)
+
+    handles = [model.register_forward_pre_hook(inputs), model.head.register_forward_hook(head)]
+    try:
+        extract(model, loader, device, amp=True, channels_last=True, progress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows.append(
+        Row(
+            section,
+            "extract amp=True: head output in float32",
+            name(seen["head"]),
+            "float32",
+            "dtype",
+            verdict(seen["head"] == torch.float32, "the head computed under autocast"),
+        )
+    )
+    rows.append(
+        Row(
+            section,
+            "extract channels_last=True: inputs in channels_last",
+            str(seen["channels_last"]),
+            "True",
+            "",
+            verdict(seen["channels_last"], "inputs reached the model contiguous"),
+        )
+    )
+    pinned = extraction_loader(dataset).pin_memory
+    want = device.type == "cuda"
+    rows.append(
+        Row(
+            section,
+            "extraction_loader pins memory by default (CUDA present)",
+            str(pinned),
+            str(want),
+            "",
+            verdict(pinned == want, f"pin_memory={pinned}"),
+        )
+    )
+
+
+def sync_batchnorm_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    """``convert_sync_batchnorm`` on the device: timm's fused BatchNorm + activation keeps its
+    activation, and BatchNorm frozen by a method stays in eval mode in ``train()``."""
+    from calib.methods.parts import backbone_modules, keep_in_eval
+    from calib.train import convert_sync_batchnorm
+
+    section = "CUDA behaviours"
+    model = make_model(sizes.syncbn_model, 10).to(device)
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        undo = convert_sync_batchnorm(model)
+        after = model(x)
+        converted = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+        undo()
+    diff = float((after - before).abs().max())
+    rows.append(
+        Row(
+            section,
+            f"SyncBatchNorm conversion keeps timm's BatchNormAct2d ({converted} layers; max |diff|)",
+            diff,
+            0.0,
+            "logit",
+            verdict(
+                converted > 0 and diff <= 1e-5 * (1 + float(before.abs().max())), f"{diff:.3g}"
+            ),
+            ratio=math.nan,
+        )
+    )
+    with keep_in_eval(model, backbone_modules(model)):
+        undo = convert_sync_batchnorm(model)
+        try:
+            model.train()
+            norms = [m for m in model.backbone.modules() if isinstance(m, nn.SyncBatchNorm)]
+            training = sum(m.training for m in norms)
+        finally:
+            undo()
+    rows.append(
+        Row(
+            section,
+            "SyncBatchNorm keeps frozen BatchNorm in eval mode (layers in train mode)",
+            training,
+            0,
+            "layers",
+            verdict(norms and training == 0, f"{training} of {len(norms)} frozen layers train"),
+            ratio=math.nan,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def environment(device: torch.device) -> list[tuple[str, str]]:
+    """(name, value) lines above the table: the device and the library versions."""
+    import timm
+    import torchmetrics
+
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        what = (
+            f"{props.name} (compute capability {props.major}.{props.minor}, "
+            f"{props.total_memory / 2**30:.0f} GiB)"
+        )
+        cuda = f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+    else:
+        what = f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); no GPU (smoke run)"
+        cuda = "CUDA not used"
+    return [
+        ("device", what),
+        ("versions", f"torch {torch.__version__}, {cuda}, timm {timm.__version__}, "
+         f"torchmetrics {torchmetrics.__version__}, Python {platform.python_version()}"),
+        ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]  # fmt: skip
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not _is_number(value):
+        return str(value).replace("|", "\\|")
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isnan(value):
+        return "—"
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return f"{value:,.4g}" if abs(value) < 1e3 else f"{value:,.0f}"
+    return f"{value:.3e}"
+
+
+def markdown(rows: list[Row], env: list[tuple[str, str]], command: str, notes: list[str]) -> str:
+    lines = [f"- {k}: {v}" for k, v in env] + [f"- command: `{command}`", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    for r in rows:
+        ratio = None if r.ratio is None else r.ratio
+        values = (
+            r.section,
+            r.check,
+            cell(r.calib),
+            cell(r.reference),
+            cell(ratio),
+            r.unit,
+            r.result,
+        )
+        lines.append("| " + " | ".join(v if isinstance(v, str) else cell(v) for v in values) + " |")
+    lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+SECTIONS: tuple[tuple[str, Callable[[Sizes, torch.device, list[Row], float], None]], ...] = (
+    ("cuda tests", check_cuda_tests),
+    ("fine-tuning", check_training),
+    ("extraction", check_extraction),
+    ("metrics", check_metrics),
+    ("streaming", check_streaming),
+    ("CUDA behaviours", check_behaviours),
+)
+
+
+def run_section(name: str, fn, sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    """``fn`` under its budget; a timeout or an error becomes a failed row of the section."""
+    budget = sizes.budgets[name]
+    start = time.perf_counter()
+    print(f"gpu_check: {name} (budget {budget:.0f} s) ...", file=sys.stderr, flush=True)
+    try:
+        with time_budget(budget):
+            fn(sizes, device, rows, budget)
+    except SectionTimeout:
+        rows.append(Row(name, "(section)", result=f"FAIL: stopped at its {budget:.0f} s budget"))
+    except Exception as err:  # noqa: BLE001 (one broken check must not hide the others)
+        rows.append(Row(name, "(section)", result=f"FAIL: {type(err).__name__}: {err}"))
+    finally:
+        free(device)
+    print(f"gpu_check: {name} done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", default="gpu_check.md", help="the table's Markdown file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="tiny sizes on the CPU (CI; no CUDA needed)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=[n for n, _ in SECTIONS], help="run these sections only"
+    )
+    args = parser.parse_args(argv)
+    if args.cpu_smoke:
+        sizes, device = SMOKE_SIZES, torch.device("cpu")
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    elif not torch.cuda.is_available():
+        print(
+            "gpu_check: no CUDA device here; run with --cpu-smoke for the CPU smoke run",
+            file=sys.stderr,
+        )
+        return 2
+    else:
+        sizes, device = GPU_SIZES, torch.device("cuda", torch.cuda.current_device())
+    rows: list[Row] = []
+    start = time.perf_counter()
+    for section, fn in SECTIONS:
+        if args.only is None or section in args.only:
+            run_section(section, fn, sizes, device, rows)
+    notes = [
+        f"total {time.perf_counter() - start:.0f} s; ratio = calib / reference (img/s: higher "
+        "is better; ms: lower is better)",
+        f"timm's loop: {TIMM_SETTINGS}",
+        "smoke run: tiny sizes on the CPU; its numbers say nothing about speed"
+        if args.cpu_smoke
+        else "sizes and per-section budgets: see the script's docstring",
+    ]
+    command = "python benchmarks/gpu_check.py" + (" --cpu-smoke" if args.cpu_smoke else "")
+    text = markdown(rows, environment(device), command, notes)
+    print(text)
+    Path(args.out).write_text(text)
+    failed = [r for r in rows if r.result.startswith("FAIL")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
