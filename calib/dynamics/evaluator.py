@@ -82,7 +82,8 @@ class EpochEvaluator:
             callback to ``train``).
         batch_size, num_workers: per-process extraction loader settings.
         device: where to run the model; None = where it is (the training device).
-        amp: autocast during extraction (results float32).
+        amp: autocast during extraction: ``True`` (torch's default dtype of the device
+            type), a dtype (``torch.bfloat16``), or ``False`` (results float32 either way).
         pretrained_head_weight: (C, D) the pre-trained head, for the update statistics; None:
             taken from the model at epoch 0 (a resumed run without it gets NaN update keys).
         head: ``head(model)`` → the (C, D) head weight, or None for a model without a linear
@@ -112,7 +113,7 @@ class EpochEvaluator:
         batch_size: int = 256,
         num_workers: int = 0,
         device: str | torch.device | None = None,
-        amp: bool = False,
+        amp: bool | torch.dtype = False,
         pretrained_head_weight: Any = None,
         head: HeadAccessor | None = None,
         progress: bool = False,
