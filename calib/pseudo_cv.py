@@ -259,8 +259,8 @@ def make_pseudo_splits(
         )
         copy_ = copy.deepcopy(model)
         tuned = finetune(copy_, Subset(train_data, sub.fit_rows.tolist()), classes)
-        if tuned is None:
-            tuned = copy_
+        tuned = copy_ if tuned is None else tuned
+        del copy_  # a finetune that trains a copy of its own: one model fewer while scoring
         if not isinstance(tuned, nn.Module):
             raise TypeError(
                 f"finetune must return the fine-tuned nn.Module (or None), got {type(tuned).__name__}"
