@@ -11,6 +11,15 @@ forward ends with a linear layer (``logits = head(features)``), without rewritin
 The backbone is ``net`` itself with the head replaced by ``nn.Identity``, so its state dict
 keeps ``net``'s own names: a checkpoint of ``net`` (``conv.0.weight``, ..., ``fc.weight``) loads
 with ``create_model(..., weights=PATH)`` as it is (the head is read from ``fc.*``).
+
+A module whose output is not the logits tensor itself (a Hugging Face model's ``ModelOutput``,
+a tuple) names the entry that holds them, e.g. ``output_key="logits"``::
+
+    vit = ViTForImageClassification(config)     # vit.classifier: its nn.Linear head
+    model = adapt_module(vit, head="classifier", data_config=..., output_key="logits")
+
+The adapted model is then a plain :class:`~calib.models.Classifier` (tensor in, logits out), so
+calib-run trains and scores it like any other.
 """
 
 from __future__ import annotations
@@ -21,10 +30,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from calib.extract import evaluating
+from calib.extract import evaluating, output_logits
 from calib.models.classifier import Classifier
 
 __all__ = ["adapt_module"]
+
+
+class _OutputEntry:
+    """A forward hook that makes a module return the entry ``output_key`` of its output (see
+    :func:`calib.extract.output_logits`). A class, not a closure, so the model pickles."""
+
+    def __init__(self, output_key: str | int) -> None:
+        self.output_key = output_key
+
+    def __call__(self, module: nn.Module, args: Any, out: Any) -> Any:
+        return output_logits(out, self.output_key)
 
 
 def _parent_and_leaf(module: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -45,6 +65,7 @@ def adapt_module(
     *,
     name: str = "",
     check_input: torch.Tensor | None = None,
+    output_key: str | int | None = None,
 ) -> Classifier:
     """``module`` as a :class:`~calib.models.Classifier` whose head is its linear layer ``head``.
 
@@ -58,6 +79,9 @@ def adapt_module(
         check_input: an example batch ``(N, ...)``: the adapted model must then return what
             ``module`` returned on it (up to float rounding), else the head was not its last
             step and the split would change the model — refused.
+        output_key: for a module whose output is not the logits tensor: the entry holding
+            them (``"logits"`` of a Hugging Face ``ModelOutput`` or a dict, ``0`` of a tuple).
+            With the head an identity, that entry holds the features; the backbone returns it.
 
     Raises:
         ValueError: ``head`` names no submodule, or not an ``nn.Linear`` (the modules that are
@@ -65,6 +89,12 @@ def adapt_module(
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if output_key is not None and (
+        isinstance(output_key, bool) or not isinstance(output_key, (str, int)) or output_key == ""
+    ):
+        raise ValueError(
+            f"output_key must be a key (e.g. 'logits') or a tuple index, got {output_key!r}"
+        )
     found = dict(module.named_modules())
     layer = found.get(head)
     if not isinstance(layer, nn.Linear):
@@ -78,11 +108,20 @@ def adapt_module(
     if check_input is not None:
         with evaluating(module), torch.no_grad():
             expected = module(check_input)
+        if not isinstance(expected, torch.Tensor) and output_key is None:
+            raise ValueError(
+                f"{type(module).__name__} returns a {type(expected).__name__}, not a tensor: "
+                "name the entry that holds the logits with output_key=... (e.g. 'logits')"
+            )
+        if output_key is not None:
+            expected = output_logits(expected, output_key)
     owner, leaf = _parent_and_leaf(module, head)
     if leaf.isdigit():
         owner[int(leaf)] = nn.Identity()
     else:
         setattr(owner, leaf, nn.Identity())
+    if output_key is not None:
+        module.register_forward_hook(_OutputEntry(output_key))
     model = Classifier(module, layer, data_config, name=name or type(module).__name__)
     model.head_path = head
     if expected is not None:
