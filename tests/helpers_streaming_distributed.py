@@ -89,3 +89,31 @@ def mismatches_are_named(rank: int, world: int) -> None:
     labelled = SeenAbsentState(C, SEEN).update(z, y if rank == 0 else None)
     with pytest.raises(ValueError, match="some ranks' states are labelled and others' are not"):
         labelled.sync()
+
+
+def torchmetrics_sync(rank: int, world: int) -> None:
+    """SeenAbsentMetric on 2 processes (uneven interleaved shards, batches of 4): compute()
+    after torchmetrics' own gather equals one process over the whole data set."""
+    from calib.metrics.lightning_metric import SeenAbsentMetric
+
+    z, y, w = data()
+    kwargs = dict(num_classes=C, seen_classes=SEEN, gamma=0.5, topk=(1, 3))
+    rows = np.arange(N)[rank::world]
+    for weighted in (False, True):
+        for average in ("micro", "macro"):
+            shard = SeenAbsentMetric(average=average, **kwargs)
+            whole = SeenAbsentMetric(average=average, **kwargs)
+            for start in range(0, len(rows), 4):
+                r = rows[start : start + 4]
+                shard.update(
+                    torch.from_numpy(z[r]), torch.from_numpy(y[r]), w[r] if weighted else None
+                )
+            whole.update(torch.from_numpy(z), torch.from_numpy(y), w if weighted else None)
+            got, want = shard.compute(), whole.compute()
+            assert got.keys() == want.keys()
+            for key in want:
+                if weighted or average == "macro":
+                    # the gathered samples come in rank order: sums of weights may round apart
+                    assert torch.isclose(got[key], want[key], rtol=1e-12, atol=1e-15), key
+                else:  # counts: exact
+                    assert torch.equal(got[key], want[key]), key

@@ -266,6 +266,56 @@ class SeenAbsentState:
                 terms[over] = _alg_formula(s_sum, a_sum, t, seen.size, absent.size)
         return terms, flags
 
+    def reduce(
+        self, logits: Any, labels: Any = None, sample_weight: Any = None, index: Any = None
+    ) -> dict[str, np.ndarray]:
+        """The per-sample columns of one batch — what :meth:`update` adds — without adding
+        them: for a container that keeps and gathers them itself (a ``torchmetrics.Metric``,
+        :mod:`calib.metrics.lightning_metric`); :meth:`extend` takes them back.
+
+        Same arguments and errors as :meth:`update`; (n,) numpy arrays (``rank``: (n, G)).
+        """
+        return self._reduce(logits, labels, sample_weight, index)
+
+    def extend(self, columns: dict[str, Any]) -> SeenAbsentState:
+        """Add per-sample columns made by :meth:`reduce` (numpy arrays or tensors on any
+        device, possibly concatenated over batches and processes); returns ``self``.
+
+        Raises:
+            ValueError: unknown or missing columns, columns of different lengths, or columns
+                of a labelled (indexed) state for one that is not.
+        """
+        cols = {key: np.asarray(as_numpy(value, key)) for key, value in columns.items()}
+        unknown = sorted(set(cols) - set(_COLUMNS))
+        if unknown or "gap" not in cols:
+            raise ValueError(
+                f"columns must be those of SeenAbsentState.reduce, got {sorted(cols)}"
+                + (f" (unknown: {unknown})" if unknown else " (no 'gap')")
+            )
+        labelled, indexed = "label" in cols, "index" in cols
+        want = {key for key, _ in _layout(self, labelled, "weight" in cols, indexed)}
+        if set(cols) != want:
+            raise ValueError(
+                f"columns {sorted(cols)} are not those of this state's reduce: {sorted(want)}"
+            )
+        lengths = {key: value.shape[0] for key, value in cols.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns of different lengths: {lengths}")
+        for mine, theirs, what in (
+            (self.labelled, labelled, "labels"),
+            (self.indexed, indexed, "indices"),
+        ):
+            if self.n_samples and mine != theirs:
+                raise ValueError(
+                    f"columns {'with' if theirs else 'without'} {what} for a state "
+                    f"{'without' if theirs else 'with'} them"
+                )
+        if not lengths["gap"]:
+            return self
+        self.labelled, self.indexed = labelled, indexed
+        self._add({key: value.astype(_COLUMNS[key], copy=False) for key, value in cols.items()})
+        return self
+
     def _add(self, chunk: dict[str, np.ndarray]) -> None:
         if chunk["gap"].size == 0:
             return

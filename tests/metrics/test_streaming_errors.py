@@ -183,3 +183,17 @@ def test_pcv_from_states_refuses_what_select_pcv_refuses():
             [SeenAbsentState(6, [0, 1], [2]).update(Z, np.array([0, 1, 2, 1]))], [0, 1, 2], [3]
         )
     assert pcv_from_states([ok], [0, 1, 2], [3, 4, 5], "acc_all")[1]["n_splits"] == 1
+
+
+def test_extend_takes_back_only_what_reduce_made():
+    s = state()
+    cols = s.reduce(Z, Y)
+    assert state().extend(cols).report(0.0) == state().update(Z, Y).report(0.0)
+    with pytest.raises(ValueError, match=r"unknown: \['logits'\]"):
+        state().extend(cols | {"logits": Z})
+    with pytest.raises(ValueError, match="columns of different lengths"):
+        state().extend(cols | {"gap": cols["gap"][:2]})
+    with pytest.raises(ValueError, match="are not those of this state's reduce"):
+        state(topk=(2,)).extend(cols)
+    with pytest.raises(ValueError, match="columns without labels for a state with them"):
+        state().update(Z, Y).extend(state().reduce(Z))
