@@ -5,8 +5,10 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/alternatives_table.py OUT --table-only
 
 Each (task, method, seed) is one run of the harness (``calib.run.build_plan`` of the composed
-experiment, ``seed=`` and ``finetune.method=`` overridden, selectors alg, pcv, prior, oracle),
-in ``OUT/<task>/<method>/seed<s>``; the corrections are fitted from that run's own extractions,
+experiment, ``finetune.method=`` overridden, selectors alg, pcv, prior, oracle). A seed is the
+fine-tuning's and the PCV splits' seed (``finetune.seed``, ``calibration.pcv.seed``): the source
+("pre-trained") model is one, trained once with the run seed 0 and shared through the cache.
+Runs are in ``OUT/<task>/<method>/seed<s>``; the corrections are fitted from that run's own extractions,
 pseudo splits and fine-tuned model with :mod:`calib.run.correction_stage` (until the pipeline
 hook writes ``results["corrected"]``, they are taken from the pipeline as it hands them to its
 selectors). Each run's rows go to ``OUT/<task>/<method>/seed<s>.json``; the table (mean ± std
@@ -63,7 +65,8 @@ def run_one(task: str, method: str, seed: int, out: Path, cache: Path) -> dict[s
     from calib.run.correction_stage import correction_results, fit_corrections
 
     overrides = [
-        f"seed={seed}",
+        f"+finetune.seed={seed}",
+        f"calibration.pcv.seed={seed}",
         f"finetune.method={method}",
         f"calibration.selectors=[{','.join(SELECTORS)}]",
         "progress=false",
