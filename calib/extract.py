@@ -58,6 +58,7 @@ __all__ = [
     "feature_module",
     "features_and_logits",
     "has_features",
+    "is_channels_last",
     "model_device",
     "output_logits",
     "split_batch",
@@ -277,15 +278,19 @@ def extraction_loader(
     batch_size: int = 256,
     *,
     num_workers: int = 0,
-    pin_memory: bool = False,
+    pin_memory: bool | None = None,
     **kwargs: Any,
 ) -> DataLoader:
     """A loader over this process's shard of ``dataset``, in order, for :func:`extract`.
 
     One process: every sample in dataset order. Rank ``r`` of ``W``: samples ``r, r + W, ...``
     (:class:`~calib.distributed.ShardSampler`, no padding). ``batch_size`` is per process;
-    ``kwargs`` go to ``DataLoader`` (not ``sampler``/``shuffle``).
+    ``pin_memory``: page-locked batches, so that :func:`extract`'s non-blocking copies to the
+    GPU overlap the compute; ``None`` = when CUDA is available. ``kwargs`` go to
+    ``DataLoader`` (not ``sampler``/``shuffle``).
     """
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
     n = len(dataset)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
@@ -469,8 +474,8 @@ def extract(
     device: str | torch.device | None = None,
     *,
     features: bool = False,
-    amp: bool = False,
-    channels_last: bool = False,
+    amp: bool | torch.dtype = False,
+    channels_last: bool | str = False,
     progress: bool = True,
     desc: str = "extract",
     gather: bool = True,
@@ -496,9 +501,14 @@ def extract(
         device: where to run; None = where the model is. A given device moves the model
             there (``nn.Module.to`` works in place) and it stays there.
         features: also collect features.
-        amp: autocast (float16 on CUDA, bfloat16 on the CPU); the results are float32.
+        amp: autocast: ``True`` in torch's default dtype of the device type (float16 on CUDA,
+            bfloat16 on the CPU), or the dtype given (``torch.bfloat16``); ``False``: off. The
+            results are float32; a :class:`calib.models.Classifier`'s head computes in
+            float32 either way.
         channels_last: send 4-D inputs in channels-last memory format (convert the model
-            with ``model.to(memory_format=torch.channels_last)`` for the speed-up).
+            with ``model.to(memory_format=torch.channels_last)`` for the speed-up);
+            ``"auto"``: when the model's convolution weights are in that format (as
+            :func:`calib.train.train` leaves a model it trained channels-last).
         progress: show a tqdm progress bar (on rank 0 only). desc: its label.
         gather: when the loader's sampler is a :class:`~calib.distributed.ShardSampler` of a
             multi-process run (:func:`extraction_loader`), gather every rank's rows into
@@ -543,6 +553,11 @@ def extract(
             "the loader shuffles: extracted rows follow its random order, not the dataset's",
             stacklevel=2,
         )
+    autocast = _autocast_context(amp)
+    if channels_last == "auto":
+        channels_last = is_channels_last(model)
+    elif not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
     device = _extraction_device(model, device)
     sampler = getattr(loader, "sampler", None)
     sharded = gather and isinstance(sampler, ShardSampler) and sampler.world_size > 1
@@ -556,8 +571,7 @@ def extract(
             disable=not (progress and distributed.is_main()),
             leave=False,
         )
-        autocast = torch.autocast(device.type) if amp else contextlib.nullcontext()
-        with bar, torch.inference_mode(), autocast:
+        with bar, torch.inference_mode(), autocast(device):
             # floating inputs follow the model's dtype (a float64 model on a float32 loader, a
             # bfloat16 model on float32 images); autocast picks its own dtypes
             parts = _collect(
@@ -568,7 +582,7 @@ def extract(
                 features_from=features_from,
                 output_key=output_key,
                 batch_keys=keys,
-                input_dtype=None if amp else _input_dtype(model),
+                input_dtype=None if amp is not False else _input_dtype(model),
                 memory_format=torch.channels_last if channels_last else torch.preserve_format,
                 bar=bar,
             )
@@ -595,6 +609,26 @@ def extract(
         logits=torch.cat(parts.logits).cpu(),
         labels=torch.cat(parts.labels) if parts.labelled else None,
         features=torch.cat(parts.features).cpu() if features else None,
+    )
+
+
+def _autocast_context(amp: Any):
+    """``device -> context``: the autocast ``extract(amp=...)`` asks for (checked first)."""
+    if amp is False:
+        return lambda device: contextlib.nullcontext()
+    if amp is True:
+        return lambda device: torch.autocast(device.type)
+    if isinstance(amp, torch.dtype) and amp in (torch.float16, torch.bfloat16):
+        return lambda device: torch.autocast(device.type, dtype=amp)
+    raise ValueError(f"amp must be True, False, torch.float16 or torch.bfloat16, got {amp!r}")
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s 4-D weights (convolutions) are laid out channels-last: some weight
+    is contiguous in that format and not in the default one."""
+    return any(
+        p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in model.parameters()
     )
 
 

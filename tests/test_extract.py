@@ -182,3 +182,58 @@ def test_extraction_loader_in_one_process_is_the_dataset_in_order(net, dataset):
     out = extract(net, loader, features=True, progress=False)
     torch.testing.assert_close(out.logits, reference(net, dataset.tensors[0])[1])
     assert torch.equal(out.labels, dataset.tensors[1])
+
+
+def test_extraction_loader_pins_memory_when_cuda_is_present(dataset, monkeypatch):
+    assert extraction_loader(dataset).pin_memory is False  # no CUDA here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert extraction_loader(dataset).pin_memory is True
+    assert extraction_loader(dataset, pin_memory=False).pin_memory is False
+
+
+class _RecordsInput(nn.Module):
+    """A conv net that records the memory format and the autocast dtype of what it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+        self.seen: list[tuple[bool, torch.dtype | None]] = []
+
+    def forward(self, x):
+        cpu_autocast = torch.is_autocast_enabled("cpu")
+        self.seen.append(
+            (
+                x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
+                torch.get_autocast_dtype("cpu") if cpu_autocast else None,
+            )
+        )
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+def test_channels_last_auto_follows_the_models_weights():
+    from calib.extract import is_channels_last
+
+    torch.manual_seed(0)
+    model = _RecordsInput()
+    batch = [(torch.randn(2, 3, 8, 8), torch.arange(2))]
+    assert not is_channels_last(model)
+    extract(model, batch, channels_last="auto", progress=False)
+    model.to(memory_format=torch.channels_last)  # as train() leaves a channels-last model
+    assert is_channels_last(model)
+    extract(model, batch, channels_last="auto", progress=False)
+    assert [s[0] for s in model.seen] == [False, True]
+    with pytest.raises(ValueError, match=r"channels_last must be True, False or 'auto', got 'on'"):
+        extract(model, batch, channels_last="on", progress=False)
+
+
+def test_amp_takes_the_autocast_dtype():
+    torch.manual_seed(0)
+    model = _RecordsInput()
+    batch = [(torch.randn(2, 3, 8, 8), torch.arange(2))]
+    extract(model, batch, amp=torch.float16, progress=False)
+    extract(model, batch, amp=torch.bfloat16, progress=False)
+    extract(model, batch, amp=False, progress=False)
+    assert [s[1] for s in model.seen] == [torch.float16, torch.bfloat16, None]
+    with pytest.raises(ValueError, match=r"amp must be True, False, .* got torch.float64"):
+        extract(model, batch, amp=torch.float64, progress=False)

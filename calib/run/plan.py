@@ -13,6 +13,7 @@ user can pass a dict with the same keys as ``conf/config.yaml``::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -44,12 +45,23 @@ from calib.run.sections import (
 )
 from calib.run.settings import EvalConfig
 from calib.run.stages import StageStore
-from calib.train import TrainConfig
+from calib.train import TrainConfig, resolve_device, resolve_precision
+from calib.train.backend_flags import require_cublas_workspace
 from calib.train.optim import create_optimizer
 from calib.train.sampling import batches_per_pass
 from calib.train.schedule import create_scheduler
 
+#: Top-level keys of how the device computes, with their defaults (conf/config.yaml): they
+#: change speed or run-to-run rounding, never a number in expectation, and key no stage.
+COMPUTE_DEFAULTS: dict[str, Any] = {
+    "deterministic": False,
+    "cudnn_benchmark": True,
+    "compile": False,
+    "dist_timeout_min": 60,
+}
+
 __all__ = [
+    "COMPUTE_DEFAULTS",
     "ConfigError",
     "RunPlan",
     "build_plan",
@@ -123,16 +135,30 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     # a folder made with other settings is refused now, before any data set or model is built
     StageStore(run_dir).check_config(identity_leaves(cfg))
     device = str(cfg.get("device", "auto"))
+    switches = compute_switches(cfg)
+    if switches["deterministic"]:  # before the first CUDA matrix product of the process
+        require_cublas_workspace()
 
     check_device(device)
 
     target, source = _domains(cfg)
     split = build_split(section(cfg, "split"), target.num_classes)
-    finetune, source_train = _train_configs(cfg, seed, with_source=source is not None)
+    finetune, source_train = _train_configs(
+        cfg, seed, with_source=source is not None, switches=switches
+    )
     method = build_method(section(cfg, "finetune"))
     calibration = build_calibration(section(cfg, "calibration"), finetune, seed)
     eval_cfg = wrap("eval", lambda: EvalConfig(**section(cfg, "eval")))
     make_model, model_name = _model_factory(section(cfg, "model"), target)
+    # the precision each training and extraction computes in on this device: the stages are
+    # keyed by it (calib.run.stage_plan), results.json records it
+    target_device = resolve_device(device)
+    precision = {
+        "finetune": resolve_precision(finetune.amp, target_device),
+        "eval": resolve_precision(eval_cfg.amp, target_device),
+    }
+    if source_train is not None:
+        precision["source_train"] = resolve_precision(source_train.amp, target_device)
 
     plan = RunPlan(
         name=name,
@@ -158,6 +184,9 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
             "method": method.name,
             "dataset": target.name,
             "source": None if source is None else source.name,
+            "precision": precision,
+            "deterministic": switches["deterministic"],
+            "compile": switches["compile"],
             "config": cfg,
         },
         config=cfg,
@@ -181,10 +210,18 @@ def _domains(cfg: Mapping[str, Any]) -> tuple[Domain, Domain | None]:
     return target, source
 
 
+def compute_switches(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's top-level compute keys (:data:`COMPUTE_DEFAULTS` where unset)."""
+    return {key: cfg.get(key, default) for key, default in COMPUTE_DEFAULTS.items()}
+
+
 def _train_configs(
-    cfg: Mapping[str, Any], seed: int, with_source: bool
+    cfg: Mapping[str, Any], seed: int, with_source: bool, switches: Mapping[str, Any]
 ) -> tuple[TrainConfig, TrainConfig | None]:
-    """The fine-tuning config (``finetune`` + ``optimizer`` + ``scheduler``) and the source's."""
+    """The fine-tuning config (``finetune`` + ``optimizer`` + ``scheduler``) and the source's,
+    with the run's compute switches (``deterministic``, ``cudnn_benchmark``, ``compile``); the
+    pseudo runs' config derives from the fine-tuning's and keeps them."""
+    flags = {k: bool(switches[k]) for k in ("deterministic", "cudnn_benchmark", "compile")}
     finetune = build_train_config(
         section(cfg, "finetune"),
         optimizer=section(cfg, "optimizer"),
@@ -192,12 +229,13 @@ def _train_configs(
         seed=seed,
         key="finetune",
     )
+    finetune = dataclasses.replace(finetune, **flags)
     if not with_source:
         return finetune, None
     source_train = build_train_config(
         section(cfg, "source_train"), optimizer=None, scheduler=None, seed=seed, key="source_train"
     )
-    return finetune, source_train
+    return finetune, dataclasses.replace(source_train, **flags)
 
 
 def _model_factory(spec: dict[str, Any], target: Domain) -> tuple[Callable[[], nn.Module], str]:

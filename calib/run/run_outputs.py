@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
@@ -23,7 +25,28 @@ from calib.run.settings import EvalConfig
 from calib.run.stage_plan import StagePlan
 from calib.selectors import SELECTORS
 
-__all__ = ["run_results", "write_outputs"]
+__all__ = ["compute_environment", "run_results", "write_outputs"]
+
+
+def compute_environment(device: Any) -> dict[str, Any]:
+    """What computed the run, for ``results["meta"]["environment"]``: torch's version, the CUDA
+    and cuDNN versions torch was built with (``None`` where it has none), and on a CUDA device
+    its name and compute capability (``None`` on the CPU)."""
+    device = torch.device(device)
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "gpu": None,
+        "gpu_capability": None,
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        env["gpu"] = torch.cuda.get_device_name(index)
+        env["gpu_capability"] = f"{major}.{minor}"
+    return env
 
 
 def write_outputs(
@@ -121,6 +144,7 @@ def run_results(
             "seen_classes": list(map(int, split.seen)),
             "absent_classes": list(map(int, split.absent)),
             "device": str(device),
+            "environment": compute_environment(device),
             "stage_keys": dict(stage_keys),
             "selectors": {
                 name: {

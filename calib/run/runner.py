@@ -30,7 +30,14 @@ from calib.io import atomic_save
 from calib.run.settings import EvalConfig
 from calib.run.source_cache import SourceCache
 from calib.run.stages import Stage, StageStore
-from calib.train import EpochCallback, LossFn, TrainConfig, train
+from calib.train import (
+    EpochCallback,
+    LossFn,
+    TrainConfig,
+    autocast_dtype,
+    resolve_precision,
+    train,
+)
 
 __all__ = ["Runner", "weights_sha256"]
 
@@ -58,6 +65,17 @@ class Runner:
     store: StageStore
     cache: SourceCache | None = None
 
+    @property
+    def precision(self) -> str:
+        """What the extractions compute in: ``eval.amp`` resolved on the device (the
+        extraction stages are keyed by it, :func:`calib.run.stage_plan.plan_stages`)."""
+        return resolve_precision(self.eval_cfg.amp, self.device)
+
+    @property
+    def amp(self) -> bool | torch.dtype:
+        """``extract``'s ``amp``: the autocast dtype of :attr:`precision`, or ``False``."""
+        return autocast_dtype(self.precision) or False
+
     def loader(self, dataset: Dataset) -> DataLoader:
         """This rank's shard of ``dataset`` in order (all of it in one process)."""
         return extraction_loader(
@@ -80,7 +98,8 @@ class Runner:
             self.loader(dataset),
             device=self.device,
             features=True,
-            amp=self.eval_cfg.amp and self.device.type == "cuda",
+            amp=self.amp,
+            channels_last="auto",  # as the training left the model
             progress=self.progress,
             desc=stage.name,
         )

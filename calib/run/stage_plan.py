@@ -5,7 +5,10 @@
 anything. Each stage's identity holds
 
 - its own settings (a :class:`~calib.train.TrainConfig`'s fingerprint, a selector's
-  parameters, the extraction's precision),
+  parameters), and for a training or an extraction the precision it computes in, resolved on
+  the run's device (:func:`calib.train.resolve_precision`: ``amp: auto`` is fp32 on the CPU,
+  bf16 on a GPU with native bf16, fp16 on an older one), so that stages computed in one
+  precision are never served for another, and settings that resolve alike share them,
 - the keys of the stages it reads (so a change upstream changes every key downstream),
 - the data it sees: a fingerprint of the sample list and transform (:func:`dataset_fingerprint`),
   and the class split,
@@ -21,6 +24,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, Subset
 
 from calib.data import ClassSplit, Domain, dataset_targets
@@ -30,7 +34,7 @@ from calib.run.selector_data import run_temperature, selector_inputs
 from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
 from calib.run.stages import Stage
 from calib.selectors import SELECTORS
-from calib.train import TrainConfig
+from calib.train import TrainConfig, resolve_device, resolve_precision
 
 __all__ = ["STAGE_SECTIONS", "StagePlan", "PCVSubset", "plan_stages", "pcv_subsets", "sections"]
 
@@ -102,9 +106,11 @@ class StagePlan:
         return {s.name: s.key for s in self.all()}
 
 
-def _train_identity(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+def _train_identity(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> dict[str, Any]:
+    """A training's settings (``amp`` resolved to the precision it computes in on ``device``,
+    as :func:`calib.train.train` fingerprints its checkpoints) and its data."""
     return {
-        "settings": cfg.settings(dataset_size=len(dataset)),
+        "settings": cfg.settings(resolve_precision(cfg.amp, device), dataset_size=len(dataset)),
         "data": dataset_fingerprint(dataset),
     }
 
@@ -121,7 +127,7 @@ def _alpha_stages(method: MethodConfig, finetuned: Stage, test: Dataset, extract
     }
 
 
-def _pcv_stages(target, pcv, cfg, subsets, pretrained, split_id, config, extract_stage):
+def _pcv_stages(target, pcv, cfg, subsets, pretrained, split_id, config, extract_stage, device):
     """(training, held-out scores) stages of each pseudo split."""
     settings = {k: v for k, v in asdict(pcv).items() if k != "finetune"}
     stages = []
@@ -137,7 +143,7 @@ def _pcv_stages(target, pcv, cfg, subsets, pretrained, split_id, config, extract
                 "pseudo_seen": sub.pseudo_seen.tolist(),
                 "split": split_id,
                 "config": config,
-                **_train_identity(cfg, fit_set),
+                **_train_identity(cfg, fit_set, device),
             },
         )
         heldout = Subset(target.train_eval, sub.heldout_rows.tolist())
@@ -170,33 +176,37 @@ def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dic
 
 
 def _extract_stage(
-    amp: bool, config: dict, tag: str, model: Stage | str, dataset: Dataset
+    precision: str, config: dict, tag: str, model: Stage | str, dataset: Dataset
 ) -> Stage:
-    """The scores of ``model`` (a stage, or the key of a derived model) on ``dataset``."""
+    """The scores of ``model`` (a stage, or the key of a derived model) on ``dataset``,
+    computed in ``precision`` (the resolved ``eval.amp``)."""
     return Stage(
         f"extract/{tag}",
         {
             "stage": "extract",
             "model": model if isinstance(model, str) else model.key,
             "data": dataset_fingerprint(dataset),
-            "amp": amp,
+            "precision": precision,
             "config": config,
         },
     )
 
 
-def _pretrained_stage(model_identity, seed, config, source, source_train) -> Stage:
+def _pretrained_stage(model_identity, seed, config, source, source_train, device) -> Stage:
     """The model fine-tuning starts from: as built, or trained on the source domain."""
     base = {"model": dict(model_identity), "seed": seed, "config": config}
     if source is None:
         return Stage("pretrained", {"stage": "pretrained", **base})
     assert source_train is not None
     return Stage(
-        "source", {"stage": "source", **base, **_train_identity(source_train, source.train)}
+        "source",
+        {"stage": "source", **base, **_train_identity(source_train, source.train, device)},
     )
 
 
-def _history_stage(finetuned: Stage, target: Domain, eval_cfg: EvalConfig, config) -> Stage | None:
+def _history_stage(
+    finetuned: Stage, target: Domain, eval_cfg: EvalConfig, config, precision: str
+) -> Stage | None:
     """The per-epoch evaluation of the fine-tuning, when ``eval.every_epochs`` asks for one."""
     if not eval_cfg.every_epochs:
         return None
@@ -208,7 +218,7 @@ def _history_stage(finetuned: Stage, target: Domain, eval_cfg: EvalConfig, confi
             "every_epochs": eval_cfg.every_epochs,
             "test": dataset_fingerprint(target.test),
             "train": dataset_fingerprint(target.train_eval),
-            "amp": eval_cfg.amp,
+            "precision": precision,
             "config": config,
         },
     )
@@ -227,6 +237,7 @@ def plan_stages(
     source_train: TrainConfig | None = None,
     seed: int = 0,
     config_leaves: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = "auto",
 ) -> StagePlan:
     """All stages of a run with their identities (see the module docstring).
 
@@ -234,7 +245,11 @@ def plan_stages(
         model_identity: what the pre-trained model is before any training: its class and a
             digest of its initial weights (``{"class": ..., "weights": ...}``).
         config_leaves: the run's identity leaves (:func:`calib.run.identity.identity_leaves`).
+        device: the device the run computes on (``"auto"``, ``"cpu"``, ``"cuda"``, ...; as
+            :func:`calib.train.resolve_device` resolves it): each training's and extraction's
+            precision is resolved there.
     """
+    device = resolve_device(device)
     leaves = dict(config_leaves or {})
     method = method or MethodConfig()
     method_id = {"name": method.name, "params": dict(method.params)}
@@ -247,7 +262,9 @@ def plan_stages(
         "seen": list(split.seen),
         "absent": list(split.absent),
     }
-    pretrained = _pretrained_stage(model_identity, seed, own("pretrained"), source, source_train)
+    pretrained = _pretrained_stage(
+        model_identity, seed, own("pretrained"), source, source_train, device
+    )
 
     labels = dataset_targets(target.train)
     uses_absent = method.spec.data == "seen+absent"
@@ -260,10 +277,11 @@ def plan_stages(
             "method": method_id,
             "split": split_id,
             "config": own("finetune"),
-            **_train_identity(finetune, Subset(target.train, rows.tolist())),
+            **_train_identity(finetune, Subset(target.train, rows.tolist()), device),
         },
     )
-    extract_stage = partial(_extract_stage, eval_cfg.amp, own("extract"))
+    eval_precision = resolve_precision(eval_cfg.amp, device)
+    extract_stage = partial(_extract_stage, eval_precision, own("extract"))
     # the pre-trained row is the model the method starts from (e.g. with a cosine head)
     head = {k: v for k, v in method.params.items() if k.startswith("head")}
     start = digest({"pretrained": pretrained.key, "head": head})
@@ -273,7 +291,7 @@ def plan_stages(
         "finetuned_train": extract_stage("finetuned_train", finetuned, target.train_eval),
         "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
     }
-    history = _history_stage(finetuned, target, eval_cfg, own("extract"))
+    history = _history_stage(finetuned, target, eval_cfg, own("extract"), eval_precision)
     pcv_stages, subsets = [], []
     if calibration.needs_pcv:
         assert calibration.pcv is not None
@@ -287,6 +305,7 @@ def plan_stages(
             {**split_id, "method": method_id},
             own("pcv"),
             extract_stage,
+            device,
         )
     selectors = _selector_stages(calibration, extracts, pcv_stages, split_id, own("selector"))
     alpha = _alpha_stages(method, finetuned, target.test, extract_stage)

@@ -23,14 +23,15 @@ from calib.train.optim import (
     refused_arguments,
     resolve_optimizer_settings,
 )
+from calib.train.precision import AMP_MODES
 from calib.train.schedule import SCHEDULERS
 
 __all__ = ["TrainConfig", "AMP_MODES", "NOT_FINGERPRINTED"]
 
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Settings that change speed, not the numbers the run computes; left out of the fingerprint so
-# a run can resume on a machine with another core count.
-NOT_FINGERPRINTED = ("num_workers",)
+# Settings that change speed or run-to-run rounding, not the numbers the run computes in
+# expectation; left out of the fingerprint so a run can resume on a machine with another core
+# count, or with deterministic kernels switched on.
+NOT_FINGERPRINTED = ("num_workers", "deterministic", "cudnn_benchmark", "compile")
 
 
 def _is_int(value: Any) -> bool:
@@ -70,8 +71,10 @@ class TrainConfig:
         warmup_iters: linear warm-up iterations.
         min_lr: the cosine schedule's floor.
         seed: sample order, worker seeds and the global RNGs at the start of a fresh run.
-        amp: "auto" (bf16 where the GPU computes it natively, compute capability ≥ 8, else fp16 with a grad scaler, on CUDA; off on CPU), "bf16", "fp16",
-            "off"; ``True``/``False`` mean "auto"/"off".
+        amp: "auto" (on CUDA bf16 where the GPU computes it natively, compute capability ≥ 8,
+            else fp16 with a grad scaler; off on the CPU), "bf16", "fp16", "off";
+            ``True``/``False`` mean "auto"/"off" (:func:`calib.train.resolve_precision`). The
+            head computes in float32 either way (:meth:`calib.models.Classifier.logits`).
         channels_last: "auto" (on CUDA), ``True`` or ``False``.
         num_workers: DataLoader worker processes.
         grad_clip: max global gradient norm; ``None`` = no clipping.
@@ -84,6 +87,15 @@ class TrainConfig:
             ``torch.nn.SyncBatchNorm`` for the run (statistics over the global batch, as in one
             process; CUDA only); restored to the original layers afterwards. No effect in one
             process.
+        deterministic: deterministic kernels for the run (cuDNN deterministic, no cuDNN
+            autotuning, ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuBLAS's
+            ``CUBLAS_WORKSPACE_CONFIG=:4096:8``; see :func:`calib.train.backend_flags`): a
+            resumed GPU run then ends bit-identical to an uninterrupted one (on the CPU it
+            always does). Slower; the flags are put back when :func:`train` returns.
+        cudnn_benchmark: let cuDNN time its convolution algorithms for the input size (fixed
+            crops: one timing, then the fastest); ignored with ``deterministic``.
+        compile: train through ``torch.compile(model)`` (the first steps compile; the model
+            itself, its state dict and checkpoints stay the plain module's).
     """
 
     optimizer: str = "sgd"
@@ -105,6 +117,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     sync_batchnorm: bool = False
+    deterministic: bool = False
+    cudnn_benchmark: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.optimizer_kwargs, Mapping):
@@ -184,8 +199,9 @@ class TrainConfig:
             raise bad("channels_last", "'auto' or a bool")
         if not isinstance(self.optimizer_kwargs, dict):
             raise bad("optimizer_kwargs", "a mapping")
-        if not isinstance(self.sync_batchnorm, bool):
-            raise bad("sync_batchnorm", "a bool")
+        for name in ("sync_batchnorm", "deterministic", "cudnn_benchmark", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "a bool")
         taken = {"lr", "lr_head", "weight_decay", "momentum"} & set(self.optimizer_kwargs)
         if taken:
             raise ValueError(
@@ -198,7 +214,15 @@ class TrainConfig:
                 f"{', '.join(refused)} (it takes {describe_arguments(self.optimizer)})"
             )
 
-    def settings(self, **extra: Any) -> dict[str, Any]:
-        """The fields that determine the trained weights, plus ``extra``, as plain JSON values."""
+    def settings(self, precision: str | None = None, **extra: Any) -> dict[str, Any]:
+        """The fields that determine the trained weights, plus ``extra``, as plain JSON values.
+
+        ``precision``: the precision ``amp`` resolves to on the training's device
+        (:func:`calib.train.resolve_precision`); given, it stands in for ``amp`` (what the
+        run asked for) as ``"precision"``: what it computes in is what its numbers depend on.
+        """
         values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        if precision is not None:
+            del values["amp"]
+            values["precision"] = precision
         return json.loads(json.dumps({**values, **extra}, sort_keys=True, default=repr))

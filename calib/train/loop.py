@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from calib import distributed
 from calib.io import atomic_save
+from calib.train.backend_flags import backend_flags
 from calib.train.checkpoint import (
     RunFiles,
     capture_rng_state,
@@ -43,6 +44,7 @@ from calib.train.checkpoint import (
     write_done,
 )
 from calib.train.config import TrainConfig
+from calib.train.precision import resolve_precision
 from calib.train.sampling import (
     STREAM_INIT,
     derive_seed,
@@ -122,7 +124,9 @@ def train(
         run_dir: where checkpoints go (``run_dir/checkpoints/``). ``None`` = no checkpoints.
             An existing ``last.pt`` is resumed; a finished run (``done`` marker) is not
             retrained, its final weights are loaded into ``model``. The settings recorded
-            there must equal ``config`` (except ``num_workers``) and the dataset size.
+            there must equal ``config`` (except ``num_workers`` and the speed switches
+            ``deterministic``, ``cudnn_benchmark``, ``compile``), with ``amp`` as the precision
+            it resolves to on ``device``, and the dataset size.
         device: ``None``/"auto" = CUDA when available, else CPU.
         progress: show a tqdm bar per epoch.
         log: receives one line per epoch and resume notices; default ``logging`` (INFO,
@@ -169,7 +173,9 @@ def train(
     device = resolve_device(device)
     if not hasattr(dataset, "__len__"):
         raise TypeError("train needs a map-style dataset with __len__")
-    settings = config.settings(dataset_size=len(dataset))  # type: ignore[arg-type]
+    # fingerprinted by the precision it computes in on this device, not the amp it asked for
+    precision = resolve_precision(config.amp, device)
+    settings = config.settings(precision, dataset_size=len(dataset))  # type: ignore[arg-type]
     files = RunFiles(Path(run_dir)) if run_dir is not None else None
 
     if files is not None and files.done.exists():
@@ -181,6 +187,29 @@ def train(
         log(f"{desc}: run already finished ({files.done}); loaded {files.final}")
         return TrainResult(list(done["history"]), resumed_from=config.epochs, already_done=True)
 
+    flags = backend_flags(
+        deterministic=config.deterministic,
+        cudnn_benchmark=config.cudnn_benchmark and device.type == "cuda",
+    )
+    with flags:
+        history, resumed_from = _train_epochs(
+            model, dataset, config, device, progress, log, desc, ctx, loss_fn, files, settings,
+            on_epoch_end,
+        )  # fmt: skip
+    if files is not None:
+        if ctx.is_main:
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            atomic_save(files.final, lambda fh: torch.save(weights, fh))
+            write_done(files, settings=settings, history=history)
+            files.last.unlink(missing_ok=True)  # the done marker and final.pt supersede it
+        distributed.barrier()  # no rank returns before the run is marked done
+    return TrainResult(history, resumed_from=resumed_from)
+
+
+def _train_epochs(
+    model, dataset, config, device, progress, log, desc, ctx, loss_fn, files, settings, on_epoch_end
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The epochs of :func:`train` from its last checkpoint on; ``(history, resumed_from)``."""
     trainer = _Trainer(model, dataset, config, device, progress, log, desc, ctx, loss_fn)
     start, resumed_from = 0, None
     if files is not None and files.last.exists():  # every rank loads the same file
@@ -212,14 +241,7 @@ def train(
         trainer.release()
         model.train(was_training)
 
-    if files is not None:
-        if ctx.is_main:
-            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            atomic_save(files.final, lambda fh: torch.save(weights, fh))
-            write_done(files, settings=settings, history=trainer.history)
-            files.last.unlink(missing_ok=True)  # the done marker and final.pt supersede it
-        distributed.barrier()  # no rank returns before the run is marked done
-    return TrainResult(trainer.history, resumed_from=resumed_from)
+    return trainer.history, resumed_from
 
 
 def _call_isolated(callback: EpochCallback, epoch: int, model: nn.Module) -> None:

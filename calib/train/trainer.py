@@ -30,6 +30,7 @@ from calib.train.checkpoint import (
 )
 from calib.train.config import TrainConfig
 from calib.train.optim import create_optimizer
+from calib.train.precision import autocast_dtype, resolve_precision
 from calib.train.sampling import (
     STREAM_INIT,
     STREAM_WORKERS,
@@ -45,30 +46,6 @@ __all__ = ["convert_sync_batchnorm", "seed_globals"]
 
 #: ``loss_fn(logits, labels, inputs) -> loss`` (re-exported by :mod:`calib.train.loop`).
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``amp`` on ``device``; ``"auto"``: bf16 where ``device`` computes
-    it natively, else fp16 (with the grad scaler), nothing off CUDA."""
-    mode = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else amp
-    if mode == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if _native_bf16(device) else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
-
-
-def _native_bf16(device: torch.device) -> bool:
-    """Whether CUDA ``device`` (not the current one) has bf16 arithmetic in hardware.
-
-    ``torch.cuda.is_bf16_supported()`` also counts the emulation of pre-Ampere GPUs (several
-    times slower than fp16 there) and asks about the current device only; this is its
-    ``including_emulation=False`` rule (compute capability ≥ 8; every ROCm GPU) for ``device``.
-    """
-    if torch.version.hip:
-        return True
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def seed_globals(seed: int) -> None:
@@ -264,7 +241,8 @@ class _Trainer:
                 f"TrainConfig.warmup_iters ({config.warmup_iters}) exceeds the run's "
                 f"{total_steps} iterations"
             )
-        self.amp_dtype = _amp_dtype(config.amp, device)
+        self.precision = resolve_precision(config.amp, device)
+        self.amp_dtype = autocast_dtype(self.precision)
         cl = config.channels_last
         self.channels_last = device.type == "cuda" if cl == "auto" else bool(cl)
 
@@ -291,14 +269,17 @@ class _Trainer:
 
     # -- multi-process -----------------------------------------------------------------------
     def wrap(self) -> None:
-        """Wrap the model in DDP (several processes). Call after loading any checkpoint:
-        DDP starts by broadcasting rank 0's weights and buffers."""
-        if not self.ctx.is_distributed:
-            return
-        if self.config.sync_batchnorm:
-            self._restore_batchnorm = convert_sync_batchnorm(self.model)
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.net = DistributedDataParallel(self.model, device_ids=ids)
+        """Wrap the model in DDP (several processes), then in ``torch.compile`` (with
+        ``config.compile``). Call after loading any checkpoint: DDP starts by broadcasting rank
+        0's weights and buffers. The wrappers share the model's parameters; checkpoints and the
+        returned model are the plain module's."""
+        if self.ctx.is_distributed:
+            if self.config.sync_batchnorm:
+                self._restore_batchnorm = convert_sync_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if self.config.compile:
+            self.net = torch.compile(self.net)
 
     def unwrap(self) -> None:
         """Drop the DDP wrapper and restore the original BatchNorm layers."""

@@ -90,7 +90,11 @@ def test_non_identity_keys_are_few_and_named(demo):
     }
     # what may differ between two runs of the same numbers: where, how fast, under what name
     assert {"progress", "device", "name", "eval.batch_size", "cache_dir"} <= set(excluded)
-    assert not {"seed", "eval.amp", "finetune.epochs", "dataset.size"} & set(excluded)
+    assert not {"seed", "finetune.epochs", "dataset.size"} & set(excluded)
+    # the precision keys stages by the value it resolves to on the device, not as written; the
+    # compute switches change speed or repeatable rounding only
+    switches = {"deterministic", "cudnn_benchmark", "compile", "dist_timeout_min"}
+    assert {"eval.amp", "finetune.amp", "source_train.amp", *switches} <= set(excluded)
 
 
 def test_upstream_change_changes_every_downstream_key(demo):
@@ -98,9 +102,82 @@ def test_upstream_change_changes_every_downstream_key(demo):
     base = _keys(plan, cfg)
     flipped = _keys(plan, _set(cfg, "source_train.lr", 0.5))
     assert all(flipped[name] != base[name] for name in base), "the source feeds every stage"
-    flipped = _keys(plan, _set(cfg, "eval.amp", False))
-    assert flipped["finetune"] == base["finetune"]  # extraction settings: not the training
-    assert flipped["extract/finetuned_test"] != base["extract/finetuned_test"]
+    flipped = _keys(plan, _set(cfg, "eval.every_epochs", 3))
+    assert flipped["finetune"] == base["finetune"]  # evaluation settings: not the training
+    assert flipped["history"] != base["history"]
+
+
+TRAININGS = ("source", "finetune", "pcv/split_0", "pcv/split_1")
+EXTRACTIONS = ("extract/pretrained_test", "extract/finetuned_train", "extract/pcv_split_0_heldout")
+
+
+def test_settings_that_resolve_to_one_precision_share_every_stage(demo, tmp_path):
+    """On the CPU amp auto and off both compute in fp32, eval.amp true and false too: one run."""
+    cfg, plan = demo
+    overrides = ["finetune.amp=off", "source_train.amp=false", "eval.amp=false"]
+    other = build_plan(compose_experiment("digits_demo", [*TINY, *overrides]), run_dir=tmp_path)
+    assert other.stages().keys() == plan.stages().keys()
+
+
+def test_an_explicit_precision_keys_the_trainings_it_runs(demo, tmp_path):
+    cfg, plan = demo
+    other = build_plan(
+        compose_experiment("digits_demo", [*TINY, "finetune.amp=bf16"]), run_dir=tmp_path
+    )
+    a, b = plan.stages().keys(), other.stages().keys()
+    assert a["finetune"] != b["finetune"] and a["source"] == b["source"]
+    assert other.stages().finetune.identity["settings"]["precision"] == "bf16"
+    assert other.meta["precision"] == {"finetune": "bf16", "eval": "fp32", "source_train": "fp32"}
+
+
+def test_the_resolved_precision_keys_every_training_extraction_and_the_source_cache(
+    demo, monkeypatch, tmp_path
+):
+    """With a resolver that answers as a bf16 GPU would (no GPU here), every training and
+    extraction stage, and the shared source model's cache entry, gets another key; a resolver
+    that changes the extraction's precision only leaves the trainings alone."""
+    from calib.run import stage_plan
+    from calib.run.source_cache import SourceCache
+
+    cfg, plan = demo
+    base = plan.stages({}).keys()
+    monkeypatch.setattr(stage_plan, "resolve_precision", lambda amp, device: "bf16")
+    gpu = plan.stages({})
+    for name in (*TRAININGS, *EXTRACTIONS, "history"):
+        assert gpu.keys()[name] != base[name], name
+    monkeypatch.undo()
+    cache = SourceCache(tmp_path)
+    assert cache.entry(gpu.pretrained) != cache.entry(plan.stages({}).pretrained)
+
+    # eval.amp is True (a bool), the trainings' amp "auto": only the extractions resolve anew
+    def eval_only(amp, device):
+        return "fp16" if amp is True else "fp32"
+
+    monkeypatch.setattr(stage_plan, "resolve_precision", eval_only)
+    extraction_only = plan.stages({}).keys()
+    for name in TRAININGS:
+        assert extraction_only[name] == base[name], name
+    for name in (*EXTRACTIONS, "history"):
+        assert extraction_only[name] != base[name], name
+
+
+def test_the_stages_resolve_the_precision_on_the_run_device(demo, monkeypatch):
+    """plan_stages resolves each precision on the device it is given (here one that no default
+    would pick)."""
+    from calib.run import stage_plan
+
+    _, plan = demo
+    seen = []
+    monkeypatch.setattr(
+        stage_plan, "resolve_precision", lambda amp, device: seen.append(device) or "fp32"
+    )
+    stage_plan.plan_stages(
+        target=plan.target, split=plan.split, model_identity={"class": "x", "weights": "y"},
+        finetune=plan.finetune, method=plan.method, calibration=plan.calibration,
+        eval_cfg=plan.eval, source=plan.source, source_train=plan.source_train,
+        device=torch.device("meta"),
+    )  # fmt: skip
+    assert len(seen) >= 4 and {str(d) for d in seen} == {"meta"}
 
 
 @pytest.mark.parametrize(

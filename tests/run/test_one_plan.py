@@ -8,7 +8,7 @@ shape declared once.
   (``identity=False``); :data:`calib.run.identity.NON_IDENTITY_KEYS` is read from there. The
   drift tests below fail when a config key, the schema, the stage sections and the settings
   dataclasses stop agreeing.
-- Moving to one plan changed no stage key: run folders of earlier runs stay valid.
+- The tiny demo's stage keys are pinned: a change of any key is deliberate.
 """
 
 from __future__ import annotations
@@ -27,38 +27,37 @@ from calib.train import TrainConfig
 from tests.helpers_paper import compose_experiment, experiment_names
 from tests.helpers_run import tiny_config
 
-#: The stage keys of the tiny demo (tests.conftest.TINY), computed with the code before the
-#: harness carried one plan: calib/run/{plan,pipeline,schema,identity}.py of commit 9c40c79
-#: (``run_pipeline`` of ~20 keyword arguments, ``plan_stages`` called by the plan and again by
-#: the run) on top of ba69415 (which put each selector's temperature setting into its stage
-#: key, on purpose). Hard-coded on purpose: a stage
-#: key is a SHA-256 of the stage's inputs, and a folder written by an earlier run is only
-#: resumed while its keys stay byte-identical. They depend on the data (sklearn's digits,
-#: MNIST-5k), the transforms' repr and the seeded initial weights, all fixed here.
+#: The stage keys of the tiny demo (tests.conftest.TINY). Hard-coded on purpose: a stage key is
+#: a SHA-256 of the stage's inputs, and a folder written by an earlier run is only resumed while
+#: its keys stay byte-identical, so any change of them must be deliberate and show here. They
+#: depend on the data (sklearn's digits, MNIST-5k), the transforms' repr and the seeded initial
+#: weights, all fixed here. Last changed on purpose by issue 24: every training and extraction
+#: stage records the precision it computes in, resolved on the device (fp32 on this CPU), in
+#: place of the ``amp`` settings as written (``finetune.amp``, ``eval.amp``, ... key no stage).
 TINY_KEYS = {
-    "extract/finetuned_test": "92550bf887314cca48c7c9f6f1cd278b681d44dca324b944a2e5160eb82dcfaa",
-    "extract/finetuned_train": "d67bff40259233136e48998eb570449a7025d8665c757e4cb01654b6fbd04a13",
-    "extract/pcv_split_0_heldout": "426a58ac45031f525c5a7faa2b59aaa15bf8eb58b29280d4433ed8086d505284",
-    "extract/pcv_split_1_heldout": "e9da7b3175dee21917306a1afaf6271dfea347e2531b9e8c74ed694e0eee5652",
-    "extract/pretrained_test": "42429acc915afc1f3e8d20b225e1887b5cb394df64471f3b18ae1b7a0cb477d2",
-    "extract/pretrained_train": "b171b81df4a5625691c3d022baaa2a59276915aabbd5742e03699d91b10ed7cc",
-    "finetune": "8e34e02e03654d6fcb25f3329dc4eaf6127c8ac46a89a9a8ee98cf241a932703",
-    "history": "48a12bdbcfe612ba13776b587a9e8825e0cc7be427f27875a28778cc5c306925",
-    "pcv/split_0": "d45ebcab6c4d36a8a79d5446e25be35a1216231cfbf506770dfc2e77caf9ce41",
-    "pcv/split_1": "6d0dd00ad69d060a14585e3fb771cb5e4fe19ab22997f86569b54b16e25b47c3",
-    "selector/alg": "e424e959f726c5a19ce347640385c1f420e1be643b341b8a7489901b295eecdb",
-    "selector/oracle": "721b1807618eef37c832da7d0b5a9faa804c5fee3271364c3f0de4a2ccfdbc78",
-    "selector/pcv": "99346d71e9918f327339ed0b33eb1705a2af9a0dfa100bded6d075373ee534fd",
-    "selector/prior": "78ee54b8f0c3f55cfaa0e745b8d716c593c2549e95aba03051662f7b57f2ca2d",
-    "source": "3d86c7cbaf21a136a19f29167024053e8907b980b0f965bfd92454802f63ab4b",
+    "extract/finetuned_test": "b889f878cf93f611fc8ea26337d111d9b846132d5e5af1546012e006d35cfc65",
+    "extract/finetuned_train": "4aa286e9594f6ec3444aa3ace72bdfe18bc80ae7cab88e0669b1ffa10e8e5c23",
+    "extract/pcv_split_0_heldout": "820348c51889070f50385eb579b02440f25f7d0481b103af9e579718a84dca2a",
+    "extract/pcv_split_1_heldout": "51caa115ddd7787ab8c6a94c1a5baa32d36306f9be55bfa4771783ede2a2addb",
+    "extract/pretrained_test": "5091da4b488c25c5a842f224c612b196e5839f032f9f80a547e89215aa280161",
+    "extract/pretrained_train": "2c9d012f1524db033231e577b2cdd68e47a7757fd5dcba9169b917b89ac72498",
+    "finetune": "b5b4e6988b8bd2c048c4bc33aa0a358bc4c6ff1fbd9368be654afac090327df9",
+    "history": "c61871d8fe19d5116b7d17e634e473a11bdc82cdef032bcd544cae6d5b94de58",
+    "pcv/split_0": "00dc40eab76f395d883212edbf6f9911ee8c4b401ed955d9fbe44249ce3885af",
+    "pcv/split_1": "f2a028d346d0b8e251d4bd6c2bd26bd9f84343f8df75584e848ffa59029b941a",
+    "selector/alg": "65c26f63c6905df9acd4f88b61fe235742108c415cccfc0034a74d24210f42a5",
+    "selector/oracle": "5650cde309b99427cc7f3d706c5dc81b2ff8356716df5380ca17ab2fac487cf4",
+    "selector/pcv": "4df337834b8660ec86e5142ca2a06039e38f5df2fffb32b7ad944ffdcefa3f34",
+    "selector/prior": "f6042df954ecc406255a0e335d6f2d717770389c94154de8119529f4ffab3aef",
+    "source": "053084a03080da2425ea9fc9c14d3dc0643ce64962f13344b2ac960003377910",
 }  # fmt: skip
 
-#: ``digest`` of the ``{stage: key}`` dicts of further variants, from the same commit: with the
-#: config's leaves (as calib-run keys them) and with none (a plan built in Python).
+#: ``digest`` of the ``{stage: key}`` dicts of further variants, computed with TINY_KEYS: with
+#: the config's leaves (as calib-run keys them) and with none (a plan built in Python).
 VARIANT_DIGESTS = {
-    ("tiny", "python"): "b5b85e18471e43acd6ef03999f9134f073d4c4ce0fbe8539452b68b72050c0b6",
-    ("wise_ft", "config"): "e1e3323bebe282fba636e12622ee82c61f25246fe2b8f689b95fd8ff730f9ef0",
-    ("wise_ft", "python"): "ae54853041604a4be1d07c5b792a8be31c886f9fd1a15fe280638fc7af86af03",
+    ("tiny", "python"): "e94ddd7a73f7fe721dae824b134adfac37858f5b03ec4aec0fcc795c163cba71",
+    ("wise_ft", "config"): "72a924d9436bd95b3a16f8ff6f468f01f60890dd6decd75c85133f774032d3d5",
+    ("wise_ft", "python"): "2b2d3f4f8afedc7d85b35d7db07a6753bba5599dfba4dcb8eb8beccf4dc39261",
 }
 
 
@@ -68,7 +67,7 @@ def tiny_plan(tmp_path_factory):
 
 
 def test_the_stage_keys_of_the_tiny_demo_are_unchanged(tiny_plan, tmp_path):
-    assert digest(TINY_KEYS) == "bb56ab18a45d637ae9b8399998323e16451e628057ce4c8152cd275b99f05c55"
+    assert digest(TINY_KEYS) == "d696c78a4bf085c8cba8b347c1acc8cb73467e9beebdd7266724eae3a1607fdf"
     assert tiny_plan.stages().keys() == TINY_KEYS
     assert digest(tiny_plan.stages({}).keys()) == VARIANT_DIGESTS["tiny", "python"]
     wise = build_plan(tiny_config(["finetune.method=wise_ft"]), run_dir=tmp_path)
@@ -91,6 +90,15 @@ def test_the_plan_carries_its_stages_and_the_run_plans_none(tmp_path, monkeypatc
     results = plan.run()
     assert len(calls) == 1, "the run planned its stages again"
     assert results["meta"]["stage_keys"] == plan.stage_plan.keys()
+    # what computed it: the resolved precisions, torch's versions, no GPU on this CPU run
+    import torch
+
+    meta = results["meta"]
+    assert meta["precision"] == {"finetune": "fp32", "eval": "fp32", "source_train": "fp32"}
+    env = meta["environment"]
+    assert env["torch"] == torch.__version__ and env["cuda"] == torch.version.cuda
+    assert env["gpu"] is None and env["gpu_capability"] is None
+    assert meta["deterministic"] is False and meta["compile"] is False
 
 
 def test_a_replaced_plan_plans_its_own_stages(tiny_plan):
