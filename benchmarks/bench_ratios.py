@@ -3,6 +3,7 @@
     python benchmarks/bench_ratios.py                 # 10k and 100k × 1,000, float32 and float64
     python benchmarks/bench_ratios.py --quick         # 10k × 1,000 only
     python benchmarks/bench_ratios.py --out file.md   # also write the table (markdown)
+    python benchmarks/bench_ratios.py --only curve    # the read and the cases naming "curve"
 
 The reference is ``a.max(axis=1)``: numpy's one pass over the N × C array (SIMD, one core).
 Every function runs on the same array, S a random ~46 % of the columns (scattered, as the
@@ -13,6 +14,9 @@ implementations (calib without numba; the code before the one-pass kernels), ``t
 blockwise masked-max alternative (gaps only), measured for the choice of approach.
 ``transform (out= reused buffer)`` is the same transform writing into one float64 array
 passed as ``out=`` every time; the plain ``transform`` row allocates its output, as it must.
+``seen_absent_curve weighted`` / ``macro`` are the curve with random sample weights and the
+class-balanced curve; under each table, their time as a multiple of the unweighted curve's
+(goal: ≤ 1.3 at 100k × 1,000).
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def torch_gaps(z: np.ndarray, seen: np.ndarray, block: int = 256) -> np.ndarray:
     return gap.numpy()
 
 
-def cases(z, y, seen, train) -> dict[str, Callable[[], object]]:
+def cases(z, y, seen, train, weights) -> dict[str, Callable[[], object]]:
     z_train, y_train = z[train], y[train]  # the S samples: ALG's fine-tuning data
     alg = calib.LogitBiasCalibrator("alg").fit(z_train, y_train, seen)
     fixed = calib.LogitBiasCalibrator("fixed", gamma=alg.gamma_).fit(
@@ -73,6 +77,10 @@ def cases(z, y, seen, train) -> dict[str, Callable[[], object]]:
         "read a.max(axis=1)": lambda: z.max(axis=1),
         "check_logits": lambda: check_logits(z),
         "seen_absent_curve": lambda: calib.seen_absent_curve(z, y, seen),
+        "seen_absent_curve weighted": lambda: calib.seen_absent_curve(
+            z, y, seen, sample_weight=weights
+        ),
+        "seen_absent_curve macro": lambda: calib.seen_absent_curve(z, y, seen, average="macro"),
         "ausuc": lambda: calib.ausuc(z, y, seen),
         "accuracy_report top-1": lambda: calib.accuracy_report(z, y, seen, gamma=1.0, topk=(1,)),
         "accuracy_report top-1,5": lambda: calib.accuracy_report(z, y, seen, gamma=1.0),
@@ -86,14 +94,22 @@ def cases(z, y, seen, train) -> dict[str, Callable[[], object]]:
     }
 
 
-def measure(z, y, seen, train, repeat: int, numpy_too: bool) -> list[tuple[str, float]]:
-    """(name, median seconds) for every case, repeats interleaved."""
-    fns = cases(z, y, seen, train)
+def measure(
+    z, y, seen, train, repeat: int, numpy_too: bool, only: str | None = None
+) -> list[tuple[str, float]]:
+    """(name, median seconds) for every case (with ``only``: the read and the cases whose
+    name holds it), repeats interleaved."""
+    weights = np.random.default_rng(1).random(y.size)
+    fns = cases(z, y, seen, train, weights)
     fns["gaps: torch blockwise"] = lambda: torch_gaps(z, seen)
+    if only is not None:
+        first = next(iter(fns))
+        fns = {k: f for k, f in fns.items() if k == first or only in k}
     for fn in fns.values():  # warm-up: numba's compiled kernels are loaded on first call
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     slow = ("seen_absent_curve", "accuracy_report top-1,5", "predict", "transform (float64 out)")
+    slow = tuple(name for name in slow if name in fns)
     for name in slow if numpy_too else ():
         times[f"{name} [numpy]"] = []
     for _ in range(repeat):
@@ -114,6 +130,17 @@ def measure(z, y, seen, train, repeat: int, numpy_too: bool) -> list[tuple[str, 
     return [(name, statistics.median(ts)) for name, ts in times.items()]
 
 
+def _curve_ratios(medians: dict[str, float]) -> list[str]:
+    """Lines giving the weighted and the class-balanced curve as multiples of the plain one."""
+    plain = medians.get("seen_absent_curve")
+    if plain is None:
+        return []
+    names = [n for n in ("seen_absent_curve weighted", "seen_absent_curve macro") if n in medians]
+    return [""] + [
+        f"- {name} ÷ seen_absent_curve: {medians[name] / plain:.2f} (goal ≤ 1.3)" for name in names
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,6 +148,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10,000 × 1,000 only")
     parser.add_argument("--repeat", type=int, default=15, help="interleaved repeats (median)")
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--only", default=None, help="only the cases whose name holds this")
+    parser.add_argument("--float32-only", action="store_true", help="float32 logits only")
     args = parser.parse_args()
 
     sizes = [10_000] if args.quick else [10_000, 100_000]
@@ -131,15 +160,16 @@ def main() -> None:
     )
     lines = []
     for n in sizes:
-        for dtype in (np.float32, np.float64):
+        for dtype in (np.float32,) if args.float32_only else (np.float32, np.float64):
             problem = synthetic(n, 1_000, dtype)
             repeat = args.repeat if n <= 10_000 else max(5, args.repeat // 3)
             # the numpy rows at 100k take minutes (transform allocates 3 N x C float64 arrays)
-            results = measure(*problem, repeat, numpy_too=n <= 10_000)
+            results = measure(*problem, repeat, numpy_too=n <= 10_000, only=args.only)
             read = results[0][1]
             head = f"N = {n:,}, C = 1,000, {np.dtype(dtype).name} ({repeat} interleaved repeats)"
             block = [head, "", "| function | median | × read |", "|---|---:|---:|"]
             block += [f"| {name} | {t * 1e3:.1f} ms | {t / read:.2f} |" for name, t in results]
+            block += _curve_ratios(dict(results))
             print("\n".join(block), flush=True)
             lines += [*block, ""]
     lines.append(f"load after the run: {os.getloadavg()[0]:.2f}")

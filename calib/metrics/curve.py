@@ -25,7 +25,14 @@ from calib.rules.gaps import gaps_of, scan_checked
 from calib.rules.kernels import ABSENT, SEEN
 from calib.validation import as_numpy, check_classes, check_labels, check_logits, like_input
 
-__all__ = ["SeenAbsentCurve", "seen_absent_curve", "ausuc", "curve_xy", "curve_point"]
+__all__ = [
+    "SeenAbsentCurve",
+    "seen_absent_curve",
+    "ausuc",
+    "curve_xy",
+    "curve_point",
+    "weighted_curve_counts",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,19 +89,36 @@ def _fraction(count: np.ndarray, total: float, what: str, n: int | None = None) 
     return count / total
 
 
-def _weighted_counts(
-    gap: np.ndarray, weights: np.ndarray, rows: np.ndarray, gamma: np.ndarray, below: bool
-) -> np.ndarray:
-    """(M + 1,) Σ of ``weights`` over the selected ``rows`` whose gap is < γ (``below``) or ≥ γ,
-    at every γ of ``gamma``: one sort and one cumulative sum (from the small end of the
-    selected side, so that a sum never comes from a difference of two large ones)."""
-    g = gap[rows]
-    order = np.argsort(g, kind="stable")
-    g, w = g[order], weights[rows][order]
-    k = np.searchsorted(g, gamma, side="left")  # gaps < γ: the first k
-    if below:
-        return np.concatenate([[0.0], np.cumsum(w)])[k]
-    return np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])[k]
+def weighted_curve_counts(
+    gap: np.ndarray,
+    weights: np.ndarray,
+    groups: tuple[np.ndarray, np.ndarray, np.ndarray],
+    moving: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The curve's γ (M + 1,) and, at each, the weight (Σ of ``weights``) of the samples of
+    ``groups`` = (S right while γ ≤ gap, R right while γ ≤ gap, U right once γ > gap) that are
+    right: one sort of the moving samples' gaps (``np.unique``) and one ``bincount`` of their
+    weights per distinct gap, summed from the small end of each side (no difference of two
+    large sums).
+
+    Args: ``gap`` (N,) float64 gaps; ``weights`` (N,) float64 effective weights
+    (:mod:`calib.metrics.weights`); ``groups`` three disjoint (N,) bool masks; ``moving`` (N,)
+    bool, their union. The one weighted summation of the curve: a streamed curve that calls it
+    on the same rows in the same order gives the same numbers bit for bit."""
+    rows = np.flatnonzero(moving)
+    distinct, inverse = np.unique(gap[rows], return_inverse=True)
+    code = np.select([g[rows] for g in groups], [0, 1, 2])
+    per_gap = np.bincount(
+        inverse.ravel() * 3 + code, weights=weights[rows], minlength=3 * distinct.size
+    ).reshape(distinct.size, 3)
+    finite = np.isfinite(distinct)
+    first = int(np.argmax(finite)) if finite.any() else 0
+    gamma = np.append(distinct[finite], np.inf)
+    # point k < M sits at distinct[first + k]; +inf past every finite gap (and -inf ones)
+    at = np.append(first + np.arange(gamma.size - 1), first + int(finite.sum()))
+    kept = np.concatenate([np.cumsum(per_gap[::-1, :2], axis=0)[::-1], np.zeros((1, 2))])
+    moved = np.concatenate([np.zeros(1), np.cumsum(per_gap[:, 2])])
+    return gamma, (kept[at, 0], kept[at, 1], moved[at])
 
 
 def seen_absent_curve(
@@ -154,14 +178,13 @@ def checked_curve(
 
     seen_right = right_other & label_seen  # these leave acc_seen as γ passes their gap
     rest_right = right_other & ~label_seen & ~label_absent  # R-labelled samples
-    # right_absent: these join acc_absent as γ passes their gap
-    moving = right_absent | seen_right | rest_right
-    breaks = np.unique(gaps.gap[moving])
-    # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
-    breaks = breaks[np.isfinite(breaks)]
-    gamma = np.append(breaks, np.inf)
+    moving = right_absent | seen_right | rest_right  # U: join acc_absent as γ passes the gap
     n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
     if weights is None:
+        breaks = np.unique(gaps.gap[moving])
+        # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
+        breaks = breaks[np.isfinite(breaks)]
+        gamma = np.append(breaks, np.inf)
         g_seen = np.sort(gaps.gap[seen_right])
         g_rest = np.sort(gaps.gap[rest_right])
         g_absent = np.sort(gaps.gap[right_absent])
@@ -171,9 +194,9 @@ def checked_curve(
         moved_absent = np.searchsorted(g_absent, gamma, side="left")
         total_seen, total_absent, total = n_seen, n_absent, z.shape[0]
     else:
-        kept_seen = _weighted_counts(gaps.gap, weights, seen_right, gamma, below=False)
-        kept_rest = _weighted_counts(gaps.gap, weights, rest_right, gamma, below=False)
-        moved_absent = _weighted_counts(gaps.gap, weights, right_absent, gamma, below=True)
+        groups = (seen_right, rest_right, right_absent)
+        gamma, counts = weighted_curve_counts(gaps.gap, weights, groups, moving)
+        kept_seen, kept_rest, moved_absent = counts
         total_seen = float(weights[label_seen].sum())
         total_absent = float(weights[label_absent].sum())
         total = float(weights.sum())

@@ -159,6 +159,7 @@ def probability_results(
     *,
     n_bins: int = 15,
     per_group: bool = False,
+    average: str = "micro",
 ) -> dict[str, Any]:
     """Probability metrics of the run on the target test logits (a JSON-able dict).
 
@@ -172,13 +173,16 @@ def probability_results(
         n_bins: bins of both ECEs.
         per_group: also fit (T_S, T_U) for each selector whose T was fitted on data
             (``temperature_per_group``, ``gamma_and_group_T``; see the module docstring).
+        average: ``"micro"`` (per sample) or ``"macro"`` (class-balanced: each sample weighs
+            1 / n_class; :func:`calib.metrics.probability.probability_report`), recorded
+            under ``"average"``.
 
     Returns:
         ``{"pretrained": m, "finetuned": m, "calibrated": {name: {"gamma", "temperature",
         "temperature_data", "temperature_samples", "gamma_only": m, "gamma_and_T": m}}}`` where
         each m is :func:`calib.metrics.probability.probability_report` (ECE, adaptive ECE, NLL, Brier,
         confidence; overall, ``_seen``, ``_absent``) on ``ex["finetuned_test"]`` (the
-        pre-trained row: ``ex["pretrained_test"]``). ``gamma`` and ``temperature`` are the
+        pre-trained row: ``ex["pretrained_test"]``), and ``"average"``. ``gamma`` and ``temperature`` are the
         calibrator's ``gamma_`` and ``temperature_`` (a pair as ``[T_S, T_U]``), so that
         ``cal.predict_proba`` gives exactly the ``gamma_and_T`` numbers.
     """
@@ -187,12 +191,13 @@ def probability_results(
 
     def report(tag: str, gamma: float = 0.0, t: Any = 1.0) -> dict[str, Any]:
         z, y = _numpy(ex[tag])
-        return probability_report(z, y, seen, absent, gamma, t, n_bins)
+        return probability_report(z, y, seen, absent, gamma, t, n_bins, average=average)
 
     out: dict[str, Any] = {
         "pretrained": report("pretrained_test"),
         "finetuned": report("finetuned_test"),
         "calibrated": {},
+        "average": average,
     }
     for name, cal in calibrators.items():
         gamma = float(cal.gamma_)
@@ -273,6 +278,8 @@ def format_probability_table(
     parts = [markdown_table(header, body, n_left=1)]
     if title is not None:
         parts.insert(0, f"**{title}** (ECE in %, NLL in nats, Brier in [0, 2])")
+    if prob.get("average") == "macro":
+        parts.append("Class-balanced (macro): each sample weighs 1 / (test samples of its class).")
     if data_notes and prob.get("calibrated"):
         notes = [
             f"- T ({name}): {e['temperature_data']}"

@@ -3,6 +3,10 @@
 :func:`model_metrics` is what every row of the table holds: :func:`calib.accuracy_report` at
 γ, the AUSUC of the seen–absent curve, and the cosine-NCM accuracies on the features.
 :func:`premise_results` is ``results["premise"]``: did fine-tuning keep what γ needs?
+``average`` (the run's ``eval.average``): ``"micro"``, per-sample accuracies, or ``"macro"``,
+class-balanced ones (the mean over the classes of each group of the per-class accuracy,
+:mod:`calib.metrics.weights`) — the accuracies, AUSUC and NCM alike. The premise check stays
+per-sample (its noise bound is one of paired per-sample hits).
 """
 
 from __future__ import annotations
@@ -29,17 +33,32 @@ log = logging.getLogger(__name__)
 
 
 def model_metrics(
-    test: Extracted, train: Extracted | None, split: ClassSplit, gamma: float = 0.0
+    test: Extracted,
+    train: Extracted | None,
+    split: ClassSplit,
+    gamma: float = 0.0,
+    average: str = "micro",
 ) -> dict:
+    """A row of the run's table: :func:`calib.accuracy_report` of ``test`` at ``gamma``, the
+    AUSUC of its curve and, with features, the NCM accuracies; all averaged by ``average``."""
     logits, labels = test.logits.numpy(), test.labels.numpy()
-    metrics = accuracy_report(logits, labels, split.seen, split.absent, gamma=gamma)
-    metrics["ausuc"] = seen_absent_curve(logits, labels, split.seen, split.absent).ausuc
+    metrics = accuracy_report(
+        logits, labels, split.seen, split.absent, gamma=gamma, average=average
+    )
+    curve = seen_absent_curve(logits, labels, split.seen, split.absent, average=average)
+    metrics["ausuc"] = curve.ausuc
     if train is not None and train.features is not None and test.features is not None:
-        metrics.update(ncm_metrics(train, test, split, logits.shape[1]))
+        metrics.update(ncm_metrics(train, test, split, logits.shape[1], average=average))
     return metrics
 
 
-def ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classes: int) -> dict:
+def ncm_metrics(
+    train: Extracted,
+    test: Extracted,
+    split: ClassSplit,
+    num_classes: int,
+    average: str = "micro",
+) -> dict:
     """NCM accuracies (``ncm_*``) over the classes of S ∪ U that have training features.
 
     On the benchmarks every class of S ∪ U has training samples; where some do not (a tiny
@@ -69,6 +88,7 @@ def ncm_metrics(train: Extracted, test: Extracted, split: ClassSplit, num_classe
         seen,
         absent,
         num_classes=num_classes,
+        average=average,
     )
     return {f"ncm_{k}": v for k, v in ncm.items() if k.startswith("acc_") or k == "hmean"}
 

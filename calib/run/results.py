@@ -9,6 +9,8 @@ A run's results are a plain dict (what ``results.json`` holds)::
      "meta": {...}}                                    # optional: run settings
 
 Metric values are fractions in [0, 1] (NaN where undefined, stored as JSON ``null``).
+``meta.average`` says how the accuracies were averaged (``micro``: per sample; ``macro``:
+class-balanced), and the table says so under it.
 Display helpers print percentages. :func:`format_cell`, :data:`HEADERS` and
 :func:`markdown_table` are the single place a metric becomes a table cell: the run's table,
 ``calib-collate`` and the paper-style tables all go through them.
@@ -33,6 +35,7 @@ __all__ = [
     "rows_to_csv",
     "result_rows",
     "format_table",
+    "AVERAGE_TEXT",
     "flatten_results",
     "write_results",
 ]
@@ -67,6 +70,28 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
         "ncm_acc_all",
     )
 )
+
+
+#: How the table names the average of its accuracies (``results["meta"]["average"]``).
+AVERAGE_TEXT: dict[str, str] = {
+    "micro": "per-sample accuracies (micro average)",
+    "macro": "class-balanced accuracies (macro average: the mean over the classes of each "
+    "group of the per-class accuracy)",
+}
+
+
+def average_line(results: Mapping[str, Any]) -> str | None:
+    """The line that says how ``results``' accuracies are averaged; None when ``meta`` does
+    not say (results of a version before ``eval.average``)."""
+    meta = results.get("meta")
+    average = meta.get("average") if isinstance(meta, Mapping) else None
+    if average is None:
+        return None
+    if average not in AVERAGE_TEXT:
+        raise ValueError(
+            f"results meta.average must be one of {tuple(AVERAGE_TEXT)}, got {average!r}"
+        )
+    return f"Accuracies: {AVERAGE_TEXT[average]}."
 
 
 def result_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -115,12 +140,16 @@ def format_table(
     title: str | None = None,
 ) -> str:
     """The run's metrics as a Markdown table (accuracies in %, γ in logit units); under it,
+    how the accuracies are averaged (when ``results["meta"]`` says: :func:`average_line`) and
     the premise check's one-line message when ``results`` has one (``results["premise"]``)."""
     rows = result_rows(results)
     present = [(k, h) for k, h in columns if any(k in m for _, m in rows)]
     header = ["model"] + [h for _, h in present]
     body = [[label] + [format_cell(k, m.get(k)) for k, _ in present] for label, m in rows]
     table = markdown_table(header, body, n_left=1)
+    average = average_line(results)
+    if average is not None:
+        table += f"\n\n{average}"
     premise = results.get("premise")
     if isinstance(premise, Mapping) and premise.get("message"):
         table += f"\n\n{premise['message']}"

@@ -404,3 +404,27 @@ def test_probability_report_integer_weights_are_repeated_rows(seed):
     plain = probability_report(z, y, [0, 1, 2], gamma=0.5)
     for key in ("ece", "ece_adaptive", "nll", "brier", "confidence", "ece_absent"):
         assert ones[key] == pytest.approx(plain[key], abs=1e-12), key
+
+
+def test_infinite_gaps_weigh_as_in_the_unweighted_curve():
+    # rows whose U (or non-U) columns are all -inf: gaps of +inf (never moves) and -inf (moved
+    # from the start); integer weights as repeated rows
+    rng = np.random.default_rng(5)
+    z = rng.integers(-3, 3, size=(40, 6)).astype(float)
+    z[:5, 3:] = -np.inf
+    z[5:10, :3] = -np.inf
+    y = rng.integers(0, 6, size=40)
+    w = rng.integers(0, 3, size=40)
+    w[:10] = 2
+    for average in ("micro", "macro"):
+        weighted = quiet(seen_absent_curve, z, y, [0, 1, 2], sample_weight=w, average=average)
+        rows = quiet(
+            seen_absent_curve, np.repeat(z, w, 0), np.repeat(y, w), [0, 1, 2], average=average
+        )
+        for gamma in np.asarray(rows.gamma):
+            np.testing.assert_allclose(
+                curve_point(weighted, gamma), curve_point(rows, gamma), rtol=0, atol=TOL
+            )
+        assert same(weighted.ausuc, rows.ausuc)
+        g = np.asarray(weighted.gamma)
+        assert np.isfinite(g[:-1]).all() and g[-1] == np.inf

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import replace
 from fractions import Fraction
 
@@ -23,6 +24,7 @@ from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.estimator.temperature import T_BRACKET, fit_temperature
 from calib.extract import Extracted
 from calib.io import json_safe
+from calib.metrics.probability import probability_report
 from calib.run.probability_stage import (
     format_probability_table,
     probability_results,
@@ -294,6 +296,31 @@ def test_bad_input_names_the_parameter(saved):
         probability_results(bad, *args, saved.pseudo_splits)
     with pytest.raises(TypeError, match=r"calibrators\['alg'\] must be a fitted"):
         probability_results(saved.ex, saved.split, {"alg": LogitBiasCalibrator()}, None)
+
+
+def test_the_class_balanced_average_weighs_each_class_alike(saved):
+    macro = probability_results(saved.ex, saved.split, saved.calibrators, None, average="macro")
+    assert macro["average"] == "macro"
+    z, y = saved.ex["finetuned_test"].logits.numpy(), saved.ex["finetuned_test"].labels.numpy()
+    counts = np.bincount(y)
+    by_hand = 1.0 / counts[y]  # each class weighs 1 in total
+    seen, absent = saved.split.seen, saved.split.absent
+    for name, cal in saved.calibrators.items():
+        entry = macro["calibrated"][name]
+        want = probability_report(
+            z, y, seen, absent, cal.gamma_, cal.temperature_, sample_weight=by_hand
+        )
+        assert_report(entry["gamma_and_T"], want)
+    # the class-balanced NLL is the mean over the classes of each class's mean NLL
+    with warnings.catch_warnings():  # one class: the other group is empty
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_class = [
+            probability_report(z[y == c], y[y == c], seen, absent)["nll"] for c in np.unique(y)
+        ]
+    assert macro["finetuned"]["nll"] == pytest.approx(np.mean(per_class), rel=1e-12)
+    assert "Class-balanced (macro)" in format_probability_table(macro)
+    with pytest.raises(ValueError, match="average must be one of"):
+        probability_results(saved.ex, saved.split, saved.calibrators, None, average="weighted")
 
 
 # ----------------------------------------------------------------------------- table, figure

@@ -89,3 +89,51 @@ def test_collate_errors(tmp_path):
     (tmp_path / "run" / "results.json").write_text(json.dumps({"other": 1}))
     with pytest.raises(ValueError, match="not a calib results file"):
         find_runs(tmp_path)
+
+
+def test_the_table_says_how_its_accuracies_are_averaged(tmp_path):
+    for average, words in (("micro", "per-sample"), ("macro", "class-balanced")):
+        results = fake_results(0.25)
+        results["meta"]["average"] = average
+        text = format_table(results, title="t")
+        assert f"Accuracies: {words}" in text and f"({average} average" in text
+        write_results(results, tmp_path)
+        assert f"Accuracies: {words}" in (tmp_path / "results.md").read_text()
+    assert "Accuracies:" not in format_table(fake_results(0.25))  # meta says nothing: no line
+    results = fake_results(0.25)
+    results["meta"]["average"] = "weighted"
+    with pytest.raises(ValueError, match="meta.average must be one of .* got 'weighted'"):
+        format_table(results)
+
+
+@pytest.mark.parametrize("average", ["micro", "macro"])
+def test_model_metrics_average_every_accuracy_alike(average):
+    import numpy as np
+    import torch
+
+    import tests.brute as brute
+    from calib.data import ClassSplit
+    from calib.extract import Extracted
+    from calib.run.report_metrics import model_metrics
+
+    rng = np.random.default_rng(0)
+    z = (rng.integers(-12, 12, size=(90, 6)) / 4.0).astype(np.float32)
+    y = rng.integers(0, 6, size=90)
+    y[:40] = 0  # a class far larger than the others: micro and macro differ
+    f = rng.normal(size=(90, 5)).astype(np.float32)
+    test = Extracted(torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(f))
+    split = ClassSplit((0, 1, 2), (3, 4, 5), 6)
+    row = model_metrics(test, test, split, gamma=0.5, average=average)
+    want = brute.weighted_accuracies(z, y, [0, 1, 2], [3, 4, 5], 0.5, 1, None, average)
+    for key in brute.KEYS:
+        assert row[key] == pytest.approx(want[key], abs=1e-12), key
+    pair = None if average == "micro" else brute.class_balanced_weights(y.tolist())
+    area = brute.weighted_ausuc_rank_statistic(z, y, [0, 1, 2], [3, 4, 5], pair or [1.0] * 90)
+    assert row["ausuc"] == pytest.approx(area, abs=1e-12)
+    assert {"ncm_acc_all", "ncm_acc_seen", "ncm_hmean"} <= set(row)
+    other = model_metrics(test, test, split, gamma=0.5, average=_other(average))
+    assert row["acc_all"] != pytest.approx(other["acc_all"], abs=1e-6)
+
+
+def _other(average: str) -> str:
+    return "macro" if average == "micro" else "micro"
