@@ -27,9 +27,14 @@ EXPECTED_ROWS = [
     ("metrics 2,000 x 50", "top-5 report at γ = 0.1"),
     ("metrics 2,000 x 50", "ALG γ vs a float64 formula"),
     ("metrics 500 x 300", "accuracy_report top-1,5"),
+    ("CUDA behaviours", "resolve_precision('auto')"),
     ("CUDA behaviours", "train amp=auto: autocast dtype"),
     ("CUDA behaviours", "train amp=bf16: head output and logits in float32"),
-    ("CUDA behaviours", "extract amp=True: head output in float32"),
+    ("CUDA behaviours", "cudnn_benchmark=True: on during training"),
+    ("CUDA behaviours", "deterministic=True: two runs end with bit-identical weights"),
+    ("CUDA behaviours", "deterministic vs default training speed"),
+    ("CUDA behaviours", "extract amp=bf16: head output in float32"),
+    ("CUDA behaviours", "extract channels_last='auto'"),
     ("CUDA behaviours", "extraction_loader pins memory"),
     ("CUDA behaviours", "SyncBatchNorm conversion keeps timm's BatchNormAct2d"),
     ("CUDA behaviours", "SyncBatchNorm keeps frozen BatchNorm in eval mode"),
@@ -95,7 +100,7 @@ def test_cpu_smoke_writes_every_row_with_usable_numbers(gpu_check, tmp_path):
             assert all(math.isfinite(v) and v > 0 for v in values), r
             assert number(r["ratio"]) == pytest.approx(values[0] / values[1], rel=0.01), r
     timed = [r for r in rows if r["unit"] == "img/s"]
-    assert len(timed) == 3
+    assert len(timed) == 4  # fine-tuning vs plain and timm, extraction, deterministic mode
 
 
 def test_without_cuda_it_asks_for_the_smoke_run(gpu_check, tmp_path, capsys):
