@@ -9,6 +9,9 @@
 - :mod:`calib.metrics.binning`: the confidence bins of ECE and the diagrams.
 - :mod:`calib.metrics.premise`: :func:`premise_check` — did fine-tuning keep what γ needs
   (U/U against a paired noise bound, AUSUC, the selectors' spread), or can no γ help?
+- :mod:`calib.metrics.weights`: the per-sample weights of ``sample_weight=`` and of the
+  class-balanced ``average="macro"`` that the accuracies, the curve, AUSUC, NCM and the
+  probability report take.
 """
 
 from __future__ import annotations
