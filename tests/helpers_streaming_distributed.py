@@ -54,6 +54,7 @@ def sync_in_every_order(rank: int, world: int) -> None:
     """Interleaved shards (uneven), shuffled padded shards with indices, contiguous shards,
     and an empty shard: each synced state is the whole data set's, in data-set order."""
     ALL = np.arange(N)
+    z, y, _ = data()
     whole = feed(ALL)
     # interleaved (ShardSampler): 12 and 11 rows, the default order
     mine = feed(ALL[rank::world])
@@ -71,6 +72,13 @@ def sync_in_every_order(rank: int, world: int) -> None:
     assert_same_state(feed(cut).sync(order="contiguous"), whole)
     lone = ALL if rank == 0 else ALL[:0]
     assert_same_state(feed(lone).sync(order="contiguous"), whole)
+    # the ALG terms alone (no gaps): the same
+    light = SeenAbsentState(C, SEEN, alg=True, keep_gaps=False)
+    light_whole = SeenAbsentState(C, SEEN, alg=True, keep_gaps=False).update(z, y)
+    rows = ALL[rank::world]
+    got = light.update(z[rows], y[rows]).sync().columns()
+    for key, value in light_whole.columns().items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
     # without weights anywhere: no weight column after the sync either
     plain = feed(ALL[rank::world], weights=False).sync()
     assert "weight" not in plain.columns()

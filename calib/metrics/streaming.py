@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from calib.metrics.accuracy import harmonic_mean
-from calib.metrics.curve import SeenAbsentCurve
+from calib.metrics.curve import SeenAbsentCurve, weighted_curve_counts
 from calib.metrics.weights import effective_weights, weighted_mean
 from calib.rules.gaps import group_codes, scan_checked
 from calib.rules.kernels import ABSENT, SEEN, alg_sums
@@ -47,6 +47,7 @@ from calib.validation import (
     check_num_classes,
     check_real,
     check_sample_weight,
+    check_stats,
     is_tensor,
 )
 
@@ -92,13 +93,17 @@ class SeenAbsentState:
             sample and γ. Top-1 needs none: it is exact at every γ.
         alg: also keep each sample's ALG term (:func:`alg_from_state`): one more pass over
             each batch.
+        keep_gaps: keep the gaps and hit flags (the curve, reports, prior, oracle, PCV).
+            ``keep_gaps=False`` with ``alg=True``: the ALG terms alone, one pass per batch (the
+            state of the fine-tuning training data).
 
     The state grows by one row per sample; its arrays are numpy whatever the batches were.
     A state is either labelled or not (its first batch decides); an unlabelled state holds
     the gaps only (:func:`prior_from_state`). Pickles as plain numpy.
 
     Raises:
-        ValueError: malformed class sets, ``num_classes`` < 2, a k < 1, a NaN γ.
+        ValueError: malformed class sets, ``num_classes`` < 2, a k < 1, a NaN γ, nothing to
+            keep, or top-k without the gaps.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class SeenAbsentState:
         topk: Iterable[int] = (1,),
         gammas: Iterable[float] = (0.0,),
         alg: bool = False,
+        keep_gaps: bool = True,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
         self.seen_classes, self.absent_classes = check_classes(
@@ -119,9 +125,16 @@ class SeenAbsentState:
         self.gammas = tuple(sorted({check_real(g, "gammas") for g in _iterable(gammas, "gammas")}))
         if self.topk and not self.gammas:
             raise ValueError(f"topk={self.topk} needs at least one γ in gammas, got none")
-        if not isinstance(alg, (bool, np.bool_)):
-            raise ValueError(f"alg must be True or False, got {alg!r}")
-        self.alg = bool(alg)
+        for name, value in (("alg", alg), ("keep_gaps", keep_gaps)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+        self.alg, self.keep_gaps = bool(alg), bool(keep_gaps)
+        if not (self.keep_gaps or self.alg):
+            raise ValueError("keep_gaps=False keeps nothing without alg=True")
+        if self.topk and not self.keep_gaps:
+            raise ValueError(f"topk={self.topk} needs keep_gaps=True (ranks come with the gaps)")
+        #: the column every sample has (its length is the state's)
+        self._count = "gap" if self.keep_gaps else "alg"
         self._codes = group_codes(self.num_classes, self.seen_classes, self.absent_classes)
         self.reset()
 
@@ -196,10 +209,10 @@ class SeenAbsentState:
                 "index given for some batches and not for others: give it for every batch "
                 "(sync orders the samples by it) or for none"
             )
-        out: dict[str, np.ndarray] = {"gap": np.empty(0, np.float64)}
-        if n:
-            if self.alg and not labelled:
-                raise ValueError("alg=True needs labels: the ALG term reads the label's logit")
+        out: dict[str, np.ndarray] = {self._count: np.empty(0, np.float64)}
+        if n and self.alg and not labelled:
+            raise ValueError("alg=True needs labels: the ALG term reads the label's logit")
+        if n and self.keep_gaps:
             ks = y is not None and bool(self.topk)
             first_gamma = self.gammas[0] if ks else 0.0
             scanned = scan_checked(
@@ -219,8 +232,8 @@ class SeenAbsentState:
                 out["rank"] = np.stack(ranks, axis=1)
                 out["rank_seen"] = scanned["rank_seen"]
                 out["rank_absent"] = scanned["rank_absent"]
-            if self.alg:
-                out["alg"], out["alg_flag"] = self._alg_terms(z, y)
+        if n and self.alg:  # without the scan, its pass checks the values
+            out["alg"], out["alg_flag"] = self._alg_terms(z, y, check=not self.keep_gaps)
         if y is not None:
             out["label"] = y
         if w is not None:
@@ -231,12 +244,20 @@ class SeenAbsentState:
         self.indexed = idx is not None
         return out
 
-    def _alg_terms(self, z: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n,) ALG terms of a checked batch and their flags (see :func:`alg_from_state`)."""
+    def _alg_terms(self, z: Any, y: np.ndarray, check: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) ALG terms of a batch checked for shape and their flags (see
+        :func:`alg_from_state`); ``check``: the value checks of the scan in the same pass."""
         seen, absent = self.seen_classes, self.absent_classes
         if is_tensor(z):  # on its device: only (n,) sums come back
             import torch
 
+            if check:
+                lo, hi = z.amin(dim=1).cpu().numpy(), z.amax(dim=1).cpu().numpy()
+                nan = z.isnan().any(dim=1).cpu().numpy()
+                rare = nan.any() or hi.max() == np.inf or lo.min() >= 0
+                # the values themselves only for an error message or the probability check
+                values = as_numpy(z, "logits") if rare else np.empty((0, z.shape[1]))
+                check_stats(values, "logits", lo, hi, nan)
             zd = z.to(torch.float64)
             s_idx = torch.as_tensor(seen, device=z.device)
             a_idx = torch.as_tensor(absent, device=z.device)
@@ -245,7 +266,9 @@ class SeenAbsentState:
             sum_absent = zd.index_select(1, a_idx).sum(dim=1).cpu().numpy()
             true_logit = zd.gather(1, y_t[:, None])[:, 0].cpu().numpy()
         else:
-            sum_seen, sum_absent = alg_sums(z, self._codes)[:2]
+            sum_seen, sum_absent, lo, hi, nan = alg_sums(z, self._codes)
+            if check:
+                check_stats(z, "logits", lo, hi, nan)
             true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
         terms = _alg_formula(sum_seen, sum_absent, true_logit, seen.size, absent.size)
         flags = np.zeros(terms.shape, np.int8)
@@ -287,10 +310,10 @@ class SeenAbsentState:
         """
         cols = {key: np.asarray(as_numpy(value, key)) for key, value in columns.items()}
         unknown = sorted(set(cols) - set(_COLUMNS))
-        if unknown or "gap" not in cols:
+        if unknown or self._count not in cols:
             raise ValueError(
                 f"columns must be those of SeenAbsentState.reduce, got {sorted(cols)}"
-                + (f" (unknown: {unknown})" if unknown else " (no 'gap')")
+                + (f" (unknown: {unknown})" if unknown else f" (no {self._count!r})")
             )
         labelled, indexed = "label" in cols, "index" in cols
         want = {key for key, _ in _layout(self, labelled, "weight" in cols, indexed)}
@@ -310,14 +333,14 @@ class SeenAbsentState:
                     f"columns {'with' if theirs else 'without'} {what} for a state "
                     f"{'without' if theirs else 'with'} them"
                 )
-        if not lengths["gap"]:
+        if not lengths[self._count]:
             return self
         self.labelled, self.indexed = labelled, indexed
         self._add({key: value.astype(_COLUMNS[key], copy=False) for key, value in cols.items()})
         return self
 
     def _add(self, chunk: dict[str, np.ndarray]) -> None:
-        if chunk["gap"].size == 0:
+        if chunk[self._count].size == 0:
             return
         if "weight" in chunk and not self.weighted:
             self.weighted = True
@@ -355,7 +378,7 @@ class SeenAbsentState:
 
     @property
     def n_samples(self) -> int:
-        return sum(int(c["gap"].size) for c in self._chunks)
+        return sum(int(c[self._count].size) for c in self._chunks)
 
     def __len__(self) -> int:
         return self.n_samples
@@ -386,7 +409,9 @@ class SeenAbsentState:
                 joined = {}
                 for key in keys:
                     if key == "weight":
-                        parts = [c.get("weight", np.ones(c["gap"].size)) for c in self._chunks]
+                        parts = [
+                            c.get("weight", np.ones(c[self._count].size)) for c in self._chunks
+                        ]
                     else:
                         parts = [c[key] for c in self._chunks]
                     joined[key] = np.concatenate(parts)
@@ -399,7 +424,12 @@ class SeenAbsentState:
         """(N,) float64 gaps: max over non-U − max over U per sample."""
         return self.columns().get("gap", np.empty(0))
 
-    def _labelled_columns(self, what: str) -> dict[str, np.ndarray]:
+    def _labelled_columns(self, what: str, gaps: bool = True) -> dict[str, np.ndarray]:
+        if gaps and not self.keep_gaps:
+            raise ValueError(
+                f"{what} needs the gaps, but the state was built with keep_gaps=False "
+                "(it keeps the ALG terms only)"
+            )
         cols = self.columns()
         if not cols:
             raise ValueError(f"{what}: the state holds no sample yet (call update first)")
@@ -420,7 +450,7 @@ class SeenAbsentState:
                 sample.
         """
         average = check_average(average)
-        cols = self._labelled_columns("weights")
+        cols = self._labelled_columns("weights", gaps=False)
         w = cols.get("weight")
         if w is not None and not w.any():
             raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
@@ -527,6 +557,7 @@ class SeenAbsentState:
             "topk": self.topk,
             "gammas": self.gammas,
             "alg": self.alg,
+            "keep_gaps": self.keep_gaps,
         }
 
     def _empty_like(self) -> SeenAbsentState:
@@ -647,7 +678,7 @@ def alg_from_state(state: SeenAbsentState) -> tuple[float, dict[str, Any]]:
         raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
     if not state.alg:
         raise ValueError("ALG needs the state's per-sample terms: build it with alg=True")
-    cols = state._labelled_columns("ALG")
+    cols = state._labelled_columns("ALG", gaps=False)
     seen, absent = state.seen_classes, state.absent_classes
     if seen.size < 2:
         raise ValueError(
@@ -703,6 +734,8 @@ def prior_from_state(
     predicted share of U (weighted with weights) is closest to ``prior``; exact."""
     if not isinstance(state, SeenAbsentState):
         raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
+    if not state.keep_gaps:
+        raise ValueError("prior needs the gaps, but the state was built with keep_gaps=False")
     cols = state.columns()
     if not cols:
         raise ValueError("prior: the state holds no sample yet (call update first)")
@@ -944,21 +977,6 @@ def _fraction(count: np.ndarray, total: float, what: str, n: int | None = None) 
     return count / total
 
 
-def _weighted_counts(
-    gap: np.ndarray, weights: np.ndarray, rows: np.ndarray, gamma: np.ndarray, below: bool
-) -> np.ndarray:
-    """(M + 1,) Σ of ``weights`` over the selected ``rows`` whose gap is < γ (``below``) or ≥ γ,
-    at every γ of ``gamma``: one sort and one cumulative sum (from the small end of the
-    selected side, so that a sum never comes from a difference of two large ones)."""
-    g = gap[rows]
-    order = np.argsort(g, kind="stable")
-    g, w = g[order], weights[rows][order]
-    k = np.searchsorted(g, gamma, side="left")  # gaps < γ: the first k
-    if below:
-        return np.concatenate([[0.0], np.cumsum(w)])[k]
-    return np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])[k]
-
-
 def _curve_of_samples(
     gap: np.ndarray,
     right_other: np.ndarray,
@@ -971,19 +989,19 @@ def _curve_of_samples(
     best non-U / best U column is the label, whether the label is in S / in U, and the
     effective weights (None: counts).
 
-    The same operations as :func:`calib.metrics.curve.checked_curve` after its scan, line for
-    line (tests/metrics/test_streaming.py holds them equal bit for bit); request HC-1 makes
-    the two one function."""
+    The operations of :func:`calib.metrics.curve.checked_curve` after its scan: the weighted
+    sums are its own function (:func:`calib.metrics.curve.weighted_curve_counts`), the
+    unweighted counts a copy of its lines (tests/metrics/test_streaming.py holds the two equal
+    bit for bit; request HC-1 would make the whole of it one function)."""
     seen_right = right_other & label_seen  # these leave acc_seen as γ passes their gap
     rest_right = right_other & ~label_seen & ~label_absent  # R-labelled samples
-    # right_absent: these join acc_absent as γ passes their gap
-    moving = right_absent | seen_right | rest_right
-    breaks = np.unique(gap[moving])
-    # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
-    breaks = breaks[np.isfinite(breaks)]
-    gamma = np.append(breaks, np.inf)
+    moving = right_absent | seen_right | rest_right  # U: join acc_absent as γ passes the gap
     n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
     if weights is None:
+        breaks = np.unique(gap[moving])
+        # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
+        breaks = breaks[np.isfinite(breaks)]
+        gamma = np.append(breaks, np.inf)
         g_seen = np.sort(gap[seen_right])
         g_rest = np.sort(gap[rest_right])
         g_absent = np.sort(gap[right_absent])
@@ -993,9 +1011,9 @@ def _curve_of_samples(
         moved_absent = np.searchsorted(g_absent, gamma, side="left")
         total_seen, total_absent, total = n_seen, n_absent, gap.size
     else:
-        kept_seen = _weighted_counts(gap, weights, seen_right, gamma, below=False)
-        kept_rest = _weighted_counts(gap, weights, rest_right, gamma, below=False)
-        moved_absent = _weighted_counts(gap, weights, right_absent, gamma, below=True)
+        groups = (seen_right, rest_right, right_absent)
+        gamma, counts = weighted_curve_counts(gap, weights, groups, moving)
+        kept_seen, kept_rest, moved_absent = counts
         total_seen = float(weights[label_seen].sum())
         total_absent = float(weights[label_absent].sum())
         total = float(weights.sum())
@@ -1053,9 +1071,11 @@ def _layout(
     """(column, width) of the float64 rows that :meth:`SeenAbsentState.sync` gathers.
 
     Every column is exact in float64: labels, ranks and indices are below 2**53."""
-    layout = [("gap", 1)]
+    layout = [("gap", 1)] if state.keep_gaps else []
     if labelled:
-        layout += [("hit_other", 1), ("hit_absent", 1), ("hit_seen", 1), ("label", 1)]
+        if state.keep_gaps:
+            layout += [("hit_other", 1), ("hit_absent", 1), ("hit_seen", 1)]
+        layout.append(("label", 1))
         if state.topk:
             layout += [("rank", len(state.gammas)), ("rank_seen", 1), ("rank_absent", 1)]
         if state.alg:

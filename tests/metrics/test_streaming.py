@@ -275,6 +275,18 @@ def test_alg_from_state_matches_select_alg_and_brute_force():
     assert alg_from_state(weighted)[0] == pytest.approx(np.dot(terms, w) / w.sum(), rel=1e-9)
 
 
+def test_an_alg_only_state_reads_each_batch_once_and_gives_the_same_gamma():
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(400, 30)).astype(np.float32)
+    y = rng.integers(0, 10, 400)
+    light = streamed(z, y, range(10), None, [128, 256], alg=True, keep_gaps=False)
+    full = streamed(z, y, range(10), None, [128, 256], alg=True)
+    assert sorted(light.columns()) == ["alg", "alg_flag", "label"]
+    np.testing.assert_array_equal(light.columns()["alg"], full.columns()["alg"])
+    assert alg_from_state(light) == alg_from_state(full)
+    assert alg_from_state(light)[0] == pytest.approx(select_alg(z, y, range(10))[0], rel=1e-12)
+
+
 def test_alg_from_state_near_the_float64_maximum_rescales_like_select_alg():
     rng = np.random.default_rng(3)
     z = rng.uniform(0.5, 1.0, size=(40, 8)) * 1e307
@@ -411,6 +423,13 @@ def test_the_device_path_equals_the_host_path(monkeypatch):
         np.testing.assert_array_equal(device.columns()[key], host.columns()[key])
     np.testing.assert_allclose(device.columns()["alg"], host.columns()["alg"], rtol=1e-12)
     assert alg_from_state(device)[0] == pytest.approx(alg_from_state(host)[0], rel=1e-12)
+    # the ALG terms alone: the values are checked in their own pass on the device
+    light = SeenAbsentState(30, range(12), alg=True, keep_gaps=False).update(z, y)
+    np.testing.assert_allclose(light.columns()["alg"], host.columns()["alg"], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"non-finite value\(s\), NaN or \+inf"):
+        light.update(z.masked_fill(z > 2.5, float("nan")), y)
+    with pytest.raises(ValueError, match="has -inf in every column"):
+        light.update(torch.full((2, 30), float("-inf")), y[:2])
 
 
 @pytest.mark.cuda

@@ -39,6 +39,11 @@ def one_line(err: pytest.ExceptionInfo) -> str:
         (dict(num_classes=6, seen_classes=[0], gammas=[float("nan")]), "gammas is NaN"),
         (dict(num_classes=6, seen_classes=[0], topk=(5,), gammas=()), "needs at least one γ"),
         (dict(num_classes=6, seen_classes=[0], alg="yes"), "alg must be True or False"),
+        (dict(num_classes=6, seen_classes=[0], keep_gaps=False), "keeps nothing without alg"),
+        (
+            dict(num_classes=6, seen_classes=[0], alg=True, keep_gaps=False, topk=(2,)),
+            "needs keep_gaps=True",
+        ),
     ],
 )
 def test_bad_settings_are_named(kwargs, match):
@@ -197,3 +202,16 @@ def test_extend_takes_back_only_what_reduce_made():
         state(topk=(2,)).extend(cols)
     with pytest.raises(ValueError, match="columns without labels for a state with them"):
         state().update(Z, Y).extend(state().reduce(Z))
+
+
+def test_an_alg_only_state_refuses_what_needs_the_gaps():
+    light = state(alg=True, keep_gaps=False).update(Z, np.array([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        light.update(np.where(Z == 3, np.nan, Z), Y)
+    for read in (light.curve, light.report, light.ausuc):
+        with pytest.raises(ValueError, match="needs the gaps, but the state was built with keep"):
+            read()
+    with pytest.raises(ValueError, match="prior needs the gaps"):
+        prior_from_state(light)
+    with pytest.raises(ValueError, match="needs the gaps"):
+        oracle_from_state(light)
