@@ -49,3 +49,19 @@ def test_every_entry_point_refuses_a_bad_gamma_alike(bad, message):
 def test_gamma_takes_numbers_and_one_element_arrays():
     assert check_gamma(2) == 2.0 and isinstance(check_gamma(np.float32(0.5)), float)
     assert check_gamma(torch.tensor([1.25], dtype=torch.float64)) == 1.25
+
+
+def test_sample_weight_and_average_checks():
+    from calib.validation import check_average, check_sample_weight
+
+    assert check_sample_weight(None, 3) is None
+    w = check_sample_weight(torch.tensor([1, 0, 2]), 3)
+    assert w.dtype == np.float64 and w.tolist() == [1.0, 0.0, 2.0]
+    assert check_average("micro") == "micro" and check_average("macro") == "macro"
+    for bad in ("Macro", "weighted", None, 1):
+        with pytest.raises(ValueError, match=f"average must be one of .*got {bad!r}"):
+            check_average(bad)
+    with pytest.raises(ValueError, match="sample_weight has 2 entries but test_features have 3"):
+        check_sample_weight([1.0, 1.0], 3, rows="test_features")
+    with pytest.raises(TypeError, match="sample_weight must be real, got complex"):
+        check_sample_weight(np.ones(3) + 1j, 3)
