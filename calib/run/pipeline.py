@@ -182,6 +182,7 @@ class RunPlan:
             source_train=self.source_train,
             seed=self.seed,
             config_leaves=config_leaves,
+            device=self.device,
         )
 
     def initial_model(self) -> nn.Module:
@@ -271,7 +272,7 @@ def _finetuned(
             batch_size=runner.eval_cfg.batch_size,
             num_workers=runner.eval_cfg.num_workers,
             device=runner.device,
-            amp=runner.eval_cfg.amp and runner.device.type == "cuda",
+            amp=runner.amp,
             pretrained_head_weight=_detached(
                 linear_head_weight(prepared_pretrained(pretrained, method))
             ),
