@@ -34,7 +34,7 @@ stays under 8 minutes on one GPU. The estimates are for an H100 (≈ 2,500 img/s
    (CLIP-like) logits as fast as signed ones (no N × C copy to the host). One warm-up and 2
    timed calls each, ``torch.cuda.synchronize()`` around each; the median is reported.
 5. ``streaming`` (50 s; ≈ 30 s): the streaming state (``calib.metrics.streaming``) fed the
-   same logits in batches of 10,000 rows on CUDA against the full-matrix results (curve, AUSUC
+   same logits in batches of 1,000 rows on CUDA against the full-matrix results (curve, AUSUC
    and report bit for bit, ALG within rounding), its memory (O(N)), and torchmetrics'
    ``MulticlassAccuracy`` updated with the same batches.
 6. ``CUDA behaviours`` (60 s; ≈ 40 s): what only a GPU shows (issue 24): ``amp: auto``
@@ -133,7 +133,7 @@ GPU_SIZES = Sizes(
     extract_repeat=2,
     metric_sizes=((100_000, 1_000), (50_000, 21_843)),
     metric_repeat=2,
-    stream_batch=10_000,
+    stream_batch=1_000,
     budgets={
         "cuda tests": 140,
         "fine-tuning": 70,
@@ -692,7 +692,8 @@ def metrics_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[Ro
 
     t_tm, (tm1, tm5) = timed(tm, device, repeat)
     t_report, rep = timed(report, device, repeat)
-    # counts of two computations: equal up to a tie between columns (none expected here)
+    # counts of two computations: equal up to an exact tie between columns (with random
+    # float32 logits about one in 10^6 rows; the tie rules differ across S and U)
     d1, d5 = abs(rep["acc_all"] - tm1) * n, abs(rep["acc_all_top5"] - tm5) * n
     rows.append(
         Row(
@@ -706,11 +707,11 @@ def metrics_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[Ro
     rows.append(
         Row(
             section,
-            "  top-1 / top-5 accuracy: calib vs torchmetrics",
+            "  top-1 / top-5 accuracy: calib vs torchmetrics (±1 sample: an exact tie)",
             f"{rep['acc_all']:.6f} / {rep['acc_all_top5']:.6f}",
             f"{tm1:.6f} / {tm5:.6f}",
             "fraction",
-            verdict(d1 < 0.5 and d5 < 0.5, f"counts differ by {d1:.0f} / {d5:.0f} samples"),
+            verdict(d1 < 1.5 and d5 < 1.5, f"counts differ by {d1:.0f} / {d5:.0f} samples"),
         )
     )
 
@@ -824,17 +825,6 @@ def alg_brute(z: torch.Tensor, y: torch.Tensor, seen: np.ndarray, absent: np.nda
 
 def check_streaming(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
     """The streaming state fed in batches against the full matrix and torchmetrics' metric."""
-    try:
-        from calib.metrics.streaming import SeenAbsentState  # noqa: F401
-    except ImportError:
-        rows.append(
-            Row(
-                "streaming",
-                "SeenAbsentState",
-                result="skipped: this calib has no streaming state (calib.metrics.streaming)",
-            )
-        )
-        return
     for n, c in sizes.metric_sizes:
         streaming_at(n, c, sizes, device, rows)
         free(device)
@@ -844,6 +834,7 @@ def streaming_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[
     from torchmetrics.classification import MulticlassAccuracy
 
     import calib
+    from calib.metrics.lightning_metric import SeenAbsentMetric
     from calib.metrics.streaming import SeenAbsentState, alg_from_state
     from calib.selectors.alg import select_alg
 
@@ -872,8 +863,17 @@ def streaming_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[
                 metric.update(zb, yb)
         return tuple(float(m.compute()) for m in metrics)
 
+    adapter = SeenAbsentMetric(c, seen, absent, gamma=0.0, topk=(5,)).to(device)
+
+    def adapter_stream() -> dict:
+        adapter.reset()
+        for zb, yb in batches:
+            adapter.update(zb, yb)
+        return {k: float(v) for k, v in adapter.compute().items()}
+
     t_state, (rep, curve) = timed(stream, device, sizes.metric_repeat)
     t_tm, (tm1, tm5) = timed(torchmetrics_stream, device, sizes.metric_repeat)
+    t_adapter, out = timed(adapter_stream, device, sizes.metric_repeat)
     rows.append(
         Row(
             section,
@@ -884,17 +884,55 @@ def streaming_at(n: int, c: int, sizes: Sizes, device: torch.device, rows: list[
             "ms",
         )
     )
+    rows.append(
+        Row(
+            section,
+            "SeenAbsentMetric (torchmetrics adapter): updates + compute vs MulticlassAccuracy",
+            t_adapter * 1e3,
+            t_tm * 1e3,
+            "ms",
+        )
+    )
     d1, d5 = abs(rep["acc_all"] - tm1) * n, abs(rep["acc_all_top5"] - tm5) * n
     rows.append(
         Row(
             section,
-            "  top-1 / top-5 accuracy: state vs torchmetrics",
+            "  top-1 / top-5 accuracy: state vs torchmetrics (±1 sample: an exact tie)",
             f"{rep['acc_all']:.6f} / {rep['acc_all_top5']:.6f}",
             f"{tm1:.6f} / {tm5:.6f}",
             "fraction",
-            verdict(d1 < 0.5 and d5 < 0.5, f"counts differ by {d1:.0f} / {d5:.0f} samples"),
+            verdict(d1 < 1.5 and d5 < 1.5, f"counts differ by {d1:.0f} / {d5:.0f} samples"),
         )
     )
+    same_adapter = out["ausuc"] == curve.ausuc and all(
+        out[k] == rep[k] for k in ("acc_all", "acc_seen", "acc_absent", "acc_all_top5")
+    )
+    rows.append(
+        Row(
+            section,
+            "  SeenAbsentMetric's accuracies and AUSUC = the state's",
+            out["ausuc"],
+            curve.ausuc,
+            "AUSUC",
+            verdict(same_adapter, "the adapter's numbers differ from the state's"),
+            ratio=math.nan,
+        )
+    )
+    if np.bincount(y.cpu().numpy(), minlength=c).min() > 0:  # torchmetrics' empty classes vary
+        macro = MulticlassAccuracy(num_classes=c, average="macro").to(device)
+        tm_macro = float(macro(z, y))
+        mine = state.report(0.0, topk=(), average="macro")["acc_all"]
+        rows.append(
+            Row(
+                section,
+                "  class-balanced (macro) top-1: state vs torchmetrics",
+                mine,
+                tm_macro,
+                "fraction",
+                verdict(abs(mine - tm_macro) <= 1e-6, f"|Δ| = {abs(mine - tm_macro):.3g}"),
+                ratio=math.nan,
+            )
+        )
     full_curve = calib.seen_absent_curve(z, y, seen, absent)
     full_rep = calib.accuracy_report(z, y, seen, absent, gamma=0.0, topk=(1, 5))
     same_curve = curve.ausuc == full_curve.ausuc and all(
@@ -1101,7 +1139,7 @@ def kernel_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> No
             device,
             sizes.train_model,
             sizes.image_size,
-            max(2, sizes.train_iters // 3),
+            max(2, sizes.train_iters // 2),
             amp="auto",  # bf16 on the GPU; fp32 on the CPU (emulated bf16 there is slow)
             deterministic=mode == "deterministic",
         )
