@@ -19,6 +19,7 @@ _API = {
     "seen_absent_curve": "calib.metrics.curve",
     "SeenAbsentCurve": "calib.metrics.curve",
     "ausuc": "calib.metrics.curve",
+    "SeenAbsentState": "calib.metrics.streaming",
     "ncm_report": "calib.metrics.ncm",
     "premise_check": "calib.metrics.premise",
     "PremiseCheck": "calib.metrics.premise",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
     from calib.metrics.ncm import ncm_report
     from calib.metrics.premise import PremiseCheck, premise_check
+    from calib.metrics.streaming import SeenAbsentState
     from calib.models import Classifier, create_model
     from calib.pseudo_cv import make_pseudo_splits
     from calib.registry import Registry
@@ -77,6 +79,7 @@ __all__ = [
     "Registry",
     "SELECTORS",
     "SeenAbsentCurve",
+    "SeenAbsentState",
     "SelectorSpec",
     "Stage",
     "StageResult",
