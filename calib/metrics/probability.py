@@ -360,6 +360,9 @@ class ReliabilityDiagram:
         accuracy: (M,) share of correct predictions in each bin (NaN where empty).
         count: (M,) int64 number of samples in each bin.
         adaptive: equal-mass bins (True) or equal-width bins (False).
+        weight: (M,) float64 total weight of each bin with ``sample_weight`` or
+            ``average="macro"`` (accuracy and confidence are then weighted means); None
+            without weights (every sample weighs 1).
         group: the samples: ``all``, ``seen`` (label in S) or ``absent`` (label in U).
         gamma: the bias applied.
         temperature: (T_S, T_U), equal for a single T.
@@ -373,6 +376,7 @@ class ReliabilityDiagram:
     group: str
     gamma: float
     temperature: tuple[float, float]
+    weight: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -380,12 +384,15 @@ class ReliabilityDiagram:
 
     @property
     def ece(self) -> float:
-        """Σ_m count_m / N · |accuracy_m − confidence_m| over non-empty bins; NaN with no sample."""
-        if self.n_samples == 0:
+        """Σ_m count_m / N · |accuracy_m − confidence_m| over non-empty bins (with weights: the
+        bins' weights over the total weight); NaN with no sample (or no weight)."""
+        mass = self.count if self.weight is None else self.weight
+        total = mass.sum()
+        if total == 0:
             return float("nan")
-        full = self.count > 0
-        gaps = self.count[full] * np.abs(self.accuracy[full] - self.confidence[full])
-        return float(gaps.sum() / self.n_samples)
+        full = mass > 0
+        gaps = mass[full] * np.abs(self.accuracy[full] - self.confidence[full])
+        return float(gaps.sum() / total)
 
 
 def reliability_diagram(
@@ -398,11 +405,15 @@ def reliability_diagram(
     n_bins: int = 15,
     adaptive: bool = False,
     group: str = "all",
+    *,
+    sample_weight: Any = None,
+    average: str = "micro",
 ) -> ReliabilityDiagram:
     """The bins behind ``probability_report``'s ECE (``adaptive`` → ``ece_adaptive``) of ``group``.
 
     Arguments as in :func:`probability_report`; ``adaptive`` picks equal-mass bins, ``group``
-    the samples (``all``, ``seen``: label in S, ``absent``: label in U). The diagram's ``ece``
+    the samples (``all``, ``seen``: label in S, ``absent``: label in U); ``sample_weight`` and
+    ``average`` as in :func:`probability_report` (weighted bins). The diagram's ``ece``
     equals the report's key for the same group to float rounding (the same bins, summed as
     count × |accuracy − confidence| instead of |hits − Σ confidence|). An empty group gives
     zero counts, NaN bins and a RuntimeWarning.
@@ -411,18 +422,28 @@ def reliability_diagram(
     if not isinstance(adaptive, (bool, np.bool_)):
         raise TypeError(f"adaptive must be a bool, got {adaptive!r}")
     prep, n_bins = _prepare(
-        logits, labels, seen_classes, absent_classes, gamma, temperature, n_bins
+        logits,
+        labels,
+        seen_classes,
+        absent_classes,
+        gamma,
+        temperature,
+        n_bins,
+        sample_weight,
+        average,
     )
     rows = {"all": None, "seen": prep.label_seen, "absent": prep.label_absent}[group]
     conf = prep.scored.confidence if rows is None else prep.scored.confidence[rows]
     correct = prep.scored.correct if rows is None else prep.scored.correct[rows]
+    w = prep.weights if prep.weights is None or rows is None else prep.weights[rows]
     if conf.size == 0:
         _warn_empty(group, "reliability bins are")
-    edges = bin_edges(conf, n_bins, adaptive=bool(adaptive))
-    bins = bin_statistics(conf, correct, edges)
+    edges = bin_edges(conf, n_bins, adaptive=bool(adaptive), weights=w)
+    bins = bin_statistics(conf, correct, edges, w)
+    mass = bins.count if bins.weight is None else bins.weight
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.where(bins.count > 0, bins.confidence_sum / bins.count, np.nan)
-        accuracy = np.where(bins.count > 0, bins.hits / bins.count, np.nan)
+        mean_conf = np.where(mass > 0, bins.confidence_sum / mass, np.nan)
+        accuracy = np.where(mass > 0, bins.hits / mass, np.nan)
     return ReliabilityDiagram(
         edges=edges,
         confidence=mean_conf,
@@ -432,4 +453,5 @@ def reliability_diagram(
         group=group,
         gamma=prep.gamma,
         temperature=prep.temps,
+        weight=bins.weight,
     )

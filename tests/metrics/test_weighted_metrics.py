@@ -428,3 +428,27 @@ def test_infinite_gaps_weigh_as_in_the_unweighted_curve():
         assert same(weighted.ausuc, rows.ausuc)
         g = np.asarray(weighted.gamma)
         assert np.isfinite(g[:-1]).all() and g[-1] == np.inf
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("group", ["all", "seen", "absent"])
+def test_weighted_diagram_is_the_report_and_repeated_rows(adaptive, group):
+    from calib.metrics.probability import reliability_diagram
+
+    rng = np.random.default_rng(7)
+    z, y = rng.normal(size=(80, 6)) * 2, rng.integers(0, 6, 80)
+    w = rng.integers(0, 4, 80)
+    w[:2] = 1
+    args = (z, y, [0, 1, 2], None, 0.5, 1.0, 10, adaptive, group)
+    weighted = reliability_diagram(*args, sample_weight=w.astype(float))
+    rows = reliability_diagram(np.repeat(z, w, 0), np.repeat(y, w), *args[2:])
+    np.testing.assert_allclose(weighted.edges, rows.edges, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(weighted.weight, rows.count, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weighted.accuracy, rows.accuracy, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weighted.confidence, rows.confidence, rtol=0, atol=1e-12)
+    report = probability_report(*args[:7], sample_weight=w.astype(float), average="micro")
+    key = ("ece_adaptive" if adaptive else "ece") + ("" if group == "all" else f"_{group}")
+    assert weighted.ece == pytest.approx(report[key], abs=1e-12)
+    macro = reliability_diagram(*args, average="macro")
+    report = probability_report(*args[:7], average="macro")
+    assert macro.ece == pytest.approx(report[key], abs=1e-12)
