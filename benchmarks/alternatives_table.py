@@ -136,6 +136,24 @@ def _temperature(values: list[Any]) -> str:
     return f"{statistics.mean(ts):.2f}"
 
 
+def _noise(task_runs: list[dict[str, Any]]) -> str:
+    """The sampling noise of one test set: the binomial standard error sqrt(p(1 − p)/n) of the
+    no-correction row's accuracies (first run), in points."""
+    row = task_runs[0]["rows"]["none"]
+    parts = []
+    for key, n_key, name in (
+        ("acc_all", "n_samples", "Y/Y"),
+        ("acc_seen", "n_seen", "S/Y"),
+        ("acc_absent", "n_absent", "U/Y"),
+    ):
+        p, n = row.get(key), row.get(n_key)
+        if isinstance(p, (int, float)) and isinstance(n, (int, float)) and n > 0:
+            parts.append(f"{name} ±{100 * math.sqrt(p * (1 - p) / n):.1f} (n = {int(n)})")
+    return "sampling noise of one test set (binomial SE at the uncorrected row): " + ", ".join(
+        parts
+    )
+
+
 def table(out: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*.json"))]
     lines = []
@@ -158,7 +176,7 @@ def table(out: Path) -> str:
                 cells += [DATA[name], COST.get(name, "1 forward pass")]
                 lines.append("| " + " | ".join(cells) + " |")
         secs = [r["seconds"] for r in task_runs]
-        lines += ["", f"run time per run: {min(secs):.0f}–{max(secs):.0f} s", ""]
+        lines += ["", f"run time per run: {min(secs):.0f}–{max(secs):.0f} s", _noise(task_runs), ""]
     return "\n".join(lines)
 
 
