@@ -112,10 +112,10 @@ def weighted_curve_counts(
         inverse.ravel() * 3 + code, weights=weights[rows], minlength=3 * distinct.size
     ).reshape(distinct.size, 3)
     finite = np.isfinite(distinct)
-    first = int(np.argmax(finite)) if finite.any() else 0
+    first = int(np.isneginf(distinct).sum())  # 0 or 1: a gap of -inf sorts first
     gamma = np.append(distinct[finite], np.inf)
     # point k < M sits at distinct[first + k]; +inf past every finite gap (and -inf ones)
-    at = np.append(first + np.arange(gamma.size - 1), first + int(finite.sum()))
+    at = first + np.arange(gamma.size)
     kept = np.concatenate([np.cumsum(per_gap[::-1, :2], axis=0)[::-1], np.zeros((1, 2))])
     moved = np.concatenate([np.zeros(1), np.cumsum(per_gap[:, 2])])
     return gamma, (kept[at, 0], kept[at, 1], moved[at])

@@ -428,6 +428,23 @@ def test_infinite_gaps_weigh_as_in_the_unweighted_curve():
         assert same(weighted.ausuc, rows.ausuc)
         g = np.asarray(weighted.gamma)
         assert np.isfinite(g[:-1]).all() and g[-1] == np.inf
+    # no finite gap at all: the curve is its one point at +inf
+    z_inf, w_inf = z[:10], w[:10]
+    for average in ("micro", "macro"):
+        weighted = quiet(
+            seen_absent_curve, z_inf, y[:10], [0, 1, 2], sample_weight=w_inf, average=average
+        )
+        rows = quiet(
+            seen_absent_curve,
+            np.repeat(z_inf, w_inf, 0),
+            np.repeat(y[:10], w_inf),
+            [0, 1, 2],
+            average=average,
+        )
+        assert len(weighted) == len(rows) == 1
+        np.testing.assert_allclose(
+            curve_point(weighted, np.inf), curve_point(rows, np.inf), rtol=0, atol=TOL
+        )
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
