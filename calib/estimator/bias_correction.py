@@ -74,6 +74,12 @@ def _checked_splits(
             )
         if not np.isin(p_seen, seen).all():
             raise ValueError(f"{where}: pseudo-seen classes outside S")
+        if np.isneginf(z).any():
+            i, k = np.argwhere(np.isneginf(z))[0]
+            raise ValueError(
+                f"{where}: logits[{i}, {k}] is -inf; bic rescales the absent logits, so masked "
+                "(-inf) classes are not supported"
+            )
         mask = np.zeros(c, dtype=bool)
         mask[p_absent] = True
         out.append((z.astype(np.float64, copy=False), y, mask))

@@ -150,3 +150,12 @@ def test_save_load_round_trip(tmp_path):
     z = np.random.default_rng(0).normal(size=(8, 6))
     np.testing.assert_array_equal(back.predict_proba(z), bic.predict_proba(z))
     assert back.info_["converged"] is True
+
+
+def test_masked_minus_inf_logits_are_refused():
+    splits = _splits()
+    z = splits[0].logits.copy()
+    z[1, 5] = -np.inf
+    splits[0] = PseudoSplit(z, splits[0].labels, splits[0].seen_classes, splits[0].absent_classes)
+    with pytest.raises(ValueError, match=r"bic \(pseudo_splits\[0\]\): logits\[1, 5\] is -inf"):
+        BiasCorrection().fit(pseudo_splits=splits, seen_classes=SEEN)
