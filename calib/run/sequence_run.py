@@ -132,11 +132,9 @@ def plan_sequence(cfg: Mapping[str, Any], run_dir: str | os.PathLike) -> list[Se
     _check_method(method)
     run_dir = Path(run_dir)
     base = {k: copy.deepcopy(v) for k, v in cfg.items() if k != SEQUENCE_KEY}
-    name = str(base.get("name", "run"))
     stages: list[SequenceStage] = []
     for k, classes in enumerate(stage_classes):
-        stage_cfg = copy.deepcopy(base)
-        stage_cfg["name"] = f"{name}_stage{k + 1}"
+        stage_cfg = copy.deepcopy(base)  # the sequence's name: its tables name the stage
         split = dict(stage_cfg.get("split") or {})
         split.update({key: None for key in _SPLIT_NULLS})
         split.update(kind="explicit", seen=list(classes), absent=None)
