@@ -36,6 +36,7 @@ from torch.utils.data import Sampler
 from calib.launch import DistributedContext, launch_env
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "DistributedContext",
     "ShardSampler",
     "all_gather_object",
@@ -49,7 +50,13 @@ __all__ = [
     "is_main",
     "launch_env",
     "local_device",
+    "process_group_timeout",
 ]
+
+#: How long a collective waits for the other ranks unless told otherwise: an hour, not NCCL's
+#: 10 minutes, since a rank may wait at a barrier while rank 0 waits for a shared source model
+#: that another job is training (:class:`calib.run.source_cache.SourceCache`).
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=60)
 
 
 def context() -> DistributedContext:
@@ -129,11 +136,15 @@ def init_distributed(
         device: the device this process computes on (see :func:`local_device`); picks the
             backend and, on CUDA, becomes the current device.
         backend: ``None`` = ``"nccl"`` for CUDA devices, ``"gloo"`` otherwise.
-        timeout: how long a collective waits for the other ranks (torch's default if None).
+        timeout: how long a collective waits for the other ranks; ``None`` =
+            :data:`DEFAULT_TIMEOUT` (an hour; torch's own default for NCCL is 10 minutes).
 
     Returns:
         The context; already joined groups are reused, not re-initialised.
     """
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    if not isinstance(timeout, datetime.timedelta) or timeout <= datetime.timedelta(0):
+        raise ValueError(f"timeout must be a positive datetime.timedelta, got {timeout!r}")
     if dist.is_available() and dist.is_initialized():
         return context()
     env = launch_env()
@@ -151,9 +162,7 @@ def init_distributed(
                 "CUDA devices; start at most that many processes per node (--nproc_per_node)"
             )
         torch.cuda.set_device(device)
-    options: dict[str, Any] = {"backend": backend, "init_method": "env://"}
-    if timeout is not None:
-        options["timeout"] = timeout
+    options: dict[str, Any] = {"backend": backend, "init_method": "env://", "timeout": timeout}
     if backend == "nccl" and device.index is not None:
         options["device_id"] = device
     dist.init_process_group(rank=env.rank, world_size=env.world_size, **options)
@@ -174,6 +183,15 @@ def distributed_context(
     finally:
         if joined_here and ctx.is_distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def process_group_timeout() -> datetime.timedelta | None:
+    """How long a collective of the joined process group waits for the other ranks (the
+    timeout it was created with); ``None`` without a group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = dist.distributed_c10d._get_default_group()
+    return group._get_backend(_comm_device()).options._timeout
 
 
 def _comm_device() -> torch.device:

@@ -130,16 +130,38 @@ def app(cfg: DictConfig) -> float | None:
     from calib.train import ConfigMismatchError
 
     try:
-        plan = build_plan(cfg_dict, run_dir=run_dir)
-        overrides = folder_name(hydra_cfg.job.override_dirname).replace(",", ", ")
-        plan.title = f"{plan.name}: {overrides}"
-        results = plan.run()
+        # under torchrun the group is joined here, with the configured timeout (a rank may wait
+        # at a barrier while rank 0 waits for a source model another job is training);
+        # run_pipeline's distributed_context reuses it
+        with process_group(cfg_dict):
+            plan = build_plan(cfg_dict, run_dir=run_dir)
+            overrides = folder_name(hydra_cfg.job.override_dirname).replace(",", ", ")
+            plan.title = f"{plan.name}: {overrides}"
+            results = plan.run()
     except (ConfigError, DatasetNotFoundError, StaleRunError, ConfigMismatchError) as err:
         _fail(str(err))
     if launch_env().is_main:
         log.info("results written to %s", plan.run_dir)
     # a sweeper may optimise this: AUSUC of the fine-tuned model
     return results["finetuned"].get("ausuc")
+
+
+def process_group(cfg: dict):
+    """:func:`calib.distributed.distributed_context` on the run's device, waiting at most
+    ``dist_timeout_min`` minutes for the other ranks (a no-op in one process).
+
+    Raises:
+        ConfigError: ``device`` is not one this machine has (checked before joining).
+    """
+    import datetime
+
+    from calib import distributed
+    from calib.run.plan import COMPUTE_DEFAULTS, check_device
+
+    device = str(cfg.get("device", "auto"))
+    check_device(device)
+    minutes = cfg.get("dist_timeout_min", COMPUTE_DEFAULTS["dist_timeout_min"])
+    return distributed.distributed_context(device, timeout=datetime.timedelta(minutes=minutes))
 
 
 def rank_overrides(environ: dict[str, str] | None = None) -> list[str]:

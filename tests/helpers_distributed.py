@@ -51,12 +51,13 @@ def run_processes(fn, n: int, *args) -> None:
     mp.start_processes(fn, args=args, nprocs=n, join=True, start_method="forkserver")
 
 
-def run_group(fn, world: int, *args) -> None:
-    """Run ``fn(rank, world, *args)`` on ``world`` processes joined in one gloo group."""
-    run_processes(_member, world, fn, world, free_port(), *args)
+def run_group(fn, world: int, *args, timeout=None) -> None:
+    """Run ``fn(rank, world, *args)`` on ``world`` processes joined in one gloo group
+    (``timeout``: the group's, a ``datetime.timedelta``; None = calib's default)."""
+    run_processes(_member, world, fn, world, free_port(), timeout, *args)
 
 
-def _member(rank: int, fn, world: int, port: int, *args) -> None:
+def _member(rank: int, fn, world: int, port: int, timeout, *args) -> None:
     torch.set_num_threads(1)
     os.environ.update(
         RANK=str(rank),
@@ -65,6 +66,6 @@ def _member(rank: int, fn, world: int, port: int, *args) -> None:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    with distributed.distributed_context("cpu") as ctx:
+    with distributed.distributed_context("cpu", timeout=timeout) as ctx:
         assert ctx.is_distributed and ctx.backend == "gloo" and ctx.rank == rank
         fn(rank, world, *args)

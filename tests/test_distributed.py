@@ -223,6 +223,53 @@ def test_gather_and_sharded_extraction_in_three_processes():
     run_group(_gather_worker, 3)
 
 
+def _timeout_worker(rank: int, world: int, minutes: float) -> None:
+    import datetime
+
+    assert distributed.process_group_timeout() == datetime.timedelta(minutes=minutes)
+
+
+def test_the_timeout_reaches_the_process_group():
+    """The group's collectives wait as long as asked, and calib's default is an hour, not
+    NCCL's 10 minutes (a rank may wait while another job trains the shared source model)."""
+    import datetime
+
+    assert distributed.DEFAULT_TIMEOUT == datetime.timedelta(minutes=60)
+    assert distributed.process_group_timeout() is None  # no group in this process
+    run_group(_timeout_worker, 2, 7.0, timeout=datetime.timedelta(minutes=7))
+    run_group(_timeout_worker, 2, 60.0)
+
+
+def _calib_run_group_member(rank: int, port: int) -> None:
+    import datetime
+    import os
+
+    from experiments.run import process_group
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    with process_group({"device": "cpu", "dist_timeout_min": 9}) as ctx:
+        assert ctx.is_distributed
+        assert distributed.process_group_timeout() == datetime.timedelta(minutes=9)
+
+
+def test_calib_run_joins_the_group_with_dist_timeout_min():
+    from tests.helpers_distributed import free_port, run_processes
+
+    run_processes(_calib_run_group_member, 2, free_port())
+
+
+@pytest.mark.parametrize("timeout", [0, -5, "60"])
+def test_a_bad_timeout_is_refused(timeout):
+    import datetime
+
+    bad = datetime.timedelta(minutes=timeout) if isinstance(timeout, int) else timeout
+    with pytest.raises(ValueError, match=r"timeout must be a positive datetime.timedelta, got"):
+        distributed.init_distributed("cpu", timeout=bad)
+
+
 # -- the same run on 1 and 2 processes -------------------------------------------------------
 
 N_CLASSES, SEEN = 6, (0, 1, 2)
