@@ -1,7 +1,7 @@
 """What γ does across a sequence of fine-tunings, on the offline digits demo (CPU, a few minutes).
 
     python benchmarks/sequence_digits.py [--seeds 0 1 2] [--stages 0-2 0-4 0-6 0-8]
-        [--no-one-shot] [--json sequence_digits.json]
+        [--no-one-shot] [--json sequence_digits.json] [--figure stages.png]
     python benchmarks/sequence_digits.py --merge seed0.json seed1.json ...   # one table
 
 Per seed: the demo's small CNN trained on MNIST-5k (the demo's source settings: SGD, lr 0.05,
@@ -40,6 +40,7 @@ from calib.train import TrainConfig, train
 
 SELECTORS = ("alg", "pcv", "oracle")
 ONE_SHOT = ("alg", "oracle")  # the control needs no PCV (3 more trainings per stage)
+ROWS = (NO_CALIBRATION, *SELECTORS)
 METRICS = (
     ("acc_seen", "S/Y"),
     ("acc_absent", "U/Y"),
@@ -137,6 +138,31 @@ def stage_tables(per_seed: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def mean_reports(per_seed: list[dict[str, Any]]) -> list[dict[str, dict[str, float]]]:
+    """The sequence's reports per stage, every number averaged over the seeds."""
+    out = []
+    for k in range(len(per_seed[0]["sequence"])):
+        stage = [s["sequence"][k] for s in per_seed]
+        out.append(
+            {
+                row: {key: float(np.mean([st[row][key] for st in stage])) for key in stage[0][row]}
+                for row in ROWS
+            }
+        )
+    return out
+
+
+def write_figure(per_seed: list[dict[str, Any]], path: Path) -> None:
+    """Acc S/Y, U/Y, Y/Y and γ across the stages (means over the seeds)."""
+    from calib.figures.files import save_figure
+    from calib.figures.stages import plot_stage_series, stage_series
+
+    seen = [st["seen"] for st in per_seed[0]["sequence"]]
+    series = stage_series(mean_reports(per_seed), seen_classes=seen)
+    title = f"digits, mean of {len(per_seed)} seed(s)"
+    save_figure(plot_stage_series(series, title=title), path)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-one-shot", action="store_true", help="skip the one-shot control")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--figure", type=Path, help="draw the sequence's seed means here (PNG)")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="print the tables of these --json files together"
     )
@@ -154,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         saved = [json.loads(p.read_text()) for p in args.merge]
         per_seed = [run for s in saved for run in s["runs"]]
         print(stage_tables(per_seed))
+        if args.figure:
+            write_figure(per_seed, args.figure)
         return {"seeds": [x for s in saved for x in s["seeds"]], "runs": per_seed}
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,6 +192,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     elapsed = time.perf_counter() - start
     print(stage_tables(per_seed))
     print(f"{len(args.seeds)} seeds in {elapsed:.0f} s")
+    if args.figure:
+        write_figure(per_seed, args.figure)
     result = {"seeds": args.seeds, "stages": stage_classes, "runs": per_seed}
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1))
