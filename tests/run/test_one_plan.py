@@ -197,3 +197,22 @@ def test_the_settings_dataclasses_match_the_schema():
     # nesterov goes into optimizer_kwargs (calib.run.sections.build_train_config)
     assert set(SCHEMA["source_train"]) - train_fields == {"nesterov"}
     assert set(SCHEMA["finetune"]) - train_fields == {"lr_scale", "method", "method_options"}
+
+
+def test_the_compute_switches_reach_every_training_and_key_no_stage(
+    tiny_plan, tmp_path, monkeypatch
+):
+    """deterministic, cudnn_benchmark and compile go into every training config of the run
+    (source, fine-tuning, pseudo runs) and change no stage key; deterministic sets cuBLAS's
+    workspace before any CUDA work."""
+    import os
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    switches = ["deterministic=true", "compile=true", "cudnn_benchmark=false", "dist_timeout_min=5"]
+    plan = build_plan(tiny_config(switches), run_dir=tmp_path)
+    pcv = plan.calibration.pcv
+    for cfg in (plan.finetune, plan.source_train, (pcv and pcv.finetune) or plan.finetune):
+        assert cfg.deterministic and cfg.compile and not cfg.cudnn_benchmark
+    assert not tiny_plan.finetune.deterministic and tiny_plan.finetune.cudnn_benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert plan.stages().keys() == tiny_plan.stages().keys()
