@@ -40,7 +40,13 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
 from calib.estimator.file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
-from calib.estimator.temperature import break_ties, check_temperature_param, fitted_temperature
+from calib.estimator.temperature import (
+    FIT_KEYS,
+    break_ties,
+    check_temperature_param,
+    fitted_temperature,
+)
+from calib.metrics.streaming import SeenAbsentState
 from calib.rules.gaps import gaps_of, scan_checked, shifted_logits
 from calib.selectors import (
     PseudoSplit,
@@ -48,6 +54,7 @@ from calib.selectors import (
     check_pseudo_splits,
     select_alg,
     select_oracle,
+    select_pcv,
     select_prior,
     selector_spec,
 )
@@ -73,6 +80,20 @@ _EXPLICIT = ("gamma", "criterion", "prior")
 # pass over them: ``fit`` checks shape and dtype only before calling these (a second full pass
 # cost 0.9x a read of the logits). Any other selector, a user's included, gets checked values.
 _CHECK_THEIR_VALUES = (select_alg, select_oracle, select_prior)
+
+# Built-in selectors that take a streamed SeenAbsentState for their logits (pcv: one per split).
+_TAKE_A_STATE = (select_alg, select_oracle, select_prior, select_pcv)
+
+
+def _state_input(logits: Any, pseudo_splits: Any) -> SeenAbsentState | list | None:
+    """The streamed state(s) given to ``fit``, or None when it was given arrays."""
+    if isinstance(logits, SeenAbsentState):
+        return logits
+    if isinstance(pseudo_splits, Sequence) and any(
+        isinstance(s, SeenAbsentState) for s in pseudo_splits
+    ):
+        return list(pseudo_splits)
+    return None
 
 
 class NotFittedError(_SklearnNotFittedError):
@@ -193,11 +214,15 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         - no data (``fixed``): nothing (``num_classes`` gives the head's width).
 
         Args:
-            logits: (N, C) scores, numpy or torch (any device).
-            labels: (N,) integer labels.
+            logits: (N, C) scores, numpy or torch (any device); or, for ``alg``, ``oracle``
+                and ``prior``, a :class:`calib.metrics.streaming.SeenAbsentState` fed the
+                same data batch by batch (built with these S and U; ``alg=True`` for
+                ``alg``): the same γ from O(N) numbers, the logits never in memory at once.
+            labels: (N,) integer labels (None with a state: it holds them).
             seen_classes: S, the fine-tuning classes (required).
             absent_classes: U, the columns that get γ; default every column not in S.
-            pseudo_splits: for ``pcv``, a list of :class:`calib.PseudoSplit`.
+            pseudo_splits: for ``pcv``, a list of :class:`calib.PseudoSplit`, or of one
+                :class:`~calib.metrics.streaming.SeenAbsentState` per split.
             num_classes: C; needed when no logits or pseudo splits tell it, checked otherwise.
             sample_weight: (N,) weights of the rows of ``logits`` in the selector's criterion
                 (``oracle``; any selector registered with ``sample_weight=True``); refused by
@@ -213,6 +238,19 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         temperature = self._temperature_param(spec)
         if seen_classes is None:
             raise ValueError("fit needs seen_classes: the fine-tuning classes S")
+        state = _state_input(logits, pseudo_splits)
+        if state is not None:
+            return self._fit_state(
+                spec,
+                params,
+                temperature,
+                state,
+                labels,
+                seen_classes,
+                absent_classes,
+                num_classes,
+                sample_weight,
+            )
         given = {"logits": logits, "labels": labels, "pseudo_splits": pseudo_splits}
         for name, value in given.items():
             if value is not None and name not in spec.inputs:
@@ -245,6 +283,19 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         width = self._num_classes(z, splits, num_classes)
         seen, absent = check_classes(seen_classes, absent_classes, width)
 
+        return self._select(spec, params, temperature, data, seen, absent, width)
+
+    def _select(
+        self,
+        spec: SelectorSpec,
+        params: dict[str, Any],
+        temperature: Any,
+        data: dict[str, Any],
+        seen: np.ndarray,
+        absent: np.ndarray,
+        width: int,
+    ) -> LogitBiasCalibrator:
+        """Run the selector on checked ``data``, resolve T, and set the fitted attributes."""
         gamma, info = check_selector_result(
             spec.name or str(self.method),
             spec.fn(**data, seen_classes=seen, absent_classes=absent, num_classes=width, **params),
@@ -259,6 +310,49 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         self.temperature_ = t
         self.info_ = {**dict(info), **t_info}
         return self
+
+    def _fit_state(
+        self,
+        spec: SelectorSpec,
+        params: dict[str, Any],
+        temperature: Any,
+        state: SeenAbsentState | list[SeenAbsentState],
+        labels: Any,
+        seen_classes: Any,
+        absent_classes: Any,
+        num_classes: Any,
+        sample_weight: Any,
+    ) -> LogitBiasCalibrator:
+        """:meth:`fit` from streamed states (``logits`` a state, or ``pseudo_splits`` states)."""
+        name = "pseudo_splits" if isinstance(state, list) else "logits"
+        if not any(spec.fn is fn for fn in _TAKE_A_STATE) or name not in spec.inputs:
+            raise ValueError(
+                f"method {self.method!r} does not take a SeenAbsentState as {name}: it reads "
+                f"{spec.data_text()}; the states serve alg, prior, oracle (logits) and pcv "
+                "(pseudo_splits)"
+            )
+        if temperature in FIT_KEYS:
+            raise ValueError(
+                f"temperature={temperature!r} needs the logits themselves: a SeenAbsentState "
+                "keeps O(1) numbers per sample; give a temperature or fit it on logits"
+            )
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight given with a SeenAbsentState: the state holds the weights given "
+                "to its update"
+            )
+        states = state if isinstance(state, list) else [state]
+        widths = {s.num_classes for s in states}
+        if num_classes is not None:
+            widths.add(check_num_classes(num_classes))
+        if len(widths) != 1:
+            raise ValueError(f"inconsistent number of classes: {sorted(widths)}")
+        (width,) = widths
+        seen, absent = check_classes(seen_classes, absent_classes, width)
+        data: dict[str, Any] = {name: state}
+        if "labels" in spec.inputs:
+            data["labels"] = labels  # None: the state holds them (the selector says otherwise)
+        return self._select(spec, params, temperature, data, seen, absent, width)
 
     def _temperature_param(self, spec: SelectorSpec) -> Any:
         """The validated ``temperature``: 1.0, a float, a (T_S, T_U) tuple or ``"fit"``."""

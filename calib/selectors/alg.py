@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from calib.metrics.streaming import SeenAbsentState, alg_from_state
 from calib.rules.gaps import group_codes
 from calib.rules.kernels import alg_sums
+from calib.selectors.checks import check_state
 from calib.selectors.checks import check_width as _check_width
 from calib.selectors.spec import (
     register_selector,
@@ -52,8 +54,12 @@ def select_alg(
     logits of a sample leaves its term unchanged.
 
     Args:
-        logits: (N, C) logits of the fine-tuning training samples (numpy or torch).
-        labels: (N,) their labels, all in S: ALG may only see fine-tuning data.
+        logits: (N, C) logits of the fine-tuning training samples (numpy or torch); or a
+            :class:`~calib.metrics.streaming.SeenAbsentState` of them built with ``alg=True``
+            (and these S and U): the γ of :func:`~calib.metrics.streaming.alg_from_state`,
+            the same to float rounding, from logits that never were in memory at once.
+        labels: (N,) their labels, all in S: ALG may only see fine-tuning data (None with a
+            state: it holds them).
         seen_classes: S, at least two classes.
         absent_classes: U; default every column not in S.
 
@@ -64,6 +70,9 @@ def select_alg(
     Raises:
         ValueError: a label outside S, |S| < 2, or invalid input.
     """
+    if isinstance(logits, SeenAbsentState):
+        check_state(logits, labels, seen_classes, absent_classes, num_classes)
+        return alg_from_state(logits)
     z = check_logits(logits, values=False)  # values: checked in the one pass below
     _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])

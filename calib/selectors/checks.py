@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from calib.metrics.curve import SeenAbsentCurve
+from calib.metrics.streaming import SeenAbsentState
+from calib.validation import check_classes
 
 __all__ = [
     "check_width",
@@ -18,6 +20,7 @@ __all__ = [
     "criterion_values",
     "check_call_signature",
     "check_selector_result",
+    "check_state",
 ]
 
 
@@ -103,6 +106,39 @@ def check_width(num_classes: int | None, width: int) -> None:
     """``num_classes``, when given, must be the logits' width."""
     if num_classes is not None and int(num_classes) != width:
         raise ValueError(f"num_classes={num_classes!r} but the logits have {width} columns")
+
+
+def check_state(
+    state: SeenAbsentState,
+    labels: Any,
+    seen_classes: Any,
+    absent_classes: Any,
+    num_classes: int | None,
+    sample_weight: Any = None,
+) -> None:
+    """A :class:`~calib.metrics.streaming.SeenAbsentState` given as a selector's ``logits``: it
+    holds its labels and weights (given to its ``update``), and was built with these S and U.
+
+    Raises:
+        ValueError: labels or sample_weight given beside it, another width, or other classes.
+    """
+    for name, value in (("labels", labels), ("sample_weight", sample_weight)):
+        if value is not None:
+            raise ValueError(
+                f"{name} given with a SeenAbsentState: the state holds its own {name} (those "
+                "given to its update); pass None"
+            )
+    check_width(num_classes, state.num_classes)
+    seen, absent = check_classes(seen_classes, absent_classes, state.num_classes)
+    for name, given, built in (
+        ("seen_classes", seen, state.seen_classes),
+        ("absent_classes", absent, state.absent_classes),
+    ):
+        if not np.array_equal(given, built):
+            raise ValueError(
+                f"{name} {given.tolist()[:10]} differ from those the SeenAbsentState was "
+                f"built with: {built.tolist()[:10]}"
+            )
 
 
 def check_groups(

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from calib.metrics.curve import checked_curve
+from calib.metrics.streaming import SeenAbsentState, oracle_from_state
 from calib.metrics.weights import sample_weights
 from calib.rules.stepmax import maximise
-from calib.selectors.checks import check_groups, check_width, criterion_values
+from calib.selectors.checks import check_groups, check_state, check_width, criterion_values
 from calib.selectors.spec import check_average, check_criterion, register_selector
 from calib.validation import check_classes, check_labels, check_logits
 
@@ -45,7 +46,10 @@ def select_oracle(
     to the interval closest to γ = 0.
 
     Args:
-        logits: (N, C) target logits; labels: (N,) their labels (any class).
+        logits: (N, C) target logits; labels: (N,) their labels (any class). Or ``logits`` a
+            labelled :class:`~calib.metrics.streaming.SeenAbsentState` (built with these S
+            and U; its weights those given to its ``update``) and ``labels`` None: the same
+            γ, exactly (:func:`~calib.metrics.streaming.oracle_from_state`).
         seen_classes, absent_classes: S and U (default U = every column not in S).
         criterion: ``"acc_all"`` (default) or ``"hmean"`` (of acc_seen and acc_absent).
         average: ``"micro"`` (default, per-sample accuracies) or ``"macro"`` (class-balanced:
@@ -57,6 +61,9 @@ def select_oracle(
         the γ interval that reaches it.
     """
     check_criterion(criterion)
+    if isinstance(logits, SeenAbsentState):
+        check_state(logits, labels, seen_classes, absent_classes, num_classes, sample_weight)
+        return oracle_from_state(logits, criterion, average)
     z = check_logits(logits, values=False)  # values: checked by the curve's one pass
     check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])

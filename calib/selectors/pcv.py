@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 from calib.metrics.curve import checked_curve
+from calib.metrics.streaming import SeenAbsentState, pcv_from_states
 from calib.metrics.weights import sample_weights
 from calib.rules.stepmax import maximise as _maximise
 from calib.selectors.checks import check_groups as _check_groups
+from calib.selectors.checks import check_width as _check_width
 from calib.selectors.checks import criterion_values as _criterion_values
 from calib.selectors.spec import (
     PseudoSplit,
@@ -48,7 +50,10 @@ def select_pcv(
     (U) data may appear: every split label must be a fine-tuning class.
 
     Args:
-        pseudo_splits: one or more :class:`PseudoSplit`, all with C columns.
+        pseudo_splits: one or more :class:`PseudoSplit`, all with C columns; or one
+            :class:`~calib.metrics.streaming.SeenAbsentState` per split, each built with its
+            split's pseudo-seen and pseudo-absent classes and fed its held-out S data (with
+            its weights): the same γ, exactly (:func:`~calib.metrics.streaming.pcv_from_states`).
         seen_classes: the real S; absent_classes: the real U (default every column not in S).
         criterion: ``"hmean"`` (default) or ``"acc_all"``.
         average: ``"micro"`` (default, per-sample accuracies) or ``"macro"`` (class-balanced:
@@ -66,6 +71,12 @@ def select_pcv(
     """
     check_criterion(criterion)
     check_average(average)
+    if isinstance(pseudo_splits, Sequence) and any(
+        isinstance(s, SeenAbsentState) for s in pseudo_splits
+    ):
+        for s in pseudo_splits:
+            _check_width(num_classes, getattr(s, "num_classes", num_classes))
+        return pcv_from_states(pseudo_splits, seen_classes, absent_classes, criterion, average)
     splits = check_pseudo_splits(pseudo_splits)
     logits = [check_logits(s.logits, f"pseudo_splits[{j}].logits") for j, s in enumerate(splits)]
     widths = {z.shape[1] for z in logits}

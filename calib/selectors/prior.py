@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from calib.metrics.streaming import SeenAbsentState, prior_from_state
 from calib.rules.gaps import scan_checked
 from calib.rules.stepmax import maximise
-from calib.selectors.checks import check_width
+from calib.selectors.checks import check_state, check_width
 from calib.selectors.spec import check_prior, register_selector
 from calib.validation import check_classes, check_logits
 
@@ -37,13 +38,18 @@ def select_prior(
     (exact — a quantile of the gaps; ties → the step closest to γ = 0). No labels are taken.
 
     Args:
-        logits: (N, C) unlabelled target logits.
+        logits: (N, C) unlabelled target logits; or a
+            :class:`~calib.metrics.streaming.SeenAbsentState` of them (built with these S and
+            U): the same γ, exactly, from :func:`~calib.metrics.streaming.prior_from_state`.
         seen_classes, absent_classes: S and U (default U = every column not in S).
         prior: target share of U predictions in [0, 1]; default |U| / (|S| + |U|).
 
     Returns:
         ``(gamma, info)``; ``info["share"]`` is the share reached, ``info["prior"]`` the target.
     """
+    if isinstance(logits, SeenAbsentState):
+        check_state(logits, None, seen_classes, absent_classes, num_classes)
+        return prior_from_state(logits, check_prior(prior))
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
     check_width(num_classes, z.shape[1])
