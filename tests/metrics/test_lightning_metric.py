@@ -138,3 +138,16 @@ def test_uint8_flags_and_device_of_the_states():
     assert m.hit_other[0].dtype == torch.uint8 and m.gap[0].dtype == torch.float64
     assert all(t.device == m.device for name in m._defaults for t in getattr(m, name))
     np.testing.assert_array_equal(m.weight[0].numpy(), np.ones(len(parts[0][1])))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_states_stay_there_and_the_numbers_are_the_hosts():
+    parts, z, y = batches(n=1000, size=256)
+    m = metric().to("cuda")
+    for zb, yb in parts:
+        m.update(zb.cuda(), yb.cuda())
+    assert m.gap[0].device.type == "cuda"
+    got = m.compute()
+    assert all(t.device.type == "cuda" for t in got.values())
+    assert_equal({k: v.cpu() for k, v in got.items()}, expected(z, y))
