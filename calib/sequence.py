@@ -28,7 +28,7 @@ At stage k (``my_finetune(model, data, classes)``, the signature of
   ``target_unlabelled`` (``prior``) on model k's logits of ``test_data``; ``fixed`` on
   nothing;
 - the report: :func:`calib.accuracy_report` of model k's test logits for S_k, U_k, at γ = 0
-  (``"none"``) and at each selector's γ.
+  (``"none"``) and at each selector's γ (``average="macro"``: class-balanced).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from calib.selectors.data_kinds import (
     TARGET_LABELLED,
     TARGET_UNLABELLED,
 )
-from calib.validation import _class_index, check_classes
+from calib.validation import _class_index, check_average, check_classes
 
 __all__ = ["Stage", "StageResult", "finetune_sequence", "NO_CALIBRATION"]
 
@@ -121,6 +121,7 @@ def finetune_sequence(
     *,
     num_classes: int | None = None,
     pcv_options: Mapping[str, Any] | None = None,
+    average: str = "micro",
     batch_size: int = 256,
     device: Any = None,
     progress: bool = True,
@@ -145,6 +146,8 @@ def finetune_sequence(
         num_classes: C (default: the width of the model's output on one test row).
         pcv_options: ``num_splits``, ``absent_fraction``, ``holdout_fraction``, ``seed`` of
             :func:`calib.make_pseudo_splits` (its defaults otherwise); the same at every stage.
+        average: the reports' accuracies, ``"micro"`` (per sample) or ``"macro"`` (the mean
+            of per-class accuracies within S, U and Y: class-balanced, for long-tailed data).
         batch_size, device, progress: of the extractions.
 
     Returns:
@@ -154,7 +157,8 @@ def finetune_sequence(
         ValueError: no stage; a stage whose classes are empty, out of range, listed twice,
             drop a class of the stage before, or cover every column (no U left); a label
             outside the stage's classes; a class of the stage without a training sample;
-            an unknown selector or a reserved/duplicate name; an unknown PCV option.
+            an unknown selector or a reserved/duplicate name; an unknown PCV option; an
+            ``average`` other than micro or macro.
         TypeError: ``finetune`` is not callable or returns something other than a module
             or None; a stage that is not a :class:`Stage`.
     """
@@ -163,6 +167,7 @@ def finetune_sequence(
             f"finetune must be a function (model, data, classes) -> model, got {finetune!r}"
         )
     templates = _selector_templates(selectors)
+    average = check_average(average)
     pcv_options = _pcv_options(pcv_options)
     stages = _stage_list(stages)
     if num_classes is None:  # the width of the model's output, on one test row
@@ -217,7 +222,7 @@ def finetune_sequence(
             seen_classes=seen, absent_classes=absent, num_classes=num_classes
         )
         reports = {
-            name: cal.report(test.logits, test.labels)
+            name: cal.report(test.logits, test.labels, average=average)
             for name, cal in {NO_CALIBRATION: none, **calibrators}.items()
         }
         results.append(

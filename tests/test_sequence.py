@@ -340,3 +340,24 @@ def test_finetune_may_train_in_place_and_return_none():
     np.testing.assert_allclose(
         results[0].test_logits, by_value[0].test_logits, rtol=1e-5, atol=1e-5
     )
+
+
+def test_macro_reports_are_the_mean_of_per_class_accuracies():
+    results = _run(selectors=("alg",), stages=_stages()[:2], average="macro")
+    for r in results:
+        for name, report in r.reports.items():
+            gamma = 0.0 if name == NO_CALIBRATION else r.calibrators[name].gamma_
+            pred = np.asarray(
+                brute.predict(r.test_logits.astype(np.float64), r.absent_classes.tolist(), gamma)
+            )
+            per_class = {c: np.mean(pred[r.test_labels == c] == c) for c in range(C)}
+            for key, group in (("acc_seen", r.seen_classes), ("acc_absent", r.absent_classes)):
+                want = np.mean([per_class[c] for c in group.tolist()])
+                assert report[key] == pytest.approx(want, abs=1e-12), (r.index, name, key)
+
+
+def test_a_bad_average_is_named_before_any_training():
+    finetune, calls = _spy()
+    with pytest.raises(ValueError, match=r"average must be one of .*, got 'balanced'"):
+        _run(finetune, average="balanced")
+    assert calls == []
