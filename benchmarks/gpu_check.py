@@ -6,13 +6,13 @@
     python benchmarks/gpu_check.py --cpu-smoke           # tiny sizes on the CPU (CI)
 
 Sections, one function each, each stopped at its time budget (a stopped section is a failed
-row); the budgets add up to 460 s and the run as a whole stops at 470 s, so with start-up it
+row); the budgets add up to 470 s and the run as a whole stops at 470 s, so with start-up it
 stays under 8 minutes on one GPU. The estimates are for an H100 (≈ 2,500 img/s training and
 ≈ 8,000 img/s inference for ResNet-50 in bf16):
 
-1. ``cuda tests`` (budget 140 s): ``pytest -m cuda tests`` in a subprocess (the suite's CUDA
+1. ``cuda tests`` (budget 120 s): ``pytest -m cuda tests`` in a subprocess (the suite's CUDA
    tests, unpinned from the CPU by the marker); passed / failed / skipped from its JUnit report.
-2. ``fine-tuning`` (70 s; ≈ 35 s): images/s of calib's ``full`` method (``calib.train.train``
+2. ``fine-tuning`` (60 s; ≈ 35 s): images/s of calib's ``full`` method (``calib.train.train``
    through ``METHODS["full"]``) against a plain PyTorch loop and against timm's training loop
    (``train.py``'s ``train_one_epoch`` with its defaults, :data:`TIMM_SETTINGS`), all three on
    the same data and model: calib's ResNet-50 (timm's architecture, random weights: nothing
@@ -21,39 +21,44 @@ stays under 8 minutes on one GPU. The estimates are for an H100 (≈ 2,500 img/s
    iterations each: the first is the warm-up (cuDNN autotuning, allocator), the figure is over
    the other two, each timed as calib times its epochs (from the loader's start to a
    synchronised end).
-3. ``extraction`` (40 s; ≈ 15 s): images/s of ``calib.extract.extract`` over an
+3. ``extraction`` (35 s; ≈ 15 s): images/s of ``calib.extract.extract`` over an
    ``extraction_loader`` against a plain ``torch.no_grad()`` loop over the same loader:
    8,192 uint8 224 px images (the model converts and normalises them on the GPU, so that the
    GPU and not the loader workers is measured), ResNet-50, batch 256, bf16 autocast,
    channels_last; one warm-up pass and 2 timed passes per side, interleaved.
-4. ``metrics`` (100 s; ≈ 45 s): calib's metrics on CUDA tensors against torchmetrics'
+4. ``metrics`` (90 s; ≈ 45 s): calib's metrics on CUDA tensors against torchmetrics'
    ``multiclass_accuracy`` (top-1 and top-5, micro average) at 100,000 × 1,000 and 50,000 ×
    21,843 float32 logits (S a random half of the columns): the same accuracies, the curve and
    AUSUC on CUDA bit-identical to the CPU (numpy) path, the top-5 report at γ = 0.1 equal to
    the CPU's (float64 thresholds on CUDA), ALG's γ against a float64 formula, non-negative
    (CLIP-like) logits as fast as signed ones (no N × C copy to the host). One warm-up and 2
    timed calls each, ``torch.cuda.synchronize()`` around each; the median is reported.
-5. ``streaming`` (50 s; ≈ 30 s): the streaming state (``calib.metrics.streaming``) fed the
-   same logits in batches of 1,000 rows on CUDA against the full-matrix results (curve, AUSUC
-   and report bit for bit, ALG within rounding), its memory (O(N)), and torchmetrics'
-   ``MulticlassAccuracy`` updated with the same batches.
-6. ``CUDA behaviours`` (60 s; ≈ 40 s): what only a GPU shows (issue 24): ``amp: auto``
-   resolving to the device's native precision, the autocast dtype training runs in for
-   auto / bf16 / fp16, the head's float32 output under autocast in training and extraction,
-   cuDNN autotuning on during training and put back after, the deterministic mode (two
-   ResNet-50 runs bit-identical; its img/s against the default), channels_last inputs and
-   pinned memory in extraction, SyncBatchNorm conversion keeping timm's fused activations
-   (EfficientNet-Lite0) and frozen BatchNorm in eval mode. The float64 top-k thresholds are
-   checked in ``metrics``.
+5. ``streaming`` (45 s; ≈ 30 s): the streaming state (``calib.metrics.streaming``) and its
+   torchmetrics adapter fed the same logits in batches of 1,000 rows on CUDA, against the
+   full-matrix results (curve, AUSUC and report bit for bit, ALG within rounding), with its
+   memory per sample, and against torchmetrics' ``MulticlassAccuracy`` on the same batches.
+6. ``CUDA behaviours`` (60 s; ≈ 35 s): what only a GPU shows (issue 24): ``amp`` resolved to
+   the device's native precision, the autocast dtype training runs in for auto / bf16 / fp16,
+   the head's float32 output under autocast in training and extraction (logits = features ·
+   Wᵀ + b to float32 rounding), the GPU recorded in a run's meta, the stage keys carrying the
+   precision resolved on the device, cuDNN autotuning on during training and put back after,
+   the deterministic mode (its switches, two ResNet-50 runs bit-identical, a killed and
+   resumed run bit-identical, its img/s against the default), channels-last models and inputs
+   and pinned memory in extraction, SyncBatchNorm conversion keeping timm's fused activations
+   (EfficientNet-Lite0) and frozen BatchNorm in eval mode, the NCCL group's timeout (with 2
+   GPUs). The float64 top-k thresholds are checked in ``metrics``.
+7. ``compile`` (60 s; ≈ 30 s): ``TrainConfig(compile=True)`` against the same fp32 training
+   uncompiled (calib's ``digits_cnn``, 3 epochs of 40 steps): weights within rounding, the
+   first epoch's time (it compiles), the steady images/s.
 
 The table has one row per check: ``calib`` and ``reference`` are images/s (higher is better),
 milliseconds (lower is better), MiB, or the values compared; ``ratio`` is calib / reference;
 ``result`` is ``ok``, ``FAIL: ...`` or ``skipped: ...``. The exit status is 1 when a row
 failed or a section was stopped, 2 without CUDA and without ``--cpu-smoke``.
 
-``--cpu-smoke`` runs every section but the CUDA tests on the CPU at tiny sizes (timm's
-``test_resnet`` at 32 px, batch 8; 2,000 × 50 and 500 × 300 logits): about 30 s of CPU
-time, so that CI keeps the script working. Its numbers say nothing about speed.
+``--cpu-smoke`` runs every section but the CUDA tests and ``compile`` on the CPU at tiny sizes
+(timm's ``test_resnet`` at 32 px, batch 8; 2,000 × 50 and 500 × 300 logits), so that CI keeps
+the script working. Its numbers say nothing about speed.
 """
 
 from __future__ import annotations
@@ -135,12 +140,13 @@ GPU_SIZES = Sizes(
     metric_repeat=2,
     stream_batch=1_000,
     budgets={
-        "cuda tests": 140,
-        "fine-tuning": 70,
-        "extraction": 40,
-        "metrics": 100,
-        "streaming": 50,
+        "cuda tests": 120,
+        "fine-tuning": 60,
+        "extraction": 35,
+        "metrics": 90,
+        "streaming": 45,
         "CUDA behaviours": 60,
+        "compile": 60,
     },
     total_budget=470,
 )
@@ -165,9 +171,18 @@ SMOKE_SIZES = Sizes(
     metric_repeat=1,
     stream_batch=400,
     # guards against a hang only: a CI machine shared with other jobs may be several times
-    # slower than an idle one (the whole smoke run takes about 30 s of CPU time)
+    # slower than an idle one
     budgets=dict.fromkeys(
-        ("cuda tests", "fine-tuning", "extraction", "metrics", "streaming", "CUDA behaviours"), 150
+        (
+            "cuda tests",
+            "fine-tuning",
+            "extraction",
+            "metrics",
+            "streaming",
+            "CUDA behaviours",
+            "compile",
+        ),
+        150,
     ),
 )
 
@@ -318,7 +333,8 @@ def check_cuda_tests(sizes: Sizes, device: torch.device, rows: list[Row], budget
     """``pytest -m cuda`` in a subprocess: the counts from its JUnit XML report."""
     section = "cuda tests"
     if device.type != "cuda":
-        rows.append(Row(section, "pytest -m cuda tests", result="skipped: no CUDA"))
+        why = "the CPU smoke run" if torch.cuda.is_available() else "no CUDA"
+        rows.append(Row(section, "pytest -m cuda tests", result=f"skipped: {why}"))
         return
     if not (REPO / "tests").is_dir():
         rows.append(Row(section, "pytest -m cuda tests", result="skipped: no tests/ folder"))
@@ -1008,12 +1024,25 @@ def expected_auto_precision(device: torch.device) -> str:
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class Killed(Exception):
+    """Raised by an epoch callback to stop a training as a kill would."""
+
+
 def short_training(
-    sizes: Sizes, device: torch.device, model_name: str, image_size: int, iters: int, **config
+    sizes: Sizes,
+    device: torch.device,
+    model_name: str,
+    image_size: int,
+    iters: int,
+    *,
+    workers: int = 0,
+    run_dir: Path | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    **config,
 ) -> tuple[dict[str, Any], nn.Module, list[dict]]:
-    """A ``calib.train.train`` run of ``iters`` iterations per epoch (2 epochs) on synthetic
-    images; ``(what the loss saw on its first call, the model, the history)``. The loss records
-    the autocast dtype, the logits' and the head's dtype and torch's kernel switches."""
+    """A ``calib.train.train`` run of 2 epochs of ``iters`` iterations on synthetic images;
+    ``(what the loss saw on its first call, the model, the history)``. The loss records the
+    autocast dtype, the logits' and the head's dtype and torch's kernel switches."""
     from calib.train import TrainConfig, train
 
     seen: dict[str, Any] = {}
@@ -1024,9 +1053,8 @@ def short_training(
             seen.update(
                 autocast=torch.get_autocast_dtype(device.type) if on else None,
                 logits=logits.dtype,
-                cudnn_benchmark=torch.backends.cudnn.benchmark,
-                deterministic=torch.are_deterministic_algorithms_enabled()
-                and torch.backends.cudnn.deterministic,
+                switches=kernel_switches(),
+                cublas=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
             )
         return F.cross_entropy(logits, y)
 
@@ -1040,20 +1068,26 @@ def short_training(
         small, iters * sizes.train_batch * 2, np.arange(sizes.num_classes), torch.float32
     )
     cfg = TrainConfig(
-        epochs=2,
-        iters_per_epoch=iters,
-        batch_size=sizes.train_batch,
-        num_workers=sizes.workers,
-        seed=0,
-        **config,
-    )
+        epochs=2, iters_per_epoch=iters, batch_size=sizes.train_batch, num_workers=workers,
+        seed=0, **config,
+    )  # fmt: skip
     try:
         result = train(
-            model, dataset, cfg, device=device, progress=False, log=_quiet, loss_fn=loss_fn
-        )
+            model, dataset, cfg, device=device, progress=False, log=_quiet, loss_fn=loss_fn,
+            run_dir=run_dir, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
     finally:
         handle.remove()
     return seen, model, result.history
+
+
+def kernel_switches() -> dict[str, bool]:
+    """torch's process-wide kernel switches that calib's training sets and puts back."""
+    return {
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "cudnn.deterministic": torch.backends.cudnn.deterministic,
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
 
 
 def name(dtype: torch.dtype | None) -> str:
@@ -1063,32 +1097,39 @@ def name(dtype: torch.dtype | None) -> str:
 def check_behaviours(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
     """The behaviours of issue 24 that only a GPU can show (each also runs on the CPU)."""
     precision_behaviours(sizes, device, rows)
+    stage_key_behaviours(device, rows)
     kernel_behaviours(sizes, device, rows)
+    deterministic_behaviours(sizes, device, rows)
     extraction_behaviours(sizes, device, rows)
     sync_batchnorm_behaviours(sizes, device, rows)
+    process_group_behaviours(device, rows)
 
 
 def precision_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
-    """``amp`` resolved on the device; the autocast training runs in; the head in float32."""
-    from calib.train import resolve_precision
+    """``amp`` resolved on the device; the autocast training runs in; the head in float32;
+    the GPU and versions recorded in a run's meta."""
+    from calib.run.run_outputs import compute_environment
+    from calib.train import autocast_dtype, resolve_precision
 
     section = "CUDA behaviours"
-    got, want = resolve_precision("auto", device), expected_auto_precision(device)
+    auto = expected_auto_precision(device)
+    got = [resolve_precision(amp, device) for amp in ("auto", True, "off")]
+    want = [auto, auto, "fp32"]
     rows.append(
         Row(
             section,
-            "resolve_precision('auto') on this device (native bf16: compute capability ≥ 8)",
-            got,
-            want,
+            "resolve_precision(auto / True / off) on this device (bf16 if capability ≥ 8)",
+            ", ".join(got),
+            ", ".join(want),
             "precision",
-            verdict(got == want, f"auto resolves to {got}"),
+            verdict(got == want and autocast_dtype(auto) is DTYPES[auto], f"resolved {got}"),
         )
     )
     for amp in ("auto", "bf16", "fp16"):
         if amp == "fp16" and device.type != "cuda":
             continue  # fp16 autocast on the CPU is nothing a run does
         seen, _, _ = short_training(sizes, device, sizes.small_model, 32, 1, amp=amp)
-        want_dtype = DTYPES[expected_auto_precision(device) if amp == "auto" else amp]
+        want_dtype = DTYPES[auto if amp == "auto" else amp]
         rows.append(
             Row(
                 section,
@@ -1112,61 +1153,145 @@ def precision_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) ->
                 ),
             )
         )
-
-
-def kernel_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
-    """cuDNN autotuning during training only; the deterministic mode's bit-identical runs and
-    its cost in img/s (``train_model`` at full size)."""
-    section = "CUDA behaviours"
-    cuda = device.type == "cuda"
-    torch.backends.cudnn.benchmark = False
-    seen, _, _ = short_training(sizes, device, sizes.small_model, 32, 1, cudnn_benchmark=True)
-    after = torch.backends.cudnn.benchmark
+    env = compute_environment(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        want_env = (torch.cuda.get_device_name(device), f"{major}.{minor}", True)
+    else:
+        want_env = (None, None, True)
+    got_env = (env["gpu"], env["gpu_capability"], env["torch"] == torch.__version__)
     rows.append(
         Row(
             section,
-            "cudnn_benchmark=True: on during training (CUDA only), put back after",
-            f"{seen['cudnn_benchmark']}, {after}",
-            f"{cuda}, False",
+            "results meta: the GPU, its capability and torch's version",
+            f"{env['gpu']}, {env['gpu_capability']}",
+            f"{want_env[0]}, {want_env[1]}",
             "",
-            verdict(seen["cudnn_benchmark"] == cuda and not after, "the switch leaked or was off"),
+            verdict(got_env == want_env, f"recorded {got_env}"),
         )
     )
-    runs = {}
+
+
+def stage_key_behaviours(device: torch.device, rows: list[Row]) -> None:
+    """The digits demo's stages planned for this device carry the precision resolved here,
+    and their keys differ from the CPU's exactly when that precision is not fp32."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import calib
+    from calib.run import build_plan
+    from calib.run.stage_plan import plan_stages
+    from calib.train import resolve_precision
+
+    conf = Path(calib.__file__).parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=digits_demo", "progress=false"])
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = build_plan(OmegaConf.to_container(cfg, resolve=True), run_dir=tmp)
+
+    def stages(on: torch.device | str):
+        return plan_stages(
+            target=plan.target, split=plan.split, model_identity={"class": "m", "weights": "w"},
+            finetune=plan.finetune, method=plan.method, calibration=plan.calibration,
+            eval_cfg=plan.eval, source=plan.source, source_train=plan.source_train, device=on,
+        )  # fmt: skip
+
+    here, cpu = stages(device), stages("cpu")
+    train_p = here.finetune.identity["settings"]["precision"]
+    extract_p = sorted({s.identity["precision"] for s in here.extracts.values()})
+    want_train = resolve_precision(plan.finetune.amp, device)
+    want_eval = resolve_precision(plan.eval.amp, device)
+    differ = here.keys()["finetune"] != cpu.keys()["finetune"]
+    ok = train_p == want_train and extract_p == [want_eval] and differ == (want_train != "fp32")
+    rows.append(
+        Row(
+            "CUDA behaviours",
+            "stage keys: fine-tuning / extraction precision; key differs from the CPU's",
+            f"{train_p} / {', '.join(extract_p)}; {'differs' if differ else 'same'}",
+            f"{want_train} / {want_eval}; {'differs' if want_train != 'fp32' else 'same'}",
+            "",
+            verdict(ok, "a stage is keyed by another precision than it computes in"),
+        )
+    )
+
+
+def kernel_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    """cuDNN autotuning on during a CUDA training and put back after; off when not asked."""
+    section = "CUDA behaviours"
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = False
+    seen = {}
+    for flag in (True, False):
+        seen[flag], _, _ = short_training(
+            sizes, device, sizes.small_model, 32, 1, cudnn_benchmark=flag
+        )
+    after = torch.backends.cudnn.benchmark
+    during = (seen[True]["switches"]["cudnn.benchmark"], seen[False]["switches"]["cudnn.benchmark"])
+    rows.append(
+        Row(
+            section,
+            "cudnn_benchmark True / False: cuDNN autotuning during training (CUDA only); after",
+            f"{during[0]} / {during[1]}; {after}",
+            f"{cuda} / False; False",
+            "",
+            verdict(during == (cuda, False) and not after, "the switch was wrong or leaked"),
+        )
+    )
+
+
+def deterministic_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
+    """The deterministic mode: its switches during training and after; two runs of
+    ``train_model`` bit-identical; a killed and resumed run bit-identical to an uninterrupted
+    one; its images/s against the default."""
+    section = "CUDA behaviours"
+    before = kernel_switches()
+    runs: dict[str, list] = {}
     for mode in ("deterministic", "default", "deterministic", "default"):  # interleaved
         seen, model, history = short_training(
-            sizes,
-            device,
-            sizes.train_model,
-            sizes.image_size,
-            max(2, sizes.train_iters // 2),
-            amp="auto",  # bf16 on the GPU; fp32 on the CPU (emulated bf16 there is slow)
-            deterministic=mode == "deterministic",
-        )
+            sizes, device, sizes.train_model, sizes.image_size, max(2, sizes.train_iters // 2),
+            workers=sizes.workers, amp="auto", deterministic=mode == "deterministic",
+        )  # fmt: skip
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         runs.setdefault(mode, []).append((seen, state, history[-1]["images_per_s"]))
         del model
         free(device)
     (seen_a, a, rate_a), (_, b, rate_b) = runs["deterministic"]
+    (_, c, rate_c), (_, d, rate_d) = runs["default"]
+    inside = seen_a["switches"]
+    want_inside = {
+        "cudnn.benchmark": False, "cudnn.deterministic": True, "deterministic algorithms": True
+    }  # fmt: skip
+    after = kernel_switches()
+    rows.append(
+        Row(
+            section,
+            "deterministic=True: kernel switches and CUBLAS_WORKSPACE_CONFIG inside; put back",
+            f"{sum(inside.values())} of 3 on, {seen_a['cublas']}; "
+            f"{'restored' if after == before else 'changed'}",
+            "benchmark off, 2 on, :4096:8; restored",
+            "",
+            verdict(
+                inside == want_inside and seen_a["cublas"] == ":4096:8" and after == before,
+                f"inside {inside}, after {after}",
+            ),
+        )
+    )
     identical = all(torch.equal(a[k], b[k]) for k in a)
     rows.append(
         Row(
             section,
-            "deterministic=True: two runs end with bit-identical weights",
+            f"deterministic=True: two {sizes.train_model} runs end bit-identical",
             "identical" if identical else "differ",
             "identical",
             "",
-            verdict(
-                identical and seen_a["deterministic"], "not bit-identical (or not switched on)"
-            ),
+            verdict(identical, "not bit-identical"),
         )
     )
-    (_, c, rate_c), (_, d, rate_d) = runs["default"]
     same = all(torch.equal(c[k], d[k]) for k in c)
     rows.append(
         Row(
             section,
-            "deterministic=False: two runs (either way; CUDA's atomics usually differ)",
+            "deterministic=False: two runs (informational; CUDA's atomics usually differ)",
             "identical" if same else "differ",
             "either",
             "",
@@ -1181,16 +1306,56 @@ def kernel_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> No
             "img/s",
         )
     )
+    resumed = resume_is_bit_identical(sizes, device)
+    rows.append(
+        Row(
+            section,
+            "deterministic=True: killed after epoch 1 and resumed = uninterrupted (bit for bit)",
+            "identical" if resumed else "differ",
+            "identical",
+            "",
+            verdict(resumed, "the resumed run's weights differ"),
+        )
+    )
+
+
+def resume_is_bit_identical(sizes: Sizes, device: torch.device) -> bool:
+    """A deterministic 2-epoch run against the same run killed in epoch 2 and resumed from its
+    epoch-1 checkpoint (the callback of epoch 2 runs before that epoch's checkpoint)."""
+    kill = {"armed": True}
+
+    def killer(epoch: int, model: nn.Module) -> None:
+        if epoch == 2 and kill["armed"]:
+            kill["armed"] = False
+            raise Killed
+
+    def run(run_dir: Path | None, callback=None) -> dict[str, torch.Tensor]:
+        _, model, _ = short_training(
+            sizes, device, sizes.small_model, 32, 3, deterministic=True, run_dir=run_dir,
+            on_epoch_end=callback,
+        )  # fmt: skip
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    whole = run(None)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run(Path(tmp), killer)
+        except Killed:
+            pass
+        resumed = run(Path(tmp), killer)
+    return not kill["armed"] and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
 def extraction_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
-    """``extract(amp=True, channels_last=True)``: the head in float32, channels_last inputs;
-    ``extraction_loader`` pins memory by default on CUDA."""
-    from calib.extract import extract, extraction_loader
+    """A model trained with the default ``channels_last="auto"`` is channels-last on CUDA and
+    ``extract(channels_last="auto")`` feeds it channels-last inputs; under autocast the head
+    computes in float32 (logits = features · Wᵀ + b to float32 rounding); ``extraction_loader``
+    pins memory by default when CUDA is present."""
+    from calib.extract import extract, extraction_loader, is_channels_last
 
     section = "CUDA behaviours"
-    model = make_model(sizes.small_model, sizes.num_classes)
-    model.to(device, memory_format=torch.channels_last)
+    cuda = device.type == "cuda"
+    _, model, _ = short_training(sizes, device, sizes.small_model, 32, 1)
     dataset = synthetic_images(
         Sizes(**{**sizes.__dict__, "image_size": 32, "distinct_images": 16}),
         32,
@@ -1198,42 +1363,50 @@ def extraction_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -
         torch.float32,
     )
     loader = extraction_loader(dataset, batch_size=16)
-    seen: dict[str, Any] = {}
-
-    def inputs(module, args):
-        seen["channels_last"] = args[0].is_contiguous(memory_format=torch.channels_last)
-
-    def head(module, args, output):
-        seen.setdefault("head", output.dtype)
-
-    handles = [model.register_forward_pre_hook(inputs), model.head.register_forward_hook(head)]
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen: list[bool] = []
+    handle = first_conv.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     try:
-        extract(model, loader, device, amp=torch.bfloat16, channels_last="auto", progress=False)
+        extract(model, loader, device, channels_last="auto", progress=False)
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
+    got = (is_channels_last(model), all(seen))
     rows.append(
         Row(
             section,
-            "extract amp=bf16: head output in float32",
-            name(seen["head"]),
-            "float32",
-            "dtype",
-            verdict(seen["head"] == torch.float32, "the head computed under autocast"),
-        )
-    )
-    rows.append(
-        Row(
-            section,
-            "extract channels_last='auto' on a channels_last model: inputs in channels_last",
-            str(seen["channels_last"]),
-            "True",
+            "after train(channels_last='auto'): model / extract('auto') inputs channels-last",
+            f"{got[0]} / {got[1]}",
+            f"{cuda} / {cuda}",
             "",
-            verdict(seen["channels_last"], "inputs reached the model contiguous"),
+            verdict(got == (cuda, cuda), f"model {got[0]}, inputs {got[1]}"),
         )
     )
+    weight = model.head.weight.detach().double()
+    bias = model.head.bias.detach().double()
+    for dtype in (torch.bfloat16, torch.float16) if cuda else (torch.bfloat16,):
+        heads = []
+        hook = model.head.register_forward_hook(lambda m, i, o, h=heads: h.append(o.dtype))
+        try:
+            out = extract(model, loader, device, amp=dtype, features=True, progress=False)
+        finally:
+            hook.remove()
+        exact = out.features.double().to(weight.device) @ weight.T + bias
+        diff = float((out.logits.double().to(weight.device) - exact).abs().max())
+        tol = 1e-5 * (1 + float(exact.abs().max()))
+        rows.append(
+            Row(
+                section,
+                f"extract amp={name(dtype)}: head output dtype; logits vs features·Wᵀ+b (max |diff|)",
+                f"{name(heads[0])}; {diff:.2e}",
+                f"float32; ≤ {tol:.1e}",
+                "",
+                verdict(heads[0] == torch.float32 and diff <= tol, f"{name(heads[0])}, {diff:.3g}"),
+            )
+        )
     pinned = extraction_loader(dataset).pin_memory
-    want = device.type == "cuda"
+    want = torch.cuda.is_available()  # the rule: pinned whenever CUDA is present
     rows.append(
         Row(
             section,
@@ -1244,6 +1417,48 @@ def extraction_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -
             verdict(pinned == want, f"pin_memory={pinned}"),
         )
     )
+
+
+def process_group_behaviours(device: torch.device, rows: list[Row]) -> None:
+    """NCCL's process-group timeout set by calib (two processes under torchrun: 2 GPUs)."""
+    section = "CUDA behaviours"
+    check = "init_distributed('cuda', timeout=7 min): NCCL group's timeout (2 processes)"
+    if device.type != "cuda" or torch.cuda.device_count() < 2:
+        rows.append(Row(section, check, result="skipped: needs 2 GPUs (torchrun, NCCL)"))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.py"
+        probe.write_text(PROCESS_GROUP_PROBE)
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+             "2", str(probe)],
+            cwd=REPO, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    lines = [line for line in done.stdout.splitlines() if line.startswith("timeout ")]
+    got = sorted(set(lines))
+    ok = done.returncode == 0 and got == ["timeout 420.0 default 3600.0"]
+    rows.append(
+        Row(
+            section,
+            check,
+            got[0].removeprefix("timeout ") if len(got) == 1 else str(got),
+            "420.0 default 3600.0",
+            "s",
+            verdict(ok, (done.stderr.strip().splitlines() or ["no output"])[-1]),
+            ratio=math.nan,
+        )
+    )
+
+
+#: Run by each of 2 torchrun processes: the timeout calib gives the NCCL group, and its default.
+PROCESS_GROUP_PROBE = """
+import datetime
+from calib import distributed
+distributed.init_distributed("cuda", timeout=datetime.timedelta(minutes=7))
+got = distributed.process_group_timeout().total_seconds()
+print(f"timeout {got} default {distributed.DEFAULT_TIMEOUT.total_seconds()}", flush=True)
+distributed.barrier()
+"""
 
 
 def sync_batchnorm_behaviours(sizes: Sizes, device: torch.device, rows: list[Row]) -> None:
@@ -1297,6 +1512,72 @@ def sync_batchnorm_behaviours(sizes: Sizes, device: torch.device, rows: list[Row
     )
 
 
+# ----------------------------------------------------------------------------- 7. compile
+
+
+def check_compile(sizes: Sizes, device: torch.device, rows: list[Row], budget: float) -> None:
+    """``TrainConfig(compile=True)`` against the same training uncompiled (fp32): weights
+    within rounding, the first epoch's time (it compiles), the steady images/s."""
+    section = "compile"
+    if device.type != "cuda":
+        rows.append(
+            Row(
+                section,
+                "TrainConfig(compile=True)",
+                result="skipped: the CPU smoke run (inductor builds C++ for about a minute)",
+            )
+        )
+        return
+    eager, compiled = compiled_training(device, False), compiled_training(device, True)
+    diff = max(float((eager[0][k].float() - compiled[0][k].float()).abs().max()) for k in eager[0])
+    close = all(
+        torch.allclose(compiled[0][k].float(), eager[0][k].float(), rtol=1e-3, atol=1e-4)
+        for k in eager[0]
+    )
+    rows.append(
+        Row(
+            section,
+            "compile=True: final weights = uncompiled (rtol 1e-3, atol 1e-4; max |diff|)",
+            diff,
+            1e-4,
+            "",
+            verdict(close, f"max |diff| {diff:.3g}"),
+            ratio=math.nan,
+        )
+    )
+    rows.append(
+        Row(
+            section,
+            "compile=True vs uncompiled: first epoch (compiles; digits_cnn, 40 steps)",
+            compiled[1][0]["seconds"],
+            eager[1][0]["seconds"],
+            "s",
+        )
+    )
+    steady = [
+        sum(e["images_per_s"] * e["seconds"] for e in h[1:]) / sum(e["seconds"] for e in h[1:])
+        for h in (compiled[1], eager[1])
+    ]
+    rows.append(Row(section, "compile=True vs uncompiled: steady training speed", *steady, "img/s"))
+
+
+def compiled_training(device: torch.device, compile_: bool) -> tuple[dict, list[dict]]:
+    """calib's ``digits_cnn`` trained 3 epochs of 40 steps in fp32 (``compile`` on or off):
+    ``(final weights on the CPU, history)``."""
+    from calib.train import TrainConfig, train
+
+    model = make_model("digits_cnn", 10)
+    g = torch.Generator().manual_seed(0)
+    dataset = SyntheticImages(
+        torch.randn(512, 1, 16, 16, generator=g), torch.randint(0, 10, (4 * 40 * 64,), generator=g)
+    )
+    config = TrainConfig(
+        epochs=3, iters_per_epoch=40, batch_size=64, amp="off", compile=compile_, seed=0
+    )
+    history = train(model, dataset, config, device=device, progress=False, log=_quiet).history
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -1348,21 +1629,13 @@ def cell(value: Any) -> str:
 
 
 def markdown(rows: list[Row], env: list[tuple[str, str]], command: str, notes: list[str]) -> str:
+    """The environment lines, the table and the notes, as Markdown."""
     lines = [f"- {k}: {v}" for k, v in env] + [f"- command: `{command}`", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
     for r in rows:
-        ratio = None if r.ratio is None else r.ratio
-        values = (
-            r.section,
-            r.check,
-            cell(r.calib),
-            cell(r.reference),
-            cell(ratio),
-            r.unit,
-            r.result,
-        )
-        lines.append("| " + " | ".join(v if isinstance(v, str) else cell(v) for v in values) + " |")
+        values = (r.section, r.check, r.calib, r.reference, r.ratio, r.unit, r.result)
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
     lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -1376,6 +1649,7 @@ SECTIONS: tuple[tuple[str, Callable[[Sizes, torch.device, list[Row], float], Non
     ("metrics", check_metrics),
     ("streaming", check_streaming),
     ("CUDA behaviours", check_behaviours),
+    ("compile", check_compile),
 )
 
 
