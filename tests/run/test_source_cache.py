@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from calib.run import build_plan
@@ -54,3 +55,48 @@ def test_concurrent_processes_train_one_source_model(tmp_path):
     assert outcomes == ["loaded", "trained"]
     entry = SourceCache(tmp_path / "cache").entry(Stage("source", {"stage": "source", "test": 1}))
     assert (entry / "checkpoints" / "done").is_file()
+
+
+def _wait_in_group(rank: int, world: int, cache: str, out: str) -> None:
+    stage = Stage("source", {"stage": "source", "test": 2})
+    Path(out, f"ready{rank}").write_text("")
+    with SourceCache(cache).hold(stage, poll_s=0.1):
+        Path(out, f"held{rank}").write_text(str(time.monotonic()))
+
+
+def test_every_rank_waits_for_a_busy_entry_on_the_file_system(tmp_path):
+    """While another job holds the entry (here this test process, for three times the group's
+    timeout once both ranks are at it), rank 0 waits for the lock and rank 1 for rank 0, neither
+    in a collective: a barrier would fail after the group's 2 s timeout."""
+    import datetime
+    import fcntl
+    import threading
+
+    from tests.helpers_distributed import run_group
+
+    cache = tmp_path / "cache"
+    entry = SourceCache(cache).entry(Stage("source", {"stage": "source", "test": 2}))
+    entry.mkdir(parents=True)
+    with open(entry / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        released = []
+
+        def release() -> None:
+            while not all((tmp_path / f"ready{r}").exists() for r in range(2)):
+                time.sleep(0.05)
+            time.sleep(6)
+            released.append(time.monotonic())
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+        thread = threading.Thread(target=release)
+        thread.start()
+        try:
+            run_group(
+                _wait_in_group, 2, str(cache), str(tmp_path),
+                timeout=datetime.timedelta(seconds=2),
+            )  # fmt: skip
+        finally:
+            thread.join()
+    held = [float((tmp_path / f"held{r}").read_text()) for r in range(2)]
+    assert min(held) >= released[0]  # nobody went in before the other job let go
+    assert not (entry / ".holder").exists()  # the token goes with the lock
