@@ -155,7 +155,8 @@ def finetune_sequence(
 
     Raises:
         ValueError: no stage; a stage whose classes are empty, out of range, listed twice,
-            drop a class of the stage before, or cover every column (no U left); a label
+            drop a class of the stage before, or cover every column (no U left), or (with a
+            PCV selector) hold fewer than 2 classes; a label
             outside the stage's classes; a class of the stage without a training sample;
             an unknown selector or a reserved/duplicate name; an unknown PCV option; an
             ``average`` other than micro or macro.
@@ -175,6 +176,13 @@ def finetune_sequence(
         num_classes = int(probe.logits.shape[1])
     plan = _check_stages(stages, num_classes)
     kinds = {name: selector_spec(t.method).kind for name, t in templates.items()}
+    pcv = [name for name, kind in kinds.items() if kind is PSEUDO_SPLITS]
+    for k, (seen, _) in enumerate(plan[0]):
+        if pcv and seen.size < 2:
+            raise ValueError(
+                f"stages[{k}].classes {seen.tolist()}: {pcv[0]!r} splits S into pseudo-seen and "
+                "pseudo-absent classes, which needs at least 2 classes"
+            )
 
     results: list[StageResult] = []
     previous = model

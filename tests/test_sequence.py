@@ -361,3 +361,11 @@ def test_a_bad_average_is_named_before_any_training():
     with pytest.raises(ValueError, match=r"average must be one of .*, got 'balanced'"):
         _run(finetune, average="balanced")
     assert calls == []
+
+
+def test_pcv_on_a_one_class_stage_is_named_before_any_training():
+    finetune, calls = _spy()
+    with pytest.raises(ValueError, match=r"stages\[0\].classes \[0\]: 'pcv' splits S into"):
+        _run(finetune, stages=[_one([0, 0], [0])], selectors=("alg", "pcv"))
+    assert calls == []
+    assert len(_run(stages=[_one([0, 0, 0], [0])], selectors=("oracle",))) == 1  # no PCV: it runs
