@@ -130,3 +130,15 @@ def test_scripting_tracing_and_export_still_compile():
     torch.testing.assert_close(scripted(x), expected, **FP32_TOL)
     exported = torch.export.export(model, (x,)).module()
     torch.testing.assert_close(exported(x), expected, **FP32_TOL)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_under_cuda_autocast_the_logits_are_float32(dtype):
+    model = _digits_model().cuda()
+    x = _images(model).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
+        features, logits = model.forward_features_logits(x)
+    assert features.dtype == dtype and logits.dtype == torch.float32
+    torch.testing.assert_close(logits, _linear_head_by_hand(model, features), **FP32_TOL)

@@ -134,3 +134,46 @@ def test_compile_with_the_real_compiler_trains_the_same_model():
     plain, _ = _train_recording(TrainConfig(**config), dropout=False)
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)  # fused kernels round
+
+
+def _conv_data(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.TensorDataset(
+        torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)
+    )
+
+
+class _ConvNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2), torch.nn.Conv2d(16, 16, 3), torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )  # fmt: skip
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_deterministic_training_is_bit_identical_and_benchmark_is_scoped():
+    seen, weights = [], []
+    for deterministic in (True, True, False):
+        torch.manual_seed(0)
+        model = _ConvNet()
+
+        def loss_fn(logits, y, x):
+            seen.append((deterministic, torch.backends.cudnn.benchmark))
+            return F.cross_entropy(logits, y)
+
+        config = TrainConfig(epochs=2, batch_size=16, lr=0.05, amp="off",
+                             deterministic=deterministic)  # fmt: skip
+        train(model, _conv_data(), config, device="cuda", progress=False, loss_fn=loss_fn)
+        weights.append({k: v.cpu() for k, v in model.state_dict().items()})
+    for name, a in weights[0].items():
+        assert torch.equal(a, weights[1][name]), name
+    assert {b for d, b in seen if d} == {False} and {b for d, b in seen if not d} == {True}
+    assert torch.backends.cudnn.benchmark is False  # put back after each train()
