@@ -11,9 +11,9 @@ logits never need to be held at once:
   :func:`calib.ausuc` and :func:`calib.accuracy_report` on the whole matrix bit for bit (the
   per-sample values come from the same one-pass scan, :func:`calib.rules.gaps.scan_checked`);
   top-k (k > 1) at the γ values declared when the state is built;
-- :func:`alg_from_state`, :func:`prior_from_state`, :func:`oracle_from_state` and
-  :func:`pcv_from_states` give the γ of the selectors ``alg``, ``prior``, ``oracle`` and ``pcv``
-  from states (ALG within float rounding, the others exactly);
+- the selectors ``alg``, ``prior`` and ``oracle`` (:mod:`calib.selectors`) take a state for
+  their logits, ``pcv`` one per split, and give the γ of the logits (ALG to float rounding,
+  the others exactly), :class:`calib.LogitBiasCalibrator` too;
 - :meth:`~SeenAbsentState.merge` joins two states, :meth:`~SeenAbsentState.sync` gathers the
   per-sample state of every process of a ``torch.distributed`` group (not the logits).
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,6 @@ from calib.metrics.curve import SeenAbsentCurve, weighted_curve_counts
 from calib.metrics.weights import effective_weights, weighted_mean
 from calib.rules.gaps import group_codes, scan_checked
 from calib.rules.kernels import ABSENT, SEEN, alg_sums
-from calib.rules.stepmax import maximise
 from calib.validation import (
     as_numpy,
     check_average,
@@ -54,9 +53,14 @@ from calib.validation import (
 __all__ = [
     "SeenAbsentState",
     "alg_from_state",
-    "prior_from_state",
-    "oracle_from_state",
-    "pcv_from_states",
+    "alg_term",
+    "alg_scale",
+    "alg_gap_std",
+    "alg_too_large",
+    "check_alg_labels",
+    "ALG_OK",
+    "ALG_DEAD",
+    "ALG_OVERFLOW",
 ]
 
 #: Per-sample columns: name -> dtype (``rank`` has one column per tracked γ).
@@ -67,7 +71,7 @@ _COLUMNS = {
     "hit_seen": np.bool_,  # the best S column is the label (Acc S/S)
     "label": np.int64,
     "weight": np.float64,
-    "alg": np.float64,  # the sample's ALG term (see alg_from_state)
+    "alg": np.float64,  # the sample's ALG term (alg_term; calib.selectors.select_alg)
     "alg_flag": np.int8,  # 0 finite term; 1 a -inf logit in S or U; 2 the sums overflow
     "rank": np.int64,  # (n, G): columns beating the label under each tracked γ
     "rank_seen": np.int64,  # among S only (|C| when the label is not in S)
@@ -75,8 +79,9 @@ _COLUMNS = {
     "index": np.int64,  # the caller's sample index (sync's order)
 }
 
-#: ALG term flags.
-_ALG_OK, _ALG_DEAD, _ALG_OVERFLOW = 0, 1, 2
+#: Flags of the ALG terms (column ``alg_flag``): a finite term; a -inf logit in S or U (no
+#: term: ALG refuses); finite logits whose sums overflow (the term kept at :func:`alg_scale`).
+ALG_OK, ALG_DEAD, ALG_OVERFLOW = 0, 1, 2
 
 _ORDERS = ("interleaved", "contiguous")
 
@@ -91,15 +96,15 @@ class SeenAbsentState:
         topk: besides top-1 (always), the k > 1 whose accuracies :meth:`report` can give.
         gammas: the γ values (logit units) at which top-k accuracies are kept; one rank per
             sample and γ. Top-1 needs none: it is exact at every γ.
-        alg: also keep each sample's ALG term (:func:`alg_from_state`): one more pass over
-            each batch.
+        alg: also keep each sample's ALG term (:func:`calib.selectors.select_alg` takes the
+            state): one more pass over each batch.
         keep_gaps: keep the gaps and hit flags (the curve, reports, prior, oracle, PCV).
             ``keep_gaps=False`` with ``alg=True``: the ALG terms alone, one pass per batch (the
             state of the fine-tuning training data).
 
     The state grows by one row per sample; its arrays are numpy whatever the batches were.
     A state is either labelled or not (its first batch decides); an unlabelled state holds
-    the gaps only (:func:`prior_from_state`). Pickles as plain numpy.
+    the gaps only (for ``prior``). Pickles as plain numpy.
 
     Raises:
         ValueError: malformed class sets, ``num_classes`` < 2, a k < 1, a NaN γ, nothing to
@@ -246,7 +251,7 @@ class SeenAbsentState:
 
     def _alg_terms(self, z: Any, y: np.ndarray, check: bool) -> tuple[np.ndarray, np.ndarray]:
         """(n,) ALG terms of a batch checked for shape and their flags (see
-        :func:`alg_from_state`); ``check``: the value checks of the scan in the same pass."""
+        ``alg_flag``); ``check``: the value checks of the scan in the same pass."""
         seen, absent = self.seen_classes, self.absent_classes
         if is_tensor(z):  # on its device: only (n,) sums come back
             import torch
@@ -270,7 +275,7 @@ class SeenAbsentState:
             if check:
                 check_stats(z, "logits", lo, hi, nan)
             true_logit = z[np.arange(z.shape[0]), y].astype(np.float64)
-        terms = _alg_formula(sum_seen, sum_absent, true_logit, seen.size, absent.size)
+        terms = alg_term(sum_seen, sum_absent, true_logit, seen.size, absent.size)
         flags = np.zeros(terms.shape, np.int8)
         bad = ~np.isfinite(terms)
         if bad.any():
@@ -278,15 +283,15 @@ class SeenAbsentState:
             used = np.concatenate([seen, absent])
             sub = z[rows] if not is_tensor(z) else as_numpy(z[rows], "logits")
             dead = np.isneginf(sub[:, used]).any(axis=1)
-            flags[rows[dead]] = _ALG_DEAD
+            flags[rows[dead]] = ALG_DEAD
             over = rows[~dead]
             if over.size:  # finite logits whose sums overflow: the terms at an exact scale
-                flags[over] = _ALG_OVERFLOW
-                scale = _alg_scale(seen.size, absent.size)
+                flags[over] = ALG_OVERFLOW
+                scale = alg_scale(seen.size, absent.size)
                 zs = np.asarray(sub[~dead], dtype=np.float64) * scale
                 s_sum, a_sum = alg_sums(zs, self._codes)[:2]
                 t = zs[np.arange(over.size), y[over]]
-                terms[over] = _alg_formula(s_sum, a_sum, t, seen.size, absent.size)
+                terms[over] = alg_term(s_sum, a_sum, t, seen.size, absent.size)
         return terms, flags
 
     def reduce(
@@ -424,7 +429,9 @@ class SeenAbsentState:
         """(N,) float64 gaps: max over non-U − max over U per sample."""
         return self.columns().get("gap", np.empty(0))
 
-    def _labelled_columns(self, what: str, gaps: bool = True) -> dict[str, np.ndarray]:
+    def checked_columns(self, what: str, gaps: bool = True) -> dict[str, np.ndarray]:
+        """:meth:`columns` of a labelled state with samples (and the gaps unless ``gaps`` is
+        False); a ValueError naming ``what`` otherwise."""
         if gaps and not self.keep_gaps:
             raise ValueError(
                 f"{what} needs the gaps, but the state was built with keep_gaps=False "
@@ -437,8 +444,9 @@ class SeenAbsentState:
             raise ValueError(f"{what} needs labels, but the state was filled without them")
         return cols
 
-    def _groups(self, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        group = self._codes[cols["label"]]
+    def label_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) bool masks of the samples labelled in S and in U."""
+        group = self._codes[self.checked_columns("label groups", gaps=False)["label"]]
         return group == SEEN, group == ABSENT
 
     def weights(self, average: str = "micro") -> np.ndarray | None:
@@ -450,7 +458,7 @@ class SeenAbsentState:
                 sample.
         """
         average = check_average(average)
-        cols = self._labelled_columns("weights", gaps=False)
+        cols = self.checked_columns("weights", gaps=False)
         w = cols.get("weight")
         if w is not None and not w.any():
             raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
@@ -463,8 +471,8 @@ class SeenAbsentState:
         Equals the curve of the whole logit matrix (with the same ``sample_weight`` and
         ``average``) bit for bit.
         """
-        cols = self._labelled_columns("curve")
-        label_seen, label_absent = self._groups(cols)
+        cols = self.checked_columns("curve")
+        label_seen, label_absent = self.label_groups()
         return _curve_of_samples(
             cols["gap"],
             cols["hit_other"],
@@ -494,7 +502,7 @@ class SeenAbsentState:
         Raises:
             ValueError: a k > 1 not tracked, or a top-k at a γ not in ``gammas``.
         """
-        cols = self._labelled_columns("report")
+        cols = self.checked_columns("report")
         gamma = check_real(gamma, "gamma")
         ks = self.topk if topk is None else _check_topk(topk)
         untracked = [k for k in ks if k not in self.topk]
@@ -509,7 +517,7 @@ class SeenAbsentState:
                 "only (declare gammas when building the state); top-1 works at any γ"
             )
         weights = self.weights(average)
-        label_seen, label_absent = self._groups(cols)
+        label_seen, label_absent = self.label_groups()
         n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
         for rows, count, group in (
             (label_seen, n_seen, "seen"),
@@ -658,258 +666,96 @@ class SeenAbsentState:
         return new
 
 
-# ---------------------------------------------------------------------------- selectors' γ
+# ---------------------------------------------------------------------------- ALG from a state
 
 
-def alg_from_state(state: SeenAbsentState) -> tuple[float, dict[str, Any]]:
-    """:func:`calib.selectors.select_alg` from a state built with ``alg=True``.
+def alg_scale(n_seen: int, n_absent: int) -> float:
+    """ALG's exact rescaling: a power of two so small that no sum of |S| or |U| scaled logits
+    overflows float64 (scaling by it is exact, away from the subnormals)."""
+    return 2.0 ** -(math.ceil(math.log2(max(n_seen, n_absent))) + 2)
 
-    γ = mean over samples of [mean logit of the S classes other than the label − mean logit
-    of the U classes] (weighted mean with weights). Without weights and with numpy batches, each
-    term comes from the same kernel (:func:`calib.rules.kernels.alg_sums`) as the whole-matrix
-    selector and their mean is taken over the same array: equal up to the summation order of
-    a tensor's device (float rounding).
 
-    Raises:
-        ValueError: a state without ALG terms or labels, a label outside S, |S| < 2, a -inf
-            logit in a column of S or U, or terms too large for float64.
-    """
-    if not isinstance(state, SeenAbsentState):
-        raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
-    if not state.alg:
-        raise ValueError("ALG needs the state's per-sample terms: build it with alg=True")
-    cols = state._labelled_columns("ALG", gaps=False)
-    seen, absent = state.seen_classes, state.absent_classes
+def alg_term(
+    sum_seen: np.ndarray, sum_absent: np.ndarray, true_logit: np.ndarray, n_seen: int, n_absent: int
+) -> np.ndarray:
+    """(n,) float64 ALG terms (Σ_S − z_y)/(|S| − 1) − Σ_U/|U| from each sample's sums of its
+    S and U logits and its label's logit (float64; logit units). The one formula of
+    :func:`calib.selectors.select_alg` and of the state's terms; overflow gives ±inf/NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (sum_seen - true_logit) / (n_seen - 1) - sum_absent / n_absent
+
+
+def check_alg_labels(y: np.ndarray, seen: np.ndarray, absent: np.ndarray) -> None:
+    """|S| ≥ 2, and every label in S: ALG may only see fine-tuning data."""
     if seen.size < 2:
         raise ValueError(
             f"ALG needs at least 2 seen classes (it averages the non-true ones), got {seen.size}"
         )
-    y = cols["label"]
-    outside = state._codes[y] != SEEN
+    outside = ~np.isin(y, seen)
     if outside.any():
-        where = "absent classes U" if (state._codes[y] == ABSENT).any() else "non-seen columns"
+        where = "absent classes U" if np.isin(y[outside], absent).any() else "non-seen columns"
         raise ValueError(
             f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
             f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
         )
-    flags = cols["alg_flag"]
-    if (flags == _ALG_DEAD).any():
-        i = int(np.flatnonzero(flags == _ALG_DEAD)[0])
+
+
+def alg_gap_std(terms: np.ndarray, scale: float) -> float:
+    """The spread of the ALG terms (given times ``scale``), in logit units."""
+    big = float(np.abs(terms).max())  # the squares of the std overflow from 1.3e154 on
+    return float((terms / big).std() * big / scale) if big > 1e150 else float(terms.std() / scale)
+
+
+def alg_too_large(top: str) -> ValueError:
+    """The error of logits whose mean ALG term overflows float64 (``top``: what they reach)."""
+    return ValueError(
+        f"logits too large for ALG: {top}the mean gap between the S and U logits overflows "
+        f"float64 (max {np.finfo(np.float64).max:.4g}); rescale the logits"
+    )
+
+
+def alg_from_state(state: SeenAbsentState) -> tuple[float, dict[str, Any]]:
+    """(γ, info) of :func:`calib.selectors.select_alg` from a state built with ``alg=True``
+    (which ``select_alg`` calls when given a state): the mean of the per-sample terms, to float
+    rounding that of the logits (each term from the same kernel, :func:`alg_term`).
+
+    Raises:
+        ValueError: no ALG terms, no labels or samples, sample weights (ALG weighs every
+            sample alike), |S| < 2, a label outside S, a -inf logit in S or U, or terms too
+            large for float64.
+    """
+    if not state.alg:
+        raise ValueError("ALG needs the state's per-sample terms: build it with alg=True")
+    cols = state.checked_columns("ALG", gaps=False)
+    if "weight" in cols:
+        raise ValueError(
+            "ALG weighs every fine-tuning sample alike, but the state was fed sample_weight"
+        )
+    check_alg_labels(cols["label"], state.seen_classes, state.absent_classes)
+    terms, flags = cols["alg"], cols["alg_flag"]
+    if (flags == ALG_DEAD).any():
+        i = int(np.flatnonzero(flags == ALG_DEAD)[0])
         raise ValueError(
             f"ALG averages logits, but sample {i} holds -inf in a column of S or U (a class "
             "that can never be predicted): leave it out of seen_classes/absent_classes"
         )
-    terms, weight = cols["alg"], cols.get("weight")
     scale = 1.0
-    overflow = bool((flags == _ALG_OVERFLOW).any())
-    if not overflow:
-        with np.errstate(over="ignore", invalid="ignore"):
-            gamma = _weighted_mean(terms, weight)
-    if overflow or not math.isfinite(gamma):
-        # the terms at the exact power-of-two scale of the whole-matrix selector
-        scale = _alg_scale(seen.size, absent.size)
-        terms = np.where(flags == _ALG_OVERFLOW, terms, terms * scale)
+    overflow = bool((flags == ALG_OVERFLOW).any())
+    with np.errstate(over="ignore", invalid="ignore"):
+        gamma = float("inf") if overflow else float(terms.mean())
+    if not math.isfinite(gamma):
+        # as below: the terms at the exact scale (those rows were kept so by the state)
+        scale = alg_scale(state.seen_classes.size, state.absent_classes.size)
+        terms = np.where(flags == ALG_OVERFLOW, terms, terms * scale)
         with np.errstate(over="ignore"):
-            gamma = _weighted_mean(terms, weight) / scale
+            gamma = float(terms.mean() / scale)
         if not math.isfinite(gamma):
-            raise ValueError(
-                "logits too large for ALG: the mean gap between the S and U logits overflows "
-                f"float64 (max {np.finfo(np.float64).max:.4g}); rescale the logits"
-            )
-    big = float(np.abs(terms).max())  # the squares of the std overflow from 1.3e154 on
-    if weight is None:
-        gap_std = float((terms / big).std() * big / scale) if big > 1e150 else float(terms.std())
-    else:
-        unit = terms / big if big > 1e150 else terms
-        mean = np.average(unit, weights=weight)
-        std = float(np.sqrt(np.average((unit - mean) ** 2, weights=weight)))
-        gap_std = std * big / scale if big > 1e150 else std
+            raise alg_too_large("")
+    gap_std = alg_gap_std(terms, scale)
     return gamma, {"method": "alg", "n_samples": int(terms.size), "gap_std": gap_std}
 
 
-def prior_from_state(
-    state: SeenAbsentState, prior: float | None = None
-) -> tuple[float, dict[str, Any]]:
-    """:func:`calib.selectors.select_prior` from a state (labels not needed): the γ whose
-    predicted share of U (weighted with weights) is closest to ``prior``; exact."""
-    if not isinstance(state, SeenAbsentState):
-        raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
-    if not state.keep_gaps:
-        raise ValueError("prior needs the gaps, but the state was built with keep_gaps=False")
-    cols = state.columns()
-    if not cols:
-        raise ValueError("prior: the state holds no sample yet (call update first)")
-    if prior is not None:
-        prior = check_real(prior, "prior")
-        if not 0.0 <= prior <= 1.0:
-            raise ValueError(f"prior must be a share in [0, 1], got {prior!r}")
-    else:
-        seen, absent = state.seen_classes, state.absent_classes
-        prior = absent.size / (seen.size + absent.size)
-    weight = cols.get("weight")
-    if weight is None:
-        gaps = np.sort(cols["gap"])
-        finite = gaps[np.isfinite(gaps)]
-        gamma_steps = np.append(np.unique(finite), np.inf)
-        share = np.searchsorted(gaps, gamma_steps, side="left") / gaps.size
-        choice = maximise([(gamma_steps, -np.abs(share - prior))])
-        reached = float(np.count_nonzero(gaps < choice.gamma) / gaps.size)
-    else:
-        order = np.argsort(cols["gap"], kind="stable")
-        gaps = cols["gap"][order]
-        below = np.concatenate([[0.0], np.cumsum(weight[order])])  # weight of gap < γ
-        finite = gaps[np.isfinite(gaps)]
-        gamma_steps = np.append(np.unique(finite), np.inf)
-        share = below[np.searchsorted(gaps, gamma_steps, side="left")] / below[-1]
-        choice = maximise([(gamma_steps, -np.abs(share - prior))])
-        reached = float(below[np.searchsorted(gaps, choice.gamma, side="left")] / below[-1])
-    return choice.gamma, {
-        "method": "prior",
-        "prior": prior,
-        "share": reached,
-        "n_samples": int(gaps.size),
-        "interval": choice.interval,
-    }
-
-
-def oracle_from_state(
-    state: SeenAbsentState, criterion: str = "acc_all", average: str = "micro"
-) -> tuple[float, dict[str, Any]]:
-    """:func:`calib.selectors.select_oracle` from a state: the best γ on labelled target data
-    with U (an upper bound for analysis, never a method); exact, with the state's weights."""
-    criterion = _check_criterion(criterion)
-    average = check_average(average)
-    curve = _criterion_curve(state, criterion, average, "")
-    choice = maximise([(curve.gamma, _criterion_values(curve, criterion))])
-    return choice.gamma, {
-        "method": "oracle",
-        "criterion": criterion,
-        "average": average,
-        "weighted": state.weighted,
-        "value": choice.value,
-        "interval": choice.interval,
-        "uses_absent_labels": True,
-        "note": "upper bound: chosen with labelled absent-class data",
-    }
-
-
-def pcv_from_states(
-    states: Sequence[SeenAbsentState],
-    seen_classes: Any,
-    absent_classes: Any = None,
-    criterion: str = "hmean",
-    average: str = "micro",
-) -> tuple[float, dict[str, Any]]:
-    """:func:`calib.selectors.select_pcv` from one state per pseudo split; exact, with each
-    state's weights (those of its :class:`~calib.selectors.PseudoSplit`).
-
-    Each state holds a split's held-out S data, built with the split's pseudo-seen classes as
-    ``seen_classes`` and its pseudo-absent classes (which include the real U) as
-    ``absent_classes``. ``seen_classes``/``absent_classes`` are the real S and U.
-
-    Raises:
-        ValueError: no state, a label in U or outside S, pseudo-seen classes outside S, a split
-            that leaves out some of U, states of different widths.
-    """
-    criterion = _check_criterion(criterion)
-    average = check_average(average)
-    if isinstance(states, SeenAbsentState) or not isinstance(states, Sequence) or not states:
-        raise ValueError("states must be a non-empty sequence of SeenAbsentState (one per split)")
-    for j, s in enumerate(states):
-        if not isinstance(s, SeenAbsentState):
-            raise TypeError(f"states[{j}] must be a SeenAbsentState, got {type(s).__name__}")
-    widths = {s.num_classes for s in states}
-    if len(widths) != 1:
-        raise ValueError(f"the states disagree on the number of columns: {sorted(widths)}")
-    (c,) = widths
-    seen, absent = check_classes(seen_classes, absent_classes, c)
-    steps = []
-    for j, s in enumerate(states):
-        where = f"states[{j}]: "
-        cols = s._labelled_columns(f"{where}PCV")
-        y = cols["label"]
-        in_absent = np.isin(y, absent)
-        if in_absent.any():
-            raise ValueError(
-                f"{where}{int(in_absent.sum())} label(s) lie in the absent classes U, e.g. "
-                f"{int(y[in_absent][0])}: PCV may not touch U data (score held-out S data only)"
-            )
-        not_seen = ~np.isin(y, seen)
-        if not_seen.any():
-            raise ValueError(f"{where}label {int(y[not_seen][0])} is not a fine-tuning (S) class")
-        left_out = np.setdiff1d(absent, s.absent_classes)
-        if left_out.size:
-            raise ValueError(
-                f"{where}absent_classes {s.absent_classes.tolist()[:10]} leave out the real "
-                f"absent classes {left_out.tolist()[:10]}: the deployed γ shifts U too, so a "
-                "pseudo split must be scored with γ on its pseudo-absent classes and on U"
-            )
-        if not np.isin(s.seen_classes, seen).all():
-            extra = np.setdiff1d(s.seen_classes, seen)
-            raise ValueError(f"{where}pseudo-seen classes {extra.tolist()[:10]} are not in S")
-        stray = ~np.isin(y, np.union1d(s.seen_classes, s.absent_classes))
-        if stray.any():
-            raise ValueError(
-                f"{where}label {int(y[stray][0])} is in neither the split's seen nor absent classes"
-            )
-        curve = _criterion_curve(s, criterion, average, where)
-        steps.append((curve.gamma, _criterion_values(curve, criterion)))
-    choice = maximise(steps)
-    return choice.gamma, {
-        "method": "pcv",
-        "criterion": criterion,
-        "average": average,
-        "value": choice.value,
-        "split_values": [float(v) for v in choice.values],
-        "n_splits": len(states),
-        "interval": choice.interval,
-    }
-
-
 # ---------------------------------------------------------------------------- internals
-
-_CRITERIA = ("acc_all", "hmean")
-
-
-def _check_criterion(criterion: Any) -> str:
-    if not isinstance(criterion, str) or criterion not in _CRITERIA:
-        raise ValueError(f"criterion must be one of {_CRITERIA}, got {criterion!r}")
-    return criterion
-
-
-def _criterion_curve(
-    state: SeenAbsentState, criterion: str, average: str, where: str
-) -> SeenAbsentCurve:
-    """The state's curve for a criterion; ``hmean`` needs both groups (with weight > 0)."""
-    if not isinstance(state, SeenAbsentState):
-        raise TypeError(f"state must be a SeenAbsentState, got {type(state).__name__}")
-    cols = state._labelled_columns(f"{where}criterion {criterion!r}")
-    weights = state.weights(average)
-    if criterion == "hmean":
-        label_seen, label_absent = state._groups(cols)
-        for group, rows in (("seen", label_seen), ("absent", label_absent)):
-            if not rows.any():
-                raise ValueError(
-                    f"{where}criterion 'hmean' needs samples of both groups, but none has a "
-                    f"label in the {group} classes"
-                )
-            if weights is not None and not weights[rows].any():
-                raise ValueError(
-                    f"{where}criterion 'hmean' needs samples of both groups, but sample_weight "
-                    f"is 0 for every sample of the {group} classes"
-                )
-    return state.curve(average)
-
-
-def _criterion_values(curve: SeenAbsentCurve, criterion: str) -> np.ndarray:
-    """The criterion at every point of a numpy curve (that of calib.selectors.checks)."""
-    if criterion == "acc_all":
-        return np.asarray(curve.acc_all, dtype=np.float64)
-    s = np.asarray(curve.acc_seen, dtype=np.float64)
-    a = np.asarray(curve.acc_absent, dtype=np.float64)
-    total = s + a
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, 2 * s * a / total, 0.0)
 
 
 def _iterable(values: Any, name: str) -> list[Any]:
@@ -939,28 +785,6 @@ def _check_index(index: Any, n: int) -> np.ndarray:
     if np.unique(idx).size != idx.size:
         raise ValueError("index repeats a sample within one batch")
     return idx
-
-
-def _alg_scale(n_seen: int, n_absent: int) -> float:
-    """The power of two of calib.selectors.alg: no sum of |S| or |U| scaled logits overflows."""
-    return 2.0 ** -(math.ceil(math.log2(max(n_seen, n_absent))) + 2)
-
-
-def _alg_formula(
-    sum_seen: np.ndarray, sum_absent: np.ndarray, true_logit: np.ndarray, n_seen: int, n_absent: int
-) -> np.ndarray:
-    """The ALG term of calib.selectors.alg: (Σ_S − z_y)/(|S| − 1) − Σ_U/|U|."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return (sum_seen - true_logit) / (n_seen - 1) - sum_absent / n_absent
-
-
-def _weighted_mean(values: np.ndarray, weight: np.ndarray | None) -> float:
-    if weight is None:
-        return float(values.mean())
-    total = weight.sum()
-    if total == 0:
-        raise ValueError("sample_weight is 0 for every sample: the weighted mean is undefined")
-    return float(np.dot(values, weight) / total)
 
 
 def _fraction(count: np.ndarray, total: float, what: str, n: int | None = None) -> np.ndarray:

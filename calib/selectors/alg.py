@@ -7,7 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from calib.metrics.streaming import SeenAbsentState, alg_from_state
+from calib.metrics.streaming import (
+    SeenAbsentState,
+    alg_from_state,
+    alg_gap_std,
+    alg_scale,
+    alg_term,
+    alg_too_large,
+    check_alg_labels,
+)
 from calib.rules.gaps import group_codes
 from calib.rules.kernels import alg_sums
 from calib.selectors.checks import check_state
@@ -31,8 +39,7 @@ def _alg_terms(
 ) -> np.ndarray:
     """(N,) ALG terms, times ``scale``, from the row sums of ``z * scale`` over S and U."""
     true_logit = z[np.arange(z.shape[0]), y].astype(np.float64) * scale
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled by the caller
-        return (sum_seen - true_logit) / (n_seen - 1) - sum_absent / n_absent
+    return alg_term(sum_seen, sum_absent, true_logit, n_seen, n_absent)  # overflow: the caller's
 
 
 @register_selector(
@@ -77,17 +84,7 @@ def select_alg(
     _check_width(num_classes, z.shape[1])
     y = check_labels(labels, z.shape[0], z.shape[1])
     seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    if seen.size < 2:
-        raise ValueError(
-            f"ALG needs at least 2 seen classes (it averages the non-true ones), got {seen.size}"
-        )
-    outside = ~np.isin(y, seen)
-    if outside.any():
-        where = "absent classes U" if np.isin(y[outside], absent).any() else "non-seen columns"
-        raise ValueError(
-            f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
-            f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
-        )
+    check_alg_labels(y, seen, absent)
     codes = group_codes(z.shape[1], seen, absent)
     sum_seen, sum_absent, lo, hi, nan = alg_sums(z, codes)
     check_stats(z, "logits", lo, hi, nan)
@@ -106,18 +103,15 @@ def select_alg(
     if not math.isfinite(gamma):
         # finite logits near the float64 maximum whose sums overflow: the same sums at a
         # power-of-two scale (exact), small enough that no sum of |S| or |U| logits overflows
-        scale = 2.0 ** -(math.ceil(math.log2(max(seen.size, absent.size))) + 2)
+        scale = alg_scale(seen.size, absent.size)
         sum_seen, sum_absent = alg_sums(z * scale, codes)[:2]
         terms = _alg_terms(z, y, sum_seen, sum_absent, seen.size, absent.size, scale)
         with np.errstate(over="ignore"):
             gamma = float(terms.mean() / scale)
         if not math.isfinite(gamma):
-            top = float(np.abs(z[np.isfinite(z)]).max())
-            raise ValueError(
-                f"logits too large for ALG: they reach {top:.4g}, and the mean gap between "
-                f"the S and U logits overflows float64 (max {np.finfo(np.float64).max:.4g}); "
-                "rescale the logits"
-            )
-    big = float(np.abs(terms).max())  # the squares of the std overflow from 1.3e154 on
-    gap_std = float((terms / big).std() * big / scale) if big > 1e150 else float(terms.std())
-    return gamma, {"method": "alg", "n_samples": int(z.shape[0]), "gap_std": gap_std}
+            raise alg_too_large(f"they reach {float(np.abs(z[np.isfinite(z)]).max()):.4g}, and ")
+    return gamma, {
+        "method": "alg",
+        "n_samples": int(z.shape[0]),
+        "gap_std": alg_gap_std(terms, scale),
+    }

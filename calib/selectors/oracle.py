@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from calib.metrics.curve import checked_curve
-from calib.metrics.streaming import SeenAbsentState, oracle_from_state
+from calib.metrics.streaming import SeenAbsentState
 from calib.metrics.weights import sample_weights
 from calib.rules.stepmax import maximise
 from calib.selectors.checks import check_groups, check_state, check_width, criterion_values
@@ -63,20 +63,26 @@ def select_oracle(
     check_criterion(criterion)
     if isinstance(logits, SeenAbsentState):
         check_state(logits, labels, seen_classes, absent_classes, num_classes, sample_weight)
-        return oracle_from_state(logits, criterion, average)
-    z = check_logits(logits, values=False)  # values: checked by the curve's one pass
-    check_width(num_classes, z.shape[1])
-    y = check_labels(labels, z.shape[0], z.shape[1])
-    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    weights = sample_weights(sample_weight, average, y)
-    check_groups(y, seen, absent, criterion, weights=weights)
-    curve = checked_curve(z, y, seen, absent, weights=weights)  # checked above: not again
+        y = logits.checked_columns("oracle")["label"]
+        weights = logits.weights(average)
+        check_groups(y, logits.seen_classes, logits.absent_classes, criterion, weights=weights)
+        curve = logits.curve(average)
+        weighted = logits.weighted
+    else:
+        z = check_logits(logits, values=False)  # values: checked by the curve's one pass
+        check_width(num_classes, z.shape[1])
+        y = check_labels(labels, z.shape[0], z.shape[1])
+        seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+        weights = sample_weights(sample_weight, average, y)
+        check_groups(y, seen, absent, criterion, weights=weights)
+        curve = checked_curve(z, y, seen, absent, weights=weights)  # checked above: not again
+        weighted = sample_weight is not None
     choice = maximise([(curve.gamma, criterion_values(curve, criterion))])
     return choice.gamma, {
         "method": "oracle",
         "criterion": criterion,
         "average": average,
-        "weighted": sample_weight is not None,
+        "weighted": weighted,
         "value": choice.value,
         "interval": choice.interval,
         "uses_absent_labels": True,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from calib.metrics.streaming import SeenAbsentState, prior_from_state
+from calib.metrics.streaming import SeenAbsentState
 from calib.rules.gaps import scan_checked
 from calib.rules.stepmax import maximise
 from calib.selectors.checks import check_state, check_width
@@ -49,14 +49,24 @@ def select_prior(
     """
     if isinstance(logits, SeenAbsentState):
         check_state(logits, None, seen_classes, absent_classes, num_classes)
-        return prior_from_state(logits, check_prior(prior))
-    z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
-    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
-    check_width(num_classes, z.shape[1])
+        if not logits.keep_gaps:
+            raise ValueError("prior needs the gaps, but the state was built with keep_gaps=False")
+        if logits.weighted:
+            raise ValueError(
+                "prior counts every target sample alike, but the state was fed sample_weight"
+            )
+        if not logits.n_samples:
+            raise ValueError("prior: the state holds no sample yet (call update first)")
+        seen, absent, gaps = logits.seen_classes, logits.absent_classes, logits.gaps
+    else:
+        z = check_logits(logits, values=False, on_device=True)  # values: in the one pass below
+        seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+        check_width(num_classes, z.shape[1])
+        gaps = scan_checked(z, seen, absent)["gap"]
     prior = check_prior(prior)
     if prior is None:
         prior = absent.size / (seen.size + absent.size)
-    gaps = np.sort(scan_checked(z, seen, absent)["gap"])
+    gaps = np.sort(gaps)
     finite = gaps[np.isfinite(gaps)]  # -inf columns: a group that can never win has no step
     gamma_steps = np.append(np.unique(finite), np.inf)
     share = np.searchsorted(gaps, gamma_steps, side="left") / gaps.size  # predicted in U: gap < γ

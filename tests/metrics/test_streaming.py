@@ -21,14 +21,8 @@ from hypothesis import strategies as st
 import tests.brute as brute
 from calib.metrics import accuracy_report, seen_absent_curve
 from calib.metrics import streaming as streaming_module
-from calib.metrics.streaming import (
-    SeenAbsentState,
-    alg_from_state,
-    oracle_from_state,
-    pcv_from_states,
-    prior_from_state,
-)
-from calib.selectors import PseudoSplit, select_alg, select_oracle, select_pcv, select_prior
+from calib.metrics.streaming import SeenAbsentState
+from calib.selectors import select_alg
 
 SETTINGS = settings(deadline=None, max_examples=60)
 CURVE_KEYS = ("gamma", "acc_seen", "acc_absent", "acc_all")
@@ -62,12 +56,6 @@ def assert_same_report(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == b[key] or (math.isnan(a[key]) and math.isnan(b[key])), key
-
-
-def assert_same_choice(got: tuple, want: tuple):
-    """The same γ, and every entry of the selector's info the same."""
-    assert got[0] == want[0]
-    assert {key: got[1][key] for key in want[1]} == want[1]
 
 
 cuts = st.lists(st.integers(0, 10), max_size=4)
@@ -249,110 +237,25 @@ def test_unit_weights_give_the_unweighted_numbers_and_a_zero_weight_batch_is_all
     assert padded.report(0.3)["acc_seen"] == pytest.approx(first.report(0.3)["acc_seen"])
 
 
-# ---------------------------------------------------------------------------- selectors' γ
+# ---------------------------------------------------------------------------- ALG terms
 
 
-def test_alg_from_state_matches_select_alg_and_brute_force():
+def test_alg_terms_are_brute_forces_and_an_alg_only_state_reads_each_batch_once():
     rng = np.random.default_rng(2)
     n, c, seen = 700, 40, np.arange(15)
     z = rng.normal(size=(n, c)).astype(np.float32)
     y = rng.integers(0, 15, n)
     state = streamed(z, y, seen, None, [100, 333, 600], alg=True)
-    gamma, info = alg_from_state(state)
-    want, want_info = select_alg(z, y, seen)
-    assert gamma == pytest.approx(want, rel=1e-12, abs=1e-12)
-    assert info["gap_std"] == pytest.approx(want_info["gap_std"], rel=1e-9)
-    assert info["n_samples"] == n
     z64 = z.astype(np.float64)
     terms = [
         (sum(z64[i, seen]) - z64[i, y[i]]) / (seen.size - 1) - sum(z64[i, 15:]) / (c - 15)
         for i in range(n)
     ]
-    assert gamma == pytest.approx(sum(terms) / n, rel=1e-9)
-    # weighted: the weighted mean of the same terms
-    w = rng.uniform(0, 2, n)
-    weighted = streamed(z, y, seen, None, [250], weights=w, alg=True)
-    assert alg_from_state(weighted)[0] == pytest.approx(np.dot(terms, w) / w.sum(), rel=1e-9)
-
-
-def test_an_alg_only_state_reads_each_batch_once_and_gives_the_same_gamma():
-    rng = np.random.default_rng(11)
-    z = rng.normal(size=(400, 30)).astype(np.float32)
-    y = rng.integers(0, 10, 400)
-    light = streamed(z, y, range(10), None, [128, 256], alg=True, keep_gaps=False)
-    full = streamed(z, y, range(10), None, [128, 256], alg=True)
+    np.testing.assert_allclose(state.columns()["alg"], terms, rtol=1e-9, atol=1e-12)
+    assert not state.columns()["alg_flag"].any()
+    light = streamed(z, y, seen, None, [100, 333, 600], alg=True, keep_gaps=False)
     assert sorted(light.columns()) == ["alg", "alg_flag", "label"]
-    np.testing.assert_array_equal(light.columns()["alg"], full.columns()["alg"])
-    assert alg_from_state(light) == alg_from_state(full)
-    assert alg_from_state(light)[0] == pytest.approx(select_alg(z, y, range(10))[0], rel=1e-12)
-
-
-def test_alg_from_state_near_the_float64_maximum_rescales_like_select_alg():
-    rng = np.random.default_rng(3)
-    z = rng.uniform(0.5, 1.0, size=(40, 8)) * 1e307
-    y = rng.integers(0, 4, 40)
-    gamma, _ = alg_from_state(streamed(z, y, [0, 1, 2, 3], None, [13], alg=True))
-    assert math.isfinite(gamma)
-    assert gamma == pytest.approx(select_alg(z, y, [0, 1, 2, 3])[0], rel=1e-12)
-
-
-@SETTINGS
-@given(problem=brute.problems(), cuts=cuts, prior=st.one_of(st.none(), st.floats(0, 1)))
-def test_prior_and_oracle_from_state_equal_the_selectors(problem, cuts, prior):
-    z, y, s, u = problem.logits, problem.labels, problem.seen, problem.absent
-    unlabelled = streamed(z, None, s, u, cuts)
-    assert prior_from_state(unlabelled, prior) == select_prior(z, s, u, prior=prior)
-    labelled = streamed(z, y, s, u, cuts)
-    assert_same_choice(quiet(oracle_from_state, labelled), quiet(select_oracle, z, y, s, u))
-    if np.isin(y, s).any() and np.isin(y, u).any():
-        assert_same_choice(
-            quiet(oracle_from_state, labelled, "hmean", "macro"),
-            quiet(select_oracle, z, y, s, u, criterion="hmean", average="macro"),
-        )
-
-
-def test_weighted_oracle_equals_select_oracle_with_the_same_weights():
-    rng = np.random.default_rng(10)
-    z = rng.normal(size=(300, 10)).round(1)
-    y = rng.integers(0, 10, 300)
-    w = rng.uniform(0, 2, 300)
-    state = streamed(z, y, range(4), None, [90, 200], weights=w)
-    for criterion in ("acc_all", "hmean"):
-        for average in ("micro", "macro"):
-            assert_same_choice(
-                oracle_from_state(state, criterion, average),
-                select_oracle(
-                    z, y, range(4), criterion=criterion, average=average, sample_weight=w
-                ),
-            )
-
-
-def test_weighted_prior_is_the_weighted_share():
-    gaps_z = np.array([[3.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-2.0, 0.0]])  # gaps 3, 1, -1, -2
-    state = SeenAbsentState(2, [0]).update(gaps_z, sample_weight=[1.0, 1.0, 1.0, 5.0])
-    # U share by γ: (−2, −1] → 5/8, (−1, 1] → 6/8, (1, 3] → 7/8; the prior 0.6 is closest to 5/8
-    gamma, info = prior_from_state(state, 0.6)
-    assert -2.0 < gamma <= -1.0 and info["share"] == pytest.approx(5 / 8)
-
-
-def test_pcv_from_states_equals_select_pcv():
-    rng = np.random.default_rng(4)
-    c, seen, absent = 12, np.arange(8), np.arange(8, 12)
-    splits, states = [], []
-    for j in range(3):
-        p_seen = np.sort(rng.choice(seen, 5, replace=False))
-        p_absent = np.union1d(np.setdiff1d(seen, p_seen), absent)
-        z = rng.normal(size=(60, c)).round(1)
-        z[:, p_seen] += 0.5
-        y = rng.choice(seen, 60)
-        splits.append(PseudoSplit(z, y, p_seen, p_absent))
-        states.append(streamed(z, y, p_seen, p_absent, [20, 45]))
-    for criterion in ("hmean", "acc_all"):
-        for average in ("micro", "macro"):
-            assert_same_choice(
-                pcv_from_states(states, seen, absent, criterion, average),
-                select_pcv(splits, seen, absent, criterion=criterion, average=average),
-            )
+    np.testing.assert_array_equal(light.columns()["alg"], state.columns()["alg"])
 
 
 # ---------------------------------------------------------------------------- merge, pickle
@@ -422,7 +325,9 @@ def test_the_device_path_equals_the_host_path(monkeypatch):
     for key in ("gap", "hit_other", "hit_absent", "hit_seen", "label", "rank", "rank_seen"):
         np.testing.assert_array_equal(device.columns()[key], host.columns()[key])
     np.testing.assert_allclose(device.columns()["alg"], host.columns()["alg"], rtol=1e-12)
-    assert alg_from_state(device)[0] == pytest.approx(alg_from_state(host)[0], rel=1e-12)
+    assert select_alg(device, None, range(12))[0] == pytest.approx(
+        select_alg(host, None, range(12))[0], rel=1e-12
+    )
     # the ALG terms alone: the values are checked in their own pass on the device
     light = SeenAbsentState(30, range(12), alg=True, keep_gaps=False).update(z, y)
     np.testing.assert_allclose(light.columns()["alg"], host.columns()["alg"], rtol=1e-12)
@@ -446,4 +351,6 @@ def test_cuda_batches_equal_the_host_state():
         cuda.update(z[i : i + 512].cuda(), y[i : i + 512].cuda())
     assert_same_curve(cuda.curve(), host.curve())
     assert_same_report(cuda.report(1.0), host.report(1.0))
-    assert alg_from_state(cuda)[0] == pytest.approx(alg_from_state(host)[0], rel=1e-12)
+    assert select_alg(cuda, None, range(100))[0] == pytest.approx(
+        select_alg(host, None, range(100))[0], rel=1e-12
+    )

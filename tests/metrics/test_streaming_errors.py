@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from calib.metrics.streaming import (
-    SeenAbsentState,
-    alg_from_state,
-    oracle_from_state,
-    pcv_from_states,
-    prior_from_state,
-)
+from calib.metrics.streaming import SeenAbsentState
 
 Z = np.arange(24, dtype=np.float64).reshape(4, 6) % 5
 Y = np.array([0, 1, 4, 5])
@@ -119,8 +113,6 @@ def test_mixing_labelled_and_unlabelled_or_indexed_batches_is_refused():
 def test_reading_an_empty_state_or_an_untracked_topk_is_refused():
     with pytest.raises(ValueError, match="report: the state holds no sample yet"):
         state().report()
-    with pytest.raises(ValueError, match="prior: the state holds no sample yet"):
-        prior_from_state(state())
     s = state(topk=(2,), gammas=(0.0,)).update(Z, Y)
     with pytest.raises(ValueError, match=r"top-k at gamma=1.0: the state keeps ranks at"):
         s.report(1.0)
@@ -153,43 +145,6 @@ def test_sync_without_a_process_group_is_refused():
         state().sync(order="random")
 
 
-def test_selectors_refuse_states_they_cannot_use():
-    with pytest.raises(ValueError, match="build it with alg=True"):
-        alg_from_state(state().update(Z, Y))
-    with pytest.raises(ValueError, match=r"ALG may only see fine-tuning \(S\) data, but 2 label"):
-        alg_from_state(state(alg=True).update(Z, Y))
-    dead = np.where(np.arange(6) == 4, -np.inf, Z)
-    with pytest.raises(ValueError, match="sample 0 holds -inf in a column of S or U"):
-        alg_from_state(state(alg=True).update(dead, np.array([0, 1, 2, 0])))
-    with pytest.raises(ValueError, match="alg=True needs labels"):
-        state(alg=True).update(Z)
-    with pytest.raises(ValueError, match="ALG needs at least 2 seen classes"):
-        alg_from_state(SeenAbsentState(6, [0], alg=True).update(Z, np.zeros(4, int)))
-    with pytest.raises(ValueError, match="prior must be a share in"):
-        prior_from_state(state().update(Z), 1.5)
-    with pytest.raises(ValueError, match="criterion must be one of"):
-        oracle_from_state(state().update(Z, Y), "f1")
-    only_seen = state().update(Z, np.array([0, 1, 2, 0]))
-    with pytest.raises(ValueError, match="criterion 'hmean' needs samples of both groups"):
-        oracle_from_state(only_seen, "hmean")
-    with pytest.raises(TypeError, match="state must be a SeenAbsentState"):
-        prior_from_state(Z)
-
-
-def test_pcv_from_states_refuses_what_select_pcv_refuses():
-    split = SeenAbsentState(6, [0, 1], [2, 3, 4, 5]).update(Z, np.array([0, 1, 2, 1]))
-    with pytest.raises(ValueError, match="non-empty sequence"):
-        pcv_from_states([], [0, 1, 2])
-    with pytest.raises(ValueError, match="PCV may not touch U data"):
-        pcv_from_states([split], [0, 1], [2, 3, 4, 5])
-    ok = SeenAbsentState(6, [0, 1], [2, 3, 4, 5]).update(Z, np.array([0, 1, 2, 1]))
-    with pytest.raises(ValueError, match=r"states\[0\]: absent_classes .* leave out"):
-        pcv_from_states(
-            [SeenAbsentState(6, [0, 1], [2]).update(Z, np.array([0, 1, 2, 1]))], [0, 1, 2], [3]
-        )
-    assert pcv_from_states([ok], [0, 1, 2], [3, 4, 5], "acc_all")[1]["n_splits"] == 1
-
-
 def test_extend_takes_back_only_what_reduce_made():
     s = state()
     cols = s.reduce(Z, Y)
@@ -211,7 +166,3 @@ def test_an_alg_only_state_refuses_what_needs_the_gaps():
     for read in (light.curve, light.report, light.ausuc):
         with pytest.raises(ValueError, match="needs the gaps, but the state was built with keep"):
             read()
-    with pytest.raises(ValueError, match="prior needs the gaps"):
-        prior_from_state(light)
-    with pytest.raises(ValueError, match="needs the gaps"):
-        oracle_from_state(light)
