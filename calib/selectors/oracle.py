@@ -49,7 +49,7 @@ def select_oracle(
         logits: (N, C) target logits; labels: (N,) their labels (any class). Or ``logits`` a
             labelled :class:`~calib.metrics.streaming.SeenAbsentState` (built with these S
             and U; its weights those given to its ``update``) and ``labels`` None: the same
-            γ, exactly (:func:`~calib.metrics.streaming.oracle_from_state`).
+            γ, exactly (from the state's curve).
         seen_classes, absent_classes: S and U (default U = every column not in S).
         criterion: ``"acc_all"`` (default) or ``"hmean"`` (of acc_seen and acc_absent).
         average: ``"micro"`` (default, per-sample accuracies) or ``"macro"`` (class-balanced:

@@ -52,7 +52,7 @@ def select_pcv(
         pseudo_splits: one or more :class:`PseudoSplit`, all with C columns; or one
             :class:`~calib.metrics.streaming.SeenAbsentState` per split, each built with its
             split's pseudo-seen and pseudo-absent classes and fed its held-out S data (with
-            its weights): the same γ, exactly (:func:`~calib.metrics.streaming.pcv_from_states`).
+            its weights): the same γ, exactly (from each state's curve).
         seen_classes: the real S; absent_classes: the real U (default every column not in S).
         criterion: ``"hmean"`` (default) or ``"acc_all"``.
         average: ``"micro"`` (default, per-sample accuracies) or ``"macro"`` (class-balanced:

@@ -40,7 +40,7 @@ def select_prior(
     Args:
         logits: (N, C) unlabelled target logits; or a
             :class:`~calib.metrics.streaming.SeenAbsentState` of them (built with these S and
-            U): the same γ, exactly, from :func:`~calib.metrics.streaming.prior_from_state`.
+            U): the same γ, exactly, from its gaps (a state fed no weights).
         seen_classes, absent_classes: S and U (default U = every column not in S).
         prior: target share of U predictions in [0, 1]; default |U| / (|S| + |U|).
 
