@@ -15,7 +15,10 @@ hit flags of :mod:`calib.rules.gaps`), kept as list states that torchmetrics con
 batches and gathers over processes (``dist_reduce_fx="cat"``, uneven shards allowed). ``compute``
 returns the keys of :func:`calib.accuracy_report` at ``gamma`` (Acc Y/Y, S/Y, U/Y, S/S, U/U,
 hmean, and ``_top{k}``) and ``ausuc``, each a 0-d float64 tensor, equal to what the
-whole-matrix functions give on every sample seen.
+whole-matrix functions give on every sample seen. After torchmetrics' gather the samples come
+in rank order (rank 0's, then rank 1's, ...): counts are exact whatever the order; weighted
+and class-balanced sums may differ from one process's in the last bits (for the data-set order
+use :meth:`calib.metrics.streaming.SeenAbsentState.sync`).
 """
 
 from __future__ import annotations
