@@ -17,9 +17,10 @@ logits never need to be held at once:
 - :meth:`~SeenAbsentState.merge` joins two states, :meth:`~SeenAbsentState.sync` gathers the
   per-sample state of every process of a ``torch.distributed`` group (not the logits).
 
-Memory: per sample 8 (gap) + 8 (label) + 3 (flags) bytes, + 8 with weights, + 8 with ALG,
-+ 8 per γ and 16 more with top-k, + 8 with indices: about 3.5 MB per 100,000 samples with
-C = 21,843 (the logits: 8.7 GB as float32).
+Memory, bytes per sample whatever C: 8 (gap) + 8 (label) + 3 (flags) = 19 for the curve and
+the top-1 reports (1.9 MB per 100,000 samples; their float32 logits at C = 21,843: 8.7 GB);
++ 8 with weights; + 9 with ALG terms (17 alone, ``keep_gaps=False``); + 8 per γ and 16 more
+with top-k; + 8 with indices.
 """
 
 from __future__ import annotations
