@@ -37,8 +37,10 @@ __all__ = [
     "FASHION_FILES",
     "FASHION_CLASS_NAMES",
     "fashion_mnist_domain",
+    "make_fake_fashion_root",
     "read_idx",
     "shift_images",
+    "write_idx",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` installs the files.
@@ -85,6 +87,34 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{len(data) - offset}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array (images (N, H, W) or labels (N,)) as a gzip IDX file: the format
+    :func:`read_idx` reads (for tests and fake roots)."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        if a.min(initial=0) < 0 or a.max(initial=0) > 255:
+            raise ValueError("write_idx: values must lie in 0..255")
+        a = a.astype(np.uint8)
+    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + a.tobytes())
+
+
+def make_fake_fashion_root(
+    root: str | os.PathLike, n_train: int = 40, n_test: int = 20, seed: int = 0
+) -> Path:
+    """A folder with the four Fashion-MNIST IDX files of random 28 × 28 images, labels cycling
+    over the 10 classes (``n_train`` and ``n_test`` images): enough to build the domains in tests
+    without the Debian package. Returns the folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", n_train), ("test", n_test)):
+        write_idx(root / FASHION_FILES[part][0], rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / FASHION_FILES[part][1], (np.arange(n) % 10).astype(np.uint8))
+    return root
 
 
 @lru_cache(maxsize=2)

@@ -11,11 +11,19 @@ import pytest
 
 from calib.data import DATASETS
 from calib.data.digits import prepare_digit_images
-from calib.data.fashion import FASHION_FILES, fashion_mnist_domain, read_idx, shift_images
+from calib.data.fashion import (
+    FASHION_FILES,
+    fashion_mnist_domain,
+    make_fake_fashion_root,
+    read_idx,
+    shift_images,
+    write_idx,
+)
 from calib.data.image_list import DatasetNotFoundError
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format written by hand (big-endian header), independently of write_idx."""
     header = bytes([0, 0, 0x08, array.ndim])
     header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     with gzip.open(path, "wb") as f:
@@ -88,3 +96,19 @@ def test_missing_files_name_the_debian_package(tmp_path):
         fashion_mnist_domain(root=tmp_path)
     with pytest.raises(ValueError, match="domain must be 'source' or 'target', got 'both'"):
         fashion_mnist_domain("both", root=tmp_path)
+
+
+def test_write_idx_writes_what_read_idx_and_a_hand_written_file_agree_on(tmp_path):
+    a = np.random.default_rng(3).integers(0, 256, (3, 5, 4))
+    write_idx(tmp_path / "w.gz", a)
+    _write_idx(tmp_path / "h.gz", a)
+    assert gzip.open(tmp_path / "w.gz").read() == gzip.open(tmp_path / "h.gz").read()
+    with pytest.raises(ValueError, match="0..255"):
+        write_idx(tmp_path / "x.gz", np.array([300]))
+
+
+def test_a_fake_root_builds_both_domains(tmp_path):
+    root = make_fake_fashion_root(tmp_path / "fm", n_train=40, n_test=20)
+    src = fashion_mnist_domain("source", root=root)  # fewer images than the defaults ask: all
+    tgt = fashion_mnist_domain("target", root=root)
+    assert len(src.train) == 20 and len(tgt.train) == 20 and len(tgt.test) == 20
