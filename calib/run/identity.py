@@ -25,6 +25,7 @@ from calib.run.schema import non_identity_keys
 
 __all__ = [
     "NON_IDENTITY_KEYS",
+    "RESOLVED_KEYS",
     "canonical_json",
     "digest",
     "flatten",
@@ -39,6 +40,15 @@ __all__ = [
 #: computes, never what it computes. Everything else is part of some stage's identity. Declared
 #: with each key in :data:`calib.run.schema.SCHEMA` (``identity=False``), read from there.
 NON_IDENTITY_KEYS: tuple[str, ...] = non_identity_keys()
+
+#: The non-identity keys that key the stages through what they resolve to on the run's device:
+#: the precision (:func:`calib.train.resolve_precision`; ``amp: auto`` is fp32 on a CPU, bf16 or
+#: fp16 on a GPU). Two values that resolve alike share every stage, so they are no identity leaf;
+#: two that do not (bf16 and fp16 on a GPU) compute other numbers, so they still name the run
+#: folder (Hydra's ``override_dirname``), unlike the keys that never change a number.
+RESOLVED_KEYS: tuple[str, ...] = tuple(
+    k for k in NON_IDENTITY_KEYS if k.rsplit(".", 1)[-1] == "amp"
+)
 
 
 def _plain(value: Any) -> Any:

@@ -111,12 +111,19 @@ def test_folder_names_never_nest():
 
 def test_the_keys_that_change_no_number_name_no_folder():
     """Hydra's exclude_keys are NON_IDENTITY_KEYS (and the experiment, named by `name`): a rerun
-    that only adds figures or workers lands in the run's own folder, not in a new one."""
+    that only adds figures or workers lands in the run's own folder, not in a new one. The
+    precision keys are the exception: they key the stages by what they resolve to on the device,
+    and two runs asking bf16 and fp16 on a GPU compute other numbers: they name their folders."""
     from omegaconf import OmegaConf
 
+    from calib.run.identity import RESOLVED_KEYS
+
+    assert set(RESOLVED_KEYS) == {
+        "finetune.amp", "source_train.amp", "calibration.pcv.finetune.amp", "eval.amp"
+    }  # fmt: skip
     hydra = OmegaConf.load(CONF / "hydra" / "default.yaml")
     excluded = set(hydra.job.config.override_dirname.exclude_keys)
-    assert excluded == {*NON_IDENTITY_KEYS, "experiment"}
+    assert excluded == {*NON_IDENTITY_KEYS, "experiment"} - set(RESOLVED_KEYS)
 
 
 def test_hydra_run_dir_is_the_run_folder(tmp_path):
