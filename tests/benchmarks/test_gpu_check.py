@@ -43,6 +43,7 @@ EXPECTED_ROWS = [
     ("CUDA behaviours", "deterministic=True: kernel switches"),
     ("CUDA behaviours", "deterministic=True: two test_resnet runs end bit-identical"),
     ("CUDA behaviours", "deterministic vs default training speed"),
+    ("CUDA behaviours", "deterministic=True: ops torch warned"),
     ("CUDA behaviours", "deterministic=True: killed after epoch 1 and resumed"),
     ("CUDA behaviours", "after train(channels_last='auto')"),
     ("CUDA behaviours", "extract amp=bfloat16: head output dtype; logits vs features"),
