@@ -59,7 +59,9 @@ def compose(experiment: str, overrides: list[str]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def run_one(task: str, method: str, seed: int, out: Path, cache: Path) -> dict[str, Any]:
+def run_one(
+    task: str, method: str, seed: int, out: Path, cache: Path, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """One harness run and every row of the table for it."""
     from calib.run import build_plan, pipeline
     from calib.run.correction_stage import correction_results, fit_corrections
@@ -73,6 +75,7 @@ def run_one(task: str, method: str, seed: int, out: Path, cache: Path) -> dict[s
         "eval.figures=false",
         "eval.every_epochs=0",
         f"cache_dir={cache}",
+        *extra,
     ]
     cfg = compose(task, overrides)
     plan = build_plan(cfg, run_dir=out / task / method / f"seed{seed}")
@@ -188,6 +191,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--override", action="append", default=[], help="more config overrides")
     args = parser.parse_args()
     if not args.table_only:
         cache = args.cache or args.out / "cache"
@@ -197,7 +201,7 @@ def main() -> None:
                     path = args.out / task / method / f"seed{seed}.json"
                     if path.is_file():
                         continue
-                    record = run_one(task, method, seed, args.out, cache)
+                    record = run_one(task, method, seed, args.out, cache, tuple(args.override))
                     path.write_text(json.dumps(record, default=float, indent=1))
                     print(f"{task} {method} seed {seed}: {record['seconds']:.0f} s", flush=True)
     print(table(args.out))

@@ -9,9 +9,10 @@ with the same 10 classes, from disjoint images:
   ``source_test_per_class`` of each class of the 10,000 test images (default 100 → 1,000).
 - ``domain="target"``: the shifted domain. Train: the first ``target_per_class`` images of each
   class in the second half of the training images (default 100 → 1,000); test: all 10,000
-  test images (the larger test set). The shift: every image rotated by 90° (counter-clockwise,
-  exact: :func:`numpy.rot90`), then Gaussian pixel noise of standard deviation ``noise`` (default
-  0.2, on [0, 1] grey levels; seeded per domain split, so the same each run), clipped to [0, 1].
+  test images (the larger test set). The shift: every image rotated by ``quarter_turns`` × 90°
+  (counter-clockwise, exact: :func:`numpy.rot90`; default 1), then Gaussian pixel noise of
+  standard deviation ``noise`` (default 0.2, on [0, 1] grey levels; seeded per domain split, so
+  the same each run), clipped to [0, 1].
 
 Both are then resized to ``size × size``, normalised with mean = std = 0.5 and given 1 or 3
 channels, as the digits domains (:func:`calib.data.digits.prepare_digit_images`).
@@ -146,10 +147,11 @@ def _first_per_class(labels: np.ndarray, rows: np.ndarray, per_class: int | None
     return np.sort(keep)
 
 
-def shift_images(images: np.ndarray, noise: float, seed: int) -> np.ndarray:
-    """The target shift of grey images in [0, 1] (N, H, W): rotated by 90°, plus Gaussian noise
-    of standard deviation ``noise`` (a generator seeded with ``seed``), clipped to [0, 1]."""
-    rotated = np.rot90(images, k=1, axes=(1, 2))
+def shift_images(images: np.ndarray, noise: float, seed: int, quarter_turns: int = 1) -> np.ndarray:
+    """The target shift of grey images in [0, 1] (N, H, W): rotated by ``quarter_turns`` × 90°
+    counter-clockwise, plus Gaussian noise of standard deviation ``noise`` (a generator seeded
+    with ``seed``), clipped to [0, 1]."""
+    rotated = np.rot90(images, k=quarter_turns, axes=(1, 2))
     rng = np.random.default_rng(seed)
     noisy = rotated + rng.normal(0.0, noise, size=rotated.shape) if noise > 0 else rotated
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
@@ -162,6 +164,7 @@ def fashion_mnist_domain(
     size: int = 16,
     channels: int = 1,
     noise: float = 0.2,
+    quarter_turns: int = 1,
     source_per_class: int | None = 600,
     source_test_per_class: int | None = 100,
     target_per_class: int | None = 100,
@@ -179,6 +182,10 @@ def fashion_mnist_domain(
         raise ValueError(f"fashion_mnist: domain must be 'source' or 'target', got {domain!r}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"fashion_mnist: noise must be a number >= 0, got {noise!r}")
+    if isinstance(quarter_turns, bool) or quarter_turns not in (0, 1, 2, 3):
+        raise ValueError(
+            f"fashion_mnist: quarter_turns must be 0, 1, 2 or 3, got {quarter_turns!r}"
+        )
     root = str(root if root is not None else FASHION_DIR)
     train_x, train_y = _raw(root, "train")
     test_x, test_y = _raw(root, "test")
@@ -196,7 +203,7 @@ def fashion_mnist_domain(
     ):
         grey = x[rows].astype(np.float32) / 255.0
         if domain == "target":
-            grey = shift_images(grey, float(noise), _NOISE_SEEDS[part])
+            grey = shift_images(grey, float(noise), _NOISE_SEEDS[part], quarter_turns)
         images = prepare_digit_images(grey, size=size, channels=channels, mean=mean, std=std)
         parts[part] = TensorImageDataset(images, y[rows])
     return Domain(

@@ -78,6 +78,8 @@ def test_the_shift_rotates_and_adds_seeded_noise():
     np.testing.assert_array_equal(a, b)
     clean = np.rot90(x, 1, axes=(1, 2))
     np.testing.assert_array_equal(shift_images(x, 0.0, 7), clean)
+    np.testing.assert_array_equal(shift_images(x, 0.0, 7, quarter_turns=0), x)
+    np.testing.assert_array_equal(shift_images(x, 0.0, 7, 2), x[:, ::-1, ::-1])
     assert a.min() >= 0.0 and a.max() <= 1.0
     inside = (clean > 0.3) & (clean < 0.7)  # rarely clipped: the noise shows its σ
     assert 0.1 < float((a - clean)[inside].std()) < 0.3
@@ -96,6 +98,8 @@ def test_missing_files_name_the_debian_package(tmp_path):
         fashion_mnist_domain(root=tmp_path)
     with pytest.raises(ValueError, match="domain must be 'source' or 'target', got 'both'"):
         fashion_mnist_domain("both", root=tmp_path)
+    with pytest.raises(ValueError, match="quarter_turns must be 0, 1, 2 or 3, got 4"):
+        fashion_mnist_domain(root=tmp_path, quarter_turns=4)
 
 
 def test_write_idx_writes_what_read_idx_and_a_hand_written_file_agree_on(tmp_path):
