@@ -469,3 +469,18 @@ def test_weighted_diagram_is_the_report_and_repeated_rows(adaptive, group):
     macro = reliability_diagram(*args, average="macro")
     report = probability_report(*args[:7], average="macro")
     assert macro.ece == pytest.approx(report[key], abs=1e-12)
+
+
+def test_probability_report_macro_ignores_a_permutation_of_class_ids():
+    rng = np.random.default_rng(8)
+    z, y = rng.normal(size=(60, 6)) * 2, rng.integers(0, 6, 60)
+    w = rng.random(60)
+    perm = rng.permutation(6)  # new column j holds old column perm[j]
+    new = np.argsort(perm)
+    seen = [0, 1, 2]
+    a = probability_report(z, y, seen, gamma=0.5, sample_weight=w, average="macro")
+    b = probability_report(
+        z[:, perm], new[y], new[seen], gamma=0.5, sample_weight=w, average="macro"
+    )
+    for key in ("ece", "nll", "brier", "confidence", "nll_seen", "nll_absent", "ece_absent"):
+        assert a[key] == pytest.approx(b[key], abs=1e-12), key
