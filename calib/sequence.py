@@ -24,7 +24,9 @@ At stage k (``my_finetune(model, data, classes)``, the signature of
   stage k's training rows (S_k only); ``pseudo_splits`` (``pcv``) on
   :func:`calib.make_pseudo_splits` of model k−1, the model stage k starts from, over stage
   k's training data (its pseudo runs replay stage k's fine-tuning on part of S_k; no U_k
-  sample is touched); ``target_labelled`` (``oracle``, an upper bound) and
+  sample is touched; a pseudo-absent class of S_{k−1} was trained on by checkpoint k−1,
+  which no class of U_k was, so later stages' pseudo splits imitate U less closely);
+  ``target_labelled`` (``oracle``, an upper bound) and
   ``target_unlabelled`` (``prior``) on model k's logits of ``test_data``; ``fixed`` on
   nothing;
 - the report: :func:`calib.accuracy_report` of model k's test logits for S_k, U_k, at γ = 0
