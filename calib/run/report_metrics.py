@@ -99,7 +99,9 @@ def premise_results(
     """``results["premise"]``: :func:`calib.metrics.premise_check` of the two test
     extractions, with the γ of each selector in ``results["calibrated"]`` and the NCM U/U of
     ``results["pretrained"]`` / ``["finetuned"]`` when both rows have it. Logs a warning when
-    the premise fails (U/U fell beyond the paired noise bound: no γ can restore it).
+    the premise fails (U/U fell beyond the paired noise bound: no γ can restore it). Its
+    numbers are per-sample; under a class-balanced table (``meta.average`` = ``macro``) the
+    message says so.
 
     Raises:
         ValueError: the two extractions are not of the same test samples (labels differ).
@@ -130,7 +132,12 @@ def premise_results(
     )
     if not check.holds:
         log.warning("%s", check.message)
-    return check.to_dict()
+    out = check.to_dict()
+    meta = results.get("meta", {})
+    if isinstance(meta, Mapping) and meta.get("average") == "macro":
+        # the table above it is class-balanced; the premise's numbers are not
+        out["message"] += " (premise: per-sample accuracies)"
+    return out
 
 
 def _alpha_curve(by_alpha, split: ClassSplit):

@@ -137,3 +137,22 @@ def test_model_metrics_average_every_accuracy_alike(average):
 
 def _other(average: str) -> str:
     return "macro" if average == "micro" else "micro"
+
+
+def test_the_premise_line_says_it_is_per_sample_under_a_macro_table():
+    import numpy as np
+    import torch
+
+    from calib.data import ClassSplit
+    from calib.extract import Extracted
+    from calib.run.report_metrics import premise_results
+
+    rng = np.random.default_rng(1)
+    y = torch.from_numpy(rng.integers(0, 6, size=120))
+    pre = Extracted(torch.from_numpy(rng.normal(size=(120, 6)).astype(np.float32)), y)
+    ft = Extracted(torch.from_numpy(rng.normal(size=(120, 6)).astype(np.float32)), y)
+    split = ClassSplit((0, 1, 2), (3, 4, 5), 6)
+    micro = premise_results({"meta": {"average": "micro"}}, pre, ft, split)
+    macro = premise_results({"meta": {"average": "macro"}}, pre, ft, split)
+    assert macro["message"] == micro["message"] + " (premise: per-sample accuracies)"
+    assert premise_results({}, pre, ft, split)["message"] == micro["message"]
