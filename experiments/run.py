@@ -129,6 +129,17 @@ def app(cfg: DictConfig) -> float | None:
     from calib.run import StaleRunError, build_plan
     from calib.train import ConfigMismatchError
 
+    if cfg_dict.get("sequence") is not None:  # a sequence of fine-tunings: one run per stage
+        from calib.run.sequence_run import run_sequence
+
+        try:
+            run_sequence(cfg_dict, run_dir)
+        except (ConfigError, DatasetNotFoundError, StaleRunError, ConfigMismatchError) as err:
+            _fail(str(err))
+        if launch_env().is_main:
+            log.info("sequence written to %s (sequence.md, stages.png)", run_dir)
+        return None
+
     try:
         # under torchrun the group is joined here, with the configured timeout (a rank may wait
         # at a barrier while rank 0 waits for a source model another job is training);

@@ -26,6 +26,7 @@ from calib.run.schema import non_identity_keys
 __all__ = [
     "NON_IDENTITY_KEYS",
     "RESOLVED_KEYS",
+    "REPORT_KEYS",
     "canonical_json",
     "digest",
     "flatten",
@@ -49,6 +50,14 @@ NON_IDENTITY_KEYS: tuple[str, ...] = non_identity_keys()
 RESOLVED_KEYS: tuple[str, ...] = tuple(
     k for k in NON_IDENTITY_KEYS if k.rsplit(".", 1)[-1] == "amp"
 )
+
+#: The non-identity keys that change the report but no stage: it is recomputed from the cached
+#: stages on every run (how accuracies are averaged, the corrections fitted beside the
+#: selectors), or the run is not one plan (a sequence runs one plan per stage, each keyed by
+#: its own classes and its predecessor, :mod:`calib.run.sequence_run`). Rerunning a folder with
+#: another value recomputes its results from the same stages; they still name the run folder,
+#: so that a sweep over them keeps one folder per value.
+REPORT_KEYS: tuple[str, ...] = ("eval.average", "calibration.corrections", "sequence")
 
 
 def _plain(value: Any) -> Any:

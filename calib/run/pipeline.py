@@ -51,6 +51,7 @@ from calib import distributed
 from calib.data import ClassSplit, Domain, dataset_targets
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.pseudo_cv import PseudoClasses, PseudoSubset, make_pseudo_splits
+from calib.run.correction_stage import check_corrections, correction_results, fit_corrections
 from calib.run.identity import identity_leaves
 from calib.run.method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
 from calib.run.probability_stage import probability_results
@@ -352,6 +353,12 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
             len(split.seen),
             len(split.absent),
         )
+    corrections = check_corrections(
+        plan.calibration.corrections,
+        has_pcv=plan.calibration.pcv is not None,
+        model=model,
+        head=str(method.params.get("head", "linear")),
+    )  # before any training
     pretrained = _pretrained(runner, plan, stages, model)
     finetuned = _finetuned(runner, plan, stages, pretrained)
     start = prepared_pretrained(pretrained, method)  # the pre-trained row: where it starts
@@ -364,8 +371,17 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
         _pseudo_splits(runner, plan, stages, pretrained) if plan.calibration.needs_pcv else None
     )
     calibrators = _fit_selectors(runner, plan, stages, ex, pseudo)
-    results = run_results(ex, split, calibrators, target, runner.device, stages.keys())
-    results["probability"] = probability_results(ex, split, calibrators, pseudo)
+    average = plan.eval.average
+    results = run_results(
+        ex, split, calibrators, target, runner.device, stages.keys(), average=average
+    )
+    results["probability"] = probability_results(ex, split, calibrators, pseudo, average=average)
+    if corrections:
+        fitted = fit_corrections(corrections, split, ex, pseudo, finetuned)
+        results["corrected"] = correction_results(fitted, ex, split)
+        if distributed.is_main():
+            for name, est in fitted.items():
+                est.save(runner.run_dir / "corrections" / f"{name}.json")
     results["meta"]["method"] = method.name
     results["meta"]["method_params"] = dict(method.params)
     results["meta"]["uses_absent_data"] = method.spec.uses_absent_data

@@ -128,6 +128,11 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     """
     cfg = dict(cfg)
     check_config(cfg)
+    if cfg.get("sequence") is not None:
+        raise ConfigError(
+            "sequence: a sequence of fine-tunings is one run per stage: run it with "
+            "calib.run.sequence_run.run_sequence (calib-run does), not build_plan"
+        )
     _import_plugins(list(cfg.get("imports") or []))
     seed = int(cfg.get("seed", 0))
     name = str(cfg.get("name", "run"))

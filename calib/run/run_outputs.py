@@ -126,6 +126,7 @@ def run_results(
     target: Domain,
     device: Any,
     stage_keys: Mapping[str, str],
+    average: str = "micro",
 ) -> dict[str, Any]:
     """The run's metrics: pre-trained, fine-tuned, fine-tuned + each selector's γ, and meta.
 
@@ -133,10 +134,16 @@ def run_results(
         ex: the run's extractions (``pretrained_*`` and ``finetuned_*``, train and test).
         calibrators: selector name -> fitted calibrator.
         stage_keys: ``{stage name: key}`` (recorded under ``meta.stage_keys``).
+        average: how the accuracies are averaged (``eval.average``), recorded under
+            ``meta.average``.
     """
     results: dict[str, Any] = {
-        "pretrained": model_metrics(ex["pretrained_test"], ex["pretrained_train"], split),
-        "finetuned": model_metrics(ex["finetuned_test"], ex["finetuned_train"], split),
+        "pretrained": model_metrics(
+            ex["pretrained_test"], ex["pretrained_train"], split, average=average
+        ),
+        "finetuned": model_metrics(
+            ex["finetuned_test"], ex["finetuned_train"], split, average=average
+        ),
         "calibrated": {},
         "meta": {
             "target": target.name,
@@ -144,6 +151,7 @@ def run_results(
             "seen_classes": list(map(int, split.seen)),
             "absent_classes": list(map(int, split.absent)),
             "device": str(device),
+            "average": average,
             "environment": compute_environment(device),
             "stage_keys": dict(stage_keys),
             "selectors": {
@@ -157,7 +165,7 @@ def run_results(
     }
     for name, cal in calibrators.items():
         metrics = model_metrics(
-            ex["finetuned_test"], ex["finetuned_train"], split, gamma=cal.gamma_
+            ex["finetuned_test"], ex["finetuned_train"], split, gamma=cal.gamma_, average=average
         )
         metrics["gamma"] = cal.gamma_
         results["calibrated"][name] = metrics

@@ -270,6 +270,12 @@ SCHEMA: dict[str, Any] = {
             ),
         },
     ),
+    "sequence": _key(
+        _opt(_map()),
+        "a sequence of fine-tunings, {stages: [[S_1], [S_2], ...]}: stage k a run on S_k started "
+        "from stage k-1's checkpoint (calib.run.sequence_run); null = one run",
+        identity=False,  # each stage's plan is keyed by its classes and its predecessor
+    ),
     "finetune": _Section(
         "fine-tuning on S (the optimizer and scheduler groups fill the rest)",
         {
@@ -344,6 +350,12 @@ SCHEMA: dict[str, Any] = {
                 _list(_str(), "selector keys"),
                 "calib.selectors.SELECTORS keys, in table order (alg, pcv, prior, oracle, ...)",
             ),
+            "corrections": _key(
+                _list(_str(), "correction keys"),
+                "post-hoc alternatives to γ fitted beside the selectors (wa, bic, gla; "
+                "calib.run.correction_stage.CORRECTIONS); recomputed every run, no stage",
+                identity=False,
+            ),
             "options": _Open(
                 "per selector, its parameters (declared defaults fill the rest)",
                 "a selector's parameters (options.<selector>.<parameter>)",
@@ -381,6 +393,12 @@ SCHEMA: dict[str, Any] = {
             ),
             "every_epochs": _key(
                 _int(0), "evaluate at epoch 0 and every k fine-tuning epochs; 0 = off"
+            ),
+            "average": _key(
+                _choice("micro", "macro"),
+                "how the report averages accuracies: micro = per sample, macro = "
+                "class-balanced (mean over the classes of S, U, Y of per-class accuracy)",
+                identity=False,  # the report is recomputed from the stages; names the folder
             ),
             "figures": _key(
                 _bool(), "draw the run's figures; false: numbers and tables only", identity=False
@@ -445,13 +463,16 @@ def describe_key(key: str) -> str | None:
     """The one-line description of a dotted config key (``finetune.epochs``).
 
     A key inside an open section is described when the shipped configs use it (e.g.
-    ``dataset.root``, ``model.kwargs.in_chans``); ``None`` for any other unknown key.
+    ``dataset.root``, ``model.kwargs.in_chans``); a key inside a mapping-valued leaf
+    (``sequence.stages``) by that leaf; ``None`` for any other unknown key.
     """
     spec: Any = _Section("", SCHEMA)
     parts = key.split(".")
     for i, part in enumerate(parts):
         if isinstance(spec, _Open):
             return spec.known.get(part) if i == len(parts) - 1 else None
+        if isinstance(spec, _Leaf) and spec[0]({}):  # a mapping-valued leaf holds its own keys
+            return _help_of(spec)
         if not isinstance(spec, Mapping) or part not in spec:
             return None
         spec = spec[part]
@@ -488,6 +509,8 @@ def _help_lines(cfg: Mapping[str, Any], spec: Any, indent: str, out: list[tuple[
         if isinstance(spec, _Open):
             child: Any = None
             help = spec.known.get(str(key), spec.each)
+        elif isinstance(spec, _Leaf):  # inside a mapping-valued leaf: described by the leaf
+            child, help = None, _help_of(spec)
         else:
             child = spec.get(key) if isinstance(spec, Mapping) else None
             help = "" if child is None else _help_of(child)
@@ -495,7 +518,7 @@ def _help_lines(cfg: Mapping[str, Any], spec: Any, indent: str, out: list[tuple[
             out.append((f"{indent}{key}:", help))
             # a mapping inside an open section (a selector's options) keeps that section's text
             sub = spec if isinstance(spec, _Open) else child
-            sub = sub if isinstance(sub, (_Section, _Open)) else None
+            sub = sub if isinstance(sub, (_Section, _Open, _Leaf)) else None
             _help_lines(value, sub, indent + "  ", out)
         else:
             out.append((f"{indent}{key}: {_scalar(value)}", help))

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from calib.run.correction_stage import check_corrections
 from calib.selectors import SELECTORS
 from calib.train import TrainConfig
 from calib.validation import check_fraction, check_int
@@ -56,12 +57,16 @@ class CalibrationConfig:
         selectors: keys of :data:`calib.selectors.SELECTORS`, in table order.
         options: ``{selector: {parameter: value}}``; a selector's declared parameters not given
             here take their declared defaults. Validated against each selector's declaration.
-        pcv: settings of the PCV stage; required when a selector takes ``pseudo_splits``.
+        pcv: settings of the PCV stage; required when a selector takes ``pseudo_splits``
+            (or the ``bic`` correction is listed).
+        corrections: post-hoc alternatives to γ fitted beside the selectors, keys of
+            :data:`calib.run.correction_stage.CORRECTIONS` (``wa``, ``bic``, ``gla``).
     """
 
     selectors: tuple[str, ...] = ("alg", "oracle")
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     pcv: PCVConfig | None = None
+    corrections: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.selectors, str):
@@ -95,6 +100,8 @@ class CalibrationConfig:
                     f"selector {name!r} takes pseudo splits, but calibration.pcv is not set"
                 )
         object.__setattr__(self, "options", resolved)
+        checked = check_corrections(self.corrections, has_pcv=self.pcv is not None)
+        object.__setattr__(self, "corrections", checked)
 
     def params(self, name: str) -> dict[str, Any]:
         """The full, validated parameters of selector ``name``."""
@@ -102,7 +109,9 @@ class CalibrationConfig:
 
     @property
     def needs_pcv(self) -> bool:
-        return any("pseudo_splits" in SELECTORS.get(n).kind.inputs for n in self.selectors)
+        return "bic" in self.corrections or any(
+            "pseudo_splits" in SELECTORS.get(n).kind.inputs for n in self.selectors
+        )
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ class EvalConfig:
         amp: mixed precision on GPU.
         every_epochs: evaluate the model at epoch 0 and every k epochs of the fine-tuning (and
             at its last epoch) into ``history.jsonl`` and the dynamics figures; 0 = off.
+        average: ``micro`` (per-sample accuracies) or ``macro`` (class-balanced: the mean over
+            the classes of each group of the per-class accuracy, :mod:`calib.metrics.weights`).
         figures: draw the run's figures (``curve.png``, ``reliability.png``, the dynamics
             figures, WiSE-FT's ``alpha_tradeoff.png``); off, a run writes its numbers and tables
             only (e.g. the points of a large sweep, whose figures ``calib-collate`` draws).
@@ -125,6 +136,7 @@ class EvalConfig:
     num_workers: int = 0
     amp: bool = True
     every_epochs: int = 0
+    average: str = "micro"
     figures: bool = True
     figures_pdf: bool = False
 
@@ -132,6 +144,10 @@ class EvalConfig:
         check_int(self.batch_size, "eval.batch_size", 1)
         check_int(self.num_workers, "eval.num_workers", 0)
         check_int(self.every_epochs, "eval.every_epochs", 0)
+        if self.average not in ("micro", "macro"):
+            raise ValueError(
+                f"eval.average must be one of ('micro', 'macro'), got {self.average!r}"
+            )
         if not isinstance(self.figures, bool):
             raise ValueError(f"eval.figures must be true or false, got {self.figures!r}")
         if not isinstance(self.figures_pdf, bool):

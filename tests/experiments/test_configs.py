@@ -92,6 +92,10 @@ def test_experiment_builds(experiment, fake_roots, tmp_path):
         else:
             overrides.append(f"dataset.list_dir={fake.list_dir}")
     cfg = compose_experiment(experiment, overrides)
+    if cfg.get("sequence") is not None:  # a sequence: its first stage is a run
+        from calib.run.sequence_run import plan_sequence
+
+        cfg = plan_sequence(cfg, tmp_path)[0].config
     plan = build_plan(cfg, run_dir=tmp_path)
     assert plan.name == experiment and plan.run_dir == tmp_path
     assert plan.target.num_classes == plan.split.num_classes

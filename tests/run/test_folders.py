@@ -116,14 +116,15 @@ def test_the_keys_that_change_no_number_name_no_folder():
     and two runs asking bf16 and fp16 on a GPU compute other numbers: they name their folders."""
     from omegaconf import OmegaConf
 
-    from calib.run.identity import RESOLVED_KEYS
+    from calib.run.identity import REPORT_KEYS, RESOLVED_KEYS
 
     assert set(RESOLVED_KEYS) == {
         "finetune.amp", "source_train.amp", "calibration.pcv.finetune.amp", "eval.amp"
     }  # fmt: skip
     hydra = OmegaConf.load(CONF / "hydra" / "default.yaml")
     excluded = set(hydra.job.config.override_dirname.exclude_keys)
-    assert excluded == {*NON_IDENTITY_KEYS, "experiment"} - set(RESOLVED_KEYS)
+    assert set(REPORT_KEYS) <= set(NON_IDENTITY_KEYS)
+    assert excluded == {*NON_IDENTITY_KEYS, "experiment"} - set(RESOLVED_KEYS) - set(REPORT_KEYS)
 
 
 def test_hydra_run_dir_is_the_run_folder(tmp_path):
