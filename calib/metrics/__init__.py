@@ -12,6 +12,11 @@
 - :mod:`calib.metrics.weights`: the per-sample weights of ``sample_weight=`` and of the
   class-balanced ``average="macro"`` that the accuracies, the curve, AUSUC, NCM and the
   probability report take.
+- :mod:`calib.metrics.streaming`: :class:`SeenAbsentState` — the curve, AUSUC and reports from
+  a stream of logit batches in O(N) memory (merge, sync across processes), and the γ of
+  alg/prior/oracle/pcv from states.
+- :mod:`calib.metrics.lightning_metric` (needs torchmetrics; not imported here):
+  :class:`SeenAbsentMetric`, a ``torchmetrics.Metric`` around the state.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
 from calib.metrics.ncm import ncm_report
 from calib.metrics.premise import PremiseCheck, paired_drop_bound, premise_check
 from calib.metrics.probability import probability_report, reliability_diagram
+from calib.metrics.streaming import SeenAbsentState
 
 __all__ = [
     "PremiseCheck",
     "SeenAbsentCurve",
+    "SeenAbsentState",
     "accuracy_report",
     "ausuc",
     "harmonic_mean",

@@ -26,6 +26,7 @@ from calib.rules.kernels import ABSENT, SEEN
 from calib.validation import as_numpy, check_classes, check_labels, check_logits, like_input
 
 __all__ = [
+    "curve_of_samples",
     "SeenAbsentCurve",
     "seen_absent_curve",
     "ausuc",
@@ -171,31 +172,51 @@ def checked_curve(
     gaps = gaps_of(scanned)
 
     label_group = scanned["codes"][y]  # O(N), where np.isin sorts
-    label_seen = label_group == SEEN
-    label_absent = label_group == ABSENT
-    right_other = gaps.pred_other == y  # right while γ ≤ gap
-    right_absent = gaps.pred_absent == y  # right once γ > gap (only possible for U labels)
+    return curve_of_samples(
+        gaps.gap,
+        gaps.pred_other == y,  # right while γ ≤ gap
+        gaps.pred_absent == y,  # right once γ > gap (only possible for U labels)
+        label_group == SEEN,
+        label_group == ABSENT,
+        weights=weights,
+        reference=reference,
+    )
 
+
+def curve_of_samples(
+    gap: np.ndarray,
+    right_other: np.ndarray,
+    right_absent: np.ndarray,
+    label_seen: np.ndarray,
+    label_absent: np.ndarray,
+    weights: np.ndarray | None = None,
+    reference: Any = None,
+) -> SeenAbsentCurve:
+    """The curve from the rule's per-sample values, all (N,): the float64 gaps, whether the
+    best non-U / best U column is the label, whether the label is in S / in U, and the
+    effective weights (None: counts). :func:`checked_curve` and the streamed state
+    (:class:`calib.metrics.streaming.SeenAbsentState`) both end here, so they cannot differ.
+    The arrays come back like ``reference`` (numpy when None)."""
     seen_right = right_other & label_seen  # these leave acc_seen as γ passes their gap
     rest_right = right_other & ~label_seen & ~label_absent  # R-labelled samples
     moving = right_absent | seen_right | rest_right  # U: join acc_absent as γ passes the gap
     n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
     if weights is None:
-        breaks = np.unique(gaps.gap[moving])
+        breaks = np.unique(gap[moving])
         # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
         breaks = breaks[np.isfinite(breaks)]
         gamma = np.append(breaks, np.inf)
-        g_seen = np.sort(gaps.gap[seen_right])
-        g_rest = np.sort(gaps.gap[rest_right])
-        g_absent = np.sort(gaps.gap[right_absent])
+        g_seen = np.sort(gap[seen_right])
+        g_rest = np.sort(gap[rest_right])
+        g_absent = np.sort(gap[right_absent])
         # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
         kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")
         kept_rest = g_rest.size - np.searchsorted(g_rest, gamma, side="left")
         moved_absent = np.searchsorted(g_absent, gamma, side="left")
-        total_seen, total_absent, total = n_seen, n_absent, z.shape[0]
+        total_seen, total_absent, total = n_seen, n_absent, gap.size
     else:
         groups = (seen_right, rest_right, right_absent)
-        gamma, counts = weighted_curve_counts(gaps.gap, weights, groups, moving)
+        gamma, counts = weighted_curve_counts(gap, weights, groups, moving)
         kept_seen, kept_rest, moved_absent = counts
         total_seen = float(weights[label_seen].sum())
         total_absent = float(weights[label_absent].sum())

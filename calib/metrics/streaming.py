@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from calib.metrics.accuracy import harmonic_mean
-from calib.metrics.curve import SeenAbsentCurve, weighted_curve_counts
+from calib.metrics.curve import SeenAbsentCurve, curve_of_samples
 from calib.metrics.weights import effective_weights, weighted_mean
 from calib.rules.gaps import group_codes, scan_checked
 from calib.rules.kernels import ABSENT, SEEN, alg_sums
@@ -474,7 +474,7 @@ class SeenAbsentState:
         """
         cols = self.checked_columns("curve")
         label_seen, label_absent = self.label_groups()
-        return _curve_of_samples(
+        return curve_of_samples(
             cols["gap"],
             cols["hit_other"],
             cols["hit_absent"],
@@ -786,83 +786,6 @@ def _check_index(index: Any, n: int) -> np.ndarray:
     if np.unique(idx).size != idx.size:
         raise ValueError("index repeats a sample within one batch")
     return idx
-
-
-def _fraction(count: np.ndarray, total: float, what: str, n: int | None = None) -> np.ndarray:
-    """(:mod:`calib.metrics.curve`'s) ``count / total``; NaN with a warning when ``total`` is 0 (``n``: the group's sample
-    count, when the total is a weight: > 0 means every sample there weighs 0)."""
-    if total == 0:
-        reason = (
-            f"no test sample has a label in {what}"
-            if not n
-            else f"sample_weight is 0 for every test sample of {what}"
-        )
-        warnings.warn(f"{reason}: its accuracy is NaN", RuntimeWarning, stacklevel=3)
-        return np.full(count.shape, np.nan)
-    return count / total
-
-
-def _curve_of_samples(
-    gap: np.ndarray,
-    right_other: np.ndarray,
-    right_absent: np.ndarray,
-    label_seen: np.ndarray,
-    label_absent: np.ndarray,
-    weights: np.ndarray | None = None,
-) -> SeenAbsentCurve:
-    """The curve from the rule's per-sample values, all (N,): the float64 gaps, whether the
-    best non-U / best U column is the label, whether the label is in S / in U, and the
-    effective weights (None: counts).
-
-    The operations of :func:`calib.metrics.curve.checked_curve` after its scan: the weighted
-    sums are its own function (:func:`calib.metrics.curve.weighted_curve_counts`), the
-    unweighted counts a copy of its lines (tests/metrics/test_streaming.py holds the two equal
-    bit for bit; request HC-1 would make the whole of it one function)."""
-    seen_right = right_other & label_seen  # these leave acc_seen as γ passes their gap
-    rest_right = right_other & ~label_seen & ~label_absent  # R-labelled samples
-    moving = right_absent | seen_right | rest_right  # U: join acc_absent as γ passes the gap
-    n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
-    if weights is None:
-        breaks = np.unique(gap[moving])
-        # an infinite gap (-inf columns: a group that cannot win) never moves at a finite γ
-        breaks = breaks[np.isfinite(breaks)]
-        gamma = np.append(breaks, np.inf)
-        g_seen = np.sort(gap[seen_right])
-        g_rest = np.sort(gap[rest_right])
-        g_absent = np.sort(gap[right_absent])
-        # at γ = t: a sample stays put iff gap ≥ t, has moved iff gap < t
-        kept_seen = g_seen.size - np.searchsorted(g_seen, gamma, side="left")
-        kept_rest = g_rest.size - np.searchsorted(g_rest, gamma, side="left")
-        moved_absent = np.searchsorted(g_absent, gamma, side="left")
-        total_seen, total_absent, total = n_seen, n_absent, gap.size
-    else:
-        groups = (seen_right, rest_right, right_absent)
-        gamma, counts = weighted_curve_counts(gap, weights, groups, moving)
-        kept_seen, kept_rest, moved_absent = counts
-        total_seen = float(weights[label_seen].sum())
-        total_absent = float(weights[label_absent].sum())
-        total = float(weights.sum())
-
-    acc_seen = _fraction(kept_seen, total_seen, "the seen classes", n_seen)
-    acc_absent = _fraction(moved_absent, total_absent, "the absent classes", n_absent)
-    acc_all = (kept_seen + kept_rest + moved_absent) / total
-
-    if total_seen and total_absent:
-        area = float(
-            np.sum((acc_seen[:-1] - acc_seen[1:]) * (acc_absent[:-1] + acc_absent[1:])) / 2
-        )
-    else:
-        area = float("nan")
-
-    return SeenAbsentCurve(
-        gamma=gamma,
-        acc_seen=acc_seen,
-        acc_absent=acc_absent,
-        acc_all=acc_all,
-        ausuc=area,
-        n_seen=n_seen,
-        n_absent=n_absent,
-    )
 
 
 _REPORT_KEYS = ("acc_all", "acc_seen", "acc_absent", "acc_seen_seen", "acc_absent_absent", "hmean")
