@@ -83,7 +83,7 @@ def _check_topk(topk: Iterable[int], num_classes: int) -> list[int]:
     return sorted({int(k) for k in topk if k > 1})
 
 
-def _group_accuracies(
+def group_accuracies(
     hit_all: np.ndarray,
     hit_seen_seen: np.ndarray,
     hit_absent_absent: np.ndarray,
@@ -92,6 +92,10 @@ def _group_accuracies(
     suffix: str,
     weights: np.ndarray | None = None,
 ) -> dict[str, float]:
+    """The report's accuracies (keys with ``suffix``) from per-sample hits, all (N,) bool: right
+    at the γ of the report, right among S, right among U; the labels' groups and the effective
+    weights (None: counts). :func:`accuracy_report` and the streamed state
+    (:meth:`calib.metrics.streaming.SeenAbsentState.report`) both end here."""
     acc_seen = weighted_mean(hit_all, weights, label_seen)
     acc_absent = weighted_mean(hit_all, weights, label_absent)
     values = (
@@ -173,7 +177,7 @@ def accuracy_report(
                 stacklevel=2,
             )
 
-    report = _group_accuracies(
+    report = group_accuracies(
         gaps_of(scanned).predict(gamma) == y,
         scanned["pred_seen"] == y,
         scanned["pred_absent"] == y,
@@ -183,7 +187,7 @@ def accuracy_report(
         weights=weights,
     )
     for k in ks:
-        report |= _group_accuracies(
+        report |= group_accuracies(
             scanned["rank"] < k,
             scanned["rank_seen"] < k,
             scanned["rank_absent"] < k,

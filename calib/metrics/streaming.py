@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from calib.metrics.accuracy import harmonic_mean
+from calib.metrics.accuracy import group_accuracies
 from calib.metrics.curve import SeenAbsentCurve, curve_of_samples
-from calib.metrics.weights import effective_weights, weighted_mean
+from calib.metrics.weights import effective_weights
 from calib.rules.gaps import group_codes, scan_checked
 from calib.rules.kernels import ABSENT, SEEN, alg_sums
 from calib.validation import (
@@ -539,19 +539,19 @@ class SeenAbsentState:
                 )
         # the rule of calib.rules.gaps.Gaps.predict: γ > gap moves the sample to U
         hit_all = np.where(gamma > cols["gap"], cols["hit_absent"], cols["hit_other"])
-        report = _group_accuracies(
-            hit_all, cols["hit_seen"], cols["hit_absent"], label_seen, label_absent, weights, ""
+        report = group_accuracies(
+            hit_all, cols["hit_seen"], cols["hit_absent"], label_seen, label_absent, "", weights
         )
         for k in ks:
             j = self.gammas.index(gamma)
-            report |= _group_accuracies(
+            report |= group_accuracies(
                 cols["rank"][:, j] < k,
                 cols["rank_seen"] < k,
                 cols["rank_absent"] < k,
                 label_seen,
                 label_absent,
-                weights,
                 f"_top{k}",
+                weights,
             )
         n = int(cols["gap"].size)
         return report | {"gamma": gamma, "n_samples": n, "n_seen": n_seen, "n_absent": n_absent}
@@ -786,26 +786,6 @@ def _check_index(index: Any, n: int) -> np.ndarray:
     if np.unique(idx).size != idx.size:
         raise ValueError("index repeats a sample within one batch")
     return idx
-
-
-_REPORT_KEYS = ("acc_all", "acc_seen", "acc_absent", "acc_seen_seen", "acc_absent_absent", "hmean")
-
-
-def _group_accuracies(
-    hit_all, hit_seen_seen, hit_absent_absent, label_seen, label_absent, weights, suffix
-) -> dict[str, float]:
-    """The report keys (with ``suffix``) as :func:`calib.accuracy_report` computes them."""
-    acc_seen = weighted_mean(hit_all, weights, label_seen)
-    acc_absent = weighted_mean(hit_all, weights, label_absent)
-    values = (
-        weighted_mean(hit_all, weights),
-        acc_seen,
-        acc_absent,
-        weighted_mean(hit_seen_seen, weights, label_seen),
-        weighted_mean(hit_absent_absent, weights, label_absent),
-        harmonic_mean(acc_seen, acc_absent),
-    )
-    return {key + suffix: v for key, v in zip(_REPORT_KEYS, values, strict=True)}
 
 
 def _config_mismatch(a: dict[str, Any], b: dict[str, Any]) -> str:

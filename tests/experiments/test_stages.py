@@ -1,5 +1,5 @@
-"""experiments/stages.py: the sequence entry point composes calib-run's config and answers a
-user's mistake with one line."""
+"""calib-run with `sequence.stages`: a sequence of fine-tunings from the command line, a user's
+mistake answered with one line."""
 
 from __future__ import annotations
 
@@ -20,16 +20,9 @@ def _stages(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", "calib.experiments.stages", *args],
+        [sys.executable, "-m", "calib.experiments.run", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-
-
-def test_a_config_without_stages_is_refused_in_one_line(tmp_path):
-    done = _stages("experiment=digits_demo", f"run_dir={tmp_path / 'run'}")
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output
-    assert "sequence.stages is not set" in output and "Traceback" not in output
 
 
 def test_shrinking_stages_are_refused_in_one_line_before_any_work(tmp_path):
