@@ -24,6 +24,9 @@ _API = {
     "premise_check": "calib.metrics.premise",
     "PremiseCheck": "calib.metrics.premise",
     "LogitBiasCalibrator": "calib.estimator.calibrator",
+    "WeightAligning": "calib.estimator.weight_aligning",
+    "BiasCorrection": "calib.estimator.bias_correction",
+    "PretrainedEnsemble": "calib.estimator.pretrained_ensemble",
     "PseudoSplit": "calib.selectors",
     "make_pseudo_splits": "calib.pseudo_cv",
     "Stage": "calib.sequence",
@@ -49,7 +52,10 @@ _API = {
 
 if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time they load lazily
     from calib.data import ClassSplit, Domain
+    from calib.estimator.bias_correction import BiasCorrection
     from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
+    from calib.estimator.pretrained_ensemble import PretrainedEnsemble
+    from calib.estimator.weight_aligning import WeightAligning
     from calib.extract import Extracted, extraction_loader
     from calib.metrics.accuracy import accuracy_report
     from calib.metrics.curve import SeenAbsentCurve, ausuc, seen_absent_curve
@@ -67,6 +73,7 @@ if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time th
     from calib.wrapper import CalibratedClassifier, calibrate
 
 __all__ = [
+    "BiasCorrection",
     "CalibratedClassifier",
     "ClassSplit",
     "Classifier",
@@ -75,6 +82,7 @@ __all__ = [
     "LogitBiasCalibrator",
     "NotFittedError",
     "PremiseCheck",
+    "PretrainedEnsemble",
     "PseudoSplit",
     "Registry",
     "SELECTORS",
@@ -84,6 +92,7 @@ __all__ = [
     "Stage",
     "StageResult",
     "TrainConfig",
+    "WeightAligning",
     "accuracy_report",
     "ausuc",
     "build_plan",

@@ -204,8 +204,10 @@ def correction_results(
     ex: Mapping[str, Extracted],
     split: ClassSplit,
     n_bins: int = 15,
+    average: str = "micro",
 ) -> dict[str, dict[str, Any]]:
-    """``{name: row}`` of each fitted correction on the fine-tuned test logits.
+    """``{name: row}`` of each fitted correction on the fine-tuned test logits, its accuracies,
+    AUSUC and ECE averaged as the run's (``average``: ``eval.average``).
 
     A row: ``acc_all acc_seen acc_absent acc_seen_seen acc_absent_absent hmean`` (fractions,
     γ = 0 on the corrected logits), ``ausuc`` (of the corrected logits), ``ece``, ``nll`` (at
@@ -221,14 +223,17 @@ def correction_results(
     rows: dict[str, dict[str, Any]] = {}
     for name, est in corrections.items():
         corrected = est.transform(z, **_extra(est, ex))
-        acc = accuracy_report(corrected, y, split.seen, split.absent, 0.0, topk=(1,))
-        prob = probability_report(
-            corrected, y, split.seen, split.absent, 0.0, est.temperature_, n_bins
+        acc = accuracy_report(
+            corrected, y, split.seen, split.absent, 0.0, topk=(1,), average=average
         )
+        prob = probability_report(
+            corrected, y, split.seen, split.absent, 0.0, est.temperature_, n_bins,
+            average=average,
+        )  # fmt: skip
         row = {k: acc[k] for k in (
             "acc_all", "acc_seen", "acc_absent", "acc_seen_seen", "acc_absent_absent", "hmean"
         )}  # fmt: skip
-        row["ausuc"] = ausuc(corrected, y, split.seen, split.absent)
+        row["ausuc"] = ausuc(corrected, y, split.seen, split.absent, average=average)
         row.update({"ece": prob["ece"], "nll": prob["nll"], "temperature": est.temperature_})
         row.update(
             {k: est.info_[k] for k in ("ratio", "alpha", "beta", "debias") if k in est.info_}

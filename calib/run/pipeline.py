@@ -378,7 +378,7 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
     results["probability"] = probability_results(ex, split, calibrators, pseudo, average=average)
     if corrections:
         fitted = fit_corrections(corrections, split, ex, pseudo, finetuned)
-        results["corrected"] = correction_results(fitted, ex, split)
+        results["corrected"] = correction_results(fitted, ex, split, average=average)
         if distributed.is_main():
             for name, est in fitted.items():
                 est.save(runner.run_dir / "corrections" / f"{name}.json")

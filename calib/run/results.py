@@ -95,7 +95,8 @@ def average_line(results: Mapping[str, Any]) -> str | None:
 
 
 def result_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """(row label, metrics) pairs in display order: pre-trained, fine-tuned, then each selector."""
+    """(row label, metrics) pairs in display order: pre-trained, fine-tuned, each selector, then
+    each post-hoc correction (``results["corrected"]``, no γ)."""
     rows: list[tuple[str, Mapping[str, Any]]] = []
     if "pretrained" in results:
         rows.append(("pre-trained", results["pretrained"]))
@@ -103,6 +104,8 @@ def result_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]
         rows.append(("fine-tuned", results["finetuned"]))
     for name, metrics in results.get("calibrated", {}).items():
         rows.append((f"fine-tuned + γ ({name})", metrics))
+    for name, metrics in results.get("corrected", {}).items():
+        rows.append((f"fine-tuned + {name} (correction)", metrics))
     return rows
 
 

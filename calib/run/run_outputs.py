@@ -85,9 +85,13 @@ def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_name
 
     pre, ft = ex["pretrained_test"], ex["finetuned_test"]
     gammas = {sel: m["gamma"] for sel, m in results["calibrated"].items()}
+    corrections = {
+        key: (row["acc_seen"], row["acc_absent"])
+        for key, row in results.get("corrected", {}).items()
+    }
     curve = SeenAbsentDisplay.from_predictions(
         {"pre-trained": pre.logits, "fine-tuned": ft.logits}, ft.labels, split.seen,
-        split.absent, gammas=gammas,
+        split.absent, gammas=gammas, corrections=corrections,
         title=f"{name}: seen–absent trade-off over γ, each selector's γ marked",
     )  # fmt: skip
     save_figure(curve.figure_, run_dir / "curve.png")

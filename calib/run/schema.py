@@ -169,6 +169,8 @@ _DATASET_KEYS = {
     "class_names": "class names in label order; null = the data set's",
     "list_dir": "folder of the sample lists; null = the shipped paper lists",
     "check_sample": "check only this many listed files at start; null = all",
+    "quarter_turns": "fashion_mnist: the target's rotation in quarter turns (0-3)",
+    "noise": "fashion_mnist: σ of the target's Gaussian pixel noise (grey levels in [0, 1])",
 }
 #: Where the data set lives and how much of it is checked at start: no number depends on it.
 _DATASET_NOT_IDENTITY = ("root", "list_dir", "check_sample")

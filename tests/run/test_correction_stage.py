@@ -163,6 +163,8 @@ def test_every_name_through_the_run(tmp_path):
     assert set(results["corrected"]) == {"wa", "bic", "gla"}
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["corrected"]["bic"]["data"] == "pseudo_splits"
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert all(f"fine-tuned + {name} (correction)" in table for name in ("wa", "bic", "gla"))
     for name, cls in (("wa", "WeightAligning"), ("bic", "BiasCorrection")):
         assert (
             json.loads((tmp_path / "run" / "corrections" / f"{name}.json").read_text())["format"]
