@@ -92,8 +92,8 @@ def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_name
     curve = SeenAbsentDisplay.from_predictions(
         {"pre-trained": pre.logits, "fine-tuned": ft.logits}, ft.labels, split.seen,
         split.absent, gammas=gammas, corrections=corrections,
-        title=f"{name}: seen–absent trade-off over γ, each selector's γ marked"
-        + (" (and each correction's point)" if corrections else ""),
+        title=f"{name}: seen–absent trade-off, "
+        + ("selectors' γ and corrections marked" if corrections else "each selector's γ marked"),
     )  # fmt: skip
     save_figure(curve.figure_, run_dir / "curve.png")
     write_reliability_figure(
