@@ -9,9 +9,9 @@ experiment, ``finetune.method=`` overridden, selectors alg, pcv, prior, oracle).
 fine-tuning's and the PCV splits' seed (``finetune.seed``, ``calibration.pcv.seed``): the source
 ("pre-trained") model is one, trained once with the run seed 0 and shared through the cache.
 Runs are in ``OUT/<task>/<method>/seed<s>``; the corrections are fitted from that run's own extractions,
-pseudo splits and fine-tuned model with :mod:`calib.run.correction_stage` (until the pipeline
-hook writes ``results["corrected"]``, they are taken from the pipeline as it hands them to its
-selectors). Each run's rows go to ``OUT/<task>/<method>/seed<s>.json``; the table (mean ± std
+pseudo splits and fine-tuned model with :mod:`calib.run.correction_stage` (the functions
+``calibration.corrections`` runs; here on the inputs the pipeline hands its selectors, so that
+every correction is fitted whatever the run's config lists). Each run's rows go to ``OUT/<task>/<method>/seed<s>.json``; the table (mean ± std
 over seeds, accuracies in %) is printed from those files, so ``--table-only`` reprints it.
 """
 
