@@ -128,6 +128,14 @@ class SeenAbsentState:
             seen_classes, absent_classes, self.num_classes
         )
         self.topk = _check_topk(topk)
+        for k in self.topk:
+            if k > self.num_classes:  # as calib.accuracy_report says it
+                warnings.warn(
+                    f"topk={self.topk}: k={k} exceeds the {self.num_classes} classes, so every "
+                    f"label is among the top {k} and the _top{k} accuracies are 1",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         self.gammas = tuple(sorted({check_real(g, "gammas") for g in _iterable(gammas, "gammas")}))
         if self.topk and not self.gammas:
             raise ValueError(f"topk={self.topk} needs at least one γ in gammas, got none")

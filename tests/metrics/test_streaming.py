@@ -92,7 +92,7 @@ def test_curve_and_top1_reports_equal_the_whole_matrix_bit_for_bit(problem, cuts
 @given(problem=brute.problems(), cuts=cuts, gammas=st.lists(st.integers(-4, 4), min_size=1))
 def test_topk_at_the_declared_gammas_equals_the_whole_matrix_and_brute_force(problem, cuts, gammas):
     z, y, s, u = problem.logits, problem.labels, problem.seen, problem.absent
-    state = streamed(z, y, s, u, cuts, topk=(1, 2, 3), gammas=[g / 2 for g in gammas])
+    state = quiet(streamed, z, y, s, u, cuts, topk=(1, 2, 3), gammas=[g / 2 for g in gammas])
     for gamma in state.gammas:
         got = quiet(state.report, gamma)
         assert_same_report(got, quiet(accuracy_report, z, y, s, u, gamma=gamma, topk=(1, 2, 3)))

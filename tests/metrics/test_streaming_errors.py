@@ -166,3 +166,8 @@ def test_an_alg_only_state_refuses_what_needs_the_gaps():
     for read in (light.curve, light.report, light.ausuc):
         with pytest.raises(ValueError, match="needs the gaps, but the state was built with keep"):
             read()
+
+
+def test_a_topk_wider_than_the_classes_is_warned_about_as_in_accuracy_report():
+    with pytest.warns(RuntimeWarning, match="k=8 exceeds the 6 classes"):
+        SeenAbsentState(6, [0, 1], topk=(2, 8))
