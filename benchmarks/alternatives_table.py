@@ -8,10 +8,9 @@ Each (task, method, seed) is one run of the harness (``calib.run.build_plan`` of
 experiment, ``finetune.method=`` overridden, selectors alg, pcv, prior, oracle). A seed is the
 fine-tuning's and the PCV splits' seed (``finetune.seed``, ``calibration.pcv.seed``): the source
 ("pre-trained") model is one, trained once with the run seed 0 and shared through the cache.
-Runs are in ``OUT/<task>/<method>/seed<s>``; the corrections are fitted from that run's own extractions,
-pseudo splits and fine-tuned model with :mod:`calib.run.correction_stage` (the functions
-``calibration.corrections`` runs; here on the inputs the pipeline hands its selectors, so that
-every correction is fitted whatever the run's config lists). Each run's rows go to ``OUT/<task>/<method>/seed<s>.json``; the table (mean ± std
+Runs are in ``OUT/<task>/<method>/seed<s>``; each run fits the corrections itself
+(``calibration.corrections=[wa,bic,gla]``, :mod:`calib.run.correction_stage`) from its own
+extractions, pseudo splits and fine-tuned model. Each run's rows go to ``OUT/<task>/<method>/seed<s>.json``; the table (mean ± std
 over seeds, accuracies in %) is printed from those files, so ``--table-only`` reprints it.
 """
 
@@ -62,43 +61,26 @@ def compose(experiment: str, overrides: list[str]) -> dict[str, Any]:
 def run_one(
     task: str, method: str, seed: int, out: Path, cache: Path, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """One harness run and every row of the table for it."""
-    from calib.run import build_plan, pipeline
-    from calib.run.correction_stage import correction_results, fit_corrections
+    """One harness run and every row of the table for it (the corrections fitted by the run
+    itself: ``calibration.corrections``)."""
+    from calib.run import build_plan
 
     overrides = [
         f"+finetune.seed={seed}",
         f"calibration.pcv.seed={seed}",
         f"finetune.method={method}",
         f"calibration.selectors=[{','.join(SELECTORS)}]",
+        f"calibration.corrections=[{','.join(CORRECTIONS)}]",
         "progress=false",
         "eval.figures=false",
         "eval.every_epochs=0",
         f"cache_dir={cache}",
         *extra,
     ]
-    cfg = compose(task, overrides)
-    plan = build_plan(cfg, run_dir=out / task / method / f"seed{seed}")
-    seen: dict[str, Any] = {}
-    fit_selectors, finetuned = pipeline._fit_selectors, pipeline._finetuned
-
-    def spy_fit(runner, plan_, stages, ex, pseudo):
-        seen["ex"], seen["pseudo"] = ex, pseudo
-        return fit_selectors(runner, plan_, stages, ex, pseudo)
-
-    def spy_ft(*args, **kwargs):
-        seen["model"] = finetuned(*args, **kwargs)
-        return seen["model"]
-
-    pipeline._fit_selectors, pipeline._finetuned = spy_fit, spy_ft
+    plan = build_plan(compose(task, overrides), run_dir=out / task / method / f"seed{seed}")
     start = time.perf_counter()
-    try:
-        results = plan.run()
-    finally:
-        pipeline._fit_selectors, pipeline._finetuned = fit_selectors, finetuned
+    results = plan.run()
     seconds = time.perf_counter() - start
-    fitted = fit_corrections(CORRECTIONS, plan.split, seen["ex"], seen["pseudo"], seen["model"])
-    corrected = correction_results(fitted, seen["ex"], plan.split)
     prob = results["probability"]
     rows = {"none": {**results["finetuned"], "ece": prob["finetuned"]["ece"], "temperature": 1.0}}
     for name in SELECTORS:
@@ -109,8 +91,8 @@ def run_one(
             "temperature": p["temperature"],
         }
     for name in CORRECTIONS:
-        rows[name] = corrected[name]
-    n_test = int(seen["ex"]["finetuned_test"].labels.numel())
+        rows[name] = results["corrected"][name]
+    n_test = len(plan.target.test)
     return {
         "task": task,
         "method": method,
