@@ -48,9 +48,11 @@ _API = {
     "run_pipeline": "calib.run.pipeline",
     "build_plan": "calib.run.plan",
     "Registry": "calib.registry",
+    "infer_seen_classes": "calib.class_names",
 }
 
 if TYPE_CHECKING:  # explicit imports for type checkers and IDEs; at run time they load lazily
+    from calib.class_names import infer_seen_classes
     from calib.data import ClassSplit, Domain
     from calib.estimator.bias_correction import BiasCorrection
     from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
@@ -100,6 +102,7 @@ __all__ = [
     "create_model",
     "extraction_loader",
     "finetune_sequence",
+    "infer_seen_classes",
     "make_pseudo_splits",
     "ncm_report",
     "premise_check",
