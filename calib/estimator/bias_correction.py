@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from calib.class_names import check_class_names, class_ids
 from calib.estimator.correction import LogitCorrection, checked_input
 from calib.estimator.temperature import fit_temperature_pseudo_splits
 from calib.selectors import PseudoSplit, check_pseudo_splits
@@ -38,9 +39,14 @@ _MAXITER = 100
 
 
 def _checked_splits(
-    splits: Sequence[PseudoSplit], seen: Any, absent: Any, num_classes: int | None
+    splits: Sequence[PseudoSplit],
+    seen: Any,
+    absent: Any,
+    num_classes: int | None,
+    class_names: Any = None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray, np.ndarray, int]:
-    """Each split as (logits float64, labels, absent-column mask), with PCV's data discipline."""
+    """Each split as (logits float64, labels, absent-column mask), with PCV's data discipline;
+    S, U and the splits' classes may be names given ``class_names``."""
     splits = check_pseudo_splits(splits)
     logits = [
         checked_input("bic", "pseudo_splits", s.logits, f"pseudo_splits[{j}].logits")
@@ -52,7 +58,10 @@ def _checked_splits(
     (c,) = widths
     if seen is None:
         raise ValueError("bic.fit needs seen_classes: the fine-tuning classes S")
-    seen, absent = check_classes(seen, absent, c)
+    names = check_class_names(class_names, c)
+    seen, absent = check_classes(
+        class_ids(seen, names, "seen_classes"), class_ids(absent, names, "absent_classes"), c
+    )
     out = []
     for j, (split, z) in enumerate(zip(splits, logits, strict=True)):
         where = f"bic (pseudo_splits[{j}])"
@@ -65,7 +74,11 @@ def _checked_splits(
             )
         if not np.isin(y, seen).all():
             raise ValueError(f"{where}: label {int(y[~np.isin(y, seen)][0])} is not in S")
-        p_seen, p_absent = check_classes(split.seen_classes, split.absent_classes, c)
+        p_seen, p_absent = check_classes(
+            class_ids(split.seen_classes, names, f"pseudo_splits[{j}].seen_classes"),
+            class_ids(split.absent_classes, names, f"pseudo_splits[{j}].absent_classes"),
+            c,
+        )
         left_out = np.setdiff1d(absent, p_absent)
         if left_out.size:
             raise ValueError(
@@ -199,9 +212,12 @@ class BiasCorrection(LogitCorrection):
         *,
         pseudo_splits: Sequence[PseudoSplit] | None = None,
         num_classes: int | None = None,
+        class_names: Any = None,
     ) -> BiasCorrection:
         """Fit (α, β) on ``pseudo_splits``; ``logits``/``labels`` are refused (PCV's discipline:
-        target rows never reach it). Returns self.
+        target rows never reach it). Returns self. ``seen_classes``, ``absent_classes`` and the
+        splits' classes: column indices, or names given ``class_names`` (one per column,
+        index = label; kept as ``class_names_``).
 
         Raises:
             ValueError: logits or labels given, no splits, a label in U or outside S, a split
@@ -216,16 +232,16 @@ class BiasCorrection(LogitCorrection):
             raise ValueError(f"bic needs pseudo_splits: it is fitted from {self.data}")
         t = self._given_temperature()
         blocks, seen, absent, c = _checked_splits(
-            pseudo_splits, seen_classes, absent_classes, num_classes
+            pseudo_splits, seen_classes, absent_classes, num_classes, class_names
         )
-        self._set_classes(seen, absent, c)
+        self._set_classes(seen, absent, c, class_names)
         alpha, beta, info = _minimise(blocks)
         if t is None:
             corrected = [
                 PseudoSplit(_corrected(z, m, alpha, beta), y, s.seen_classes, s.absent_classes)
                 for (z, y, m), s in zip(blocks, pseudo_splits, strict=True)
             ]
-            t = float(fit_temperature_pseudo_splits(corrected, 0.0))
+            t = float(fit_temperature_pseudo_splits(corrected, 0.0, class_names=class_names))
         self.alpha_, self.beta_ = alpha, beta
         self.temperature_ = t
         self.info_ = {

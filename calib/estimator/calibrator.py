@@ -12,6 +12,12 @@ and returns the calibrator, whose fitted state ends in ``_``::
     cal.score(test_logits, labels)   # acc_all, one float; cal.report(...) gives every metric
     cal.save("alg.json"); LogitBiasCalibrator.load("alg.json")
 
+**Class names.** ``fit(..., class_names=names)`` (one name per column, index = label) lets S, U
+and every pseudo split's classes be names (a name that is not a class gets a did-you-mean); the
+fitted ``class_names_`` keeps them and the file round-trips them. ``seen_classes="infer"``
+(``alg``, and any selector whose data are the fine-tuning training data) reads S off the
+fine-tuning labels and logs what it found (:func:`calib.class_names.infer_seen_classes`).
+
 **One decision rule in every dtype.** ``predict``, ``score``, ``report``,
 :func:`calib.accuracy_report` and the curve use the gap rule of :mod:`calib.rules.gaps` (computed in
 float64 from the logits as given). ``transform`` and :class:`calib.CalibratedClassifier` return
@@ -30,6 +36,7 @@ Files are JSON (no pickle): a format tag, a version, the parameters and the fitt
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +46,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
+from calib.class_names import INFER, check_class_names, class_ids, infer_seen_classes
 from calib.estimator.file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
 from calib.estimator.temperature import (
     FIT_KEYS,
@@ -59,6 +67,7 @@ from calib.selectors import (
     selector_spec,
 )
 from calib.selectors.checks import check_selector_result
+from calib.selectors.data_kinds import FINETUNE_TRAIN
 from calib.validation import (
     check_classes,
     check_labels,
@@ -96,6 +105,46 @@ def _state_input(logits: Any, pseudo_splits: Any) -> SeenAbsentState | list | No
     return None
 
 
+def _state_class_names(state: SeenAbsentState | list) -> tuple[str, ...] | None:
+    """The class names the streamed state(s) were built with (None: none; states built before
+    they carried names have none). States that disagree are refused."""
+    states = state if isinstance(state, list) else [state]
+    found = {}
+    for j, s in enumerate(states):
+        names = getattr(s, "class_names", None)
+        if names is not None:
+            found[j] = tuple(names)
+    if len(set(found.values())) > 1:
+        raise ValueError("the SeenAbsentStates given to fit were built with different class_names")
+    return next(iter(found.values()), None)
+
+
+def _named_splits(splits: list[PseudoSplit], names: tuple[str, ...] | None) -> list[PseudoSplit]:
+    """``splits`` with every class name in a split's ``seen_classes``/``absent_classes``
+    replaced by its column index (the splits themselves are not changed)."""
+    out = []
+    for j, split in enumerate(splits):
+        seen = class_ids(split.seen_classes, names, f"pseudo_splits[{j}].seen_classes")
+        absent = class_ids(split.absent_classes, names, f"pseudo_splits[{j}].absent_classes")
+        if seen is split.seen_classes and absent is split.absent_classes:
+            out.append(split)
+        else:
+            out.append(dataclasses.replace(split, seen_classes=seen, absent_classes=absent))
+    return out
+
+
+def _first_difference(given: Sequence[str], built: Sequence[str]) -> str:
+    """``"has 3 names, not the 4 of those"`` or ``"[2] is 'dog', not 'cat' as in those"``."""
+    if len(given) != len(built):
+        return f"has {len(given)} names, not the {len(built)} of those"
+    j = next(i for i, (a, b) in enumerate(zip(given, built, strict=True)) if a != b)
+    return f"[{j}] is {given[j]!r}, not {built[j]!r} as in those"
+
+
+def _is_infer(seen_classes: Any) -> bool:
+    return isinstance(seen_classes, str) and seen_classes == INFER
+
+
 class NotFittedError(_SklearnNotFittedError):
     """A calibrator was used before ``fit`` (or ``load``): scikit-learn's error of that name."""
 
@@ -124,12 +173,16 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
     Fitted attributes:
         gamma_: the bias (float, logit units).
         seen_classes_: S, sorted int64 array. absent_classes_: U, sorted int64 array.
+        class_names_: the ``class_names`` given to ``fit`` (one per column, index = label), as
+            a tuple of str, or None.
         num_classes_: C, the number of logit columns. classes_: ``arange(C)``, the labels
             ``predict`` can return; n_features_in_: C (scikit-learn's names).
         temperature_: T (float) or (T_S, T_U) (tuple of floats); never moves a prediction.
         info_: the selector's details (criterion reached, sample counts, ...), plus
             ``temperature``, ``temperature_data`` (the data kind T was fitted on, or
-            ``"given"``), ``temperature_samples`` and, for a fitted T, ``temperature_note``.
+            ``"given"``), ``temperature_samples`` and, for a fitted T, ``temperature_note``;
+            ``seen_classes_inferred: True`` when S was read off the labels
+            (``seen_classes="infer"``).
     """
 
     def __init__(
@@ -199,6 +252,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         pseudo_splits: Sequence[PseudoSplit] | None = None,
         num_classes: int | None = None,
         sample_weight: Any = None,
+        class_names: Sequence[str] | None = None,
     ) -> LogitBiasCalibrator:
         """Choose γ with the selector ``method``; returns self.
 
@@ -219,25 +273,35 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 same data batch by batch (built with these S and U; ``alg=True`` for
                 ``alg``): the same γ from O(N) numbers, the logits never in memory at once.
             labels: (N,) integer labels (None with a state: it holds them).
-            seen_classes: S, the fine-tuning classes (required).
+            seen_classes: S, the fine-tuning classes (required): column indices, or names
+                given ``class_names``; or ``"infer"`` for a selector whose data are the
+                fine-tuning training data (``alg``): S = the distinct ``labels``, logged on
+                the logger ``calib.classes`` (:func:`calib.infer_seen_classes`; every
+                fine-tuned class must appear in them). Other selectors refuse ``"infer"``.
             absent_classes: U, the columns that get γ; default every column not in S.
-            pseudo_splits: for ``pcv``, a list of :class:`calib.PseudoSplit`, or of one
+                Indices or names.
+            pseudo_splits: for ``pcv``, a list of :class:`calib.PseudoSplit` (their classes
+                may be names too), or of one
                 :class:`~calib.metrics.streaming.SeenAbsentState` per split.
             num_classes: C; needed when no logits or pseudo splits tell it, checked otherwise.
             sample_weight: (N,) weights of the rows of ``logits`` in the selector's criterion
                 (``oracle``; any selector registered with ``sample_weight=True``); refused by
                 the others. PCV's weights ride on each :class:`calib.PseudoSplit`. A fitted T
                 is not weighted.
+            class_names: one name per logit column (index = label), so that S, U and the
+                pseudo splits' classes may be names; kept as ``class_names_``. With a
+                state built with ``class_names``, those (given ones must equal them).
 
         Raises:
             ValueError: unknown method, missing or unused data, bad parameters, inconsistent
-                widths, or any error of the selector (bad input, data it may not see).
+                widths, a name that is not a class (with the closest names), ``"infer"``
+                for a selector that does not read the fine-tuning labels, or any error of the
+                selector (bad input, data it may not see).
         """
         spec = self._spec()
         params = self._selector_params(spec)
         temperature = self._temperature_param(spec)
-        if seen_classes is None:
-            raise ValueError("fit needs seen_classes: the fine-tuning classes S")
+        names = self._check_classes_param(spec, seen_classes, absent_classes, class_names)
         state = _state_input(logits, pseudo_splits)
         if state is not None:
             return self._fit_state(
@@ -250,6 +314,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 absent_classes,
                 num_classes,
                 sample_weight,
+                names,
             )
         given = {"logits": logits, "labels": labels, "pseudo_splits": pseudo_splits}
         for name, value in given.items():
@@ -279,11 +344,55 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             data["sample_weight"] = check_sample_weight(sample_weight, z.shape[0])
         splits = None
         if "pseudo_splits" in data:
-            splits = data["pseudo_splits"] = check_pseudo_splits(pseudo_splits)
+            splits = data["pseudo_splits"] = _named_splits(
+                check_pseudo_splits(pseudo_splits), names
+            )
         width = self._num_classes(z, splits, num_classes)
-        seen, absent = check_classes(seen_classes, absent_classes, width)
+        names = check_class_names(names, width)
+        inferred = _is_infer(seen_classes)
+        if inferred:
+            seen_classes = infer_seen_classes(data["labels"], width, names)
+        seen, absent = check_classes(
+            class_ids(seen_classes, names, "seen_classes"),
+            class_ids(absent_classes, names, "absent_classes"),
+            width,
+        )
+        self._select(spec, params, temperature, data, seen, absent, width, names)
+        if inferred:
+            self.info_["seen_classes_inferred"] = True
+        return self
 
-        return self._select(spec, params, temperature, data, seen, absent, width)
+    def _check_classes_param(
+        self, spec: SelectorSpec, seen_classes: Any, absent_classes: Any, class_names: Any
+    ) -> tuple[str, ...] | None:
+        """``class_names`` checked (width aside); S and U given, their names all classes, and
+        ``"infer"`` only for a selector fed the fine-tuning training data. Before any data
+        is read (:func:`calib.calibrate` calls it before the model runs)."""
+        if seen_classes is None:
+            raise ValueError(
+                "fit needs seen_classes: the fine-tuning classes S (column indices or names; "
+                "'infer' reads them off the fine-tuning labels, for alg)"
+            )
+        names = check_class_names(class_names)
+        if _is_infer(seen_classes):
+            if spec.kind is not FINETUNE_TRAIN:
+                kind = spec.kind
+                why = (
+                    "its labels are target labels, which include the absent classes U"
+                    if kind.labels and kind.absent_rows
+                    else "it reads no labels"
+                    if not kind.labels
+                    else "its labels are not the fine-tuning training labels"
+                )
+                raise ValueError(
+                    f"seen_classes='infer' reads S off the fine-tuning training labels, but "
+                    f"method {self.method!r} reads {spec.data_text()}: {why}. Pass seen_classes "
+                    "explicitly, e.g. calib.infer_seen_classes(finetune_labels)"
+                )
+        else:
+            class_ids(seen_classes, names, "seen_classes")
+        class_ids(absent_classes, names, "absent_classes")
+        return names
 
     def _select(
         self,
@@ -294,6 +403,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         seen: np.ndarray,
         absent: np.ndarray,
         width: int,
+        names: tuple[str, ...] | None = None,
     ) -> LogitBiasCalibrator:
         """Run the selector on checked ``data``, resolve T, and set the fitted attributes."""
         gamma, info = check_selector_result(
@@ -305,6 +415,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         self.seen_classes_ = seen
         self.absent_classes_ = absent
         self.num_classes_ = width
+        self.class_names_ = names
         self.classes_ = np.arange(width)
         self.n_features_in_ = width
         self.temperature_ = t
@@ -322,8 +433,12 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         absent_classes: Any,
         num_classes: Any,
         sample_weight: Any,
+        class_names: tuple[str, ...] | None,
     ) -> LogitBiasCalibrator:
-        """:meth:`fit` from streamed states (``logits`` a state, or ``pseudo_splits`` states)."""
+        """:meth:`fit` from streamed states (``logits`` a state, or ``pseudo_splits`` states).
+
+        The states' classes are authoritative: S and U must be those they were built with,
+        and their ``class_names`` (when they carry any) name the columns."""
         name = "pseudo_splits" if isinstance(state, list) else "logits"
         if not any(spec.fn is fn for fn in _TAKE_A_STATE) or name not in spec.inputs:
             raise ValueError(
@@ -341,6 +456,19 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 "sample_weight given with a SeenAbsentState: the state holds the weights given "
                 "to its update"
             )
+        if _is_infer(seen_classes):
+            raise ValueError(
+                "seen_classes='infer' with a SeenAbsentState: the state was built with its S "
+                "(state.seen_classes) and keeps no labels to read it from; pass "
+                "seen_classes=state.seen_classes"
+            )
+        built = _state_class_names(state)
+        if built is not None and class_names is not None and class_names != built:
+            raise ValueError(
+                f"class_names {_first_difference(class_names, built)} the SeenAbsentState was "
+                "built with; give the same names, or none (the state's are used)"
+            )
+        names = class_names if built is None else built
         states = state if isinstance(state, list) else [state]
         widths = {s.num_classes for s in states}
         if num_classes is not None:
@@ -348,11 +476,16 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         if len(widths) != 1:
             raise ValueError(f"inconsistent number of classes: {sorted(widths)}")
         (width,) = widths
-        seen, absent = check_classes(seen_classes, absent_classes, width)
+        names = check_class_names(names, width)
+        seen, absent = check_classes(
+            class_ids(seen_classes, names, "seen_classes"),
+            class_ids(absent_classes, names, "absent_classes"),
+            width,
+        )
         data: dict[str, Any] = {name: state}
         if "labels" in spec.inputs:
             data["labels"] = labels  # None: the state holds them (the selector says otherwise)
-        return self._select(spec, params, temperature, data, seen, absent, width)
+        return self._select(spec, params, temperature, data, seen, absent, width, names)
 
     def _temperature_param(self, spec: SelectorSpec) -> Any:
         """The validated ``temperature``: 1.0, a float, a (T_S, T_U) tuple or ``"fit"``."""

@@ -9,6 +9,11 @@ seen and best absent column goes to the seen one, as for the calibrator) and
 from is declared by its class (``data``) and nothing else is accepted: ``fit`` refuses any other
 input with the reason, before any computation.
 
+Every ``fit`` takes ``class_names=`` (one name per column, index = label), so that S and U (and
+``bic``'s pseudo splits' classes) may be names; the fitted ``class_names_`` keeps them (a tuple
+of str, or None) and the file round-trips them (``fitted.class_names``; a file without it loads
+with None).
+
 Subclasses implement ``_fit`` (the fitted parameters from their declared data), ``_correct``
 (corrected logits) and declare their own fitted state (``_STATE``: name -> "float" or "floats"),
 which the JSON file (format tag ``calib.<ClassName>``) round-trips exactly.
@@ -25,12 +30,12 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from calib.class_names import check_class_names, resolve_classes
 from calib.estimator.calibrator import NotFittedError
 from calib.estimator.temperature import break_ties
 from calib.io import atomic_write_json, json_safe
 from calib.rules.gaps import gaps_of, scan_checked
 from calib.validation import (
-    check_classes,
     check_labels,
     check_logits,
     check_num_classes,
@@ -63,7 +68,7 @@ class LogitCorrection(ClassifierMixin, BaseEstimator):
             (``gla``: the pre-trained model's logits), i.e. its inference cost.
 
     Fitted attributes (every subclass): ``seen_classes_``, ``absent_classes_`` (sorted int64),
-    ``num_classes_``, ``classes_`` (``arange(C)``), ``n_features_in_``, ``temperature_``
+    ``class_names_`` (tuple of str, or None), ``num_classes_``, ``classes_`` (``arange(C)``), ``n_features_in_``, ``temperature_``
     (float), ``info_`` (dict), plus the subclass's own state.
     """
 
@@ -82,11 +87,15 @@ class LogitCorrection(ClassifierMixin, BaseEstimator):
                     f"{self.name} does not use {key}: it is fitted from {self.data} only; {reason}"
                 )
 
-    def _set_classes(self, seen: Any, absent: Any, width: int) -> None:
+    def _set_classes(self, seen: Any, absent: Any, width: int, class_names: Any = None) -> None:
+        """S and U (column indices, or names given ``class_names``) for ``width`` columns."""
         if seen is None:
             raise ValueError(f"{self.name}.fit needs seen_classes: the fine-tuning classes S")
-        s, u = check_classes(seen, absent, check_num_classes(width))
+        width = check_num_classes(width)
+        names = check_class_names(class_names, width)
+        s, u = resolve_classes(seen, absent, width, names)
         self.seen_classes_, self.absent_classes_ = s, u
+        self.class_names_ = names
         self.num_classes_ = int(width)
         self.classes_ = np.arange(width)
         self.n_features_in_ = int(width)
@@ -193,6 +202,7 @@ class LogitCorrection(ClassifierMixin, BaseEstimator):
                 "num_classes": self.num_classes_,
                 "seen_classes": self.seen_classes_.tolist(),
                 "absent_classes": self.absent_classes_.tolist(),
+                "class_names": _names_json(getattr(self, "class_names_", None)),
                 "info": self.info_,
             },
         }
@@ -232,7 +242,18 @@ class LogitCorrection(ClassifierMixin, BaseEstimator):
         params, fitted = data["params"], data["fitted"]
         obj = cls(**params)
         obj._given_temperature()  # a valid parameter
-        obj._set_classes(fitted["seen_classes"], fitted["absent_classes"], fitted["num_classes"])
+        names = fitted.get("class_names")  # written before class names: none
+        if names is not None and not isinstance(names, list):
+            raise TypeError(f"class_names must be a list of names or null, got {names!r:.80}")
+        for key in ("seen_classes", "absent_classes"):  # indices in a file, never names
+            values = fitted[key]
+            if not isinstance(values, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in values
+            ):
+                raise ValueError(f"{key} must be a list of integers")
+        obj._set_classes(
+            fitted["seen_classes"], fitted["absent_classes"], fitted["num_classes"], names
+        )
         t = fitted["temperature"]
         if (
             isinstance(t, bool)
@@ -258,3 +279,7 @@ class LogitCorrection(ClassifierMixin, BaseEstimator):
 
     def _check_state(self) -> None:
         """Subclass hook: the loaded state is consistent with the classes (shapes)."""
+
+
+def _names_json(names: Any) -> list[str] | None:
+    return None if names is None else [str(n) for n in names]

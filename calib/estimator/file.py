@@ -2,6 +2,12 @@
 
 No pickle: a format tag, a version, the constructor parameters (validated against the
 selector's declaration when read) and the fitted state.
+
+``fitted.class_names`` (a list of str, or null) is the fitted ``class_names_``. It came after
+version 2 without a new version: names change no number, so a reader that predates them
+loads the same γ, S, U and T from a file that has them, and a file without them loads with
+``class_names_ = None``. A new version is for a field that changes what the calibrator
+computes (version 2: the temperature).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from calib.class_names import check_class_names
 from calib.io import atomic_write_json, json_safe
 from calib.validation import check_classes
 
@@ -53,6 +60,7 @@ def calibrator_payload(cal: Any) -> dict[str, Any]:
             "num_classes": cal.num_classes_,
             "seen_classes": cal.seen_classes_.tolist(),
             "absent_classes": cal.absent_classes_.tolist(),
+            "class_names": _names_json(getattr(cal, "class_names_", None)),
             "info": cal.info_,
         },
     }
@@ -128,6 +136,10 @@ def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
             raise ValueError(f"{name} must be a list of integers")
         classes[name] = values
     seen, absent = check_classes(classes["seen_classes"], classes["absent_classes"], width)
+    names = fitted.get("class_names")  # written before class names: none
+    if names is not None and not isinstance(names, list):
+        raise TypeError(f"class_names must be a list of names or null, got {names!r:.80}")
+    names = check_class_names(names, width)
     info = fitted.get("info", {})
     if not isinstance(info, dict):
         raise TypeError("'info' must be an object")
@@ -139,10 +151,15 @@ def _from_payload(cls: Any, data: dict[str, Any]) -> Any:
     cal.seen_classes_ = seen
     cal.absent_classes_ = absent
     cal.num_classes_ = width
+    cal.class_names_ = names
     cal.classes_ = np.arange(width)
     cal.n_features_in_ = width
     cal.info_ = info
     return cal
+
+
+def _names_json(names: Any) -> list[str] | None:
+    return None if names is None else [str(n) for n in names]
 
 
 def _temperature_json(t: Any) -> Any:

@@ -70,9 +70,12 @@ class PretrainedEnsemble(LogitCorrection):
         absent_classes: Any = None,
         *,
         pseudo_splits: Any = None,
+        class_names: Any = None,
     ) -> PretrainedEnsemble:
         """Estimate log π̂ from ``logits``: the PRE-TRAINED model's logits (N, C) of unlabelled
         target samples; returns self. ``labels`` and ``pseudo_splits`` are refused.
+        ``seen_classes``/``absent_classes``: column indices, or names given ``class_names``
+        (one per column, index = label; kept as ``class_names_``).
 
         Raises:
             ValueError: no logits, labels given, NaN/+inf logits (naming ``gla``, the data
@@ -93,7 +96,7 @@ class PretrainedEnsemble(LogitCorrection):
         if t is None:
             raise ValueError("gla: temperature='fit' needs labels, and gla is label-free")
         z = checked_input("gla", "pre-trained logits", logits, "logits")
-        self._set_classes(seen_classes, absent_classes, z.shape[1])
+        self._set_classes(seen_classes, absent_classes, z.shape[1], class_names)
         log_prior = pretrained_log_prior(z) if self.debias else np.zeros(z.shape[1])
         if not np.isfinite(log_prior).all():
             k = int(np.flatnonzero(~np.isfinite(log_prior))[0])

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from calib.class_names import check_class_names, class_ids
 from calib.rules.gaps import compute_gaps
 from calib.selectors.data_kinds import DataKind, data_kind
 from calib.validation import (
@@ -160,7 +161,12 @@ def _shifted(z: np.ndarray, absent: np.ndarray | None, gamma: float) -> np.ndarr
     return s
 
 
-def _resolve_absent(absent_classes: Any, seen_classes: Any, num_classes: int) -> np.ndarray | None:
+def _resolve_absent(
+    absent_classes: Any, seen_classes: Any, num_classes: int, class_names: Any = None
+) -> np.ndarray | None:
+    names = check_class_names(class_names, num_classes)
+    seen_classes = class_ids(seen_classes, names, "seen_classes")
+    absent_classes = class_ids(absent_classes, names, "absent_classes")
     if seen_classes is not None:
         return check_classes(seen_classes, absent_classes, num_classes)[1]
     if absent_classes is not None:
@@ -204,6 +210,7 @@ def fit_temperature(
     *,
     per_group: bool = False,
     seen_classes: Any = None,
+    class_names: Any = None,
 ) -> float | tuple[float, float]:
     """The temperature T minimising the mean NLL of softmax((z + γ·1_U)/T) on labelled data.
 
@@ -216,6 +223,7 @@ def fit_temperature(
         gamma: the bias added to U, in logit units; finite.
         per_group: fit (T_S, T_U) instead of one T (module docstring); needs U.
         seen_classes: S, used only to check U against it or to derive it.
+        class_names: one name per column (index = label), so that U and S may be names.
 
     Returns:
         T as a float, or (T_S, T_U) with ``per_group``; each in :data:`T_BRACKET`.
@@ -226,7 +234,7 @@ def fit_temperature(
     """
     z = check_logits(logits)
     y = check_labels(labels, z.shape[0], z.shape[1])
-    absent = _resolve_absent(absent_classes, seen_classes, z.shape[1])
+    absent = _resolve_absent(absent_classes, seen_classes, z.shape[1], class_names)
     gamma = check_gamma(gamma)
     if not isinstance(per_group, (bool, np.bool_)):
         raise TypeError(f"per_group must be a bool, got {per_group!r}")
@@ -243,7 +251,11 @@ def fit_temperature(
 
 
 def fit_temperature_pseudo_splits(
-    pseudo_splits: Sequence[Any], gamma: float, *, per_group: bool = False
+    pseudo_splits: Sequence[Any],
+    gamma: float,
+    *,
+    per_group: bool = False,
+    class_names: Any = None,
 ) -> float | tuple[float, float]:
     """One T (or (T_S, T_U)) fitted on the held-out S data of PCV's pseudo splits.
 
@@ -258,6 +270,8 @@ def fit_temperature_pseudo_splits(
         gamma: the bias, typically the γ that PCV chose; finite.
         per_group: fit (T_S, T_U), rows split by whether their prediction is in the split's
             absent columns.
+        class_names: one name per column (index = label), so that the splits' classes may
+            be names.
 
     Raises:
         ValueError / TypeError: no split, a split without those fields, or malformed data.
@@ -281,8 +295,13 @@ def fit_temperature_pseudo_splits(
             raise TypeError(f"{name} must be a PseudoSplit; it lacks {', '.join(missing)}")
         z = check_logits(split.logits, f"{name}.logits")
         y = check_labels(split.labels, z.shape[0], z.shape[1], f"{name}.labels", f"{name}.logits")
+        names = check_class_names(class_names, z.shape[1])
         try:
-            absent = check_classes(split.seen_classes, split.absent_classes, z.shape[1])[1]
+            absent = check_classes(
+                class_ids(split.seen_classes, names, "seen_classes"),
+                class_ids(split.absent_classes, names, "absent_classes"),
+                z.shape[1],
+            )[1]
         except (TypeError, ValueError) as err:
             raise type(err)(f"{name}: {err}") from err
         blocks.append(

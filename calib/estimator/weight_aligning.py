@@ -70,8 +70,12 @@ class WeightAligning(LogitCorrection):
         logits: Any = None,
         labels: Any = None,
         pseudo_splits: Any = None,
+        class_names: Any = None,
     ) -> WeightAligning:
         """ρ from the head: ``head_weight`` (C, D), ``head_bias`` (C,) or None; returns self.
+
+        ``seen_classes``/``absent_classes``: column indices, or names given ``class_names``
+        (one per head row, index = label; kept as ``class_names_``).
 
         ``logits``, ``labels``, ``pseudo_splits`` are refused (WA reads the head only).
         Raises ValueError for a non-finite weight or bias (naming ``wa``, the head and the
@@ -94,7 +98,7 @@ class WeightAligning(LogitCorrection):
                 f"wa (head): head_weight has an infinite entry at [{i}, {j}]: {w[i, j]}"
             )
         width = w.shape[0]
-        self._set_classes(seen_classes, absent_classes, width)
+        self._set_classes(seen_classes, absent_classes, width, class_names)
         bias = np.zeros(width)
         if head_bias is not None:
             bias = np.asarray(as_numpy(head_bias, "head_bias"), dtype=np.float64)
