@@ -29,6 +29,12 @@ Hugging Face dict batches (``pixel_values``/``input_ids``/``attention_mask``/``l
 they are; see :mod:`calib.extract` for the batch and feature conventions. ``predict`` and
 ``predict_proba`` give class indices and probabilities, as the estimator does.
 
+Class names: ``calibrate(..., class_names=names)`` (one name per column, index = label) takes S
+and U as names (and ``seen_classes="infer"`` for ``alg``: S read off the loader's fine-tuning
+labels, logged); the wrapper keeps them (``class_names``, ``absent_class_names``,
+``predict_names(x)``) and its file round-trips them. They are plain Python attributes, outside
+``forward``: tracing, scripting and exporting see none of them.
+
 Compiling: ``torch.jit.trace``, ``torch.export.export`` and ONNX take the wrapper with any
 inputs the model takes (keywords included). ``torch.jit.script`` cannot compile keyword
 inputs; scripting the wrapper compiles its tensor form (``forward(x: Tensor) -> Tensor`` and
@@ -50,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from calib.class_names import check_class_names, class_ids
 from calib.estimator.calibrator import LogitBiasCalibrator, NotFittedError
 from calib.estimator.file import calibrator_from_payload, calibrator_payload
 from calib.extract import (
@@ -97,6 +104,8 @@ class CalibratedClassifier(nn.Module):
         output_key: where the logits are in the model's output: a mapping's key (default
             ``"logits"``) or a tuple's index (default 0); None for a tensor or the defaults.
             Saved with the wrapper.
+        class_names: one name per column (index = label), or None; ``absent_classes`` may
+            then be names. Saved with the wrapper; read them as :attr:`class_names`.
 
     Calling: ``forward``, ``forward_proba``, ``predict``, ``predict_proba`` and
     ``forward_features_logits`` pass their positional and keyword inputs to the model as given
@@ -124,6 +133,7 @@ class CalibratedClassifier(nn.Module):
         temperature: float | tuple[float, float] = 1.0,
         *,
         output_key: str | int | None = None,
+        class_names: Any = None,
     ) -> None:
         super().__init__()
         if (
@@ -133,6 +143,8 @@ class CalibratedClassifier(nn.Module):
         ):
             raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
         num_classes = int(num_classes)
+        names = check_class_names(class_names, num_classes)
+        absent_classes = class_ids(absent_classes, names, "absent_classes")
         absent = _class_index(absent_classes, num_classes, "absent_classes")
         if absent.size == num_classes:
             raise ValueError(
@@ -153,6 +165,7 @@ class CalibratedClassifier(nn.Module):
             "temperature", torch.tensor(t_value, dtype=torch.float64, device=device)
         )
         self.output_key = output_key
+        self._class_names = names
         self.calibrator: LogitBiasCalibrator | None = None
         self.training = model.training  # the wrapper's own flag only: submodules keep theirs
 
@@ -163,14 +176,26 @@ class CalibratedClassifier(nn.Module):
         calibrator: LogitBiasCalibrator,
         *,
         output_key: str | int | None = None,
+        class_names: Any = None,
     ) -> CalibratedClassifier:
         """Wrap ``model`` with the γ, absent classes and temperature of a fitted calibrator.
 
         The calibrator is kept as ``.calibrator``; a calibrator without ``temperature_``
         (pickled before it existed) gives T = 1. ``output_key``: as in the constructor.
+        ``class_names``: default the calibrator's ``class_names_``; given, they must equal
+        those (when it has any).
         """
         if not hasattr(calibrator, "gamma_"):
             raise NotFittedError("from_calibrator needs a fitted calibrator: call fit(...) first")
+        fitted_names = getattr(calibrator, "class_names_", None)
+        names = check_class_names(class_names, calibrator.num_classes_)
+        if names is None:
+            names = fitted_names
+        elif fitted_names is not None and names != tuple(fitted_names):
+            raise ValueError(
+                "class_names differ from the calibrator's class_names_ (fitted with other "
+                "names): give the same names, or none (the calibrator's are used)"
+            )
         wrapped = cls(
             model,
             calibrator.gamma_,
@@ -178,6 +203,7 @@ class CalibratedClassifier(nn.Module):
             calibrator.num_classes_,
             getattr(calibrator, "temperature_", 1.0),
             output_key=output_key,
+            class_names=names,
         )
         wrapped.calibrator = calibrator
         return wrapped
@@ -192,6 +218,32 @@ class CalibratedClassifier(nn.Module):
     def absent_classes(self) -> np.ndarray:
         """U as a sorted int64 numpy array."""
         return torch.nonzero(self.absent_mask).flatten().cpu().numpy()
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of every column (index = label), or None when none were given."""
+        return self._class_names
+
+    @property
+    def absent_class_names(self) -> tuple[str, ...] | None:
+        """The names of U, in column order, or None without :attr:`class_names`."""
+        names = self._class_names
+        return None if names is None else tuple(names[c] for c in self.absent_classes.tolist())
+
+    def predict_names(self, x: Any = None, *args: Any, **kwargs: Any) -> list[str]:
+        """The names of :meth:`predict`'s classes: a list of N str. Inputs as in
+        :meth:`forward`.
+
+        Raises:
+            ValueError: the wrapper has no :attr:`class_names`.
+        """
+        names = self._class_names
+        if names is None:
+            raise ValueError(
+                "predict_names needs class_names: build the wrapper (or calibrate) with "
+                "class_names=[one name per column]; predict gives the column indices"
+            )
+        return [names[c] for c in self.predict(x, *args, **kwargs).tolist()]
 
     def _check(self, out: Any) -> torch.Tensor:
         return _checked_logits(out, self.num_classes)
@@ -344,6 +396,7 @@ class CalibratedClassifier(nn.Module):
             "num_classes": self.num_classes,
             "calibrator": self._calibrator_record(),
             "output_key": self.output_key,
+            "class_names": None if self._class_names is None else list(self._class_names),
             "model_state_dict": self.model.state_dict(),
         }
         atomic_save(path, lambda fh: torch.save(payload, fh))
@@ -389,7 +442,9 @@ class CalibratedClassifier(nn.Module):
         predict what the saved one predicted in eval mode; call ``.train()`` to fine-tune it
         further. Its ``calibrator`` (and ``info``) is the saved calibrator, or None for a file
         written without one (before file version 3, or from a wrapper without a calibrator).
-        A calibrator of a user-registered selector needs that selector registered first.
+        Its ``class_names`` are the saved ones (None for a file written before them: the
+        names came without a new version, as they change no number). A calibrator of a
+        user-registered selector needs that selector registered first.
 
         Raises:
             FileNotFoundError: no file. ValueError: not such a file, or invalid γ / classes /
@@ -420,6 +475,7 @@ class CalibratedClassifier(nn.Module):
                 data["num_classes"],
                 t,
                 output_key=data.get("output_key"),  # older files: none
+                class_names=data.get("class_names"),  # older files: none
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{path} is a corrupt calibrated-model file: {err}") from None
@@ -429,10 +485,14 @@ class CalibratedClassifier(nn.Module):
                 LogitBiasCalibrator, record, f"{path}: the calibrator entry"
             )
             args = (data["gamma"], wrapped.absent_classes.tolist(), wrapped.num_classes, t)
-            if not _agrees(cal, *args):
+            fitted_names = cal.class_names_
+            if not _agrees(cal, *args) or (
+                None not in (fitted_names, wrapped.class_names)
+                and fitted_names != wrapped.class_names
+            ):
                 raise ValueError(
-                    f"{path} is a corrupt calibrated-model file: its calibrator's γ, classes "
-                    "or temperature differ from the file's"
+                    f"{path} is a corrupt calibrated-model file: its calibrator's γ, classes, "
+                    "temperature or class names differ from the file's"
                 )
             wrapped.calibrator = cal
         return wrapped.eval()
@@ -550,6 +610,7 @@ def calibrate(
     *,
     output_key: str | int | None = None,
     batch_keys: Mapping[str, str | None] | None = None,
+    class_names: Any = None,
     **selector_kwargs: Any,
 ) -> CalibratedClassifier:
     """Extract ``model``'s logits on ``loader``, fit a :class:`LogitBiasCalibrator`, wrap.
@@ -575,7 +636,10 @@ def calibrate(
             Hugging Face's ``"pixel_values"`` or ``"input_ids"`` (+ ``"attention_mask"``, any
             other entry: keyword inputs of the model) and ``"labels"``; see
             :func:`calib.extract.split_batch`.
-        seen_classes: S. absent_classes: U (default every column not in S).
+        seen_classes: S: column indices, or names given ``class_names``; ``"infer"`` for
+            ``alg``: S = the distinct labels of ``loader`` (the fine-tuning data), logged
+            (:func:`calib.infer_seen_classes`); other methods refuse it, before the model runs.
+        absent_classes: U (default every column not in S), indices or names.
         method: selector key (see :mod:`calib.selectors`).
         device: where to run the model (None = where it is); a given device moves the model.
         num_classes: C, when no logits tell it.
@@ -585,6 +649,9 @@ def calibrate(
             wrapper.
         batch_keys: dict-batch keys ``{"input": ..., "label": ...}`` other than the defaults
             (see :func:`calib.extract.extract`).
+        class_names: one name per column (index = label): S and U may be names (a name that
+            is not a class stops before the model runs, with the closest names); kept by the
+            calibrator (``class_names_``) and the wrapper (``class_names``).
         **selector_kwargs: ``gamma``, ``criterion``, ``prior``, ``options``, ``temperature``
             (calibrator parameters; ``temperature="fit"`` fits T on the same data as γ), any parameter the selector declares (goes into ``options``), and
             ``pseudo_splits`` (data for ``pcv``).
@@ -613,6 +680,7 @@ def calibrate(
     calibrator = LogitBiasCalibrator(method=method, **explicit)
     calibrator._selector_params(spec)  # bad parameters stop before the model runs
     calibrator._temperature_param(spec)
+    calibrator._check_classes_param(spec, seen_classes, absent_classes, class_names)
 
     fit_data: dict[str, Any] = {}
     needs_width = num_classes is None and pseudo_splits is None
@@ -648,6 +716,7 @@ def calibrate(
         absent_classes=absent_classes,
         pseudo_splits=pseudo_splits,
         num_classes=num_classes,
+        class_names=class_names,
         **fit_data,
     )
     return CalibratedClassifier.from_calibrator(model, calibrator, output_key=output_key)

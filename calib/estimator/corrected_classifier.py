@@ -63,6 +63,11 @@ class CorrectedClassifier(nn.Module):
                 extra["pretrained_logits"] = self.pretrained(*args, **kwargs).detach()
         return z, extra
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The correction's ``class_names_`` (one name per column, index = label), or None."""
+        return getattr(self.correction, "class_names_", None)
+
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Corrected logits (N, C), float64, on the model's output device."""
         z, extra = self._inputs(*args, **kwargs)
