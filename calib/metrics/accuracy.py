@@ -27,15 +27,16 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from calib.class_names import resolve_classes
 from calib.metrics.weights import sample_weights, weighted_mean
 from calib.rules.gaps import gaps_of, scan_checked
 from calib.rules.kernels import ABSENT, SEEN, group_argmax
-from calib.validation import check_classes, check_labels, check_logits, check_real
+from calib.validation import check_labels, check_logits, check_real
 
 __all__ = ["accuracy_report", "harmonic_mean", "restricted_hits"]
 
@@ -119,14 +120,17 @@ def accuracy_report(
     *,
     sample_weight: Any = None,
     average: str = "micro",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Every accuracy of the table above, with bias ``gamma`` added to the absent columns.
 
     Args:
         logits: (N, C) scores, numpy array or torch tensor (any device, any float dtype).
         labels: (N,) integer labels in [0, C).
-        seen_classes: the fine-tuning classes S (column indices).
-        absent_classes: the classes U that receive γ; default every column not in S.
+        seen_classes: the fine-tuning classes S: column indices, or names of ``class_names``
+            (the two may be mixed).
+        absent_classes: the classes U that receive γ (indices or names); default every
+            column not in S.
         gamma: the bias, in logit units; -inf / +inf put no / every top-1 prediction in U.
         topk: besides top-1 (the unsuffixed keys), each k > 1 adds the same keys suffixed
             ``_top{k}``: the label is among the k best columns under the same rule.
@@ -135,6 +139,8 @@ def accuracy_report(
         average: ``"micro"`` (default): the (weighted) mean over the samples of each group;
             ``"macro"``: class-balanced, the mean over the classes of each group (Y, S, U) of
             the per-class (weighted) accuracy (:mod:`calib.metrics.weights`).
+        class_names: (C,) one name per logit column (index = label), so that the classes
+            may be given by name (:mod:`calib.class_names`); None: indices only.
 
     Returns:
         A dict of Python numbers: the accuracies (fractions in [0, 1]) under the keys
@@ -147,12 +153,14 @@ def accuracy_report(
     Raises:
         ValueError: malformed logits, labels or class sets (see :mod:`calib.validation`), a NaN or
             non-scalar gamma, topk entries that are not integers >= 1, bad ``sample_weight``
-            (length, NaN/inf, negative, all 0) or an ``average`` other than micro/macro.
+            (length, NaN/inf, negative, all 0) or an ``average`` other than micro/macro; a
+            class name that is not in ``class_names`` (with a did-you-mean), names without
+            ``class_names``, or ``class_names`` that are not C distinct names.
         TypeError: a gamma that is not a number.
     """
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
-    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    seen, absent = resolve_classes(seen_classes, absent_classes, z.shape[1], class_names)
     gamma = _check_gamma(gamma)
     ks = _check_topk(topk, z.shape[1])
     weights = sample_weights(sample_weight, average, y)

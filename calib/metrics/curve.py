@@ -15,15 +15,17 @@ of 1, summed over the sorted gaps in one cumulative sum per group.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from calib.class_names import resolve_classes
 from calib.metrics.weights import sample_weights
 from calib.rules.gaps import gaps_of, scan_checked
 from calib.rules.kernels import ABSENT, SEEN
-from calib.validation import as_numpy, check_classes, check_labels, check_logits, like_input
+from calib.validation import as_numpy, check_labels, check_logits, like_input
 
 __all__ = [
     "curve_of_samples",
@@ -130,27 +132,37 @@ def seen_absent_curve(
     *,
     sample_weight: Any = None,
     average: str = "micro",
+    class_names: Sequence[str] | None = None,
 ) -> SeenAbsentCurve:
     """Trace (acc_seen, acc_absent, acc_all) over every γ, exactly.
 
     Args:
         logits: (N, C) scores, numpy array or torch tensor (any device).
         labels: (N,) integer labels in [0, C).
-        seen_classes: the fine-tuning classes S (column indices).
-        absent_classes: the classes U that receive γ; default every column not in S.
-            Columns in neither set stay un-shifted.
+        seen_classes: the fine-tuning classes S: column indices, or names of ``class_names``
+            (the two may be mixed).
+        absent_classes: the classes U that receive γ (indices or names); default every
+            column not in S. Columns in neither set stay un-shifted.
         sample_weight: (N,) weights of the test samples (finite, ≥ 0, not all 0): a hit
             weighs its weight instead of 1. None: every sample weighs 1.
         average: ``"micro"`` (default, the per-sample mean) or ``"macro"`` (class-balanced:
             the mean over the classes of each group of the per-class accuracy).
+        class_names: (C,) one name per logit column (index = label), so that the classes
+            may be given by name (:mod:`calib.class_names`); None: indices only.
 
     Returns:
         A :class:`SeenAbsentCurve`; its arrays are torch tensors on the logits' device when
         the logits are a tensor, numpy arrays otherwise.
+
+    Raises:
+        ValueError: malformed logits, labels, class sets or weights (see
+            :mod:`calib.validation`); a class name not in ``class_names`` (with a
+            did-you-mean), names without ``class_names``, or ``class_names`` that are not C
+            distinct names.
     """
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])
-    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    seen, absent = resolve_classes(seen_classes, absent_classes, z.shape[1], class_names)
     weights = sample_weights(sample_weight, average, y)
     return checked_curve(z, y, seen, absent, reference=logits, weights=weights)
 
@@ -252,6 +264,7 @@ def ausuc(
     *,
     sample_weight: Any = None,
     average: str = "micro",
+    class_names: Sequence[str] | None = None,
 ) -> float:
     """Area under the seen–absent curve (x = acc_seen, y = acc_absent), in [0, 1].
 
@@ -259,10 +272,17 @@ def ausuc(
     correctly-ranked absent sample (ties count one half), scaled by the two group sizes.
     NaN (with a warning) when the test set lacks seen or absent samples. ``sample_weight``
     and ``average``: as in :func:`seen_absent_curve` (each pair of samples then counts the
-    product of their weights, over the product of the two groups' total weights).
+    product of their weights, over the product of the two groups' total weights);
+    ``class_names``: one name per column, so that S and U may be given by name.
     """
     curve = seen_absent_curve(
-        logits, labels, seen_classes, absent_classes, sample_weight=sample_weight, average=average
+        logits,
+        labels,
+        seen_classes,
+        absent_classes,
+        sample_weight=sample_weight,
+        average=average,
+        class_names=class_names,
     )
     return curve.ausuc
 

@@ -23,7 +23,7 @@ use :meth:`calib.metrics.streaming.SeenAbsentState.sync`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ class SeenAbsentMetric(Metric):
         gamma: the bias added to U for the accuracies (logit units); AUSUC covers every γ.
         topk: besides top-1, the k > 1 to report (keys suffixed ``_top{k}``).
         average: ``"micro"`` (per sample) or ``"macro"`` (class-balanced).
+        class_names: (C,) one name per logit column (index = label), so that S and U may be
+            given by name; kept by the metric's :class:`SeenAbsentState` (``class_names``).
         **kwargs: passed to ``torchmetrics.Metric`` (``dist_sync_on_step``, ``process_group``,
             ...).
 
@@ -70,6 +72,8 @@ class SeenAbsentMetric(Metric):
         gamma: float = 0.0,
         topk: Iterable[int] = (1,),
         average: str = "micro",
+        *,
+        class_names: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,7 +81,12 @@ class SeenAbsentMetric(Metric):
         self.average = check_average(average)
         # the settings and the reduction of one batch; it never holds samples itself
         self._template = SeenAbsentState(
-            num_classes, seen_classes, absent_classes, topk=topk, gammas=(self.gamma,)
+            num_classes,
+            seen_classes,
+            absent_classes,
+            topk=topk,
+            gammas=(self.gamma,),
+            class_names=class_names,
         )
         names = _STATES + (_RANKS if self._template.topk else ())
         for name in names:
@@ -102,6 +111,7 @@ class SeenAbsentMetric(Metric):
             self._template.absent_classes,
             topk=(1, *self._template.topk),
             gammas=self._template.gammas,
+            class_names=self._template.class_names,
         )
         if isinstance(self.gap, list) and not self.gap:
             return state  # no update yet: reading it says so

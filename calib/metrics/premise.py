@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from calib.class_names import check_class_names, describe_classes, resolve_classes
 from calib.metrics.accuracy import accuracy_report, restricted_hits
 from calib.metrics.curve import seen_absent_curve
-from calib.validation import check_classes, check_labels, check_logits, check_real
+from calib.validation import check_labels, check_logits, check_real
 
 __all__ = ["PremiseCheck", "premise_check", "paired_drop_bound"]
 
@@ -163,6 +164,7 @@ def premise_check(
     selector_gamma: Mapping[str, float] | None = None,
     ncm_absent_absent: tuple[float, float] | None = None,
     z: float = 3.0,
+    class_names: Sequence[str] | None = None,
 ) -> PremiseCheck:
     """Does fine-tuning keep what γ needs? Compare the two models on what γ cannot change.
 
@@ -170,12 +172,15 @@ def premise_check(
         pretrained_logits, finetuned_logits: (N, C) scores of the same N test samples
             (numpy or torch, any float dtype).
         labels: (N,) their integer labels in [0, C).
-        seen_classes: S; absent_classes: U (default: every column not in S).
+        seen_classes: S; absent_classes: U (default: every column not in S); column indices,
+            or names of ``class_names`` (the two may be mixed).
         selector_gamma: optional ``{selector name: γ}`` fitted on the fine-tuned model; their
             spread, and that of the fine-tuned Acc Y/Y at each γ, is reported.
         ncm_absent_absent: optional (pre-trained, fine-tuned) NCM U/U accuracies on the
             features, reported beside (no per-sample data, so no bound of their own).
         z: standard errors the noise bound spans (default 3).
+        class_names: (C,) one name per logit column (index = label), so that the classes
+            may be given by name (:mod:`calib.class_names`) and errors show them.
 
     Returns:
         A :class:`PremiseCheck`; ``holds`` is False when U/U dropped by more than
@@ -183,7 +188,9 @@ def premise_check(
 
     Raises:
         ValueError: malformed logits, labels or class sets, logits of different shapes, no
-            test sample with a label in U, a non-positive z, or a bad γ / NCM accuracy.
+            test sample with a label in U, a non-positive z, or a bad γ / NCM accuracy; a
+            class name not in ``class_names`` (with a did-you-mean), names without
+            ``class_names``, or ``class_names`` that are not C distinct names.
     """
     pre = check_logits(pretrained_logits, "pretrained_logits")
     ft = check_logits(finetuned_logits, "finetuned_logits")
@@ -193,7 +200,8 @@ def premise_check(
             f"shapes {pre.shape} and {ft.shape}"
         )
     y = check_labels(labels, pre.shape[0], pre.shape[1])
-    seen, absent = check_classes(seen_classes, absent_classes, pre.shape[1])
+    names = check_class_names(class_names, pre.shape[1])
+    seen, absent = resolve_classes(seen_classes, absent_classes, pre.shape[1], names)
     z = check_real(z, "z", finite=True)
     if z <= 0:
         raise ValueError(f"z must be positive, got {z!r}")
@@ -201,8 +209,8 @@ def premise_check(
     n_u = int(in_u.sum())
     if n_u == 0:
         raise ValueError(
-            f"no test sample has a label in absent_classes ({absent.tolist()[:10]}): U/U is "
-            "undefined, so the premise cannot be checked"
+            f"no test sample has a label in absent_classes ({describe_classes(absent, names)}): "
+            "U/U is undefined, so the premise cannot be checked"
         )
     gammas = {
         str(name): check_real(g, f"selector_gamma[{name!r}]")

@@ -52,18 +52,19 @@ keys only). A group without samples gets NaN with a RuntimeWarning, never 0.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from calib.class_names import check_class_names, class_ids, resolve_classes
 from calib.metrics.binning import bin_edges, bin_statistics
 from calib.metrics.weights import sample_weights, weighted_mean
 from calib.rules.gaps import compute_gaps
 from calib.validation import (
     GROUPS,
     check_absent,
-    check_classes,
     check_gamma,
     check_group,
     check_labels,
@@ -152,26 +153,37 @@ def _probabilities(
 
 
 def shifted_probabilities(
-    logits: Any, absent_classes: Any, gamma: float = 0.0, temperature: Any = 1.0
+    logits: Any,
+    absent_classes: Any,
+    gamma: float = 0.0,
+    temperature: Any = 1.0,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> Any:
     """softmax((z + γ·1_U) / T) of every sample: (N, C) float64, rows summing to 1.
 
     Args:
         logits: (N, C) scores, numpy array or torch tensor (any device, any float dtype).
-        absent_classes: the columns U that receive γ (non-empty, not every column).
+        absent_classes: the columns U that receive γ (non-empty, not every column): indices,
+            or names of ``class_names`` (the two may be mixed).
         gamma: the bias added to the absent columns, in logit units; finite.
         temperature: T > 0 (1 = none), or a pair (T_S, T_U): a sample predicted in U is
             divided by T_U, any other by T_S (see the module docstring).
+        class_names: (C,) one name per logit column (index = label), so that U may be given
+            by name (:mod:`calib.class_names`); None: indices only.
 
     Returns:
         The probabilities as float64, a numpy array or a tensor on the input's device.
 
     Raises:
-        ValueError / TypeError: malformed logits or class set, a non-finite gamma, or a
-            temperature that is not finite and > 0.
+        ValueError / TypeError: malformed logits or class set, a non-finite gamma, a
+            temperature that is not finite and > 0, a class name not in ``class_names``
+            (with a did-you-mean), names without ``class_names``, or ``class_names`` that
+            are not C distinct names.
     """
     z = check_logits(logits)
-    absent = check_absent(absent_classes, z.shape[1])
+    names = check_class_names(class_names, z.shape[1])
+    absent = check_absent(class_ids(absent_classes, names, "absent_classes"), z.shape[1])
     probs = _probabilities(z, absent, check_gamma(gamma), temperature_pair(temperature))
     return like_input(np.exp(probs.log_p), logits)
 
@@ -243,10 +255,11 @@ def _prepare(
     n_bins: Any,
     sample_weight: Any = None,
     average: Any = "micro",
+    class_names: Sequence[str] | None = None,
 ) -> tuple[_Prepared, int]:
     z = check_logits(logits)
     y = check_labels(labels, z.shape[0], z.shape[1])
-    seen, absent = check_classes(seen_classes, absent_classes, z.shape[1])
+    seen, absent = resolve_classes(seen_classes, absent_classes, z.shape[1], class_names)
     gamma = check_gamma(gamma)
     temps = temperature_pair(temperature)
     n_bins = check_n_bins(n_bins)
@@ -282,6 +295,7 @@ def probability_report(
     *,
     sample_weight: Any = None,
     average: str = "micro",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """ECE, adaptive ECE, NLL, Brier and mean confidence of softmax((z + γ·1_U)/T), per group.
 
@@ -290,14 +304,18 @@ def probability_report(
     Args:
         logits: (N, C) scores, numpy array or torch tensor (any device, any float dtype).
         labels: (N,) integer labels in [0, C).
-        seen_classes: the fine-tuning classes S (column indices).
-        absent_classes: the classes U that receive γ; default every column not in S.
+        seen_classes: the fine-tuning classes S: column indices, or names of ``class_names``
+            (the two may be mixed).
+        absent_classes: the classes U that receive γ (indices or names); default every
+            column not in S.
         gamma: the bias added to the absent columns, in logit units; finite.
         temperature: T > 0, or a pair (T_S, T_U) (see :func:`shifted_probabilities`).
         n_bins: M, the number of bins of both ECEs; an int >= 1.
         sample_weight: (N,) weights of the test samples (finite, ≥ 0, not all 0); None: 1 each.
         average: ``"micro"`` (default) or ``"macro"``: class-balanced (see the module
             docstring: each class weighs the same in total).
+        class_names: (C,) one name per logit column (index = label), so that the classes
+            may be given by name (:mod:`calib.class_names`); None: indices only.
 
     Returns:
         A dict of Python numbers: ``ece ece_adaptive nll brier confidence`` over every
@@ -309,7 +327,9 @@ def probability_report(
 
     Raises:
         ValueError / TypeError: malformed logits, labels or class sets, a non-finite gamma, a
-            temperature that is not finite and > 0, or n_bins that is not an int >= 1.
+            temperature that is not finite and > 0, n_bins that is not an int >= 1, a class
+            name not in ``class_names`` (with a did-you-mean), names without ``class_names``,
+            or ``class_names`` that are not C distinct names.
     """
     prep, n_bins = _prepare(
         logits,
@@ -321,6 +341,7 @@ def probability_report(
         n_bins,
         sample_weight,
         average,
+        class_names,
     )
     w = prep.weights
     report = _group_metrics(prep.scored, None, n_bins, w)
@@ -408,12 +429,14 @@ def reliability_diagram(
     *,
     sample_weight: Any = None,
     average: str = "micro",
+    class_names: Sequence[str] | None = None,
 ) -> ReliabilityDiagram:
     """The bins behind ``probability_report``'s ECE (``adaptive`` → ``ece_adaptive``) of ``group``.
 
     Arguments as in :func:`probability_report`; ``adaptive`` picks equal-mass bins, ``group``
-    the samples (``all``, ``seen``: label in S, ``absent``: label in U); ``sample_weight`` and
-    ``average`` as in :func:`probability_report` (weighted bins). The diagram's ``ece``
+    the samples (``all``, ``seen``: label in S, ``absent``: label in U); ``sample_weight``,
+    ``average`` and ``class_names`` (S and U by name) as in :func:`probability_report`
+    (weighted bins). The diagram's ``ece``
     equals the report's key for the same group to float rounding (the same bins, summed as
     count × |accuracy − confidence| instead of |hits − Σ confidence|). An empty group gives
     zero counts, NaN bins and a RuntimeWarning.
@@ -431,6 +454,7 @@ def reliability_diagram(
         n_bins,
         sample_weight,
         average,
+        class_names,
     )
     rows = {"all": None, "seen": prep.label_seen, "absent": prep.label_absent}[group]
     conf = prep.scored.confidence if rows is None else prep.scored.confidence[rows]

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from calib.class_names import check_class_names, resolve_classes
 from calib.metrics.accuracy import group_accuracies
 from calib.metrics.curve import SeenAbsentCurve, curve_of_samples
 from calib.metrics.weights import effective_weights
@@ -40,7 +41,6 @@ from calib.rules.kernels import ABSENT, SEEN, alg_sums
 from calib.validation import (
     as_numpy,
     check_average,
-    check_classes,
     check_int,
     check_labels,
     check_logits,
@@ -92,8 +92,10 @@ class SeenAbsentState:
 
     Args:
         num_classes: C, the logits' width (every batch must have it).
-        seen_classes: the fine-tuning classes S (column indices).
-        absent_classes: the classes U that receive γ; default every column not in S.
+        seen_classes: the fine-tuning classes S: column indices, or names of ``class_names``
+            (the two may be mixed).
+        absent_classes: the classes U that receive γ (indices or names); default every
+            column not in S.
         topk: besides top-1 (always), the k > 1 whose accuracies :meth:`report` can give.
         gammas: the γ values (logit units) at which top-k accuracies are kept; one rank per
             sample and γ. Top-1 needs none: it is exact at every γ.
@@ -102,6 +104,10 @@ class SeenAbsentState:
         keep_gaps: keep the gaps and hit flags (the curve, reports, prior, oracle, PCV).
             ``keep_gaps=False`` with ``alg=True``: the ALG terms alone, one pass per batch (the
             state of the fine-tuning training data).
+        class_names: (C,) one name per logit column (index = label), so that the classes
+            may be given by name (:mod:`calib.class_names`); kept as the tuple
+            ``class_names`` (None without), part of the settings that :meth:`merge` and
+            :meth:`sync` compare, and shown in errors that name a class.
 
     The state grows by one row per sample; its arrays are numpy whatever the batches were.
     A state is either labelled or not (its first batch decides); an unlabelled state holds
@@ -109,8 +115,14 @@ class SeenAbsentState:
 
     Raises:
         ValueError: malformed class sets, ``num_classes`` < 2, a k < 1, a NaN γ, nothing to
-            keep, or top-k without the gaps.
+            keep, top-k without the gaps, a class name not in ``class_names`` (with a
+            did-you-mean), names without ``class_names``, or ``class_names`` that are not C
+            distinct names.
     """
+
+    #: the names of the columns (a tuple of C str), or None; a class attribute too, so that
+    #: a state pickled before names existed loads with None
+    class_names: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -122,10 +134,12 @@ class SeenAbsentState:
         gammas: Iterable[float] = (0.0,),
         alg: bool = False,
         keep_gaps: bool = True,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
-        self.seen_classes, self.absent_classes = check_classes(
-            seen_classes, absent_classes, self.num_classes
+        self.class_names = check_class_names(class_names, self.num_classes)
+        self.seen_classes, self.absent_classes = resolve_classes(
+            seen_classes, absent_classes, self.num_classes, self.class_names
         )
         self.topk = _check_topk(topk)
         for k in self.topk:
@@ -366,8 +380,9 @@ class SeenAbsentState:
 
         Raises:
             TypeError: ``other`` is not a :class:`SeenAbsentState`.
-            ValueError: the two were built with different classes or settings, or one is
-                labelled (or indexed) and the other is not.
+            ValueError: the two were built with different classes or settings (class names
+                included: names and no names differ), or one is labelled (or indexed) and
+                the other is not.
         """
         if not isinstance(other, SeenAbsentState):
             raise TypeError(f"merge needs a SeenAbsentState, got {type(other).__name__}")
@@ -575,6 +590,7 @@ class SeenAbsentState:
             "gammas": self.gammas,
             "alg": self.alg,
             "keep_gaps": self.keep_gaps,
+            "class_names": self.class_names,
         }
 
     def _empty_like(self) -> SeenAbsentState:
@@ -603,8 +619,9 @@ class SeenAbsentState:
 
         Raises:
             RuntimeError: no initialised ``torch.distributed`` process group.
-            ValueError: the processes' states were built with different settings (or one is
-                labelled and another not), or shard sizes that no interleaved split gives.
+            ValueError: the processes' states were built with different settings (class names
+                included; or one is labelled and another not), or shard sizes that no
+                interleaved split gives.
         """
         import torch
         import torch.distributed as dist
@@ -694,8 +711,14 @@ def alg_term(
         return (sum_seen - true_logit) / (n_seen - 1) - sum_absent / n_absent
 
 
-def check_alg_labels(y: np.ndarray, seen: np.ndarray, absent: np.ndarray) -> None:
-    """|S| ≥ 2, and every label in S: ALG may only see fine-tuning data."""
+def check_alg_labels(
+    y: np.ndarray,
+    seen: np.ndarray,
+    absent: np.ndarray,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """|S| ≥ 2, and every label in S: ALG may only see fine-tuning data. ``class_names``
+    (one per column, or None): the error names the first stray label's class."""
     if seen.size < 2:
         raise ValueError(
             f"ALG needs at least 2 seen classes (it averages the non-true ones), got {seen.size}"
@@ -703,9 +726,11 @@ def check_alg_labels(y: np.ndarray, seen: np.ndarray, absent: np.ndarray) -> Non
     outside = ~np.isin(y, seen)
     if outside.any():
         where = "absent classes U" if np.isin(y[outside], absent).any() else "non-seen columns"
+        first = int(y[outside][0])
+        shown = f"{first}" if class_names is None else f"{first} ({class_names[first]})"
         raise ValueError(
             f"ALG may only see fine-tuning (S) data, but {int(outside.sum())} label(s) lie in the "
-            f"{where}, e.g. {int(y[outside][0])}; pass the fine-tuning training samples only"
+            f"{where}, e.g. {shown}; pass the fine-tuning training samples only"
         )
 
 
@@ -740,7 +765,7 @@ def alg_from_state(state: SeenAbsentState) -> tuple[float, dict[str, Any]]:
         raise ValueError(
             "ALG weighs every fine-tuning sample alike, but the state was fed sample_weight"
         )
-    check_alg_labels(cols["label"], state.seen_classes, state.absent_classes)
+    check_alg_labels(cols["label"], state.seen_classes, state.absent_classes, state.class_names)
     terms, flags = cols["alg"], cols["alg_flag"]
     if (flags == ALG_DEAD).any():
         i = int(np.flatnonzero(flags == ALG_DEAD)[0])
