@@ -6,7 +6,14 @@ calibration bias leaves them alone.
 
 The paper's splits come from the class orders shipped in ``splits/class_orders.json``
 (:meth:`ClassSplit.from_benchmark`); :meth:`ClassSplit.from_order` implements the
-release's rule, :meth:`ClassSplit.random` and :meth:`ClassSplit.explicit` build others.
+release's rule, :meth:`ClassSplit.random` and :meth:`ClassSplit.explicit` build others, and
+:meth:`ClassSplit.inferred` reads S off the fine-tuning labels (opt-in).
+
+Where a split is built from classes a user gives (:meth:`~ClassSplit.explicit`,
+:meth:`~ClassSplit.random`'s pool), the classes may be the domain's class names
+(``Domain.class_names``, index = label) as well as column indices: :func:`class_indices`
+maps them, with a did-you-mean for a name that is not a class. A :class:`ClassSplit` itself
+always holds column indices.
 """
 
 from __future__ import annotations
@@ -21,7 +28,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ClassSplit", "SPLITS_DIR", "OFFICE_HOME_DOMAINS", "class_orders", "office_home_domain"]
+from calib.class_names import class_ids, infer_seen_classes
+
+__all__ = [
+    "ClassSplit",
+    "SPLITS_DIR",
+    "OFFICE_HOME_DOMAINS",
+    "class_indices",
+    "class_orders",
+    "office_home_domain",
+]
 
 #: The paper's image lists and class orders, shipped as package data.
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
@@ -75,6 +91,41 @@ def _as_class_tuple(classes: Iterable[Any], name: str) -> tuple[int, ...]:
         dup = sorted({c for c in out if out.count(c) > 1})
         raise ValueError(f"{name} lists class(es) {dup} more than once")
     return tuple(out)
+
+
+def class_indices(
+    classes: Iterable[Any], class_names: Sequence[str] | None, name: str = "classes"
+) -> list[int] | Any:
+    """``classes`` with every class name replaced by its column index, in the order given.
+
+    Column indices pass through (names and indices may be mixed); classes without a name
+    (integers, an integer array) are returned as given, to be checked by :class:`ClassSplit`.
+
+    Args:
+        classes: names or column indices.
+        class_names: one name per column, index = label (``Domain.class_names``); None: the
+            classes must be indices.
+        name: the parameter (or config key) in error messages.
+
+    Raises:
+        TypeError: ``classes`` is one string.
+        ValueError: a name that is not a class (with the closest names: "did you mean"), a name
+            that several columns share (ImageNet has such names: give the index), or names
+            without ``class_names``.
+    """
+    if class_names is None or isinstance(classes, (str, bytes, int, np.integer)):
+        return class_ids(classes, class_names, name)  # indices pass; a string is refused there
+    items = classes.tolist() if hasattr(classes, "tolist") else list(classes)
+    names = None
+    for c in sorted({c for c in items if isinstance(c, str)}):
+        names = tuple(class_names) if names is None else names
+        columns = [i for i, n in enumerate(names) if n == c]
+        if len(columns) > 1:  # class_ids would take one of them
+            raise ValueError(
+                f"{name}: {c!r} names {len(columns)} classes (columns {columns}); give the "
+                "column index instead"
+            )
+    return class_ids(items, class_names if names is None else names, name)
 
 
 @dataclass(frozen=True)
@@ -169,13 +220,18 @@ class ClassSplit:
         n_seen: int,
         n_absent: int | None = None,
         seed: int = 0,
-        classes: Sequence[int] | None = None,
+        classes: Sequence[int | str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> ClassSplit:
         """A random split of ``classes`` (default: all ``num_classes`` columns).
 
         One permutation of ``classes`` is drawn with ``numpy.random.default_rng(seed)``;
         S is its first ``n_seen`` entries, U the next ``n_absent`` (default: all the rest).
+        ``classes`` may be class names when ``class_names`` (one per column) is given: the
+        draw is the same as with their column indices in the same order.
         """
+        if classes is not None:
+            classes = class_indices(classes, class_names, "classes")
         pool = _as_class_tuple(range(num_classes) if classes is None else classes, "classes")
         n_seen = operator.index(n_seen)
         n_absent = len(pool) - n_seen if n_absent is None else operator.index(n_absent)
@@ -191,14 +247,63 @@ class ClassSplit:
 
     @classmethod
     def explicit(
-        cls, seen: Iterable[int], absent: Iterable[int] | None = None, *, num_classes: int
+        cls,
+        seen: Iterable[int | str],
+        absent: Iterable[int | str] | None = None,
+        *,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
     ) -> ClassSplit:
-        """Given S (and U); ``absent=None`` makes U every column not in S."""
-        seen = _as_class_tuple(seen, "seen")
+        """Given S (and U); ``absent=None`` makes U every column not in S.
+
+        ``seen`` and ``absent`` are column indices or, with ``class_names`` (one name per
+        column, index = label, e.g. ``Domain.class_names``), class names, or both mixed::
+
+            ClassSplit.explicit(["cat", "dog"], num_classes=3, class_names=["cat", "dog", "fox"])
+
+        Raises:
+            ValueError: a name that is not a class (with a did-you-mean), ``class_names`` of
+                another length than ``num_classes``; and what :class:`ClassSplit` refuses.
+        """
+        if class_names is not None and len(class_names) != operator.index(num_classes):
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes is {num_classes}"
+            )
+        seen = _as_class_tuple(class_indices(seen, class_names, "seen"), "seen")
         if absent is None:
             taken = set(seen)
             absent = tuple(c for c in range(num_classes) if c not in taken)
+        else:
+            absent = class_indices(absent, class_names, "absent")
         return cls(seen=seen, absent=absent, num_classes=num_classes)
+
+    @classmethod
+    def inferred(
+        cls,
+        labels: Any,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        *,
+        source: str = "fine-tuning labels",
+    ) -> ClassSplit:
+        """S = the classes present in the fine-tuning ``labels``, U = every other column.
+
+        Opt-in, for data whose fine-tuning set holds exactly the classes S
+        (:func:`calib.class_names.infer_seen_classes`, which logs the classes it found on the
+        logger ``calib.classes``, with their names when ``class_names`` is given).
+
+        Args:
+            labels: (N,) integer labels of the fine-tuning data, numpy or torch.
+            num_classes: C, the head size.
+            class_names: one name per column, for the log line.
+            source: what the labels are, for the log line and the errors.
+
+        Raises:
+            ValueError: no labels, a label outside ``[0, C)``, or labels of every class
+                (nothing would be absent).
+        """
+        seen = infer_seen_classes(labels, num_classes, class_names, source=source)
+        return cls.explicit(seen.tolist(), num_classes=num_classes)
 
     @classmethod
     def from_benchmark(cls, name: str, source: str | None = None) -> ClassSplit:

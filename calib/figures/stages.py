@@ -20,7 +20,15 @@ from calib.figures.style import selector_look
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["STAGE_METRICS", "UNCALIBRATED", "StageSeries", "stage_series", "plot_stage_series"]
+__all__ = [
+    "NAMES_WIDTH",
+    "STAGE_METRICS",
+    "UNCALIBRATED",
+    "StageSeries",
+    "stage_label",
+    "stage_series",
+    "plot_stage_series",
+]
 
 #: report key → panel title, in panel order (accuracies, drawn in %).
 STAGE_METRICS: dict[str, str] = {
@@ -37,7 +45,8 @@ class StageSeries:
     """The numbers of the stage figure.
 
     Attributes:
-        stages: one x-axis label per stage (e.g. ``"1\\n|S|=3"``).
+        stages: one x-axis label per stage (e.g. ``"1\\n|S|=3"``, with the classes it adds
+            by name when the domain has names: ``"2\\n|S|=5\\n+three, four"``).
         values: metric key (:data:`STAGE_METRICS`) → series name (:data:`UNCALIBRATED`, then
             the selectors) → (K,) float64 accuracies in % (NaN where a group has no sample).
         gamma: selector → (K,) float64 γ in logit units.
@@ -52,6 +61,7 @@ def stage_series(
     reports: Sequence[Mapping[str, Mapping[str, Any]]],
     before: str = "none",
     seen_classes: Sequence[Sequence[int]] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> StageSeries:
     """The accuracies (%) and γ of every stage, before and after each selector's γ.
 
@@ -62,6 +72,9 @@ def stage_series(
             ``calibrated`` rows); every stage has the same rows.
         before: the row at γ = 0 (``"none"`` in :mod:`calib.sequence`).
         seen_classes: S of each stage, for the x labels (``|S|``); default: the stage numbers.
+        class_names: the domain's class names (index = label): each x label also names the
+            classes its stage adds to S (all of S at the first stage), when they fit
+            (:func:`stage_label`); needs ``seen_classes``.
 
     Raises:
         ValueError: no stage; a stage without the ``before`` row or with other rows than the
@@ -86,8 +99,12 @@ def stage_series(
                 raise ValueError(f"reports[{k}][{row!r}] lacks {missing}")
     if seen_classes is not None and len(seen_classes) != len(reports):
         raise ValueError(f"seen_classes has {len(seen_classes)} entries for {len(reports)} stages")
+    if class_names is not None and seen_classes is None:
+        raise ValueError("class_names labels the stages' classes: it needs seen_classes")
     labels = tuple(
-        f"{k + 1}" if seen_classes is None else f"{k + 1}\n|S|={len(seen_classes[k])}"
+        f"{k + 1}"
+        if seen_classes is None
+        else stage_label(k, seen_classes[k], seen_classes[k - 1] if k else (), class_names)
         for k in range(len(reports))
     )
 
@@ -103,6 +120,38 @@ def stage_series(
     }
     gamma = {s: column(s, "gamma", 1.0) for s in selectors}
     return StageSeries(stages=labels, values=values, gamma=gamma)
+
+
+#: The longest class-name line of an x label (characters); longer: the classes are counted.
+NAMES_WIDTH = 18
+
+
+def stage_label(
+    index: int,
+    classes: Sequence[int],
+    before: Sequence[int] = (),
+    class_names: Sequence[str] | None = None,
+) -> str:
+    """The x label of stage ``index`` (0-based): ``"2\n|S|=5"`` and, with ``class_names``, a
+    line naming the classes it adds to ``before`` (the previous stage's S): ``"+three, four"``
+    (at the first stage S itself: ``"zero, one, two"``), or ``"+2 classes"`` when the names
+    are longer than :data:`NAMES_WIDTH` characters.
+
+    Raises:
+        IndexError: a class without a name in ``class_names``.
+    """
+    label = f"{index + 1}\n|S|={len(classes)}"
+    if class_names is None:
+        return label
+    old = {int(c) for c in before}
+    added = [int(c) for c in classes if int(c) not in old]
+    if not added:
+        return label
+    sign = "+" if old else ""
+    names = sign + ", ".join(str(class_names[c]) for c in added)
+    if len(names) > NAMES_WIDTH:
+        names = f"{sign}{len(added)} class{'es' if len(added) != 1 else ''}"
+    return f"{label}\n{names}"
 
 
 def _number(value: Any) -> float:

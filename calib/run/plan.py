@@ -39,8 +39,10 @@ from calib.run.sections import (
     build_split,
     build_train_config,
     domain_from_config,
+    resolved_split_classes,
     section,
     source_spec,
+    split_names_classes,
     wrap,
 )
 from calib.run.settings import EvalConfig
@@ -137,8 +139,9 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     seed = int(cfg.get("seed", 0))
     name = str(cfg.get("name", "run"))
     run_dir = Path(run_dir or cfg.get("run_dir") or os.path.join("outputs", name))
-    # a folder made with other settings is refused now, before any data set or model is built
-    StageStore(run_dir).check_config(identity_leaves(cfg))
+    named = split_names_classes(section(cfg, "split"))
+    if not named:  # a folder made with other settings is refused now, before any data set
+        StageStore(run_dir).check_config(identity_leaves(cfg))
     device = str(cfg.get("device", "auto"))
     switches = compute_switches(cfg)
     if switches["deterministic"]:  # before the first CUDA matrix product of the process
@@ -147,7 +150,15 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     check_device(device)
 
     target, source = _domains(cfg)
-    split = build_split(section(cfg, "split"), target.num_classes)
+    split = build_split(
+        section(cfg, "split"),
+        target.num_classes,
+        class_names=target.class_names,
+        train_labels=lambda: dataset_targets(target.train),
+    )
+    if named:  # keyed by the column indices the names stand for: the same stages, the same folder
+        cfg = _with_class_indices(cfg, target)
+        StageStore(run_dir).check_config(identity_leaves(cfg))
     finetune, source_train = _train_configs(
         cfg, seed, with_source=source is not None, switches=switches
     )
@@ -200,6 +211,16 @@ def build_plan(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None)
     dry_run(plan)  # builds the model once (kept for the run) and runs one batch through it
     plan.stages()  # the stages and their keys, planned once: the run uses these
     return plan
+
+
+def _with_class_indices(cfg: dict[str, Any], target: Domain) -> dict[str, Any]:
+    """``cfg`` with the class names of ``split.seen``/``split.absent`` replaced by their
+    column indices in ``target`` (in the order given), so that a run given names is keyed,
+    recorded (``run.json``, ``results["meta"]["config"]``) and collated as the run given the
+    indices: ``split.seen=[zero, one]`` and ``split.seen=[0, 1]`` share every stage."""
+    spec = section(cfg, "split")
+    seen, absent = resolved_split_classes(spec, target.class_names)
+    return {**cfg, "split": {**spec, "seen": seen, "absent": absent}}
 
 
 def _domains(cfg: Mapping[str, Any]) -> tuple[Domain, Domain | None]:

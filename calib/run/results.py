@@ -6,11 +6,15 @@ A run's results are a plain dict (what ``results.json`` holds)::
      "finetuned":  {metric: value, ...},
      "calibrated": {"alg": {metric: value, ..., "gamma": γ}, "oracle": {...}, ...},
      "premise": {...},                                 # optional: calib.metrics.premise_check
+     "classes": {"names": [...] | None,                # optional: the columns' names (index =
+                 "seen": [...], "absent": [...]},      #   label), S and U as column indices
      "meta": {...}}                                    # optional: run settings
 
 Metric values are fractions in [0, 1] (NaN where undefined, stored as JSON ``null``).
 ``meta.average`` says how the accuracies were averaged (``micro``: per sample; ``macro``:
-class-balanced), and the table says so under it.
+class-balanced), and the table says so under it; ``classes`` (:func:`class_record`) maps the
+columns to their names, and the table lists S and U by name under it when the names say more
+than the indices (:func:`classes_line`). Results of an older version lack it.
 Display helpers print percentages. :func:`format_cell`, :data:`HEADERS` and
 :func:`markdown_table` are the single place a metric becomes a table cell: the run's table,
 ``calib-collate`` and the paper-style tables all go through them.
@@ -25,6 +29,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from calib.class_names import describe_classes
 from calib.io import atomic_write_json, atomic_write_text, json_safe
 
 __all__ = [
@@ -36,6 +41,10 @@ __all__ = [
     "result_rows",
     "format_table",
     "AVERAGE_TEXT",
+    "CSV_OMITTED",
+    "class_record",
+    "classes_line",
+    "shown_class_names",
     "flatten_results",
     "write_results",
 ]
@@ -94,6 +103,59 @@ def average_line(results: Mapping[str, Any]) -> str | None:
     return f"Accuracies: {AVERAGE_TEXT[average]}."
 
 
+#: Keys of the flattened results that the CSV files leave out: the class names (one per
+#: column, up to a thousand, with spaces in them) are in ``results.json``.
+CSV_OMITTED: tuple[str, ...] = ("classes.names",)
+
+
+def class_record(split: Any, class_names: Sequence[str] | None) -> dict[str, Any]:
+    """``results["classes"]``: ``{"names": [...] or None, "seen": [...], "absent": [...]}``.
+
+    Args:
+        split: a :class:`calib.data.ClassSplit` (anything with ``seen``, ``absent`` and
+            ``num_classes``).
+        class_names: one name per column (index = label), or None.
+
+    Raises:
+        ValueError: ``class_names`` has another length than the split's head.
+    """
+    names = None if class_names is None else [str(n) for n in class_names]
+    if names is not None and len(names) != split.num_classes:
+        raise ValueError(
+            f"class_names has {len(names)} names but the split is for {split.num_classes} classes"
+        )
+    return {
+        "names": names,
+        "seen": [int(c) for c in split.seen],
+        "absent": [int(c) for c in split.absent],
+    }
+
+
+def shown_class_names(class_names: Sequence[str] | None) -> Sequence[str] | None:
+    """``class_names`` when they say more than the column indices; None when there are none
+    or every name is its own index (the digits' ``"0"`` … ``"9"``)."""
+    if class_names is None:
+        return None
+    if all(str(n) == str(i) for i, n in enumerate(class_names)):
+        return None
+    return class_names
+
+
+def classes_line(results: Mapping[str, Any], limit: int = 10) -> str | None:
+    """``"Classes: S = 2 classes: 0 cat, 2 dog; U = 1 class: 1 fox."`` from
+    ``results["classes"]``; None without it or when its names are only the indices
+    (:func:`shown_class_names`). At most ``limit`` classes of each set are listed."""
+    record = results.get("classes")
+    if not isinstance(record, Mapping):
+        return None
+    names = shown_class_names(record.get("names"))
+    if names is None:
+        return None
+    seen = describe_classes(record["seen"], names, limit=limit)
+    absent = describe_classes(record["absent"], names, limit=limit)
+    return f"Classes: S = {seen}; U = {absent}."
+
+
 def result_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """(row label, metrics) pairs in display order: pre-trained, fine-tuned, each selector, then
     each post-hoc correction (``results["corrected"]``, no γ)."""
@@ -143,8 +205,9 @@ def format_table(
     title: str | None = None,
 ) -> str:
     """The run's metrics as a Markdown table (accuracies in %, γ in logit units); under it,
-    how the accuracies are averaged (when ``results["meta"]`` says: :func:`average_line`) and
-    the premise check's one-line message when ``results`` has one (``results["premise"]``)."""
+    how the accuracies are averaged (when ``results["meta"]`` says: :func:`average_line`), S
+    and U by name (when ``results["classes"]`` has names: :func:`classes_line`) and the premise
+    check's one-line message when ``results`` has one (``results["premise"]``)."""
     rows = result_rows(results)
     present = [(k, h) for k, h in columns if any(k in m for _, m in rows)]
     header = ["model"] + [h for _, h in present]
@@ -153,19 +216,29 @@ def format_table(
     average = average_line(results)
     if average is not None:
         table += f"\n\n{average}"
+    classes = classes_line(results)
+    if classes is not None:
+        table += f"\n\n{classes}"
     premise = results.get("premise")
     if isinstance(premise, Mapping) and premise.get("message"):
         table += f"\n\n{premise['message']}"
     return table if title is None else f"**{title}** (accuracies in %)\n\n{table}"
 
 
-def flatten_results(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """One flat dict: ``finetuned.acc_all``, ``calibrated.alg.gamma``, ``meta.optimizer``, ..."""
+def flatten_results(
+    results: Mapping[str, Any], prefix: str = "", omit: Sequence[str] = CSV_OMITTED
+) -> dict[str, Any]:
+    """One flat dict: ``finetuned.acc_all``, ``calibrated.alg.gamma``, ``meta.optimizer``, ...
+
+    Lists become space-separated text; the keys in ``omit`` (dotted, from the top) are left
+    out (default :data:`CSV_OMITTED`: the class names)."""
     flat: dict[str, Any] = {}
     for key, value in results.items():
         name = f"{prefix}{key}"
+        if name in omit:
+            continue
         if isinstance(value, Mapping):
-            flat.update(flatten_results(value, prefix=f"{name}."))
+            flat.update(flatten_results(value, prefix=f"{name}.", omit=omit))
         elif isinstance(value, (list, tuple)):
             flat[name] = " ".join(str(v) for v in value)
         else:

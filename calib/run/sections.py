@@ -7,10 +7,11 @@ a bad value as :class:`~calib.run.schema.ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from calib.data import DATASETS, ClassSplit, Domain
+from calib.data.split import class_indices
 from calib.run.schema import ConfigError
 from calib.run.settings import CalibrationConfig, MethodConfig, PCVConfig
 from calib.train import TrainConfig
@@ -20,6 +21,8 @@ __all__ = [
     "build_method",
     "build_split",
     "build_train_config",
+    "resolved_split_classes",
+    "split_names_classes",
     "domain_from_config",
     "section",
     "source_spec",
@@ -67,35 +70,62 @@ def source_spec(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return source
 
 
-def build_split(spec: Mapping[str, Any], num_classes: int) -> ClassSplit:
+def build_split(
+    spec: Mapping[str, Any],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    train_labels: Callable[[], Any] | None = None,
+) -> ClassSplit:
     """The seen/absent class split from the ``split`` config section.
 
-    ``kind``: ``explicit`` (``seen``, ``absent`` or null = the rest), ``random`` (``n_seen`` or
-    ``seen_fraction`` (n_seen = ⌊fraction · C⌋), ``n_absent`` or null, ``seed``), ``benchmark``
-    (``benchmark``, ``source`` for Office-Home). A key of another kind must stay null.
+    ``kind``: ``explicit`` (``seen``, ``absent`` or null = the rest; column indices or, given
+    ``class_names``, the target's class names), ``random`` (``n_seen`` or ``seen_fraction``
+    (n_seen = ⌊fraction · C⌋), ``n_absent`` or null, ``seed``), ``benchmark`` (``benchmark``,
+    ``source`` for Office-Home), ``infer`` (S = the classes present in ``train_labels()``, the
+    target's fine-tuning labels, U = every other column; logged on ``calib.classes``). A key of
+    another kind must stay null.
+
+    Args:
+        spec: the ``split`` section.
+        num_classes: C, the target's head size.
+        class_names: the target's class names (index = label) for named classes.
+        train_labels: returns the target's (N,) training labels; needed by ``infer`` only.
+
+    Raises:
+        ConfigError: naming the key: a missing or stray key, a name that is not a class of the
+            target (``split.seen: 'cta' is not a class name; did you mean 'cat'?``), a split
+            the classes cannot give.
     """
     kind = spec.get("kind", "random")
     used = {
         "explicit": {"seen", "absent"},
         "random": {"n_seen", "seen_fraction", "n_absent", "seed"},
         "benchmark": {"benchmark", "source"},
+        "infer": set(),
     }
     if kind not in used:
-        raise ConfigError(f"split.kind must be explicit, random or benchmark, got {kind!r}")
+        raise ConfigError(f"split.kind must be explicit, random, benchmark or infer, got {kind!r}")
     stray = sorted(
         k for k, v in spec.items() if k not in used[kind] | {"kind", "seed"} and v is not None
     )
     if stray:
+        takes = f"it takes {', '.join(sorted(used[kind]))}" if used[kind] else "it takes none"
         raise ConfigError(
-            f"split.{stray[0]} is not used with split.kind={kind} (it takes "
-            f"{', '.join(sorted(used[kind]))}); set it to null"
+            f"split.{stray[0]} is not used with split.kind={kind} ({takes}); set it to null"
         )
 
     def make() -> ClassSplit:
         if kind == "explicit":
             if spec.get("seen") is None:
                 raise ConfigError("split.seen is required with split.kind=explicit")
-            return ClassSplit.explicit(spec["seen"], spec.get("absent"), num_classes=num_classes)
+            seen, absent = resolved_split_classes(spec, class_names)
+            return ClassSplit.explicit(seen, absent, num_classes=num_classes)
+        if kind == "infer":
+            if train_labels is None:
+                raise ConfigError("split.kind=infer needs the target's training labels")
+            return ClassSplit.inferred(
+                train_labels(), num_classes, class_names, source="target training labels"
+            )
         if kind == "random":
             return ClassSplit.random(
                 num_classes,
@@ -114,6 +144,39 @@ def build_split(spec: Mapping[str, Any], num_classes: int) -> ClassSplit:
         return split
 
     return wrap("split", make)
+
+
+def split_names_classes(spec: Mapping[str, Any]) -> bool:
+    """Whether the ``split`` section names classes (a string in ``seen`` or ``absent``)."""
+    return any(
+        isinstance(c, str)
+        for key in ("seen", "absent")
+        if isinstance(spec.get(key), (list, tuple))
+        for c in spec[key]
+    )
+
+
+def resolved_split_classes(
+    spec: Mapping[str, Any], class_names: Sequence[str] | None
+) -> tuple[list[int] | None, list[int] | None]:
+    """``split.seen`` and ``split.absent`` with every class name replaced by its column index,
+    in the order given (None stays None): what a run given the indices would have said.
+
+    Raises:
+        ConfigError: a name that is not one of ``class_names`` (did-you-mean), or names
+            without ``class_names``; naming ``split.seen`` or ``split.absent``.
+    """
+    out = []
+    for key in ("seen", "absent"):
+        value = spec.get(key)
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(list(class_indices(value, class_names, f"split.{key}")))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+    return out[0], out[1]
 
 
 def _n_seen(spec: Mapping[str, Any], num_classes: int) -> int:

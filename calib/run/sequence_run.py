@@ -33,17 +33,20 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calib import distributed
+from calib.class_names import describe_classes
+from calib.data.split import class_indices
 from calib.io import atomic_write_json, atomic_write_text
 from calib.run.identity import diff_leaves, digest, flatten, format_changes, identity_leaves
 from calib.run.plan import build_plan
-from calib.run.results import format_table
+from calib.run.results import format_table, shown_class_names
 from calib.run.schema import ConfigError
+from calib.run.sections import domain_from_config, section
 from calib.run.stages import StaleRunError
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "plan_sequence",
     "run_sequence",
     "stage_reports",
+    "target_class_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,12 +93,18 @@ class SequenceStage:
     key: str
 
 
-def check_sequence_stages(value: Any) -> list[tuple[int, ...]]:
+def check_sequence_stages(
+    value: Any, class_names: Sequence[str] | None = None
+) -> list[tuple[int, ...]]:
     """``sequence.stages`` as sorted class tuples, each including the one before.
 
+    A stage's classes are column indices or, given ``class_names`` (the target's, index =
+    label), class names, or both mixed.
+
     Raises:
-        ConfigError: not a non-empty list of non-empty lists of distinct integers ≥ 0, or a
-            stage that drops a class of the stage before (named with the value given).
+        ConfigError: not a non-empty list of non-empty lists of distinct integers ≥ 0 (or
+            class names), a name that is not a class (with a did-you-mean), or a stage that
+            drops a class of the stage before (named with the value given).
     """
     where = f"{SEQUENCE_KEY}.stages"
     if not isinstance(value, (list, tuple)) or not value:
@@ -104,20 +114,42 @@ def check_sequence_stages(value: Any) -> list[tuple[int, ...]]:
         name = f"{where}[{k}]"
         if not isinstance(classes, (list, tuple)) or not classes:
             raise ConfigError(f"{name} must be a non-empty list of class indices, got {classes!r}")
+        if class_names is not None:
+            try:
+                classes = class_indices(classes, class_names, name)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(str(err)) from None
         bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or c < 0]
         if bad:
-            raise ConfigError(f"{name} must hold class indices ≥ 0, got {bad[0]!r}")
+            names = " (or, with the target's class names, names)" * isinstance(bad[0], str)
+            raise ConfigError(f"{name} must hold class indices ≥ 0{names}, got {bad[0]!r}")
         if len(set(classes)) != len(classes):
-            raise ConfigError(f"{name} lists a class more than once: {list(classes)}")
+            raise ConfigError(f"{name} lists a class more than once: {list(value[k])}")
         if out:
             dropped = sorted(set(out[-1]) - set(classes))
             if dropped:
                 raise ConfigError(
-                    f"{name} = {list(classes)} drops class(es) {dropped} of stage {k}: a stage's "
-                    "classes include the classes of the stage before (S grows)"
+                    f"{name} = {list(value[k])} drops class(es) {dropped} of stage {k}: a "
+                    "stage's classes include the classes of the stage before (S grows)"
                 )
         out.append(tuple(sorted(classes)))
     return out
+
+
+def _names_classes(stages: Any) -> bool:
+    """Whether ``sequence.stages`` names a class (a string in some stage)."""
+    return isinstance(stages, (list, tuple)) and any(
+        isinstance(c, str) for s in stages if isinstance(s, (list, tuple)) for c in s
+    )
+
+
+def target_class_names(cfg: Mapping[str, Any]) -> Sequence[str]:
+    """The class names of ``cfg``'s target domain (``dataset``), built to read them.
+
+    Raises:
+        ConfigError: a bad ``dataset`` section. calib.data.DatasetNotFoundError: not on disk.
+    """
+    return domain_from_config(section(cfg, "dataset"), "dataset").class_names
 
 
 def plan_sequence(cfg: Mapping[str, Any], run_dir: str | os.PathLike) -> list[SequenceStage]:
@@ -127,7 +159,10 @@ def plan_sequence(cfg: Mapping[str, Any], run_dir: str | os.PathLike) -> list[Se
         raise ConfigError(
             f"{SEQUENCE_KEY} must be a mapping with the one key 'stages', got {spec!r}"
         )
-    stage_classes = check_sequence_stages(spec["stages"])
+    # names are the target's: its domain is built to read them (indices need no data set);
+    # the stages hold column indices, so that names and indices give the same keys
+    names = target_class_names(cfg) if _names_classes(spec["stages"]) else None
+    stage_classes = check_sequence_stages(spec["stages"], names)
     method = (cfg.get("finetune") or {}).get("method", "full")
     _check_method(method)
     run_dir = Path(run_dir)
@@ -204,9 +239,16 @@ def _check_record(run_dir: Path, stages: list[SequenceStage]) -> None:
         )
 
 
-def _record(stages: list[SequenceStage], results: list[dict[str, Any] | None]) -> dict[str, Any]:
+def _record(
+    stages: list[SequenceStage],
+    results: list[dict[str, Any] | None],
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``sequence.json``: every stage's classes (column indices), key, identity and results;
+    ``class_names``: the target's names (index = label), once known (None before)."""
     return {
         "format": SEQUENCE_FORMAT,
+        "class_names": None if class_names is None else [str(n) for n in class_names],
         "stages": [
             {
                 "index": s.index,
@@ -229,13 +271,26 @@ def stage_reports(results: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"finetuned": r["finetuned"], **r.get("calibrated", {})} for r in results]
 
 
-def sequence_tables(stages: list[SequenceStage], results: list[Mapping[str, Any]]) -> str:
-    """One table per stage (the run's own table), titled with its classes."""
+def sequence_tables(
+    stages: list[SequenceStage],
+    results: list[Mapping[str, Any]],
+    class_names: Sequence[str] | None = None,
+) -> str:
+    """One table per stage (the run's own table), titled with its classes; with
+    ``class_names`` that say more than the indices (:func:`calib.run.results.shown_class_names`)
+    a line under the title names the classes the stage adds (all of S at the first stage)."""
+    names = shown_class_names(class_names)
     parts = []
     for s, r in zip(stages, results, strict=True):
         start = "the configured model" if s.start is None else f"stage {s.index}'s checkpoint"
         title = f"stage {s.index + 1}: S = {list(s.classes)} (pre-trained = {start})"
-        parts.append(f"## {title}\n\n{format_table(r)}\n")
+        named = ""
+        if names is not None:
+            before = set(stages[s.index - 1].classes) if s.index else set()
+            added = [c for c in s.classes if c not in before]
+            what = "S" if not before else "added to S"
+            named = f"{what}: {describe_classes(added, names, limit=20)}.\n\n"
+        parts.append(f"## {title}\n\n{named}{format_table(r)}\n")
     return "\n".join(parts)
 
 
@@ -261,6 +316,7 @@ def run_sequence(
     _check_record(run_dir, stages)
     title = title or str(cfg.get("name", "run"))
     results: list[dict[str, Any] | None] = [None] * len(stages)
+    class_names: Sequence[str] | None = None
     for stage in stages:
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -272,6 +328,7 @@ def run_sequence(
             raise ConfigError(
                 f"stage {stage.index + 1} (S = {list(stage.classes)}): {err}"
             ) from err
+        class_names = plan.target.class_names
         plan.title = f"{title}: stage {stage.index + 1}, S = {list(stage.classes)}"
         results[stage.index] = plan.run()
         final = stage.run_dir / FINAL_WEIGHTS
@@ -282,13 +339,14 @@ def run_sequence(
                 "checkpoint the next stage could start from"
             )
     done = [r for r in results if r is not None]
-    tables = sequence_tables(stages, done)
+    tables = sequence_tables(stages, done, class_names)
     if distributed.is_main():
-        atomic_write_json(run_dir / "sequence.json", _record(stages, results))
+        atomic_write_json(run_dir / "sequence.json", _record(stages, results, class_names))
         atomic_write_text(run_dir / "sequence.md", f"# {title}\n\n{tables}")
         eval_cfg = cfg.get("eval") or {}
         if eval_cfg.get("figures", True):
-            _write_figure(run_dir, stages, done, title, bool(eval_cfg.get("figures_pdf", False)))
+            pdf = bool(eval_cfg.get("figures_pdf", False))
+            _write_figure(run_dir, stages, done, title, pdf, class_names)
         print(tables)
     return {
         "stages": [
@@ -300,13 +358,21 @@ def run_sequence(
 
 
 def _write_figure(
-    run_dir: Path, stages: list[SequenceStage], results: list[dict[str, Any]], title: str, pdf: bool
+    run_dir: Path,
+    stages: list[SequenceStage],
+    results: list[dict[str, Any]],
+    title: str,
+    pdf: bool,
+    class_names: Sequence[str] | None = None,
 ) -> None:
     from calib.figures.files import save_figure
     from calib.figures.stages import plot_stage_series, stage_series
 
     series = stage_series(
-        stage_reports(results), before="finetuned", seen_classes=[s.classes for s in stages]
+        stage_reports(results),
+        before="finetuned",
+        seen_classes=[s.classes for s in stages],
+        class_names=shown_class_names(class_names),
     )
     fig = plot_stage_series(series, title=title)
     save_figure(fig, run_dir / "stages.png")
