@@ -28,10 +28,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from calib.class_names import check_class_names, class_ids, resolve_classes
 from calib.data.domain import dataset_targets
 from calib.extract import extract, extraction_loader
 from calib.selectors.spec import PseudoSplit
-from calib.validation import check_classes, check_fraction, check_int
+from calib.validation import check_fraction, check_int
 
 __all__ = ["PseudoClasses", "PseudoSubset", "pseudo_subsets", "make_pseudo_splits"]
 
@@ -80,12 +81,14 @@ def pseudo_subsets(
     holdout_fraction: float = 0.2,
     seed: int = 0,
     with_absent: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> list[PseudoSubset]:
     """The ``num_splits`` pseudo splits of S over training labels (split j drawn from ``seed + j``).
 
     Args:
         labels: (N,) training labels; rows outside S are never used (neither fitted nor scored).
-        seen_classes: S.
+        seen_classes: S: column indices, or names given ``class_names`` (one name per column,
+            index = label).
         absent_fraction: share of the seen classes (that have samples) made pseudo-absent,
             at least 1 and at most all but one.
         holdout_fraction: share of every seen class's rows held out (at least 1 and at most
@@ -103,6 +106,7 @@ def pseudo_subsets(
     seed = check_int(seed, "seed", 0)
     absent_fraction = check_fraction(absent_fraction, "absent_fraction")
     holdout_fraction = check_fraction(holdout_fraction, "holdout_fraction")
+    seen_classes = class_ids(seen_classes, check_class_names(class_names), "seen_classes")
     seen = np.intersect1d(np.asarray(seen_classes), labels)
     if seen.size < 2:
         raise ValueError(
@@ -138,8 +142,8 @@ def make_pseudo_splits(
     model: nn.Module,
     finetune: Callable[[nn.Module, Dataset, PseudoClasses], nn.Module | None],
     train_data: Dataset,
-    seen_classes: Sequence[int],
-    absent_classes: Sequence[int] | None = None,
+    seen_classes: Sequence[int | str],
+    absent_classes: Sequence[int | str] | None = None,
     num_classes: int | None = None,
     *,
     num_splits: int = 3,
@@ -153,6 +157,7 @@ def make_pseudo_splits(
     batch_size: int = 256,
     device: Any = None,
     progress: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> list[PseudoSplit]:
     """The PCV pseudo splits of ``model`` fine-tuned by ``finetune``; no U sample is touched.
 
@@ -170,7 +175,8 @@ def make_pseudo_splits(
         finetune: your fine-tuning code (see above); it sees only ``fit_data``, a
             :class:`~torch.utils.data.Subset` of ``train_data``.
         train_data: the S training data; a U sample in it is an error (PCV never sees U).
-        seen_classes: S. ``absent_classes``: U (default: every class not in S).
+        seen_classes: S. ``absent_classes``: U (default: every class not in S). Column
+            indices, or names given ``class_names``.
         num_classes: C (default: the width of the model's output, from one forward pass in
             eval mode).
         num_splits, absent_fraction, holdout_fraction, seed: how the splits are drawn.
@@ -184,6 +190,9 @@ def make_pseudo_splits(
             the rows of ``heldout_data`` (a Subset of ``eval_data``) in order, e.g. from a
             cache of your own (default: :func:`calib.extract.extract` in eval mode).
         batch_size, device, progress: of the default scoring.
+        class_names: one name per column (index = label), so that S and U may be names (a
+            name that is not a class stops before any training, with the closest names).
+            The splits hold column indices.
 
     Returns:
         ``num_splits`` (or ``len(subsets)``) :class:`~calib.selectors.PseudoSplit` s:
@@ -207,6 +216,9 @@ def make_pseudo_splits(
         raise TypeError(
             f"score must be a function (model, data, classes) -> logits, got {score!r:.80}"
         )
+    names = check_class_names(class_names, num_classes)
+    class_ids(seen_classes, names, "seen_classes")  # a misspelt name stops before any run
+    class_ids(absent_classes, names, "absent_classes")
     y = dataset_targets(train_data) if labels is None else np.asarray(labels)
     if y.shape != (len(train_data),):
         raise ValueError(
@@ -220,7 +232,7 @@ def make_pseudo_splits(
     if num_classes is None:  # the width of the model's output, on one held row
         probe = extract(model, extraction_loader(Subset(eval_data, [0]), 1), device, progress=False)
         num_classes = int(probe.logits.shape[1])
-    seen, absent = check_classes(seen_classes, absent_classes, num_classes)
+    seen, absent = resolve_classes(seen_classes, absent_classes, num_classes, names)
     c = num_classes
     stray = ~np.isin(y, seen)
     if stray.any():

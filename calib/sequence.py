@@ -31,6 +31,10 @@ At stage k (``my_finetune(model, data, classes)``, the signature of
   nothing;
 - the report: :func:`calib.accuracy_report` of model k's test logits for S_k, U_k, at γ = 0
   (``"none"``) and at each selector's γ (``average="macro"``: class-balanced).
+
+A stage's classes may be names (``finetune_sequence(..., class_names=names)``, one name per
+column), or ``"infer"``: the distinct labels of its training data, logged on the logger
+``calib.classes`` (:func:`calib.infer_seen_classes`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from sklearn.base import clone
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from calib.class_names import INFER, check_class_names, class_ids, infer_seen_classes
 from calib.data.domain import dataset_targets
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import extract, extraction_loader
@@ -74,15 +79,17 @@ class Stage:
     Attributes:
         train_data: its training data; every label in ``classes``, every class of
             ``classes`` present.
-        classes: its classes (class indices); they include the classes of the stage before.
-            S at this stage is these classes, U every other column.
+        classes: its classes (class indices, or names given ``finetune_sequence``'s
+            ``class_names``); they include the classes of the stage before. S at this stage
+            is these classes, U every other column. ``"infer"``: the distinct labels of
+            ``train_data`` (logged), so every class it fine-tunes on must have a sample.
         labels: (N,) labels of ``train_data`` when it does not expose ``.targets``.
         eval_data: the same rows with the evaluation transform (default ``train_data``):
             what ALG's logits and PCV's held-out rows are computed on.
     """
 
     train_data: Dataset
-    classes: Sequence[int]
+    classes: Sequence[int | str] | str
     labels: Any = None
     eval_data: Dataset | None = None
 
@@ -101,6 +108,7 @@ class StageResult:
         test_logits: (N_test, C) float32 logits of checkpoint k on the test data.
         test_labels: (N_test,) int64 test labels.
         pseudo_splits: the PCV pseudo splits of this stage, or None when no selector reads them.
+        class_names: the ``class_names`` of :func:`finetune_sequence` (a tuple of str), or None.
     """
 
     index: int
@@ -112,6 +120,7 @@ class StageResult:
     test_logits: np.ndarray
     test_labels: np.ndarray
     pseudo_splits: list[PseudoSplit] | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 def finetune_sequence(
@@ -127,6 +136,7 @@ def finetune_sequence(
     batch_size: int = 256,
     device: Any = None,
     progress: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> list[StageResult]:
     """Fine-tune ``model`` stage after stage and calibrate every checkpoint (see the module).
 
@@ -151,6 +161,9 @@ def finetune_sequence(
         average: the reports' accuracies, ``"micro"`` (per sample) or ``"macro"`` (the mean
             of per-class accuracies within S, U and Y: class-balanced, for long-tailed data).
         batch_size, device, progress: of the extractions.
+        class_names: one name per column (index = label), so that the stages' classes may
+            be names; every calibrator keeps them (``class_names_``), as does every
+            :class:`StageResult`.
 
     Returns:
         One :class:`StageResult` per stage, in order.
@@ -159,7 +172,8 @@ def finetune_sequence(
         ValueError: no stage; a stage whose classes are empty, out of range, listed twice,
             drop a class of the stage before, or cover every column (no U left), or (with a
             PCV selector) hold fewer than 2 classes; a label
-            outside the stage's classes; a class of the stage without a training sample;
+            outside the stage's classes; a class of the stage without a training sample; a
+            name that is not a class (with the closest names);
             an unknown selector or a reserved/duplicate name; an unknown PCV option; an
             ``average`` other than micro or macro.
         TypeError: ``finetune`` is not callable or returns something other than a module
@@ -173,10 +187,15 @@ def finetune_sequence(
     average = check_average(average)
     pcv_options = _pcv_options(pcv_options)
     stages = _stage_list(stages)
+    names = check_class_names(class_names)
+    for k, stage in enumerate(stages):  # a misspelt name stops before any extraction
+        if not _is_infer(stage.classes):
+            class_ids(stage.classes, names, f"stages[{k}].classes")
     if num_classes is None:  # the width of the model's output, on one test row
         probe = extract(model, extraction_loader(Subset(test_data, [0]), 1), device, progress=False)
         num_classes = int(probe.logits.shape[1])
-    plan = _check_stages(stages, num_classes)
+    names = check_class_names(names, num_classes)
+    plan = _check_stages(stages, num_classes, names)
     kinds = {name: selector_spec(t.method).kind for name, t in templates.items()}
     pcv = [name for name, kind in kinds.items() if kind is PSEUDO_SPLITS]
     for k, (seen, _) in enumerate(plan[0]):
@@ -225,11 +244,13 @@ def finetune_sequence(
             )  # fmt: skip
             data[PSEUDO_SPLITS] = {"pseudo_splits": splits}
         calibrators = {
-            name: clone(template).fit(seen_classes=seen, absent_classes=absent, **data[kinds[name]])
+            name: clone(template).fit(
+                seen_classes=seen, absent_classes=absent, class_names=names, **data[kinds[name]]
+            )
             for name, template in templates.items()
         }
         none = LogitBiasCalibrator("fixed", gamma=0.0).fit(
-            seen_classes=seen, absent_classes=absent, num_classes=num_classes
+            seen_classes=seen, absent_classes=absent, num_classes=num_classes, class_names=names
         )
         reports = {
             name: cal.report(test.logits, test.labels, average=average)
@@ -246,6 +267,7 @@ def finetune_sequence(
                 test_logits=test.logits.numpy(),
                 test_labels=test.labels.numpy(),
                 pseudo_splits=splits,
+                class_names=names,
             )
         )
         previous = tuned
@@ -263,15 +285,31 @@ def _stage_list(stages: Any) -> list[Stage]:
     return list(stages)
 
 
+def _is_infer(classes: Any) -> bool:
+    return isinstance(classes, str) and classes == INFER
+
+
 def _check_stages(
-    stages: list[Stage], num_classes: int
+    stages: list[Stage], num_classes: int, names: tuple[str, ...] | None = None
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
     """Every stage's (S_k, U_k) and training labels, or the first mistake, named."""
     classes, all_labels = [], []
     before = np.zeros(0, dtype=np.int64)
     for k, stage in enumerate(stages):
         name = f"stages[{k}]"
-        seen = _class_index(stage.classes, num_classes, f"{name}.classes")
+        labels = (
+            dataset_targets(stage.train_data) if stage.labels is None else np.asarray(stage.labels)
+        )
+        if labels.shape != (len(stage.train_data),):
+            raise ValueError(
+                f"{name}.labels must have one entry per sample ({len(stage.train_data)}), got "
+                f"shape {labels.shape}"
+            )
+        if _is_infer(stage.classes):
+            seen = infer_seen_classes(labels, num_classes, names, source=f"{name} training labels")
+        else:
+            stage_classes = class_ids(stage.classes, names, f"{name}.classes")
+            seen = _class_index(stage_classes, num_classes, f"{name}.classes")
         dropped = np.setdiff1d(before, seen)
         if dropped.size:
             raise ValueError(
@@ -285,14 +323,6 @@ def _check_stages(
                 "calibrate (U would be empty)"
             )
         seen, absent = check_classes(seen, None, num_classes)
-        labels = (
-            dataset_targets(stage.train_data) if stage.labels is None else np.asarray(stage.labels)
-        )
-        if labels.shape != (len(stage.train_data),):
-            raise ValueError(
-                f"{name}.labels must have one entry per sample ({len(stage.train_data)}), got "
-                f"shape {labels.shape}"
-            )
         stray = ~np.isin(labels, seen)
         if stray.any():
             row = int(np.flatnonzero(stray)[0])
