@@ -164,6 +164,23 @@ def _key32(b):
     return np.int64(0) if k == -1 else k
 
 
+@njit(inline="always", **_OPTS)
+def packed_row32(row, is_absent):
+    """Per group the max of (key, -column) over a float32 row's bits, and the min over all:
+    (S's, U's, the row's), packed int64. Its own function so that
+    ``benchmarks/bench_kernel_isa.py`` can compile it alone and read its instructions."""
+    p0 = _NONE
+    p1 = _NONE
+    pmin = _TOP
+    for j in range(row.shape[0]):
+        p = (_key32(row[j]) << 32) | (_LOW32 - j)
+        a = is_absent[j]
+        p1 = max(p1, p if a else _NONE)
+        p0 = max(p0, _NONE if a else p)
+        pmin = min(pmin, p)
+    return p0, p1, pmin
+
+
 @njit(parallel=True, **_OPTS)
 def scan_f32(z, bits, is_absent, labels, gamma, want_ranks, cross):
     """:func:`scan` / :func:`scan_ranks` when every column is in S or U (a bool mask), for
@@ -185,15 +202,7 @@ def scan_f32(z, bits, is_absent, labels, gamma, want_ranks, cross):
     rank_absent = np.zeros(m, np.int64)
     for i in prange(n):
         row = bits[i]
-        p0 = _NONE
-        p1 = _NONE
-        pmin = _TOP
-        for j in range(c):
-            p = (_key32(row[j]) << 32) | (_LOW32 - j)
-            a = is_absent[j]
-            p1 = max(p1, p if a else _NONE)
-            p0 = max(p0, _NONE if a else p)
-            pmin = min(pmin, p)
+        p0, p1, pmin = packed_row32(row, is_absent)
         i0 = _LOW32 - (p0 & _LOW32)
         i1 = _LOW32 - (p1 & _LOW32)
         top = max(p0, p1)
