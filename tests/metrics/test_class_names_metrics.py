@@ -282,3 +282,24 @@ def test_lightning_metric_passes_the_names_through():
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, equal_nan=True)
     with pytest.raises(ValueError, match=r"'hrose' is not a class name; did you mean 'horse'"):
         SeenAbsentMetric(C, S_NAMES, ["hrose"], class_names=NAMES)
+
+
+def names_are_compared_in_sync(rank: int, world: int) -> None:
+    """On 2 gloo processes: named states sync and keep the names; different names are refused
+    on every rank (run by :func:`test_sync_compares_the_names`)."""
+    rows = np.arange(N)[rank::world]
+    st = SeenAbsentState(C, S_NAMES, class_names=NAMES).update(Z[rows], Y[rows])
+    joined = st.sync()
+    assert joined.class_names == NAMES
+    assert_same(joined.report(0.4), accuracy_report(Z, Y, S_IDX, gamma=0.4, topk=(1,)))
+    names = NAMES if rank == 0 else tuple(n.upper() for n in NAMES)
+    other = SeenAbsentState(C, S_IDX, class_names=names).update(Z[rows], Y[rows])
+    with pytest.raises(ValueError, match=r"rank 1's state was built with different class_names"):
+        other.sync()
+
+
+@pytest.mark.slow  # two processes: a few seconds
+def test_sync_compares_the_names():
+    from tests.helpers_distributed import run_group
+
+    run_group(names_are_compared_in_sync, 2)
