@@ -5,12 +5,15 @@ calibration or evaluation: eval mode, ``torch.inference_mode``, non-blocking
 transfers, optional autocast and channels-last inputs, and a progress bar. The
 model's train/eval modes are restored afterwards and its weights and buffers (BatchNorm
 running statistics) are never touched. :func:`evaluating` is the one helper that every
-evaluation pass of calib runs in.
+evaluation pass of calib runs in. :func:`extract_state` runs the same loop but keeps no
+(N, C) matrix: each batch's logits are reduced, on the model's device, into a
+:class:`calib.SeenAbsentState` (O(1) numbers per sample; ``calib-run eval.logits=state``).
 
 Several processes (``torchrun``, see :mod:`calib.distributed`): build the loader with
 :func:`extraction_loader` (a :class:`~calib.distributed.ShardSampler`: rank ``r`` of ``W``
 runs samples ``r, r + W, ...``, none twice); :func:`extract` then gathers the shards and
-every rank gets all rows in dataset order, as one process would.
+every rank gets all rows in dataset order, as one process would (:func:`extract_state`
+syncs the per-sample state instead, O(N)).
 
 Any ``nn.Module`` works, not only :class:`calib.models.Classifier`:
 
@@ -46,6 +49,7 @@ from tqdm.auto import tqdm
 
 from calib import distributed
 from calib.distributed import ShardSampler
+from calib.metrics.streaming import SeenAbsentState
 
 __all__ = [
     "INPUT_KEYS",
@@ -54,6 +58,7 @@ __all__ = [
     "check_batch_keys",
     "evaluating",
     "extract",
+    "extract_state",
     "extraction_loader",
     "feature_module",
     "features_and_logits",
@@ -548,45 +553,13 @@ def extract(
             f"{type(model).__name__} has neither: name its head with features_from=... "
             "(e.g. 'classifier') to take the head's input as the features"
         )
-    if isinstance(getattr(loader, "sampler", None), RandomSampler):
-        warnings.warn(
-            "the loader shuffles: extracted rows follow its random order, not the dataset's",
-            stacklevel=2,
-        )
-    autocast = _autocast_context(amp)
-    if channels_last == "auto":
-        channels_last = is_channels_last(model)
-    elif not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-    device = _extraction_device(model, device)
+    parts = _run_batches(
+        model, loader, device, amp=amp, channels_last=channels_last, progress=progress,
+        desc=desc, features=features, features_from=features_from, output_key=output_key,
+        batch_keys=keys,
+    )  # fmt: skip
     sampler = getattr(loader, "sampler", None)
     sharded = gather and isinstance(sampler, ShardSampler) and sampler.world_size > 1
-    with evaluating(model):
-        # The bar is advanced by hand rather than wrapping the loader: tqdm.auto's class calls
-        # iter() on what it wraps and then iterates it again, which starts a DataLoader's
-        # worker processes twice (the first set prefetches batches that are thrown away).
-        bar = tqdm(
-            total=_length(loader),
-            desc=desc,
-            disable=not (progress and distributed.is_main()),
-            leave=False,
-        )
-        with bar, torch.inference_mode(), autocast(device):
-            # floating inputs follow the model's dtype (a float64 model on a float32 loader, a
-            # bfloat16 model on float32 images); autocast picks its own dtypes
-            parts = _collect(
-                model,
-                loader,
-                device,
-                features=features,
-                features_from=features_from,
-                output_key=output_key,
-                batch_keys=keys,
-                input_dtype=None if amp is not False else _input_dtype(model),
-                memory_format=torch.channels_last if channels_last else torch.preserve_format,
-                bar=bar,
-            )
-
     if sharded:  # a rank's shard may be empty (fewer samples than ranks)
         logits, labels, feats = _gather_shards(
             sampler,  # type: ignore[arg-type]
@@ -610,6 +583,137 @@ def extract(
         labels=torch.cat(parts.labels) if parts.labelled else None,
         features=torch.cat(parts.features).cpu() if features else None,
     )
+
+
+def extract_state(
+    model: nn.Module,
+    loader: Iterable[Any],
+    state: SeenAbsentState,
+    device: str | torch.device | None = None,
+    *,
+    amp: bool | torch.dtype = False,
+    channels_last: bool | str = False,
+    progress: bool = True,
+    desc: str = "extract",
+    sync: bool = True,
+    output_key: str | int | None = None,
+    batch_keys: Mapping[str, str | None] | None = None,
+) -> SeenAbsentState:
+    """Stream ``model``'s logits on ``loader`` into ``state``: :func:`extract` without the
+    (N, C) matrix.
+
+    Each batch's (B, C) float32 logits (as :func:`extract` would return them) go to
+    ``state.update(logits, labels)`` on the device where the model computed them, which keeps
+    O(1) numbers per sample (:class:`calib.SeenAbsentState`); the batch's logits are then
+    dropped. The same loop as :func:`extract` (eval mode, ``torch.inference_mode``, autocast,
+    channels-last, the batch formats), and the same arguments; no features.
+
+    Args:
+        state: where the batches go (its classes, top-k, γ values and ALG terms decide what
+            is kept); its samples so far stay, the loader's are appended in loader order.
+        sync: when the loader's sampler is a :class:`~calib.distributed.ShardSampler` of a
+            multi-process run (:func:`extraction_loader`), gather every rank's per-sample
+            state (O(N), :meth:`~calib.SeenAbsentState.sync`), in dataset order, on every rank
+            (a collective: all ranks must call). ``False``: this rank's samples only.
+
+    Returns:
+        The state holding every sample: ``state`` itself, or under ``torchrun`` (``sync``) a
+        new, synced state (``state`` then holds this rank's shard).
+
+    Raises:
+        ValueError: the loader yields no sample (on any rank), batches disagree in width or
+            labelling, or the state refuses a batch (another C, no labels for a labelled or
+            ALG state, NaN or +inf logits).
+        TypeError: a model output that holds no logits tensor.
+    """
+    if not isinstance(state, SeenAbsentState):
+        raise TypeError(f"state must be a calib.SeenAbsentState, got {type(state).__name__}")
+    keys = check_batch_keys(batch_keys)
+
+    def update(logits: torch.Tensor, labels: torch.Tensor | None) -> None:
+        state.update(logits, labels)
+
+    parts = _run_batches(
+        model, loader, device, amp=amp, channels_last=channels_last, progress=progress,
+        desc=desc, features=False, features_from=None, output_key=output_key, batch_keys=keys,
+        sink=update,
+    )  # fmt: skip
+    sampler = getattr(loader, "sampler", None)
+    if sync and isinstance(sampler, ShardSampler) and sampler.world_size > 1:
+        ctx = distributed.context()
+        if not ctx.is_distributed or ctx.world_size != sampler.world_size:
+            raise RuntimeError(
+                f"the loader's ShardSampler splits the data over {sampler.world_size} "
+                f"processes but this process is in a group of {ctx.world_size}; join the group "
+                "with calib.distributed.init_distributed() and build the loader with "
+                "extraction_loader()"
+            )
+        synced = state.sync()  # O(N) per-sample numbers, never the logits
+        if synced.n_samples == 0:
+            raise ValueError(
+                f"the loader yielded no samples on any rank: nothing to extract ({desc})"
+            )
+        return synced
+    if not parts.n_samples:
+        raise ValueError(f"the loader yielded no samples: nothing to extract ({desc})")
+    return state
+
+
+def _run_batches(
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: str | torch.device | None,
+    *,
+    amp: Any,
+    channels_last: Any,
+    progress: bool,
+    desc: str,
+    features: bool,
+    features_from: str | None,
+    output_key: str | int | None,
+    batch_keys: dict[str, Any],
+    sink: Any = None,
+) -> _Parts:
+    """The batch loop of :func:`extract` and :func:`extract_state`: the model over every batch
+    of ``loader`` in eval mode, inference mode and the ``amp`` autocast, with a progress bar;
+    each batch's outputs kept in the returned parts, or handed to ``sink(logits, labels)``."""
+    if isinstance(getattr(loader, "sampler", None), RandomSampler):
+        warnings.warn(
+            "the loader shuffles: extracted rows follow its random order, not the dataset's",
+            stacklevel=3,
+        )
+    autocast = _autocast_context(amp)
+    if channels_last == "auto":
+        channels_last = is_channels_last(model)
+    elif not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+    device = _extraction_device(model, device)
+    with evaluating(model):
+        # The bar is advanced by hand rather than wrapping the loader: tqdm.auto's class calls
+        # iter() on what it wraps and then iterates it again, which starts a DataLoader's
+        # worker processes twice (the first set prefetches batches that are thrown away).
+        bar = tqdm(
+            total=_length(loader),
+            desc=desc,
+            disable=not (progress and distributed.is_main()),
+            leave=False,
+        )
+        with bar, torch.inference_mode(), autocast(device):
+            # floating inputs follow the model's dtype (a float64 model on a float32 loader, a
+            # bfloat16 model on float32 images); autocast picks its own dtypes
+            return _collect(
+                model,
+                loader,
+                device,
+                features=features,
+                features_from=features_from,
+                output_key=output_key,
+                batch_keys=batch_keys,
+                input_dtype=None if amp is not False else _input_dtype(model),
+                memory_format=torch.channels_last if channels_last else torch.preserve_format,
+                bar=bar,
+                sink=sink,
+            )
 
 
 def _autocast_context(amp: Any):
@@ -658,12 +762,14 @@ def _length(loader: Iterable[Any]) -> int | None:
 
 @dataclass
 class _Parts:
-    """Per-batch outputs on the device, in loader order."""
+    """Per-batch outputs on the device, in loader order (none kept when a sink takes them)."""
 
     logits: list[torch.Tensor] = field(default_factory=list)
     features: list[torch.Tensor] = field(default_factory=list)
     labels: list[torch.Tensor] = field(default_factory=list)
     labelled: bool | None = None  # None until the first batch
+    width: int | None = None  # the logits' C, from the first non-empty batch
+    n_samples: int = 0
 
 
 def _collect(
@@ -678,8 +784,11 @@ def _collect(
     input_dtype,
     memory_format,
     bar,
+    sink=None,
 ) -> _Parts:
-    """Run ``model`` on every batch of ``loader``; checks that every batch agrees."""
+    """Run ``model`` on every batch of ``loader``; checks that every batch agrees. With
+    ``sink``, each batch's float32 logits (on the device) and CPU labels go to
+    ``sink(logits, labels)`` instead of the parts."""
     parts = _Parts()
     accepted = _accepted_keywords(model)
     for batch in loader:
@@ -702,14 +811,19 @@ def _collect(
         else:
             out = output_logits(model(*args, **kwargs), output_key)
         out = _check_output(out, n, "output")
-        if parts.logits and out.shape[1] != parts.logits[0].shape[1]:
+        if parts.width is not None and out.shape[1] != parts.width:
             raise ValueError(
-                f"the model gave {parts.logits[0].shape[1]} columns on one batch and "
-                f"{out.shape[1]} on another"
+                f"the model gave {parts.width} columns on one batch and {out.shape[1]} on another"
             )
+        parts.width = int(out.shape[1])
+        parts.n_samples += n
+        labels = _as_labels(y, n) if y is not None else None
+        if sink is not None:
+            sink(out.float(), labels)
+            continue
         parts.logits.append(out.float())
-        if y is not None:
-            parts.labels.append(_as_labels(y, n))
+        if labels is not None:
+            parts.labels.append(labels)
     return parts
 
 
