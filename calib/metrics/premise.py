@@ -37,6 +37,7 @@ import numpy as np
 from calib.class_names import check_class_names, describe_classes, resolve_classes
 from calib.metrics.accuracy import accuracy_report, restricted_hits
 from calib.metrics.curve import seen_absent_curve
+from calib.metrics.streaming import SeenAbsentState
 from calib.validation import check_labels, check_logits, check_real
 
 __all__ = ["PremiseCheck", "premise_check", "paired_drop_bound"]
@@ -170,8 +171,10 @@ def premise_check(
 
     Args:
         pretrained_logits, finetuned_logits: (N, C) scores of the same N test samples
-            (numpy or torch, any float dtype).
-        labels: (N,) their integer labels in [0, C).
+            (numpy or torch, any float dtype); or two :class:`calib.SeenAbsentState` fed
+            those samples in the same order, labelled, unweighted (the same verdict: U/U's hits
+            are the states' ``hit_absent``, AUSUC and Acc Y/Y their own).
+        labels: (N,) their integer labels in [0, C) (None with states: they hold them).
         seen_classes: S; absent_classes: U (default: every column not in S); column indices,
             or names of ``class_names`` (the two may be mixed).
         selector_gamma: optional ``{selector name: γ}`` fitted on the fine-tuned model; their
@@ -192,16 +195,23 @@ def premise_check(
             class name not in ``class_names`` (with a did-you-mean), names without
             ``class_names``, or ``class_names`` that are not C distinct names.
     """
-    pre = check_logits(pretrained_logits, "pretrained_logits")
-    ft = check_logits(finetuned_logits, "finetuned_logits")
-    if pre.shape != ft.shape:
-        raise ValueError(
-            f"pretrained_logits and finetuned_logits must score the same samples and classes: "
-            f"shapes {pre.shape} and {ft.shape}"
-        )
-    y = check_labels(labels, pre.shape[0], pre.shape[1])
-    names = check_class_names(class_names, pre.shape[1])
-    seen, absent = resolve_classes(seen_classes, absent_classes, pre.shape[1], names)
+    states = [isinstance(v, SeenAbsentState) for v in (pretrained_logits, finetuned_logits)]
+    if any(states):
+        pre, ft, y, seen, absent, names = _check_states(
+            pretrained_logits, finetuned_logits, labels, seen_classes, absent_classes,
+            class_names, states,
+        )  # fmt: skip
+    else:
+        pre = check_logits(pretrained_logits, "pretrained_logits")
+        ft = check_logits(finetuned_logits, "finetuned_logits")
+        if pre.shape != ft.shape:
+            raise ValueError(
+                "pretrained_logits and finetuned_logits must score the same samples and "
+                f"classes: shapes {pre.shape} and {ft.shape}"
+            )
+        y = check_labels(labels, pre.shape[0], pre.shape[1])
+        names = check_class_names(class_names, pre.shape[1])
+        seen, absent = resolve_classes(seen_classes, absent_classes, pre.shape[1], names)
     z = check_real(z, "z", finite=True)
     if z <= 0:
         raise ValueError(f"z must be positive, got {z!r}")
@@ -218,16 +228,13 @@ def premise_check(
     }
     ncm_pre, ncm_ft = _check_ncm(ncm_absent_absent)
 
-    hit_pre = restricted_hits(pre, y, absent)[in_u]
-    hit_ft = restricted_hits(ft, y, absent)[in_u]
+    hit_pre = _absent_hits(pre, y, absent)[in_u]
+    hit_ft = _absent_hits(ft, y, absent)[in_u]
     n_lost = int((hit_pre & ~hit_ft).sum())
     n_gained = int((~hit_pre & hit_ft).sum())
     drop = (n_lost - n_gained) / n_u
     bound = paired_drop_bound(n_lost, n_gained, n_u, z)
-    acc_all = {
-        name: accuracy_report(ft, y, seen, absent, gamma=g, topk=(1,))["acc_all"]
-        for name, g in gammas.items()
-    }
+    acc_all = {name: _acc_all(ft, y, seen, absent, g) for name, g in gammas.items()}
     fields = {
         "holds": not drop > bound,
         "n_absent": n_u,
@@ -238,8 +245,8 @@ def premise_check(
         "n_gained": n_gained,
         "bound": bound,
         "z": z,
-        "ausuc_pretrained": seen_absent_curve(pre, y, seen, absent).ausuc,
-        "ausuc_finetuned": seen_absent_curve(ft, y, seen, absent).ausuc,
+        "ausuc_pretrained": _ausuc(pre, y, seen, absent),
+        "ausuc_finetuned": _ausuc(ft, y, seen, absent),
         "ncm_absent_absent_pretrained": ncm_pre,
         "ncm_absent_absent_finetuned": ncm_ft,
         "selector_gamma": gammas,
@@ -252,3 +259,64 @@ def premise_check(
         else math.nan,
     }
     return PremiseCheck(message=_message(fields), **fields)
+
+
+def _check_states(pre, ft, labels, seen_classes, absent_classes, class_names, states):
+    """(pre, ft, labels, S, U, names) of two states of the same labelled, unweighted samples."""
+    if not all(states):
+        given = "pretrained_logits" if states[0] else "finetuned_logits"
+        raise TypeError(
+            f"{given} is a SeenAbsentState but the other is not: give two states or two "
+            "logit matrices"
+        )
+    for name, state in (("pretrained_logits", pre), ("finetuned_logits", ft)):
+        state.checked_columns(f"premise_check ({name})")
+        if state.weighted:
+            raise ValueError(
+                f"premise_check counts samples, but {name} was fed sample_weight: build the "
+                "states without weights"
+            )
+    if pre.num_classes != ft.num_classes:
+        raise ValueError(
+            "pretrained_logits and finetuned_logits must score the same classes: states of "
+            f"{pre.num_classes} and {ft.num_classes} classes"
+        )
+    names = check_class_names(class_names, pre.num_classes)
+    seen, absent = resolve_classes(seen_classes, absent_classes, pre.num_classes, names)
+    for name, state in (("pretrained_logits", pre), ("finetuned_logits", ft)):
+        if not (
+            np.array_equal(state.seen_classes, seen)
+            and np.array_equal(state.absent_classes, absent)
+        ):
+            raise ValueError(
+                f"{name} was built for other classes than seen_classes/absent_classes "
+                f"(S={state.seen_classes.tolist()[:10]}, U={state.absent_classes.tolist()[:10]})"
+            )
+    y = pre.columns()["label"]
+    if not np.array_equal(y, ft.columns()["label"]):
+        raise ValueError(
+            "pretrained_logits and finetuned_logits must be states of the same samples in the "
+            f"same order, but their labels differ ({pre.n_samples} and {ft.n_samples} samples)"
+        )
+    if labels is not None and not np.array_equal(check_labels(labels, y.size, None), y):
+        raise ValueError("labels differ from the labels the states were fed")
+    return pre, ft, y, seen, absent, names
+
+
+def _absent_hits(scores, y, absent):
+    """(N,) bool: the best U column is the label (argmax within U, ties to the lowest)."""
+    if isinstance(scores, SeenAbsentState):
+        return scores.columns()["hit_absent"]
+    return restricted_hits(scores, y, absent)
+
+
+def _ausuc(scores, y, seen, absent) -> float:
+    if isinstance(scores, SeenAbsentState):
+        return scores.ausuc()
+    return seen_absent_curve(scores, y, seen, absent).ausuc
+
+
+def _acc_all(scores, y, seen, absent, gamma: float) -> float:
+    if isinstance(scores, SeenAbsentState):
+        return scores.report(gamma, topk=())["acc_all"]
+    return accuracy_report(scores, y, seen, absent, gamma=gamma, topk=(1,))["acc_all"]

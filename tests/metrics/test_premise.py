@@ -243,3 +243,37 @@ def test_demo_results_record_the_premise(demo_run):
     on_disk = json.loads((run_dir / "results.json").read_text())["premise"]
     assert on_disk["holds"] == expected["holds"] and on_disk["message"] == expected["message"]
     assert expected["message"] in (run_dir / "results.md").read_text()
+
+
+def test_states_give_the_verdict_of_the_logits():
+    """Two SeenAbsentStates fed the same test batches give every field of the logits' check
+    (U/U hits from the states' hit_absent, AUSUC and Acc Y/Y from the states): the harness's
+    eval.logits=state path."""
+    from calib.metrics.streaming import SeenAbsentState
+
+    pre, y = _logits(seed=5)
+    ft = pre.copy()
+    ft[:, SEEN] += 2.0
+    ft[np.random.default_rng(6).random(len(y)) < 0.2] = np.random.default_rng(7).normal(size=C)
+    gammas = {"alg": 1.0, "oracle": 2.5}
+    whole = premise_check(pre, ft, y, SEEN, ABSENT, selector_gamma=gammas).to_dict()
+    states = [SeenAbsentState(C, SEEN, ABSENT) for _ in range(2)]
+    for i in range(0, len(y), 97):  # uneven batches
+        states[0].update(pre[i : i + 97], y[i : i + 97])
+        states[1].update(ft[i : i + 97], y[i : i + 97])
+    streamed = premise_check(*states, None, SEEN, ABSENT, selector_gamma=gammas).to_dict()
+    assert streamed.keys() == whole.keys()
+    for key, value in whole.items():
+        if isinstance(value, float):
+            assert math.isclose(streamed[key], value, rel_tol=1e-12, abs_tol=1e-15), key
+        elif isinstance(value, dict):
+            assert streamed[key].keys() == value.keys()
+            for k, v in value.items():
+                assert math.isclose(streamed[key][k], v, rel_tol=1e-12), (key, k)
+        else:
+            assert streamed[key] == value, key
+    with pytest.raises(TypeError, match="give two states or two logit matrices"):
+        premise_check(states[0], ft, y, SEEN, ABSENT)
+    other = SeenAbsentState(C, SEEN, ABSENT).update(pre[:10], y[:10])
+    with pytest.raises(ValueError, match="same samples in the same order"):
+        premise_check(states[0], other, None, SEEN, ABSENT)
