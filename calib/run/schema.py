@@ -252,8 +252,9 @@ SCHEMA: dict[str, Any] = {
         "how the target's classes split into seen S (fine-tuned) and absent U",
         {
             "kind": _key(
-                _choice("explicit", "random", "benchmark"),
-                "explicit | random | benchmark: which keys below apply (the others stay null)",
+                _choice("explicit", "random", "benchmark", "infer"),
+                "explicit | random | benchmark | infer (S = the classes of the target's training "
+                "labels, U = the rest): which keys below apply (the others stay null)",
             ),
             "n_seen": _key(_opt(_int(1)), "random: number of seen classes"),
             "n_absent": _key(_opt(_int(1)), "random: number of absent classes; null = the rest"),
@@ -261,10 +262,13 @@ SCHEMA: dict[str, Any] = {
                 _opt(_num(0, strict=True)), "random: share of the classes seen, in (0, 1)"
             ),
             "seed": _key(_int(0), "random: seed of the draw"),
-            "seen": _key(_opt(_list(_int(0), "class indices ≥ 0")), "explicit: the seen classes"),
+            "seen": _key(
+                _opt(_list(_either(_int(0), _str()), "class indices ≥ 0 or class names")),
+                "explicit: the seen classes (column indices or the target's class names)",
+            ),
             "absent": _key(
-                _opt(_list(_int(0), "class indices ≥ 0")),
-                "explicit: the absent classes; null = the rest",
+                _opt(_list(_either(_int(0), _str()), "class indices ≥ 0 or class names")),
+                "explicit: the absent classes (indices or names); null = the rest",
             ),
             "benchmark": _key(_opt(_str()), "benchmark: office_home | imagenet_r | imagenet_s"),
             "source": _key(
@@ -395,6 +399,12 @@ SCHEMA: dict[str, Any] = {
             ),
             "every_epochs": _key(
                 _int(0), "evaluate at epoch 0 and every k fine-tuning epochs; 0 = off"
+            ),
+            "logits": _key(
+                _choice("full", "state"),
+                "full: keep each extraction's (N, C) logits; state: stream them into "
+                "SeenAbsentStates (O(N) memory; no probabilities, corrections, NCM or "
+                "top-k at a selector's γ)",
             ),
             "average": _key(
                 _choice("micro", "macro"),
