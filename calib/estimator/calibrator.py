@@ -105,18 +105,24 @@ def _state_input(logits: Any, pseudo_splits: Any) -> SeenAbsentState | list | No
     return None
 
 
-def _state_class_names(state: SeenAbsentState | list) -> tuple[str, ...] | None:
-    """The class names the streamed state(s) were built with (None: none; states built before
-    they carried names have none). States that disagree are refused."""
+def _names_of_states(state: SeenAbsentState | list, class_names: Any) -> Any:
+    """The class names of a fit on streamed state(s): those the states were built with, which
+    are authoritative (given ``class_names`` must equal them), else the given ones. States
+    built without names (or before states carried them) leave ``class_names`` as given."""
     states = state if isinstance(state, list) else [state]
-    found = {}
-    for j, s in enumerate(states):
-        names = getattr(s, "class_names", None)
-        if names is not None:
-            found[j] = tuple(names)
-    if len(set(found.values())) > 1:
+    found = {tuple(n) for s in states if (n := getattr(s, "class_names", None)) is not None}
+    if len(found) > 1:
         raise ValueError("the SeenAbsentStates given to fit were built with different class_names")
-    return next(iter(found.values()), None)
+    if not found:
+        return class_names
+    (built,) = found
+    given = check_class_names(class_names)
+    if given is not None and given != built:
+        raise ValueError(
+            f"class_names {_first_difference(given, built)} the SeenAbsentState was built "
+            "with; give the same names, or none (the state's are used)"
+        )
+    return built
 
 
 def _named_splits(splits: list[PseudoSplit], names: tuple[str, ...] | None) -> list[PseudoSplit]:
@@ -301,8 +307,10 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         spec = self._spec()
         params = self._selector_params(spec)
         temperature = self._temperature_param(spec)
-        names = self._check_classes_param(spec, seen_classes, absent_classes, class_names)
         state = _state_input(logits, pseudo_splits)
+        if state is not None:
+            class_names = _names_of_states(state, class_names)
+        names = self._check_classes_param(spec, seen_classes, absent_classes, class_names)
         if state is not None:
             return self._fit_state(
                 spec,
@@ -462,13 +470,6 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
                 "(state.seen_classes) and keeps no labels to read it from; pass "
                 "seen_classes=state.seen_classes"
             )
-        built = _state_class_names(state)
-        if built is not None and class_names is not None and class_names != built:
-            raise ValueError(
-                f"class_names {_first_difference(class_names, built)} the SeenAbsentState was "
-                "built with; give the same names, or none (the state's are used)"
-            )
-        names = class_names if built is None else built
         states = state if isinstance(state, list) else [state]
         widths = {s.num_classes for s in states}
         if num_classes is not None:
@@ -476,7 +477,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         if len(widths) != 1:
             raise ValueError(f"inconsistent number of classes: {sorted(widths)}")
         (width,) = widths
-        names = check_class_names(names, width)
+        names = check_class_names(class_names, width)
         seen, absent = check_classes(
             class_ids(seen_classes, names, "seen_classes"),
             class_ids(absent_classes, names, "absent_classes"),
@@ -636,6 +637,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             topk=topk,
             sample_weight=sample_weight,
             average=average,
+            class_names=getattr(self, "class_names_", None),  # pickled before names: none
         )
 
     # ------------------------------------------------------------------ files
