@@ -16,7 +16,11 @@ from calib.selectors import SELECTORS
 from calib.train import TrainConfig
 from calib.validation import check_fraction, check_int
 
-__all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig", "MethodConfig"]
+__all__ = ["PCVConfig", "CalibrationConfig", "EvalConfig", "MethodConfig", "LOGITS_MODES"]
+
+#: The values of ``eval.logits``: keep each extraction's (N, C) logits, or stream them into a
+#: :class:`calib.SeenAbsentState` (see :class:`EvalConfig`).
+LOGITS_MODES = ("full", "state")
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,16 @@ class EvalConfig:
             at its last epoch) into ``history.jsonl`` and the dynamics figures; 0 = off.
         average: ``micro`` (per-sample accuracies) or ``macro`` (class-balanced: the mean over
             the classes of each group of the per-class accuracy, :mod:`calib.metrics.weights`).
+        logits: ``full`` (default): each extraction stage caches the (N, C) logits (and
+            features); ``state``: it streams them, batch by batch on the model's device, into
+            a :class:`calib.SeenAbsentState` (O(N) memory whatever C) and caches that; the
+            report, the curve and the selectors ``alg``, ``oracle``, ``prior``, ``pcv`` and
+            ``fixed`` are computed from the states, equal to ``full``'s. What needs the logits
+            themselves is not computed (the probability section and T: a softmax over every
+            column; NCM: features; top-k at a selector's γ: top-k is kept at γ = 0 only), and a
+            stage that needs them (``calibration.corrections``, WiSE-FT's α trade-off, a
+            selector of another kind) stops the run at its start
+            (:func:`calib.run.stage_plan.check_state_mode`).
         figures: draw the run's figures (``curve.png``, ``reliability.png``, the dynamics
             figures, WiSE-FT's ``alpha_tradeoff.png``); off, a run writes its numbers and tables
             only (e.g. the points of a large sweep, whose figures ``calib-collate`` draws).
@@ -139,9 +153,12 @@ class EvalConfig:
     average: str = "micro"
     figures: bool = True
     figures_pdf: bool = False
+    logits: str = "full"
 
     def __post_init__(self) -> None:
         check_int(self.batch_size, "eval.batch_size", 1)
+        if self.logits not in LOGITS_MODES:
+            raise ValueError(f"eval.logits must be one of {LOGITS_MODES}, got {self.logits!r}")
         check_int(self.num_workers, "eval.num_workers", 0)
         check_int(self.every_epochs, "eval.every_epochs", 0)
         if self.average not in ("micro", "macro"):
