@@ -27,6 +27,7 @@ __all__ = [
     "NON_IDENTITY_KEYS",
     "RESOLVED_KEYS",
     "REPORT_KEYS",
+    "LEGACY_DEFAULTS",
     "canonical_json",
     "digest",
     "flatten",
@@ -104,12 +105,23 @@ def _excluded(key: str, excluded: Iterable[str]) -> bool:
     return any(key == e or key.startswith(e + ".") for e in excluded)
 
 
+#: Identity keys added after run folders existed, with the value that computes what those
+#: folders computed: at that value a key is no leaf, so that their records still match and
+#: they resume; any other value is a leaf (it keys the stages and names the folder).
+LEGACY_DEFAULTS: dict[str, Any] = {"eval.logits": "full"}
+
+
 def identity_leaves(
     cfg: Mapping[str, Any], excluded: Iterable[str] = NON_IDENTITY_KEYS
 ) -> dict[str, Any]:
-    """The flattened config without the keys that cannot change a number."""
+    """The flattened config without the keys that cannot change a number (and without the
+    keys of :data:`LEGACY_DEFAULTS` at their legacy value)."""
     excluded = tuple(excluded)
-    return {k: v for k, v in flatten(cfg).items() if not _excluded(k, excluded)}
+    return {
+        k: v
+        for k, v in flatten(cfg).items()
+        if not _excluded(k, excluded) and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])
+    }
 
 
 def diff_leaves(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
