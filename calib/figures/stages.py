@@ -21,10 +21,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = [
-    "NAMES_WIDTH",
+    "NAMES_PER_STAGE",
     "STAGE_METRICS",
     "UNCALIBRATED",
     "StageSeries",
+    "stage_classes_text",
     "stage_label",
     "stage_series",
     "plot_stage_series",
@@ -45,16 +46,18 @@ class StageSeries:
     """The numbers of the stage figure.
 
     Attributes:
-        stages: one x-axis label per stage (e.g. ``"1\\n|S|=3"``, with the classes it adds
-            by name when the domain has names: ``"2\\n|S|=5\\n+three, four"``).
+        stages: one x-axis label per stage (e.g. ``"1\\n|S|=3"``).
         values: metric key (:data:`STAGE_METRICS`) → series name (:data:`UNCALIBRATED`, then
             the selectors) → (K,) float64 accuracies in % (NaN where a group has no sample).
         gamma: selector → (K,) float64 γ in logit units.
+        classes: per stage, the classes it adds by name (:func:`stage_classes_text`), drawn
+            as a line under the panels; None when the domain's names are not given.
     """
 
     stages: tuple[str, ...]
     values: dict[str, dict[str, np.ndarray]]
     gamma: dict[str, np.ndarray]
+    classes: tuple[str, ...] | None = None
 
 
 def stage_series(
@@ -72,9 +75,9 @@ def stage_series(
             ``calibrated`` rows); every stage has the same rows.
         before: the row at γ = 0 (``"none"`` in :mod:`calib.sequence`).
         seen_classes: S of each stage, for the x labels (``|S|``); default: the stage numbers.
-        class_names: the domain's class names (index = label): each x label also names the
-            classes its stage adds to S (all of S at the first stage), when they fit
-            (:func:`stage_label`); needs ``seen_classes``.
+        class_names: the domain's class names (index = label): the figure names the classes
+            each stage adds to S (all of S at the first stage) in a line under the panels
+            (:attr:`StageSeries.classes`); needs ``seen_classes``.
 
     Raises:
         ValueError: no stage; a stage without the ``before`` row or with other rows than the
@@ -102,11 +105,15 @@ def stage_series(
     if class_names is not None and seen_classes is None:
         raise ValueError("class_names labels the stages' classes: it needs seen_classes")
     labels = tuple(
-        f"{k + 1}"
-        if seen_classes is None
-        else stage_label(k, seen_classes[k], seen_classes[k - 1] if k else (), class_names)
+        stage_label(k, None if seen_classes is None else seen_classes[k])
         for k in range(len(reports))
     )
+    named = None
+    if class_names is not None and seen_classes is not None:
+        named = tuple(
+            stage_classes_text(k, seen_classes[k], seen_classes[k - 1] if k else (), class_names)
+            for k in range(len(reports))
+        )
 
     def column(row: str, key: str, scale: float) -> np.ndarray:
         return np.array([_number(stage[row][key]) * scale for stage in reports])
@@ -119,39 +126,39 @@ def stage_series(
         for key in STAGE_METRICS
     }
     gamma = {s: column(s, "gamma", 1.0) for s in selectors}
-    return StageSeries(stages=labels, values=values, gamma=gamma)
+    return StageSeries(stages=labels, values=values, gamma=gamma, classes=named)
 
 
-#: The longest class-name line of an x label (characters); longer: the classes are counted.
-NAMES_WIDTH = 18
+#: At most this many class names per stage in the figure's class line; more: ``… (+k)``.
+NAMES_PER_STAGE = 5
 
 
-def stage_label(
+def stage_label(index: int, classes: Sequence[int] | None = None) -> str:
+    """The x label of stage ``index`` (0-based): ``"2\n|S|=5"``; ``"2"`` without its classes."""
+    return f"{index + 1}" if classes is None else f"{index + 1}\n|S|={len(classes)}"
+
+
+def stage_classes_text(
     index: int,
     classes: Sequence[int],
-    before: Sequence[int] = (),
-    class_names: Sequence[str] | None = None,
+    before: Sequence[int],
+    class_names: Sequence[str],
+    limit: int = NAMES_PER_STAGE,
 ) -> str:
-    """The x label of stage ``index`` (0-based): ``"2\n|S|=5"`` and, with ``class_names``, a
-    line naming the classes it adds to ``before`` (the previous stage's S): ``"+three, four"``
-    (at the first stage S itself: ``"zero, one, two"``), or ``"+2 classes"`` when the names
-    are longer than :data:`NAMES_WIDTH` characters.
+    """The classes stage ``index`` (0-based) adds to ``before`` (the previous stage's S), by
+    name: ``"2: +three, four"``; at the first stage S itself (``"1: zero, one, two"``). At most
+    ``limit`` names, then ``"… (+k)"``; ``"3: nothing added"`` when S did not grow.
 
     Raises:
         IndexError: a class without a name in ``class_names``.
     """
-    label = f"{index + 1}\n|S|={len(classes)}"
-    if class_names is None:
-        return label
     old = {int(c) for c in before}
     added = [int(c) for c in classes if int(c) not in old]
     if not added:
-        return label
-    sign = "+" if old else ""
-    names = sign + ", ".join(str(class_names[c]) for c in added)
-    if len(names) > NAMES_WIDTH:
-        names = f"{sign}{len(added)} class{'es' if len(added) != 1 else ''}"
-    return f"{label}\n{names}"
+        return f"{index + 1}: nothing added"
+    names = ", ".join(str(class_names[c]) for c in added[:limit])
+    more = f", … (+{len(added) - limit})" if len(added) > limit else ""
+    return f"{index + 1}: {'+' if old else ''}{names}{more}"
 
 
 def _number(value: Any) -> float:
@@ -187,6 +194,9 @@ def plot_stage_series(series: StageSeries, title: str | None = None) -> Figure:
         ax.set_xlabel("stage")
         ax.grid(True, alpha=0.3)
         ax.set_xlim(-0.3, len(x) - 0.7)
+    if series.classes is not None:
+        text = "Classes of each stage: " + "; ".join(series.classes)
+        fig.supxlabel(wrap_title(text, 150), fontsize="small", horizontalalignment="center")
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right upper", fontsize="small", frameon=False)
     what = "Across fine-tuning stages: before γ (dashed) and after each selector's γ"
