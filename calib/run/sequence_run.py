@@ -276,20 +276,20 @@ def sequence_tables(
     results: list[Mapping[str, Any]],
     class_names: Sequence[str] | None = None,
 ) -> str:
-    """One table per stage (the run's own table), titled with its classes; with
-    ``class_names`` that say more than the indices (:func:`calib.run.results.shown_class_names`)
-    a line under the title names the classes the stage adds (all of S at the first stage)."""
+    """One table per stage (the run's own table, which lists S and U by name when its results
+    hold names), titled with its classes; from the second stage on, with ``class_names`` that
+    say more than the indices (:func:`calib.run.results.shown_class_names`), a line under the
+    title names the classes the stage adds."""
     names = shown_class_names(class_names)
     parts = []
     for s, r in zip(stages, results, strict=True):
         start = "the configured model" if s.start is None else f"stage {s.index}'s checkpoint"
         title = f"stage {s.index + 1}: S = {list(s.classes)} (pre-trained = {start})"
         named = ""
-        if names is not None:
-            before = set(stages[s.index - 1].classes) if s.index else set()
+        if names is not None and s.index:  # S and U by name: under the stage's table
+            before = set(stages[s.index - 1].classes)
             added = [c for c in s.classes if c not in before]
-            what = "S" if not before else "added to S"
-            named = f"{what}: {describe_classes(added, names, limit=20)}.\n\n"
+            named = f"added to S: {describe_classes(added, names, limit=20)}.\n\n"
         parts.append(f"## {title}\n\n{named}{format_table(r)}\n")
     return "\n".join(parts)
 

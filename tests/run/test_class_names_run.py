@@ -94,10 +94,13 @@ def test_a_named_run_resumes_the_folder_of_its_indices_and_computes_the_same_num
     cfg["split"] = {**cfg["split"], "seen": ["0", "1", "2", "3", "4"]}
     named = build_plan(cfg, run_dir=run_dir)
     assert _keys(named) == _keys(plan)
-    stages = sorted((run_dir / "stages").rglob("*.json"))
-    before = {p: p.stat().st_mtime_ns for p in stages}
+    computed = sorted(run_dir.rglob("*.pt"))  # checkpoints and extractions
+    assert any(p.parent.name == "extract" for p in computed)
+    before = {p: p.stat().st_mtime_ns for p in computed}
     again = named.run()
-    assert {p: p.stat().st_mtime_ns for p in stages} == before  # nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in computed} == before  # nothing recomputed
+    records = json.loads((run_dir / "stages.json").read_text())["stages"]
+    assert {name: r["key"] for name, r in records.items()} == _keys(plan)
     for row in ("pretrained", "finetuned"):
         assert again[row] == results[row]
     assert again["calibrated"] == results["calibrated"]
@@ -193,8 +196,9 @@ def test_sequence_md_names_the_classes_each_stage_adds(tmp_path):
     stages = plan_sequence(_sequence(STAGES), tmp_path)
     results = [_fake_results(0.5), _fake_results(0.6)]
     text = sequence_tables(stages, results, WORDS)
-    assert "S: 3 classes: 0 zero, 1 one, 2 two.\n" in text
-    assert "added to S: 2 classes: 3 three, 4 four.\n" in text
+    first, second = text.split("## stage 2")
+    assert "added to S" not in first  # its table lists S and U when its results have names
+    assert "added to S: 2 classes: 3 three, 4 four.\n" in second
     plain = sequence_tables(stages, results, DIGIT_CLASS_NAMES)  # names = indices: no line
     assert plain == sequence_tables(stages, results) and "added to S" not in plain
 
