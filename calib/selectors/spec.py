@@ -268,6 +268,9 @@ class PseudoSplit:
         absent_classes: the columns that receive γ in this run: the pseudo-absent classes
             plus every column absent from its fine-tuning, the real U included (deployment
             shifts U too, so the split must be scored that way).
+            Both: column indices, or class names where the consumer is given
+            ``class_names`` (``LogitBiasCalibrator.fit``, ``BiasCorrection.fit``,
+            ``fit_temperature_pseudo_splits``); the selectors themselves take indices.
         sample_weight: optional (N,) weights of the held-out samples in the criterion
             (finite, ≥ 0, not all 0); None: every sample weighs 1.
     """
