@@ -12,6 +12,9 @@ import copy
 import dataclasses
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,8 +33,14 @@ from calib.run.results import (
     write_results,
 )
 from calib.run.schema import ConfigError
-from calib.run.sequence_run import check_sequence_stages, plan_sequence, sequence_tables
-from tests.helpers_run import tiny_config
+from calib.run.sequence_run import (
+    check_sequence_stages,
+    plan_sequence,
+    run_sequence,
+    sequence_tables,
+)
+from tests.helpers_paper import CONF
+from tests.helpers_run import TINY, tiny_config
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -117,6 +126,23 @@ def test_a_misspelt_name_stops_before_any_work_with_a_did_you_mean(tmp_path):
     assert not run_dir.exists()
 
 
+def test_calib_run_names_a_misspelt_class_in_one_line_before_any_work(tmp_path):
+    """On the digits (named "0" … "9") a Hydra override ``split.seen=[0,1,2x]``: "2x" is a
+    string, not a class."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "experiments.run", *TINY, "split.seen=[0,1,2x]",
+           f"run_dir={run_dir}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        cmd, cwd=CONF.parent, env=env, capture_output=True, text=True, timeout=180
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-2000:]
+    assert "split.seen: '2x' is not a class name; did you mean '2'?" in output
+    assert "Traceback" not in output
+    assert not (run_dir / "stages.json").exists() and not (run_dir / "run.json").exists()
+
+
 def test_the_schema_takes_names_and_infer():
     from calib.run.schema import check_config
 
@@ -185,6 +211,25 @@ def test_a_misspelt_stage_name_is_named_with_a_did_you_mean(tmp_path):
         check_sequence_stages([["zero", "one"], ["zero"]], WORDS)
     with pytest.raises(ConfigError, match=r"stages\[0\] must hold class indices ≥ 0 \(or, with"):
         check_sequence_stages([["zero"]])  # names without the target's names
+
+
+@pytest.mark.slow
+def test_a_named_sequence_runs_and_names_its_classes(tmp_path):
+    """Two tiny stages given by name: sequence.json records the names, sequence.md the classes
+    each stage adds, each stage's results.json its mapping."""
+    cfg = _sequence(NAMED_STAGES)
+    cfg["eval"] = {**cfg["eval"], "figures": True}
+    out = run_sequence(cfg, tmp_path)
+    assert [s["classes"] for s in out["stages"]] == STAGES
+    record = json.loads((tmp_path / "sequence.json").read_text())
+    assert record["class_names"] == list(WORDS)
+    assert [s["classes"] for s in record["stages"]] == STAGES
+    text = (tmp_path / "sequence.md").read_text()
+    assert "added to S: 2 classes: 3 three, 4 four." in text
+    assert "Classes: S = 5 classes: 0 zero, 1 one, 2 two, 3 three, 4 four; U = 5 classes" in text
+    second = json.loads((tmp_path / "stage_2" / "results.json").read_text())
+    assert second["classes"] == {"names": list(WORDS), "seen": STAGES[1], "absent": [5, 6, 7, 8, 9]}
+    assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _fake_results(acc: float) -> dict:
