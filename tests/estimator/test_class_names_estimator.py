@@ -8,9 +8,11 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from calib.estimator.bias_correction import BiasCorrection
 from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.estimator.corrected_classifier import CorrectedClassifier
 from calib.estimator.pretrained_ensemble import PretrainedEnsemble
 from calib.estimator.temperature import fit_temperature, fit_temperature_pseudo_splits
 from calib.estimator.weight_aligning import WeightAligning
@@ -302,3 +304,11 @@ def test_fit_temperature_takes_names():
         fit_temperature_pseudo_splits(
             _splits([["cat"], ["dog"]], [["brd"], ["cat"]]), 0.5, class_names=NAMES
         )
+
+
+def test_the_corrected_classifier_reads_the_corrections_names():
+    head = torch.nn.Linear(4, C)
+    w, b = head.weight.detach().numpy(), head.bias.detach().numpy()
+    named = WeightAligning().fit(w, b, S_NAMES, class_names=NAMES)
+    assert CorrectedClassifier(head, named).class_names == NAMES
+    assert CorrectedClassifier(head, WeightAligning().fit(w, b, S)).class_names is None
