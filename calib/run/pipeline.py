@@ -15,7 +15,8 @@ and :func:`run_pipeline` leaves in ``run_dir``::
     source/ | <cache>  source-model training checkpoints (shared cache: calib.run.source_cache)
     finetune/          fine-tuning checkpoints
     pcv/split_<j>/     pseudo-split fine-tuning checkpoints (when a selector takes pseudo splits)
-    extract/*.pt       extracted logits, features and labels, keyed by their stage
+    extract/*.pt       extracted logits, features and labels, keyed by their stage (with
+                       eval.logits=state: each a SeenAbsentState's per-sample columns)
     calibrators/*.json one fitted LogitBiasCalibrator per selector
     results.json       {"pretrained", "finetuned", "calibrated", "meta"} (see calib.run.results)
     results.csv        the same, flattened to one row
@@ -31,6 +32,29 @@ Under ``torchrun`` every rank runs :func:`run_pipeline` with the same plan: all 
 (DDP, global batch sizes as configured) and extract their shard of each dataset (gathered
 into dataset order on every rank), every rank computes the same results, and only rank 0
 writes files and prints. ``run_dir`` must be the same path, on a shared file system.
+
+**Full logits or streamed states** (``eval.logits``, :class:`calib.run.settings.EvalConfig`).
+``full`` (default) keeps each extraction's (N, C) logits. ``state`` never holds an (N, C)
+matrix of the evaluation data: each extraction stage streams its batches into a
+:class:`calib.SeenAbsentState` on the model's device (:func:`calib.extract.extract_state`;
+under ``torchrun`` each rank its shard, then an O(N) sync instead of gathering logits) and
+caches the state. From the states come the report rows (accuracies at γ, top-5 at γ = 0,
+AUSUC), the premise check, ``curve.png`` and the selectors ``alg`` (the S rows of the
+fine-tuning data only), ``oracle``, ``prior``, ``pcv`` (one state per pseudo split) and
+``fixed``; they equal the ``full`` run's. Which stages need the full logits, and why:
+
+- the probability section, ``reliability.png`` and each selector's T (``temperature='fit'``):
+  a softmax over every column. Not computed (T = 1); ``results["meta"]["not_computed"]``
+  says so, and the printed table in one line;
+- NCM: features, not logits. Not computed, said alike;
+- top-k (k > 1) at a selector's γ: γ is not known when the test data is streamed; top-5 is
+  kept at γ = 0 (the pre-trained and fine-tuned rows). Said alike;
+- ``calibration.corrections`` (``wa``, ``bic``, ``gla`` change the logits) and WiSE-FT's α
+  trade-off (each α's test logits): refused before any work
+  (:func:`calib.run.stage_plan.check_state_mode`), with the key and why;
+- the per-epoch evaluation (``eval.every_epochs`` > 0) is kept as it is: it holds one
+  evaluated epoch's logits at a time, transiently, and writes per-epoch numbers only (set it
+  to 0 where one (N, C) matrix does not fit).
 """
 
 from __future__ import annotations
@@ -50,13 +74,14 @@ from torch.utils.data import Dataset, Subset
 from calib import distributed
 from calib.data import ClassSplit, Domain, dataset_targets
 from calib.estimator.calibrator import LogitBiasCalibrator
+from calib.metrics.streaming import SeenAbsentState
 from calib.pseudo_cv import PseudoClasses, PseudoSubset, make_pseudo_splits
 from calib.run.correction_stage import check_corrections, correction_results, fit_corrections
 from calib.run.identity import identity_leaves
 from calib.run.method_stage import alpha_tradeoff_logits, finetune_with_method, prepared_pretrained
 from calib.run.probability_stage import probability_results
 from calib.run.report_metrics import alpha_results
-from calib.run.run_outputs import run_results, write_outputs
+from calib.run.run_outputs import run_results, state_mode_notes, write_outputs
 from calib.run.runner import Runner, weights_sha256
 from calib.run.selector_data import fit_selector
 from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig
@@ -328,6 +353,53 @@ def _pseudo_splits(
     )  # fmt: skip
 
 
+def _pseudo_states(
+    runner: Runner, plan: RunPlan, stages: StagePlan, pretrained: nn.Module
+) -> list[SeenAbsentState]:
+    """PCV with ``eval.logits=state``: the planned pseudo splits of S (``stages.pcv_subsets``,
+    drawn by :func:`calib.pseudo_cv.pseudo_subsets` as :func:`_pseudo_splits`' are), each
+    fine-tuned with the run's method on its fitted rows of ``target.train``, exactly as there,
+    and its held-out rows of ``target.train_eval`` streamed into one state per split (its
+    pseudo-seen classes, its pseudo-absent ∪ U receiving γ). No U sample is handed over."""
+    assert plan.calibration.pcv is not None
+    cfg = plan.calibration.pcv.finetune or plan.finetune
+    target, split = plan.target, plan.split
+    states = []
+    for j, sub in enumerate(stages.pcv_subsets):
+        train_stage, score_stage = stages.pcv[j]
+        spec = stages.states[score_stage.name]
+        pseudo = ClassSplit(list(spec.seen), list(spec.absent), split.num_classes)
+        fit_data = Subset(target.train, sub.fit_rows.tolist())
+        tuned = finetune_with_method(  # it trains a copy of pretrained
+            runner, train_stage, pretrained, plan.method, fit_data, cfg, pseudo
+        )
+        held = Subset(target.train_eval, sub.heldout_rows.tolist())
+        states.append(runner.extract_state(score_stage, tuned, held, spec))
+        del tuned
+    return states
+
+
+def _extractions(
+    runner: Runner, plan: RunPlan, stages: StagePlan, start: nn.Module, finetuned: nn.Module
+) -> dict[str, Any]:
+    """Every extraction stage of the plan: tag -> :class:`calib.extract.Extracted`, or with
+    ``eval.logits=state`` tag -> :class:`calib.SeenAbsentState` (``finetuned_train``: the S
+    rows of ``target.train_eval``, ``stages.alg_rows``)."""
+    target = plan.target
+    ex: dict[str, Any] = {}
+    for tag, stage in stages.extracts.items():
+        model = start if tag.startswith("pre") else finetuned
+        data = target.train_eval if tag.endswith("_train") else target.test
+        if stages.logits == "state":
+            if tag.endswith("_train"):
+                assert stages.alg_rows is not None
+                data = Subset(target.train_eval, stages.alg_rows.tolist())
+            ex[tag] = runner.extract_state(stage, model, data, stages.states[stage.name])
+        else:
+            ex[tag] = runner.extract(stage, model, data)
+    return ex
+
+
 def _fit_selectors(
     runner: Runner, plan: RunPlan, stages: StagePlan, ex, pseudo
 ) -> dict[str, LogitBiasCalibrator]:
@@ -362,19 +434,24 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
     pretrained = _pretrained(runner, plan, stages, model)
     finetuned = _finetuned(runner, plan, stages, pretrained)
     start = prepared_pretrained(pretrained, method)  # the pre-trained row: where it starts
-    datasets = [target.train_eval, target.test, target.train_eval, target.test]
-    ex = {
-        tag: runner.extract(stage, start if tag.startswith("pre") else finetuned, ds)
-        for (tag, stage), ds in zip(stages.extracts.items(), datasets, strict=True)
-    }
-    pseudo = (
-        _pseudo_splits(runner, plan, stages, pretrained) if plan.calibration.needs_pcv else None
-    )
+    ex = _extractions(runner, plan, stages, start, finetuned)
+    streamed = stages.logits == "state"
+    pseudo = None
+    if plan.calibration.needs_pcv:
+        pcv = _pseudo_states if streamed else _pseudo_splits
+        pseudo = pcv(runner, plan, stages, pretrained)
     calibrators = _fit_selectors(runner, plan, stages, ex, pseudo)
     average = plan.eval.average
     results = run_results(
         ex, split, calibrators, target, runner.device, stages.keys(), average=average
     )
+    results["meta"]["method"] = method.name
+    results["meta"]["method_params"] = dict(method.params)
+    results["meta"]["uses_absent_data"] = method.spec.uses_absent_data
+    if streamed:  # what needs the logits themselves is absent, and meta says why
+        results["meta"]["eval_logits"] = "state"
+        results["meta"]["not_computed"] = state_mode_notes()
+        return results, ex  # no corrections nor α trade-off: refused when planned
     results["probability"] = probability_results(ex, split, calibrators, pseudo, average=average)
     if corrections:
         fitted = fit_corrections(corrections, split, ex, pseudo, finetuned)
@@ -382,9 +459,6 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
         if distributed.is_main():
             for name, est in fitted.items():
                 est.save(runner.run_dir / "corrections" / f"{name}.json")
-    results["meta"]["method"] = method.name
-    results["meta"]["method_params"] = dict(method.params)
-    results["meta"]["uses_absent_data"] = method.spec.uses_absent_data
     if stages.alpha:
         subset = Subset(target.train, stages.finetune_rows.tolist())
         by_alpha = alpha_tradeoff_logits(

@@ -1,7 +1,9 @@
 """The numbers of a run's report: each model's metrics on the extracted logits, and its curve plot.
 
 :func:`model_metrics` is what every row of the table holds: :func:`calib.accuracy_report` at
-γ, the AUSUC of the seen–absent curve, and the cosine-NCM accuracies on the features.
+γ, the AUSUC of the seen–absent curve, and the cosine-NCM accuracies on the features. From a
+streamed :class:`calib.SeenAbsentState` (``eval.logits=state``) the same numbers, bit for
+bit, but top-k (k > 1) only at a γ the state keeps (γ = 0) and no NCM (no features).
 :func:`premise_results` is ``results["premise"]``: did fine-tuning keep what γ needs?
 ``average`` (the run's ``eval.average``): ``"micro"``, per-sample accuracies, or ``"macro"``,
 class-balanced ones (the mean over the classes of each group of the per-class accuracy,
@@ -26,6 +28,7 @@ from calib.metrics.accuracy import accuracy_report
 from calib.metrics.curve import seen_absent_curve
 from calib.metrics.ncm import ncm_report
 from calib.metrics.premise import premise_check
+from calib.metrics.streaming import SeenAbsentState
 
 __all__ = ["model_metrics", "ncm_metrics", "premise_results"]
 
@@ -33,14 +36,23 @@ log = logging.getLogger(__name__)
 
 
 def model_metrics(
-    test: Extracted,
+    test: Extracted | SeenAbsentState,
     train: Extracted | None,
     split: ClassSplit,
     gamma: float = 0.0,
     average: str = "micro",
 ) -> dict:
     """A row of the run's table: :func:`calib.accuracy_report` of ``test`` at ``gamma``, the
-    AUSUC of its curve and, with features, the NCM accuracies; all averaged by ``average``."""
+    AUSUC of its curve and, with features, the NCM accuracies; all averaged by ``average``.
+
+    ``test`` may be the :class:`calib.SeenAbsentState` of the test logits (built with the
+    split's S and U): the same report and AUSUC, its top-k only at a γ it keeps
+    (``state.gammas``), top-1 at any other; ``train`` is then unused (no NCM)."""
+    if isinstance(test, SeenAbsentState):
+        topk = test.topk if gamma in test.gammas else ()
+        metrics = test.report(gamma, topk=topk, average=average)
+        metrics["ausuc"] = test.ausuc(average)
+        return metrics
     logits, labels = test.logits.numpy(), test.labels.numpy()
     metrics = accuracy_report(
         logits, labels, split.seen, split.absent, gamma=gamma, average=average
@@ -94,18 +106,33 @@ def ncm_metrics(
 
 
 def premise_results(
-    results: Mapping[str, Any], pre_test: Extracted, ft_test: Extracted, split: ClassSplit
+    results: Mapping[str, Any],
+    pre_test: Extracted | SeenAbsentState,
+    ft_test: Extracted | SeenAbsentState,
+    split: ClassSplit,
 ) -> dict[str, Any]:
     """``results["premise"]``: :func:`calib.metrics.premise_check` of the two test
-    extractions, with the γ of each selector in ``results["calibrated"]`` and the NCM U/U of
-    ``results["pretrained"]`` / ``["finetuned"]`` when both rows have it. Logs a warning when
-    the premise fails (U/U fell beyond the paired noise bound: no γ can restore it). Its
-    numbers are per-sample; under a class-balanced table (``meta.average`` = ``macro``) the
-    message says so.
+    extractions (or their two :class:`calib.SeenAbsentState` s), with the γ of each selector in
+    ``results["calibrated"]`` and the NCM U/U of ``results["pretrained"]`` / ``["finetuned"]``
+    when both rows have it. Logs a warning when the premise fails (U/U fell beyond the paired
+    noise bound: no γ can restore it). Its numbers are per-sample; under a class-balanced
+    table (``meta.average`` = ``macro``) the message says so.
 
     Raises:
         ValueError: the two extractions are not of the same test samples (labels differ).
     """
+    ncm_key = "ncm_acc_absent_absent"
+    pre_row, ft_row = results.get("pretrained", {}), results.get("finetuned", {})
+    ncm = tuple(row.get(ncm_key) for row in (pre_row, ft_row))
+    if any(v is None or math.isnan(v) for v in ncm):  # no features, or no NCM sample of U
+        ncm = None
+    gammas = {name: m["gamma"] for name, m in results.get("calibrated", {}).items()}
+    if isinstance(pre_test, SeenAbsentState):  # the states hold the labels and the hits
+        check = premise_check(
+            pre_test, ft_test, None, split.seen, split.absent,
+            selector_gamma=gammas, ncm_absent_absent=ncm,
+        )  # fmt: skip
+        return _premise_dict(check, results)
     if pre_test.labels is None or ft_test.labels is None:
         raise ValueError("premise: the test extractions carry no labels (U/U needs them)")
     if pre_test.labels.shape != ft_test.labels.shape or not bool(
@@ -116,20 +143,20 @@ def premise_results(
             f"test samples, but their labels differ ({tuple(pre_test.labels.shape)} and "
             f"{tuple(ft_test.labels.shape)})"
         )
-    ncm_key = "ncm_acc_absent_absent"
-    pre_row, ft_row = results.get("pretrained", {}), results.get("finetuned", {})
-    ncm = tuple(row.get(ncm_key) for row in (pre_row, ft_row))
-    if any(v is None or math.isnan(v) for v in ncm):  # no features, or no NCM sample of U
-        ncm = None
     check = premise_check(
         pre_test.logits,
         ft_test.logits,
         ft_test.labels,
         split.seen,
         split.absent,
-        selector_gamma={name: m["gamma"] for name, m in results.get("calibrated", {}).items()},
+        selector_gamma=gammas,
         ncm_absent_absent=ncm,
     )
+    return _premise_dict(check, results)
+
+
+def _premise_dict(check, results: Mapping[str, Any]) -> dict[str, Any]:
+    """The check as ``results["premise"]`` (warned when it fails; macro tables say so)."""
     if not check.holds:
         log.warning("%s", check.message)
     out = check.to_dict()

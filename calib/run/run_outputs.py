@@ -5,6 +5,12 @@ calibrators (see :mod:`calib.run.results` for the schema); :func:`write_outputs`
 (``results.json/.csv/.md``), draws the run's figures (``curve.png``, ``reliability.png``, the
 training dynamics, WiSE-FT's ``alpha_tradeoff.png``; each time anew, so that no figure of an
 earlier run stays beside these results) and prints the tables. Rank 0 only.
+
+A run with ``eval.logits=state`` hands :func:`run_results` the test states in place of the
+logits (:mod:`calib.run.pipeline`): the same rows, premise and ``curve.png``; what needs the
+logits themselves (the probability section, ``reliability.png``, NCM, top-k at a selector's γ)
+is absent, :func:`state_mode_notes` says why under ``results["meta"]["not_computed"]``, and
+the printed tables say so in one line.
 """
 
 from __future__ import annotations
@@ -18,14 +24,27 @@ import torch
 from calib.data import ClassSplit, Domain
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
+from calib.metrics.streaming import SeenAbsentState
 from calib.run.probability_stage import format_probability_table, write_reliability_figure
 from calib.run.report_metrics import model_metrics, plot_alpha_tradeoff_figure, premise_results
-from calib.run.results import format_table, write_results
+from calib.run.results import class_record, format_table, write_results
 from calib.run.settings import EvalConfig
 from calib.run.stage_plan import StagePlan
 from calib.selectors import SELECTORS
 
-__all__ = ["compute_environment", "run_results", "write_outputs"]
+__all__ = ["compute_environment", "run_results", "state_mode_notes", "write_outputs"]
+
+
+def state_mode_notes() -> dict[str, str]:
+    """What a run with ``eval.logits=state`` does not compute, and why
+    (``results["meta"]["not_computed"]``)."""
+    return {
+        "probability": "ECE/NLL/Brier and each selector's T need a softmax over every column; "
+        "eval.logits=state keeps no logits (T = 1, reliability.png not drawn)",
+        "ncm": "NCM needs the features, which eval.logits=state does not extract",
+        "calibrated_topk": "top-5 at a selector's γ: γ is not known when the test data is "
+        "streamed; top-5 is kept at γ = 0 (the pre-trained and fine-tuned rows)",
+    }
 
 
 def compute_environment(device: Any) -> dict[str, Any]:
@@ -76,7 +95,13 @@ def write_outputs(
     if plot and eval_cfg.figures:
         _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_names)
     print(format_table(results, title=title or name))
-    print("\n" + format_probability_table(results["probability"], title="probabilities"))
+    if "probability" in results:
+        print("\n" + format_probability_table(results["probability"], title="probabilities"))
+    else:
+        print(
+            "\neval.logits=state: no probabilities, NCM or top-5 at a selector's γ "
+            "(they need the full logits; results.json meta.not_computed says why)"
+        )
 
 
 def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_names) -> None:
@@ -84,22 +109,27 @@ def _write_figures(results, ex, plan, split, run_dir, name, eval_cfg, class_name
     from calib.figures.files import save_figure
 
     pre, ft = ex["pretrained_test"], ex["finetuned_test"]
+    streamed = isinstance(ft, SeenAbsentState)  # eval.logits=state: the curves of the states
     gammas = {sel: m["gamma"] for sel, m in results["calibrated"].items()}
     corrections = {
         key: (row["acc_seen"], row["acc_absent"])
         for key, row in results.get("corrected", {}).items()
     }
+    scores = {"pre-trained": pre, "fine-tuned": ft}
+    if not streamed:
+        scores = {label: e.logits for label, e in scores.items()}
     curve = SeenAbsentDisplay.from_predictions(
-        {"pre-trained": pre.logits, "fine-tuned": ft.logits}, ft.labels, split.seen,
+        scores, None if streamed else ft.labels, split.seen,
         split.absent, gammas=gammas, corrections=corrections,
         title=f"{name}: seen–absent trade-off, "
         + ("selectors' γ and corrections marked" if corrections else "each selector's γ marked"),
     )  # fmt: skip
     save_figure(curve.figure_, run_dir / "curve.png")
-    write_reliability_figure(
-        ex, split, None, results["probability"], run_dir / "reliability.png",
-        title=f"{name}: reliability of the fine-tuned model's confidence, before and after γ",
-    )  # fmt: skip
+    if "probability" in results:
+        write_reliability_figure(
+            ex, split, None, results["probability"], run_dir / "reliability.png",
+            title=f"{name}: reliability of the fine-tuned model's confidence, before and after γ",
+        )  # fmt: skip
     if plan.history is not None:
         from calib.figures.dynamics import write_dynamics_figures
 
@@ -136,7 +166,8 @@ def run_results(
     """The run's metrics: pre-trained, fine-tuned, fine-tuned + each selector's γ, and meta.
 
     Args:
-        ex: the run's extractions (``pretrained_*`` and ``finetuned_*``, train and test).
+        ex: the run's extractions (``pretrained_*`` and ``finetuned_*``, train and test), or
+            with ``eval.logits=state`` the test states (the train extractions then unused).
         calibrators: selector name -> fitted calibrator.
         stage_keys: ``{stage name: key}`` (recorded under ``meta.stage_keys``).
         average: how the accuracies are averaged (``eval.average``), recorded under
@@ -144,10 +175,10 @@ def run_results(
     """
     results: dict[str, Any] = {
         "pretrained": model_metrics(
-            ex["pretrained_test"], ex["pretrained_train"], split, average=average
+            ex["pretrained_test"], ex.get("pretrained_train"), split, average=average
         ),
         "finetuned": model_metrics(
-            ex["finetuned_test"], ex["finetuned_train"], split, average=average
+            ex["finetuned_test"], ex.get("finetuned_train"), split, average=average
         ),
         "calibrated": {},
         "meta": {
@@ -170,10 +201,12 @@ def run_results(
     }
     for name, cal in calibrators.items():
         metrics = model_metrics(
-            ex["finetuned_test"], ex["finetuned_train"], split, gamma=cal.gamma_, average=average
-        )
+            ex["finetuned_test"], ex.get("finetuned_train"), split, gamma=cal.gamma_,
+            average=average,
+        )  # fmt: skip
         metrics["gamma"] = cal.gamma_
         results["calibrated"][name] = metrics
+    results["classes"] = class_record(split, target.class_names)
     results["premise"] = premise_results(
         results, ex["pretrained_test"], ex["finetuned_test"], split
     )

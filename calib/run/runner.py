@@ -6,7 +6,11 @@ stage records, the shared source cache) and runs one stage at a time:
 - :meth:`Runner.train` trains a model in the stage's folder (``run_dir/<stage>``, or the
   shared cache entry for the source model), resuming from its last epoch checkpoint;
 - :meth:`Runner.extract` returns logits, features and labels from ``run_dir/<stage>.pt`` when
-  that file was written for this very stage key by these very weights, else computes them.
+  that file was written for this very stage key by these very weights, else computes them;
+- :meth:`Runner.extract_state` (``eval.logits=state``) likewise, but streams the logits into a
+  :class:`calib.SeenAbsentState` of the stage's settings (:class:`~calib.run.stage_plan.StateSpec`)
+  and caches its per-sample columns (O(N)), never the logits; under ``torchrun`` each rank
+  streams its shard and the state is synced.
 
 A stage is recorded (:meth:`calib.run.stages.StageStore.record`) before it starts, so a
 resumed run checks its key before touching its checkpoints.
@@ -25,10 +29,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from calib import distributed
-from calib.extract import Extracted, extract, extraction_loader
+from calib.extract import Extracted, extract, extract_state, extraction_loader
 from calib.io import atomic_save
+from calib.metrics.streaming import SeenAbsentState
 from calib.run.settings import EvalConfig
 from calib.run.source_cache import SourceCache
+from calib.run.stage_plan import StateSpec
 from calib.run.stages import Stage, StageStore
 from calib.train import (
     EpochCallback,
@@ -113,6 +119,58 @@ class Runner:
             }
             atomic_save(path, lambda fh: torch.save(payload, fh))
         return out
+
+    def extract_state(
+        self, stage: Stage, model: nn.Module, dataset: Dataset, spec: StateSpec
+    ) -> SeenAbsentState:
+        """The :class:`calib.SeenAbsentState` (settings ``spec``) of ``model``'s logits on
+        ``dataset`` for ``stage``, cached in ``run_dir/<stage>.pt`` as its per-sample columns."""
+        path = self.run_dir / f"{stage.name}.pt"
+        weights = weights_sha256(model)
+        cached = self._cached_state(path, stage, weights, len(dataset), spec)
+        if cached is not None:
+            return cached
+        self.store.record(stage)
+        state = extract_state(
+            model,
+            self.loader(dataset),
+            spec.build(),
+            device=self.device,
+            amp=self.amp,
+            channels_last="auto",  # as the training left the model
+            progress=self.progress,
+            desc=stage.name,
+        )
+        if distributed.is_main():  # every rank holds the synced state; one writes it
+            payload = {
+                "state": {k: torch.from_numpy(v) for k, v in state.columns().items()},
+                "n_samples": state.n_samples,
+                "weights_sha256": weights,
+                "stage_key": stage.key,
+            }
+            atomic_save(path, lambda fh: torch.save(payload, fh))
+        return state
+
+    @staticmethod
+    def _cached_state(
+        path: Path, stage: Stage, weights: str, n: int, spec: StateSpec
+    ) -> SeenAbsentState | None:
+        if not path.exists():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            fits = (
+                data.get("stage_key") == stage.key
+                and data["weights_sha256"] == weights
+                and data["n_samples"] == n
+            )
+            if fits:  # the stage key holds the spec: these columns are of its state
+                columns = {k: v.numpy() for k, v in data["state"].items()}
+                return spec.build().extend(columns)
+            log.warning("extraction cache %s is from other weights or data; recomputing", path)
+        except Exception as err:  # a foreign or damaged cache is recomputed, never trusted
+            log.warning("ignoring unreadable extraction cache %s (%s); recomputing", path, err)
+        return None
 
     @staticmethod
     def _cached(path: Path, stage: Stage, weights: str, n: int) -> Extracted | None:

@@ -16,7 +16,9 @@ None                   nothing                       nothing
 =====================  ===========================  ==================================
 
 (labels: ``DataKind.labels``; the S rows only: a kind without ``absent_rows`` never receives
-a U row.) :func:`selector_inputs` gives the keys of the stages a selector's stage is keyed by
+a U row.) With ``eval.logits=state`` the extractions are :class:`calib.SeenAbsentState` s and
+the selector is fed the state (``finetuned_train``'s holds the S rows only, with ALG's terms;
+the PCV splits one state each), with T = 1: a temperature needs the logits themselves. :func:`selector_inputs` gives the keys of the stages a selector's stage is keyed by
 (:mod:`calib.run.stage_plan`); :func:`selector_fit_data` the keyword arguments of
 :meth:`calib.LogitBiasCalibrator.fit`; :func:`fit_selector` fits the calibrator the run saves,
 with ``temperature="fit"`` wherever the kind allows it (:func:`run_temperature`), so that
@@ -36,6 +38,7 @@ import numpy as np
 from calib.data import ClassSplit
 from calib.estimator.calibrator import LogitBiasCalibrator
 from calib.extract import Extracted
+from calib.metrics.streaming import SeenAbsentState
 from calib.selectors import SELECTORS, PseudoSplit
 from calib.selectors.data_kinds import (
     DATA_KIND_RECORDS,
@@ -120,12 +123,16 @@ def selector_fit_data(
         name: a key of :data:`calib.selectors.SELECTORS`; its declared data kind decides.
         split: the run's class split (S decides the rows of a kind without U rows,
             ``finetune_train``).
-        extracts: extraction name -> :class:`calib.extract.Extracted` (CPU tensors).
-        pseudo_splits: PCV's pseudo splits, or None when the run has none.
+        extracts: extraction name -> :class:`calib.extract.Extracted` (CPU tensors), or
+            the :class:`calib.SeenAbsentState` of a state run (``finetuned_train``'s of the S
+            rows only).
+        pseudo_splits: PCV's pseudo splits (or one state per split), or None when the run has
+            none.
 
     Returns:
         ``{"logits": (n, C), "labels": (n,)}``, ``{"logits": (n, C)}``,
-        ``{"pseudo_splits": [...]}`` or ``{}``, numpy arrays.
+        ``{"pseudo_splits": [...]}`` or ``{}``, numpy arrays; ``{"logits": state}`` for a
+        state.
 
     Raises:
         ValueError: a ``pseudo_splits`` selector without pseudo splits.
@@ -140,6 +147,8 @@ def selector_fit_data(
     if source.extract is None:
         return {}
     ex = extracts[source.extract]
+    if isinstance(ex, SeenAbsentState):  # its rows and labels are the kind's already
+        return {"logits": ex}
     logits, labels = ex.logits.numpy(), ex.labels.numpy()
     if not kind.absent_rows:  # the extraction holds U rows: none may reach this kind
         rows = np.isin(labels, split.seen)
@@ -147,12 +156,15 @@ def selector_fit_data(
     return {"logits": logits, "labels": labels} if kind.labels else {"logits": logits}
 
 
-def run_temperature(name: str) -> str | None:
+def run_temperature(name: str, logits: str = "full") -> str | None:
     """The ``temperature`` the run fits selector ``name``'s calibrator with: ``"fit"`` where
-    its data kind carries labels (``DataKind.fits_temperature``), else None (T = 1).
+    its data kind carries labels (``DataKind.fits_temperature``), else None (T = 1); None
+    always with ``logits="state"`` (``eval.logits``: a softmax needs every column).
 
     Part of the selector stage's identity: a calibrator saved with another setting is stale.
     """
+    if logits == "state":
+        return None
     return "fit" if SELECTORS.get(name).kind.fits_temperature else None
 
 
@@ -167,22 +179,26 @@ def fit_selector(
     its temperature with it (:func:`run_temperature`): the calibrator the run saves and reports.
     """
     data = selector_fit_data(name, split, ex, pseudo_splits)
-    cal = make_calibrator(name, params)
+    test = ex["finetuned_test"]
+    streamed = isinstance(test, SeenAbsentState)
+    cal = make_calibrator(name, params, "state" if streamed else "full")
     return cal.fit(
         seen_classes=split.seen,
         absent_classes=split.absent,
-        num_classes=ex["finetuned_test"].logits.shape[1],
+        num_classes=test.num_classes if streamed else test.logits.shape[1],
         **data,
     )
 
 
-def make_calibrator(name: str, params: Mapping[str, Any]) -> LogitBiasCalibrator:
+def make_calibrator(
+    name: str, params: Mapping[str, Any], logits: str = "full"
+) -> LogitBiasCalibrator:
     """The unfitted calibrator of selector ``name`` with the run's parameters ``params`` (the
     calibrator's own ``gamma``/``criterion``/``prior``; the rest go into ``options``) and the
-    run's temperature setting (:func:`run_temperature`)."""
+    run's temperature setting (:func:`run_temperature`; ``logits``: the run's ``eval.logits``)."""
     known = {k: params[k] for k in ("gamma", "criterion", "prior") if k in params}
     options = {k: v for k, v in params.items() if k not in known}
-    temperature = run_temperature(name)
+    temperature = run_temperature(name, logits)
     if options:
         return LogitBiasCalibrator(method=name, options=options, temperature=temperature, **known)
     return LogitBiasCalibrator(method=name, temperature=temperature, **known)

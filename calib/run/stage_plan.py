@@ -14,13 +14,23 @@ anything. Each stage's identity holds
   and the class split,
 - the config leaves under the prefixes of :data:`STAGE_SECTIONS` (given by
   :func:`calib.run.plan.build_plan`; empty for a Python caller of ``run_pipeline``).
+
+With ``eval.logits=state`` (:class:`~calib.run.settings.EvalConfig`) an extraction stage
+streams its logits into a :class:`calib.SeenAbsentState` and caches that: its identity holds
+the state's settings (:class:`StateSpec`), so its key differs from the ``full`` stage's. The
+stages are then: the pre-trained and fine-tuned models' test states (the curve, AUSUC, the
+top-1 report at any γ and top-5 at γ = 0, ``oracle``, ``prior``), the fine-tuned model's ALG
+state of the S rows of ``target.train_eval`` (``alg=True, keep_gaps=False``; only when a
+selector reads the fine-tuning training data, ``alg``) and each PCV split's held-out state
+(its pseudo-seen and pseudo-absent ∪ U classes). No ``pretrained_train`` stage: it served NCM
+and the probabilities only. :func:`check_state_mode` refuses, before any work, a run that asks
+``state`` for a stage that needs the logits themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,15 +38,36 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from calib.data import ClassSplit, Domain, dataset_targets
+from calib.metrics.streaming import SeenAbsentState
 from calib.pseudo_cv import PseudoSubset, pseudo_subsets
 from calib.run.identity import dataset_fingerprint, digest
-from calib.run.selector_data import run_temperature, selector_inputs
+from calib.run.selector_data import run_temperature, selector_inputs, selector_source
 from calib.run.settings import CalibrationConfig, EvalConfig, MethodConfig, PCVConfig
 from calib.run.stages import Stage
 from calib.selectors import SELECTORS
+from calib.selectors.data_kinds import NO_DATA
 from calib.train import TrainConfig, resolve_device, resolve_precision
 
-__all__ = ["STAGE_SECTIONS", "StagePlan", "PCVSubset", "plan_stages", "pcv_subsets", "sections"]
+__all__ = [
+    "STAGE_SECTIONS",
+    "StagePlan",
+    "StateSpec",
+    "PCVSubset",
+    "TEST_TOPK",
+    "check_state_mode",
+    "plan_stages",
+    "pcv_subsets",
+    "sections",
+]
+
+#: The k > 1 whose accuracies a test state keeps, at γ = 0 only (the pre-trained and fine-tuned
+#: rows): what :func:`calib.accuracy_report` reports by default. A selector's γ is not known
+#: when the test data is streamed, so its row has the top-1 accuracies only.
+TEST_TOPK = (5,)
+
+#: The selectors that take a :class:`calib.SeenAbsentState` (``pcv``: one per split); a
+#: selector that takes no data (``fixed``) needs none.
+STATE_SELECTORS = ("alg", "oracle", "prior", "pcv")
 
 #: The config prefixes each kind of stage depends on directly. Everything upstream reaches a
 #: stage through the keys of the stages it reads.
@@ -80,6 +111,73 @@ def pcv_subsets(
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """The settings of the :class:`calib.SeenAbsentState` an extraction stage streams into
+    (``eval.logits=state``); part of the stage's identity.
+
+    Attributes:
+        num_classes: C. seen: the classes S of the state; absent: those that receive γ
+            (for a PCV split: its pseudo-seen and its pseudo-absent ∪ U classes).
+        topk: the k > 1 kept at each γ of ``gammas`` (γ in logit units).
+        alg: keep the ALG terms; keep_gaps: keep the gaps (see the state's arguments).
+    """
+
+    num_classes: int
+    seen: tuple[int, ...]
+    absent: tuple[int, ...]
+    topk: tuple[int, ...] = ()
+    gammas: tuple[float, ...] = (0.0,)
+    alg: bool = False
+    keep_gaps: bool = True
+
+    def build(self) -> SeenAbsentState:
+        """An empty state with these settings."""
+        return SeenAbsentState(
+            self.num_classes, list(self.seen), list(self.absent), topk=self.topk,
+            gammas=self.gammas, alg=self.alg, keep_gaps=self.keep_gaps,
+        )  # fmt: skip
+
+    def identity(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def check_state_mode(
+    calibration: CalibrationConfig, method: MethodConfig, eval_cfg: EvalConfig
+) -> None:
+    """With ``eval.logits=state``, refuse a run that asks for a stage that needs the (N, C)
+    logits themselves, in one line naming the key and why; nothing for ``full``.
+
+    What is simply not computed in ``state`` mode (probabilities, T, NCM, top-k at a selector's
+    γ) is said in ``results["meta"]`` instead (:func:`calib.run.run_outputs.run_results`).
+
+    Raises:
+        ValueError: ``calibration.corrections`` (they change the logits), WiSE-FT's α
+            trade-off (``alpha_grid``: each α's test logits), or a selector that reads the
+            logits and takes no state.
+    """
+    if eval_cfg.logits != "state":
+        return
+    fix = "; set eval.logits=full"
+    if calibration.corrections:
+        raise ValueError(
+            f"calibration.corrections={list(calibration.corrections)} needs the full logits "
+            f"(a correction changes the logits, not one threshold){fix}"
+        )
+    if "alpha_grid" in method.params:
+        raise ValueError(
+            f"finetune.method={method.name!r} draws its α trade-off "
+            f"(method_options.alpha_grid={list(method.params['alpha_grid'])}) from each α's "
+            f"test logits, which eval.logits=state does not keep{fix}"
+        )
+    for name in calibration.selectors:
+        if name not in STATE_SELECTORS and SELECTORS.get(name).kind is not NO_DATA:
+            raise ValueError(
+                f"calibration.selectors lists {name!r}, which reads the logits themselves "
+                f"(the selectors {list(STATE_SELECTORS)} take a SeenAbsentState){fix}"
+            )
+
+
+@dataclass(frozen=True)
 class StagePlan:
     """The stages of one run, in the order they run."""
 
@@ -92,6 +190,9 @@ class StagePlan:
     selectors: dict[str, Stage] = field(default_factory=dict)
     finetune_rows: np.ndarray | None = None  # target train rows the method trains on
     alpha: dict[float, Stage] = field(default_factory=dict)  # WiSE-FT: test logits per α
+    logits: str = "full"  # eval.logits: the extraction stages cache logits, or states
+    states: dict[str, StateSpec] = field(default_factory=dict)  # stage name -> its state's
+    alg_rows: np.ndarray | None = None  # state mode: the train_eval rows of the ALG state (S)
 
     def all(self) -> list[Stage]:
         stages = [self.pretrained, self.finetune, *self.extracts.values()]
@@ -127,10 +228,14 @@ def _alpha_stages(method: MethodConfig, finetuned: Stage, test: Dataset, extract
     }
 
 
-def _pcv_stages(target, pcv, cfg, subsets, pretrained, split_id, config, extract_stage, device):
-    """(training, held-out scores) stages of each pseudo split."""
+def _pcv_stages(
+    target, pcv, cfg, subsets, pretrained, split_id, config, extract_stage, device, state_of
+):
+    """(training, held-out scores) stages of each pseudo split; ``state_of(seen, absent)``:
+    the :class:`StateSpec` of a held-out state (None: logits)."""
     settings = {k: v for k, v in asdict(pcv).items() if k != "finetune"}
     stages = []
+    absent = np.asarray(split_id["absent"], dtype=np.int64)
     for j, sub in enumerate(subsets):
         fit_set = Subset(target.train, sub.fit_rows.tolist())
         train_stage = Stage(
@@ -147,11 +252,16 @@ def _pcv_stages(target, pcv, cfg, subsets, pretrained, split_id, config, extract
             },
         )
         heldout = Subset(target.train_eval, sub.heldout_rows.tolist())
-        stages.append((train_stage, extract_stage(f"pcv_split_{j}_heldout", train_stage, heldout)))
+        # the columns that receive γ in split j: its pseudo-absent classes and U
+        spec = state_of(sub.pseudo_seen, np.union1d(sub.pseudo_absent, absent))
+        score = extract_stage(f"pcv_split_{j}_heldout", train_stage, heldout, spec)
+        stages.append((train_stage, score))
     return stages
 
 
-def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dict[str, Stage]:
+def _selector_stages(
+    calibration, extracts, pcv_stages, split_id, config, logits: str
+) -> dict[str, Stage]:
     """One stage per selector, keyed by the stages whose outputs its declared data come from."""
     stages = {}
     for name in calibration.selectors:
@@ -166,7 +276,7 @@ def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dic
                 "selector": name,
                 "data": kind,
                 "params": calibration.params(name),
-                "temperature": run_temperature(name),  # the saved calibrator carries T
+                "temperature": run_temperature(name, logits),  # the saved calibrator's T
                 "inputs": inputs,
                 "split": split_id,
                 "config": config,
@@ -176,20 +286,26 @@ def _selector_stages(calibration, extracts, pcv_stages, split_id, config) -> dic
 
 
 def _extract_stage(
-    precision: str, config: dict, tag: str, model: Stage | str, dataset: Dataset
+    precision: str,
+    config: dict,
+    tag: str,
+    model: Stage | str,
+    dataset: Dataset,
+    state: StateSpec | None = None,
 ) -> Stage:
     """The scores of ``model`` (a stage, or the key of a derived model) on ``dataset``,
-    computed in ``precision`` (the resolved ``eval.amp``)."""
-    return Stage(
-        f"extract/{tag}",
-        {
-            "stage": "extract",
-            "model": model if isinstance(model, str) else model.key,
-            "data": dataset_fingerprint(dataset),
-            "precision": precision,
-            "config": config,
-        },
-    )
+    computed in ``precision`` (the resolved ``eval.amp``): the logits, or with ``state`` the
+    :class:`calib.SeenAbsentState` of these settings (``eval.logits=state``)."""
+    identity = {
+        "stage": "extract",
+        "model": model if isinstance(model, str) else model.key,
+        "data": dataset_fingerprint(dataset),
+        "precision": precision,
+        "config": config,
+    }
+    if state is not None:  # a full stage's identity is as it was before states existed
+        identity["state"] = state.identity()
+    return Stage(f"extract/{tag}", identity)
 
 
 def _pretrained_stage(model_identity, seed, config, source, source_train, device) -> Stage:
@@ -252,6 +368,8 @@ def plan_stages(
     device = resolve_device(device)
     leaves = dict(config_leaves or {})
     method = method or MethodConfig()
+    check_state_mode(calibration, method, eval_cfg)  # before any work
+    streamed = eval_cfg.logits == "state"
     method_id = {"name": method.name, "params": dict(method.params)}
 
     def own(kind: str) -> dict[str, Any]:
@@ -281,16 +399,44 @@ def plan_stages(
         },
     )
     eval_precision = resolve_precision(eval_cfg.amp, device)
-    extract_stage = partial(_extract_stage, eval_precision, own("extract"))
+    specs: dict[str, StateSpec] = {}  # state mode: each extraction stage's state
+
+    def extract_stage(tag, model, dataset, state: StateSpec | None = None) -> Stage:
+        stage = _extract_stage(eval_precision, own("extract"), tag, model, dataset, state)
+        if state is not None:
+            specs[stage.name] = state
+        return stage
+
     # the pre-trained row is the model the method starts from (e.g. with a cosine head)
     head = {k: v for k, v in method.params.items() if k.startswith("head")}
     start = digest({"pretrained": pretrained.key, "head": head})
-    extracts = {
-        "pretrained_train": extract_stage("pretrained_train", start, target.train_eval),
-        "pretrained_test": extract_stage("pretrained_test", start, target.test),
-        "finetuned_train": extract_stage("finetuned_train", finetuned, target.train_eval),
-        "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
-    }
+    alg_rows = None
+    if not streamed:
+        state_of = lambda seen, absent: None  # noqa: E731
+        extracts = {
+            "pretrained_train": extract_stage("pretrained_train", start, target.train_eval),
+            "pretrained_test": extract_stage("pretrained_test", start, target.test),
+            "finetuned_train": extract_stage("finetuned_train", finetuned, target.train_eval),
+            "finetuned_test": extract_stage("finetuned_test", finetuned, target.test),
+        }
+    else:
+        c = split.num_classes
+
+        def state_of(seen, absent, **kw) -> StateSpec:
+            return StateSpec(c, tuple(map(int, seen)), tuple(map(int, absent)), **kw)
+
+        test = state_of(split.seen, split.absent, topk=TEST_TOPK)
+        extracts = {
+            "pretrained_test": extract_stage("pretrained_test", start, target.test, test),
+            "finetuned_test": extract_stage("finetuned_test", finetuned, target.test, test),
+        }
+        if any(selector_source(n)[1].extract == "finetuned_train" for n in calibration.selectors):
+            # ALG reads the fine-tuning training data of S only: the S rows, nothing else
+            alg_rows = np.flatnonzero(np.isin(labels, split.seen))
+            extracts["finetuned_train"] = extract_stage(
+                "finetuned_train", finetuned, Subset(target.train_eval, alg_rows.tolist()),
+                state_of(split.seen, split.absent, alg=True, keep_gaps=False),
+            )  # fmt: skip
     history = _history_stage(finetuned, target, eval_cfg, own("extract"), eval_precision)
     pcv_stages, subsets = [], []
     if calibration.needs_pcv:
@@ -306,9 +452,13 @@ def plan_stages(
             own("pcv"),
             extract_stage,
             device,
+            state_of,
         )
-    selectors = _selector_stages(calibration, extracts, pcv_stages, split_id, own("selector"))
+    selectors = _selector_stages(
+        calibration, extracts, pcv_stages, split_id, own("selector"), eval_cfg.logits
+    )
     alpha = _alpha_stages(method, finetuned, target.test, extract_stage)
     return StagePlan(
-        pretrained, finetuned, extracts, history, pcv_stages, subsets, selectors, rows, alpha
-    )
+        pretrained, finetuned, extracts, history, pcv_stages, subsets, selectors, rows, alpha,
+        eval_cfg.logits, specs, alg_rows,
+    )  # fmt: skip

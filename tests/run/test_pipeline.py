@@ -31,6 +31,7 @@ def test_demo_writes_every_output(demo_run):
         "calibrated",
         "probability",
         "premise",
+        "classes",
         "meta",
     }
     assert list(on_disk["calibrated"]) == ["alg", "pcv", "prior", "oracle"]
