@@ -58,7 +58,7 @@ def test_names_need_class_names_and_a_list():
 
 
 def test_a_name_two_columns_share_is_refused_naming_both():
-    names = ("crane", "dog", "crane", "fox")  # ImageNet has such names (two cranes)
+    names = ("crane", "dog", "crane", "fox")  # ImageNet has such names (two "missile"s)
     with pytest.raises(ValueError, match=r"seen: 'crane' names 2 classes \(columns \[0, 2\]\)"):
         ClassSplit.explicit(["crane"], num_classes=4, class_names=names)
     # the other names and every index still work
