@@ -26,6 +26,7 @@ import numpy as np
 
 from calib.metrics.curve import SeenAbsentCurve, curve_point, seen_absent_curve
 from calib.metrics.probability import ReliabilityDiagram, reliability_diagram
+from calib.metrics.streaming import SeenAbsentState
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -116,8 +117,9 @@ class SeenAbsentDisplay:
         Args:
             logits: (N, C) test logits, or label → (N, C) logits for several curves (e.g.
                 ``{"pre-trained": z0, "fine-tuned": z1}``; those two labels get the models'
-                looks). Each curve's γ = 0 point (the uncalibrated model) is marked.
-            labels: (N,) integer test labels in [0, C).
+                looks). Each curve's γ = 0 point (the uncalibrated model) is marked. In place
+                of logits, a :class:`calib.SeenAbsentState` fed them: its curve (the same).
+            labels: (N,) integer test labels in [0, C) (unused for a state: it holds them).
             seen_classes, absent_classes: S and U (column indices; U default: the rest).
             gammas: marker label → γ (logit units), marked on the last curve. A label that
                 is a selector's name (``"alg"``, ``"pcv"``) gets that selector's look.
@@ -133,7 +135,9 @@ class SeenAbsentDisplay:
         if not by_label:
             raise ValueError("logits is an empty mapping: give at least one (N, C) array")
         curves = {
-            label: seen_absent_curve(z, labels, seen_classes, absent_classes)
+            label: z.curve()
+            if isinstance(z, SeenAbsentState)
+            else seen_absent_curve(z, labels, seen_classes, absent_classes)
             for label, z in by_label.items()
         }
         last = list(curves)[-1]

@@ -115,3 +115,20 @@ def test_reliability_from_predictions_checks_input(data):
         ReliabilityDisplay.from_predictions(z, y, SEEN, groups=())
     disp = ReliabilityDisplay.from_predictions(z, y, SEEN, groups="seen", plot=False)
     assert list(disp.diagrams) == ["seen"] and disp.figure_ is None
+
+
+def test_from_predictions_takes_states():
+    """A SeenAbsentState in place of logits: the same curve and operating points."""
+    from calib import SeenAbsentState
+    from calib.figures import SeenAbsentDisplay
+
+    rng = np.random.default_rng(0)
+    z, y, seen = rng.normal(size=(50, 8)), rng.integers(0, 8, 50), [0, 1, 2]
+    both = {"pre-trained": z, "fine-tuned": z + rng.normal(size=(50, 8))}
+    a = SeenAbsentDisplay.from_predictions(both, y, seen, gammas={"alg": 0.7}, plot=False)
+    states = {k: SeenAbsentState(8, seen).update(v, y) for k, v in both.items()}
+    b = SeenAbsentDisplay.from_predictions(states, None, seen, gammas={"alg": 0.7}, plot=False)
+    for k in a.curves:
+        np.testing.assert_array_equal(a.curves[k].acc_seen, b.curves[k].acc_seen)
+        np.testing.assert_array_equal(a.curves[k].acc_absent, b.curves[k].acc_absent)
+    assert a.points == b.points
