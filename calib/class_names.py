@@ -42,7 +42,11 @@ INFER = "infer"
 def check_class_names(
     class_names: Any, num_classes: int | None = None, name: str = "class_names"
 ) -> tuple[str, ...] | None:
-    """``class_names`` as a tuple of distinct, non-empty strings (None stays None).
+    """``class_names`` as a tuple of non-empty strings (None stays None).
+
+    A name may be shared by several columns (ImageNet's label set has two ``"crane"`` and two
+    ``"missile"`` classes): such a name is refused only where it is used to pick a class
+    (:func:`class_ids`), since it does not say which.
 
     Args:
         class_names: one name per column, index = label: a list, tuple or 1-D array of str.
@@ -51,7 +55,7 @@ def check_class_names(
 
     Raises:
         TypeError: a string instead of a sequence, or an entry that is not a string.
-        ValueError: empty, an empty name, a name given twice, or not ``num_classes`` names.
+        ValueError: empty, an empty name, or not ``num_classes`` names.
     """
     if class_names is None:
         return None
@@ -73,10 +77,6 @@ def check_class_names(
             raise ValueError(f"{name}[{i}] is an empty name")
     if not names:
         raise ValueError(f"{name} is empty: one name per class is needed")
-    if len(set(names)) != len(names):
-        seen: set[str] = set()
-        twice = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
-        raise ValueError(f"{name} gives the same name to more than one class: {twice[:10]}")
     if num_classes is not None and len(names) != int(num_classes):
         raise ValueError(f"{name} has {len(names)} names but the head has {num_classes} classes")
     return names
@@ -114,8 +114,8 @@ def class_ids(classes: Any, class_names: Sequence[str] | None, name: str = "clas
 
     Raises:
         TypeError: ``classes`` is one string (a list of one name is ``[name]``).
-        ValueError: a name that is not in ``class_names`` (with the closest names), or names
-            without ``class_names``.
+        ValueError: a name that is not in ``class_names`` (with the closest names), a name that
+            several columns share (give the column index), or names without ``class_names``.
     """
     if classes is None:
         return None
@@ -135,15 +135,24 @@ def class_ids(classes: Any, class_names: Sequence[str] | None, name: str = "clas
             f"{name} holds class names ({named[:5]}) but no class_names were given: pass "
             "class_names= (one name per column, index = label), or give column indices"
         )
-    index = {n: i for i, n in enumerate(class_names)}
-    unknown = [c for c in named if c not in index]
+    columns: dict[str, list[int]] = {}
+    for i, n in enumerate(class_names):
+        columns.setdefault(n, []).append(i)
+    unknown = [c for c in named if c not in columns]
     if unknown:
         more = f" ({len(unknown)} unknown names: {unknown[:10]})" if len(unknown) > 1 else ""
         raise ValueError(
             f"{name}: {unknown[0]!r} is not a class name{_did_you_mean(unknown[0], class_names)}"
             f"{more}"
         )
-    return [index[c] if isinstance(c, str) else c for c in items]
+    shared = [c for c in named if len(columns[c]) > 1]
+    if shared:
+        cols = columns[shared[0]]
+        raise ValueError(
+            f"{name}: {shared[0]!r} names {len(cols)} classes (columns {cols[:10]}); give the "
+            "column index instead"
+        )
+    return [columns[c][0] if isinstance(c, str) else c for c in items]
 
 
 def resolve_classes(

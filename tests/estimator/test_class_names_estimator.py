@@ -243,7 +243,7 @@ def test_a_file_written_before_names_loads_without_them_and_bad_names_are_refuse
     for bad, message in [
         (list(NAMES[:4]), "class_names has 4 names but the head has 6"),
         ("cat", "class_names must be a list of names or null"),
-        (["cat", "cat", *NAMES[2:]], "same name to more than one class"),
+        (["cat", "", *NAMES[2:]], r"class_names\[1\] is an empty name"),
     ]:
         broken = {**payload, "fitted": {**payload["fitted"], "class_names": bad}}
         (tmp_path / "bad.json").write_text(json.dumps(broken))
