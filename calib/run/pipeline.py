@@ -450,9 +450,11 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
     results["meta"]["uses_absent_data"] = method.spec.uses_absent_data
     if streamed:  # what needs the logits themselves is absent, and meta says why
         results["meta"]["eval_logits"] = "state"
-        results["meta"]["not_computed"] = state_mode_notes()
-        return results, ex  # no corrections nor α trade-off: refused when planned
-    results["probability"] = probability_results(ex, split, calibrators, pseudo, average=average)
+        results["meta"]["not_computed"] = state_mode_notes()  # corrections: refused when planned
+    else:
+        results["probability"] = probability_results(
+            ex, split, calibrators, pseudo, average=average
+        )
     if corrections:
         fitted = fit_corrections(corrections, split, ex, pseudo, finetuned)
         results["corrected"] = correction_results(fitted, ex, split, average=average)
@@ -461,6 +463,13 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
                 est.save(runner.run_dir / "corrections" / f"{name}.json")
     if stages.alpha:
         subset = Subset(target.train, stages.finetune_rows.tolist())
+        scored = {}
+        if streamed:  # each α's test data streamed into a state of the test's settings
+
+            def score(stage, model, data):
+                return runner.extract_state(stage, model, data, stages.states[stage.name])
+
+            scored = {"score": score}
         by_alpha = alpha_tradeoff_logits(
             runner,
             stages.finetune,
@@ -471,6 +480,7 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
             plan.finetune,
             split,
             target.test,
+            **scored,
         )
         results["alpha_tradeoff"] = alpha_results(by_alpha, ex, split)
         ex["alpha"] = by_alpha

@@ -171,14 +171,24 @@ def _alpha_curve(by_alpha, split: ClassSplit):
     from calib.methods import alpha_tradeoff
 
     first = next(iter(by_alpha.values()))
+    if isinstance(first, SeenAbsentState):  # eval.logits=state: each α's test state
+        return alpha_tradeoff(dict(by_alpha), None, split.seen, split.absent)
     logits = {a: e.logits for a, e in by_alpha.items()}
     return alpha_tradeoff(logits, first.labels, split.seen, split.absent)
+
+
+def _gamma_curve(scores: Extracted | SeenAbsentState, split: ClassSplit):
+    """The seen–absent curve of an extraction's logits, or of its state (the same)."""
+    if isinstance(scores, SeenAbsentState):
+        return scores.curve()
+    return seen_absent_curve(scores.logits, scores.labels, split.seen, split.absent)
 
 
 def alpha_results(by_alpha, ex, split: ClassSplit) -> dict:
     """WiSE-FT's α trade-off (``results["alpha_tradeoff"]``): Acc S/Y, U/Y, Y/Y per α at
     γ = 0, the area under the α path, and the area under the fully fine-tuned (α = 1) model's γ
-    curve over the same Acc S/Y range — "fix the weights" against "fix the logits"."""
+    curve over the same Acc S/Y range — "fix the weights" against "fix the logits". ``by_alpha``:
+    α → each α's test :class:`~calib.extract.Extracted`, or its state (``eval.logits=state``)."""
     from calib.methods.wise_ft import gamma_area_on_alpha_range
 
     curve = _alpha_curve(by_alpha, split)
@@ -191,7 +201,7 @@ def alpha_results(by_alpha, ex, split: ClassSplit) -> dict:
     }
     end = by_alpha.get(1.0)
     if end is not None:
-        gamma_curve = seen_absent_curve(end.logits, end.labels, split.seen, split.absent)
+        gamma_curve = _gamma_curve(end, split)
         out["gamma_area_on_alpha_range"] = gamma_area_on_alpha_range(curve, gamma_curve)
     return out
 
@@ -203,16 +213,12 @@ def plot_alpha_tradeoff_figure(ex, split: ClassSplit, path: Path, title) -> None
     from calib.figures.files import save_figure, wrap_title
 
     by_alpha = ex["alpha"]
-    curves = {
-        "pre-trained": seen_absent_curve(
-            ex["pretrained_test"].logits, ex["pretrained_test"].labels, split.seen, split.absent
-        )
-    }
+    curves = {"pre-trained": _gamma_curve(ex["pretrained_test"], split)}
     if 1.0 in by_alpha:
         from calib.methods.wise_ft import gamma_area_on_alpha_range
 
         end = by_alpha[1.0]
-        gamma_curve = seen_absent_curve(end.logits, end.labels, split.seen, split.absent)
+        gamma_curve = _gamma_curve(end, split)
         area = gamma_area_on_alpha_range(_alpha_curve(by_alpha, split), gamma_curve)
         curves["fine-tuned"] = gamma_curve
     else:

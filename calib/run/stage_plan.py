@@ -216,13 +216,19 @@ def _train_identity(cfg: TrainConfig, dataset: Dataset, device: torch.device) ->
     }
 
 
-def _alpha_stages(method: MethodConfig, finetuned: Stage, test: Dataset, extract_stage) -> dict:
-    """WiSE-FT's α trade-off: one test extraction per α of ``alpha_grid``."""
+def _alpha_stages(
+    method: MethodConfig, finetuned: Stage, test: Dataset, extract_stage, state=None
+) -> dict:
+    """WiSE-FT's α trade-off: one test extraction per α of ``alpha_grid`` (with ``state``,
+    the :class:`StateSpec` of each α's test state)."""
     if "alpha_grid" not in method.params:
         return {}
     return {
         float(a): extract_stage(
-            f"alpha_{float(a):.4g}_test", digest({"finetune": finetuned.key, "alpha": a}), test
+            f"alpha_{float(a):.4g}_test",
+            digest({"finetune": finetuned.key, "alpha": a}),
+            test,
+            state,
         )
         for a in method.params["alpha_grid"]
     }
@@ -412,7 +418,10 @@ def plan_stages(
     start = digest({"pretrained": pretrained.key, "head": head})
     alg_rows = None
     if not streamed:
-        state_of = lambda seen, absent: None  # noqa: E731
+
+        def state_of(seen, absent, **kw) -> None:  # full: every extraction keeps its logits
+            return None
+
         extracts = {
             "pretrained_train": extract_stage("pretrained_train", start, target.train_eval),
             "pretrained_test": extract_stage("pretrained_test", start, target.test),
@@ -457,7 +466,9 @@ def plan_stages(
     selectors = _selector_stages(
         calibration, extracts, pcv_stages, split_id, own("selector"), eval_cfg.logits
     )
-    alpha = _alpha_stages(method, finetuned, target.test, extract_stage)
+    # each α's top-1 report at γ = 0 and the α = 1 model's curve: what the trade-off reads
+    alpha_state = state_of(split.seen, split.absent)
+    alpha = _alpha_stages(method, finetuned, target.test, extract_stage, alpha_state)
     return StagePlan(
         pretrained, finetuned, extracts, history, pcv_stages, subsets, selectors, rows, alpha,
         eval_cfg.logits, specs, alg_rows,
