@@ -42,7 +42,8 @@ def both_modes(tmp_path_factory):
     out = {}
     for mode in ("full", "state"):
         run_dir = tmp_path_factory.mktemp(f"eval_{mode}") / "run"
-        plan = build_plan(_config(mode), run_dir=run_dir)
+        figures = ["eval.figures=true"] if mode == "state" else []  # the state run's figures
+        plan = build_plan(_config(mode, figures), run_dir=run_dir)
         out[mode] = (plan, plan.run(), run_dir)
     return out
 
@@ -119,6 +120,9 @@ def test_state_runs_keep_no_logits_and_key_their_own_stages(both_modes):
         for column in data["state"].values():  # per-sample numbers, never C of them
             assert column.ndim == 1 or column.shape[1] < c, name
         assert "logits" in torch.load(full_dir / f"{name}.pt", weights_only=True)
+    # the curve is drawn from the states; the reliability figure needs probabilities
+    assert (state_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (state_dir / "reliability.png").exists()
     # ALG's state: the S rows of the fine-tuning data only, with its terms and no gaps
     alg = torch.load(state_dir / "extract/finetuned_train.pt", weights_only=True)["state"]
     assert set(alg) == {"alg", "alg_flag", "label"}
@@ -188,7 +192,10 @@ def test_full_is_no_identity_leaf_and_keys_what_it_did():
     with_full = copy.deepcopy(cfg)
     with_full["eval"]["logits"] = "full"
     assert identity_leaves(with_full) == identity_leaves(without)
+    assert "eval.logits" not in identity_leaves(cfg)  # the config's default: full
     assert identity_leaves(_config("state"))["eval.logits"] == "state"
+    # the command line's override reaches the plan
+    assert build_plan(tiny_config(["eval.logits=state"]), run_dir=None).eval.logits == "state"
 
 
 def test_a_python_plan_keys_its_state_stages_too(tmp_path):
