@@ -11,9 +11,9 @@ release's rule, :meth:`ClassSplit.random` and :meth:`ClassSplit.explicit` build 
 
 Where a split is built from classes a user gives (:meth:`~ClassSplit.explicit`,
 :meth:`~ClassSplit.random`'s pool), the classes may be the domain's class names
-(``Domain.class_names``, index = label) as well as column indices: :func:`class_indices`
-maps them, with a did-you-mean for a name that is not a class. A :class:`ClassSplit` itself
-always holds column indices.
+(``Domain.class_names``, index = label) as well as column indices:
+:func:`calib.class_names.class_ids` maps them, with a did-you-mean for a name that is not a
+class. A :class:`ClassSplit` itself always holds column indices.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ __all__ = [
     "ClassSplit",
     "SPLITS_DIR",
     "OFFICE_HOME_DOMAINS",
-    "class_indices",
     "class_orders",
     "office_home_domain",
 ]
@@ -91,41 +90,6 @@ def _as_class_tuple(classes: Iterable[Any], name: str) -> tuple[int, ...]:
         dup = sorted({c for c in out if out.count(c) > 1})
         raise ValueError(f"{name} lists class(es) {dup} more than once")
     return tuple(out)
-
-
-def class_indices(
-    classes: Iterable[Any], class_names: Sequence[str] | None, name: str = "classes"
-) -> list[int] | Any:
-    """``classes`` with every class name replaced by its column index, in the order given.
-
-    Column indices pass through (names and indices may be mixed); classes without a name
-    (integers, an integer array) are returned as given, to be checked by :class:`ClassSplit`.
-
-    Args:
-        classes: names or column indices.
-        class_names: one name per column, index = label (``Domain.class_names``); None: the
-            classes must be indices.
-        name: the parameter (or config key) in error messages.
-
-    Raises:
-        TypeError: ``classes`` is one string.
-        ValueError: a name that is not a class (with the closest names: "did you mean"), a name
-            that several columns share (ImageNet has such names: give the index), or names
-            without ``class_names``.
-    """
-    if class_names is None or isinstance(classes, (str, bytes, int, np.integer)):
-        return class_ids(classes, class_names, name)  # indices pass; a string is refused there
-    items = classes.tolist() if hasattr(classes, "tolist") else list(classes)
-    names = None
-    for c in sorted({c for c in items if isinstance(c, str)}):
-        names = tuple(class_names) if names is None else names
-        columns = [i for i, n in enumerate(names) if n == c]
-        if len(columns) > 1:  # class_ids would take one of them
-            raise ValueError(
-                f"{name}: {c!r} names {len(columns)} classes (columns {columns}); give the "
-                "column index instead"
-            )
-    return class_ids(items, class_names if names is None else names, name)
 
 
 @dataclass(frozen=True)
@@ -231,7 +195,7 @@ class ClassSplit:
         draw is the same as with their column indices in the same order.
         """
         if classes is not None:
-            classes = class_indices(classes, class_names, "classes")
+            classes = class_ids(classes, class_names, "classes")
         pool = _as_class_tuple(range(num_classes) if classes is None else classes, "classes")
         n_seen = operator.index(n_seen)
         n_absent = len(pool) - n_seen if n_absent is None else operator.index(n_absent)
@@ -269,12 +233,12 @@ class ClassSplit:
             raise ValueError(
                 f"class_names has {len(class_names)} names but num_classes is {num_classes}"
             )
-        seen = _as_class_tuple(class_indices(seen, class_names, "seen"), "seen")
+        seen = _as_class_tuple(class_ids(seen, class_names, "seen"), "seen")
         if absent is None:
             taken = set(seen)
             absent = tuple(c for c in range(num_classes) if c not in taken)
         else:
-            absent = class_indices(absent, class_names, "absent")
+            absent = class_ids(absent, class_names, "absent")
         return cls(seen=seen, absent=absent, num_classes=num_classes)
 
     @classmethod

@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from calib.class_names import class_ids
 from calib.data import DATASETS, ClassSplit, Domain
-from calib.data.split import class_indices
 from calib.run.schema import ConfigError
 from calib.run.settings import CalibrationConfig, MethodConfig, PCVConfig
 from calib.train import TrainConfig
@@ -173,7 +173,7 @@ def resolved_split_classes(
             out.append(None)
             continue
         try:
-            out.append(list(class_indices(value, class_names, f"split.{key}")))
+            out.append(list(class_ids(value, class_names, f"split.{key}")))
         except (TypeError, ValueError) as err:
             raise ConfigError(str(err)) from None
     return out[0], out[1]

@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from calib import distributed
-from calib.class_names import describe_classes
-from calib.data.split import class_indices
+from calib.class_names import class_ids, describe_classes
 from calib.io import atomic_write_json, atomic_write_text
 from calib.run.identity import diff_leaves, digest, flatten, format_changes, identity_leaves
 from calib.run.plan import build_plan
@@ -116,7 +115,7 @@ def check_sequence_stages(
             raise ConfigError(f"{name} must be a non-empty list of class indices, got {classes!r}")
         if class_names is not None:
             try:
-                classes = class_indices(classes, class_names, name)
+                classes = class_ids(classes, class_names, name)
             except (TypeError, ValueError) as err:
                 raise ConfigError(str(err)) from None
         bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or c < 0]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from calib.class_names import class_ids
 from calib.data import ClassSplit
-from calib.data.split import class_indices
 
 NAMES = ("zebra", "ant", "cat", "dog", "emu", "fox")  # not in alphabetical order: index = label
 
@@ -66,9 +66,9 @@ def test_a_name_two_columns_share_is_refused_naming_both():
 
 
 def test_class_indices_keeps_the_order_given():
-    assert class_indices(["fox", "ant", 2], NAMES, "x") == [5, 1, 2]
-    assert class_indices((c for c in ["cat"]), NAMES, "x") == [2]  # a generator, read once
-    assert class_indices([4, 0], None, "x") == [4, 0]
+    assert class_ids(["fox", "ant", 2], NAMES, "x") == [5, 1, 2]
+    assert class_ids((c for c in ["cat"]), NAMES, "x") == [2]  # a generator, read once
+    assert class_ids([4, 0], None, "x") == [4, 0]
 
 
 def test_random_over_named_classes_draws_as_over_their_indices():
