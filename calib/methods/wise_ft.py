@@ -21,6 +21,7 @@ from calib.methods.parts import state_copy
 from calib.methods.spec import METHODS, FinetuneContext, register_method
 from calib.metrics.accuracy import accuracy_report
 from calib.metrics.curve import SeenAbsentCurve, curve_xy
+from calib.metrics.streaming import SeenAbsentState
 
 __all__ = [
     "AlphaCurve",
@@ -156,8 +157,11 @@ def alpha_tradeoff(
 
     Args:
         logits_by_alpha: α → (N, C) logits (numpy or torch, any device) of the model
-            ``interpolate_state(pre, ft, α)`` on the test set; any order of keys.
-        labels: (N,) test labels in [0, C), the same samples for every α.
+            ``interpolate_state(pre, ft, α)`` on the test set; any order of keys. Or α → the
+            labelled :class:`calib.SeenAbsentState` fed those logits (built with S and U):
+            the same accuracies (its top-1 report at γ = 0).
+        labels: (N,) test labels in [0, C), the same samples for every α (None for states:
+            they hold them).
         seen_classes, absent_classes: S and U as in :func:`calib.accuracy_report`.
 
     Returns:
@@ -181,9 +185,13 @@ def alpha_tradeoff(
         raise ValueError(f"logits_by_alpha holds one α twice: {[a for a, _ in alphas]}")
     rows = []
     for _, key in alphas:
-        rep = accuracy_report(
-            logits_by_alpha[key], labels, seen_classes, absent_classes, gamma=0.0, topk=(1,)
-        )
+        scores = logits_by_alpha[key]
+        if isinstance(scores, SeenAbsentState):
+            rep = scores.report(0.0, topk=())
+        else:
+            rep = accuracy_report(
+                scores, labels, seen_classes, absent_classes, gamma=0.0, topk=(1,)
+            )
         rows.append((rep["acc_seen"], rep["acc_absent"], rep["acc_all"]))
     acc = np.asarray(rows, dtype=np.float64).reshape(len(rows), 3)
     x, y = acc[:, 0], acc[:, 1]

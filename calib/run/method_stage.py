@@ -10,13 +10,13 @@ further phase, e.g. ``finetune/probe`` for LP-FT), resumable like any training.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from calib.data import ClassSplit
-from calib.extract import Extracted
 from calib.methods import FinetuneContext, endpoints, interpolate_state
 from calib.methods.parts import state_copy
 from calib.run.runner import Runner
@@ -92,16 +92,21 @@ def alpha_tradeoff_logits(
     cfg: TrainConfig,
     split: ClassSplit,
     test: Dataset,
-) -> dict[float, Extracted]:
+    score: Callable[[Stage, nn.Module, Dataset], Any] | None = None,
+) -> dict[float, Any]:
     """WiSE-FT: the test logits of ``interpolate_state(pre, ft, α)`` for every α of the grid.
 
     The fine-tuned end point is the finished fine-tuning stage's (loaded, not retrained).
+    ``score(alpha_stage, model, test)``: what each α's model gives (default
+    :meth:`Runner.extract`, its :class:`~calib.extract.Extracted`; with ``eval.logits=state``
+    the pipeline passes ``Runner.extract_state`` with the test state's settings).
     """
+    score = runner.extract if score is None else score
     ctx = _context(runner, stage, pretrained, method, dataset, cfg, split, None)
     pre, ft = endpoints(ctx)
     model = method.spec.prepare(copy.deepcopy(pretrained), method.params)
-    out: dict[float, Extracted] = {}
+    out: dict[float, Any] = {}
     for alpha, alpha_stage in alpha_stages.items():
         model.load_state_dict(interpolate_state(pre, ft, alpha))
-        out[alpha] = runner.extract(alpha_stage, model, test)
+        out[alpha] = score(alpha_stage, model, test)
     return out

@@ -129,10 +129,18 @@ def load_saved_run(run_dir: str | os.PathLike) -> SavedRun:
 
     Raises:
         FileNotFoundError: a missing extraction or no calibrator.
-        ValueError: calibrators of different class splits, or PCV splits that do not
-            reproduce the saved PCV γ.
+        ValueError: calibrators of different class splits, PCV splits that do not
+            reproduce the saved PCV γ, or a folder made with ``eval.logits=state`` (its
+            extractions are states, not logits).
     """
     run_dir = Path(run_dir)
+    probe = run_dir / "extract" / "finetuned_test.pt"
+    if probe.exists() and "state" in torch.load(probe, map_location="cpu", weights_only=True):
+        raise ValueError(
+            f"{run_dir} was run with eval.logits=state: its extractions are SeenAbsentStates "
+            "(O(1) numbers per sample), not the logits the probabilities need; rerun it with "
+            "eval.logits=full"
+        )
     ex = {tag: _load_extract(run_dir / "extract" / f"{tag}.pt") for tag in _EXTRACTS}
     config = _run_config(run_dir)
     calibration = config.get("calibration", {})

@@ -119,3 +119,18 @@ def test_alpha_tradeoff_errors():
         alpha_tradeoff({Fraction(1, 3): grid[1.0], 1 / 3: grid[1.0]}, labels, SEEN)
     one = alpha_tradeoff({0.5: grid[0.5]}, labels, SEEN)
     assert np.isnan(one.area)
+
+
+def test_alpha_tradeoff_takes_states():
+    """α -> SeenAbsentState: the same curve as from the logits (calib-run's eval.logits=state)."""
+    from calib.metrics.streaming import SeenAbsentState
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 6, 80)
+    grid = {a: rng.normal(size=(80, 6)) + 2 * a * np.eye(6)[y] for a in (0.0, 0.5, 1.0)}
+    want = alpha_tradeoff(grid, y, [0, 1, 2], [3, 4, 5])
+    states = {a: SeenAbsentState(6, [0, 1, 2], [3, 4, 5]).update(z, y) for a, z in grid.items()}
+    got = alpha_tradeoff(states, None, [0, 1, 2], [3, 4, 5])
+    for field in ("alpha", "acc_seen", "acc_absent", "acc_all"):
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12)
+    assert got.area == pytest.approx(want.area, rel=1e-12)
