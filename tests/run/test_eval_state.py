@@ -13,12 +13,19 @@ differ, and a resumed state run reads its cached states.
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from calib.data import dataset_targets
 from calib.run import build_plan
 from calib.run.identity import identity_leaves
 from calib.run.settings import EvalConfig
@@ -130,8 +137,6 @@ def test_state_runs_keep_no_logits_and_key_their_own_stages(both_modes):
 
 
 def test_a_resumed_state_run_reads_its_cached_states(both_modes, tmp_path, monkeypatch, capsys):
-    import shutil
-
     import calib.run.runner as runner
 
     _, results, run_dir = both_modes["state"]
@@ -211,3 +216,35 @@ def test_a_python_plan_keys_its_state_stages_too(tmp_path):
     assert a["finetune"] == b["finetune"]
     identity = streamed.stages().extracts["finetuned_test"].identity["state"]
     assert identity["topk"] == [5] and identity["gammas"] == [0.0] and not identity["alg"]
+
+
+@pytest.mark.slow  # two processes, ~15 s
+def test_under_torchrun_each_rank_streams_its_shard_and_the_states_are_synced(tmp_path):
+    """`torchrun` (2 gloo processes): each extraction's state holds every sample, in data-set
+    order (the labels of the data set), written once; the results are printed once."""
+    root = Path(__file__).resolve().parents[2]
+    tiny = [
+        "source_train.epochs=1", "source_train.iters_per_epoch=8", "finetune.epochs=1",
+        "finetune.iters_per_epoch=4", "eval.every_epochs=0", "eval.figures=false",
+        "calibration.pcv.num_splits=1", "device=cpu", "progress=false", "eval.logits=state",
+    ]  # fmt: skip
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "experiments.run", *tiny, f"run_dir={run_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("eval.logits=state: no probabilities") == 1  # rank 0 prints
+    plan = build_plan(tiny_config(tiny), run_dir=None)
+    test_labels = dataset_targets(plan.target.test)
+    for tag in ("pretrained_test", "finetuned_test"):
+        state = torch.load(run_dir / "extract" / f"{tag}.pt", weights_only=True)["state"]
+        np.testing.assert_array_equal(state["label"].numpy(), test_labels)
+    train = dataset_targets(plan.target.train_eval)
+    alg = torch.load(run_dir / "extract" / "finetuned_train.pt", weights_only=True)["state"]
+    np.testing.assert_array_equal(alg["label"].numpy(), train[np.isin(train, plan.split.seen)])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["meta"]["world_size"] == 2 and results["meta"]["eval_logits"] == "state"
+    assert set(results["calibrated"]) == {"alg", "pcv", "prior", "oracle"}
