@@ -39,9 +39,10 @@ matrix of the evaluation data: each extraction stage streams its batches into a
 :class:`calib.SeenAbsentState` on the model's device (:func:`calib.extract.extract_state`;
 under ``torchrun`` each rank its shard, then an O(N) sync instead of gathering logits) and
 caches the state. From the states come the report rows (accuracies at γ, top-5 at γ = 0,
-AUSUC), the premise check, ``curve.png`` and the selectors ``alg`` (the S rows of the
+AUSUC), the premise check, ``curve.png``, the selectors ``alg`` (the S rows of the
 fine-tuning data only), ``oracle``, ``prior``, ``pcv`` (one state per pseudo split) and
-``fixed``; they equal the ``full`` run's. Which stages need the full logits, and why:
+``fixed``, and WiSE-FT's α trade-off (one test state per α); they equal the ``full`` run's.
+Which stages need the full logits, and why:
 
 - the probability section, ``reliability.png`` and each selector's T (``temperature='fit'``):
   a softmax over every column. Not computed (T = 1); ``results["meta"]["not_computed"]``
@@ -49,8 +50,8 @@ fine-tuning data only), ``oracle``, ``prior``, ``pcv`` (one state per pseudo spl
 - NCM: features, not logits. Not computed, said alike;
 - top-k (k > 1) at a selector's γ: γ is not known when the test data is streamed; top-5 is
   kept at γ = 0 (the pre-trained and fine-tuned rows). Said alike;
-- ``calibration.corrections`` (``wa``, ``bic``, ``gla`` change the logits) and WiSE-FT's α
-  trade-off (each α's test logits): refused before any work
+- ``calibration.corrections`` (``wa``, ``bic``, ``gla`` change the logits) and a selector
+  that takes no state: refused before any work
   (:func:`calib.run.stage_plan.check_state_mode`), with the key and why;
 - the per-epoch evaluation (``eval.every_epochs`` > 0) is kept as it is: it holds one
   evaluated epoch's logits at a time, transiently, and writes per-epoch numbers only (set it
@@ -407,7 +408,10 @@ def _fit_selectors(
     calibrators = {}
     for name in plan.calibration.selectors:
         runner.store.record(stages.selectors[name])
-        cal = fit_selector(name, plan.calibration.params(name), plan.split, ex, pseudo)
+        cal = fit_selector(
+            name, plan.calibration.params(name), plan.split, ex, pseudo,
+            class_names=plan.target.class_names,
+        )  # fmt: skip
         if distributed.is_main():
             cal.save(runner.run_dir / "calibrators" / f"{name}.json")
         calibrators[name] = cal

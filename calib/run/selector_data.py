@@ -174,9 +174,12 @@ def fit_selector(
     split: ClassSplit,
     ex: Mapping[str, Extracted],
     pseudo_splits: list[PseudoSplit] | None,
+    class_names: Sequence[str] | None = None,
 ) -> LogitBiasCalibrator:
     """Fit selector ``name`` on exactly the data its declaration names (:data:`SELECTOR_DATA`),
     its temperature with it (:func:`run_temperature`): the calibrator the run saves and reports.
+    ``class_names``: the target's names of the columns (index = label), carried by the
+    calibrator (and its file).
     """
     data = selector_fit_data(name, split, ex, pseudo_splits)
     test = ex["finetuned_test"]
@@ -186,6 +189,7 @@ def fit_selector(
         seen_classes=split.seen,
         absent_classes=split.absent,
         num_classes=test.num_classes if streamed else test.logits.shape[1],
+        class_names=class_names,
         **data,
     )
 

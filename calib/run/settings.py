@@ -137,9 +137,9 @@ class EvalConfig:
             ``fixed`` are computed from the states, equal to ``full``'s. What needs the logits
             themselves is not computed (the probability section and T: a softmax over every
             column; NCM: features; top-k at a selector's γ: top-k is kept at γ = 0 only), and a
-            stage that needs them (``calibration.corrections``, WiSE-FT's α trade-off, a
-            selector of another kind) stops the run at its start
-            (:func:`calib.run.stage_plan.check_state_mode`).
+            stage that needs them (``calibration.corrections``, a selector of another kind)
+            stops the run at its start (:func:`calib.run.stage_plan.check_state_mode`).
+            WiSE-FT's α trade-off streams each α's test data into a state too.
         figures: draw the run's figures (``curve.png``, ``reliability.png``, the dynamics
             figures, WiSE-FT's ``alpha_tradeoff.png``); off, a run writes its numbers and tables
             only (e.g. the points of a large sweep, whose figures ``calib-collate`` draws).

@@ -22,8 +22,9 @@ stages are then: the pre-trained and fine-tuned models' test states (the curve, 
 top-1 report at any γ and top-5 at γ = 0, ``oracle``, ``prior``), the fine-tuned model's ALG
 state of the S rows of ``target.train_eval`` (``alg=True, keep_gaps=False``; only when a
 selector reads the fine-tuning training data, ``alg``) and each PCV split's held-out state
-(its pseudo-seen and pseudo-absent ∪ U classes). No ``pretrained_train`` stage: it served NCM
-and the probabilities only. :func:`check_state_mode` refuses, before any work, a run that asks
+(its pseudo-seen and pseudo-absent ∪ U classes), and WiSE-FT's test state of each α (its
+top-1 report at γ = 0 and the α = 1 curve). No ``pretrained_train`` stage: it served NCM and
+the probabilities only. :func:`check_state_mode` refuses, before any work, a run that asks
 ``state`` for a stage that needs the logits themselves.
 """
 
@@ -151,9 +152,8 @@ def check_state_mode(
     γ) is said in ``results["meta"]`` instead (:func:`calib.run.run_outputs.run_results`).
 
     Raises:
-        ValueError: ``calibration.corrections`` (they change the logits), WiSE-FT's α
-            trade-off (``alpha_grid``: each α's test logits), or a selector that reads the
-            logits and takes no state.
+        ValueError: ``calibration.corrections`` (they change the logits), or a selector that
+            reads the logits and takes no state.
     """
     if eval_cfg.logits != "state":
         return
@@ -162,12 +162,6 @@ def check_state_mode(
         raise ValueError(
             f"calibration.corrections={list(calibration.corrections)} needs the full logits "
             f"(a correction changes the logits, not one threshold){fix}"
-        )
-    if "alpha_grid" in method.params:
-        raise ValueError(
-            f"finetune.method={method.name!r} draws its α trade-off "
-            f"(method_options.alpha_grid={list(method.params['alpha_grid'])}) from each α's "
-            f"test logits, which eval.logits=state does not keep{fix}"
         )
     for name in calibration.selectors:
         if name not in STATE_SELECTORS and SELECTORS.get(name).kind is not NO_DATA:

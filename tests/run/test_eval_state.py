@@ -154,24 +154,44 @@ def test_a_resumed_state_run_reads_its_cached_states(both_modes, tmp_path, monke
     assert "eval.logits=state: no probabilities, NCM or top-5 at a selector's γ" in printed
 
 
-@pytest.mark.parametrize(
-    "overrides, match",
-    [
-        (
-            ["calibration.corrections=[wa]"],
-            r"calibration.corrections=\['wa'\] needs the full logits",
-        ),
-        (
-            ["finetune.method=wise_ft", "+finetune.method_options.alpha_grid=[0,1]"],
-            r"finetune.method='wise_ft' draws its α trade-off .* set eval.logits=full",
-        ),
-    ],
-)
-def test_stages_that_need_the_logits_stop_the_run_at_its_start(tmp_path, overrides, match):
+def test_corrections_stop_the_run_at_its_start(tmp_path):
     run_dir = tmp_path / "run"
+    match = r"calibration.corrections=\['wa'\] needs the full logits .* set eval.logits=full"
     with pytest.raises(ValueError, match=match):
-        build_plan(_config("state", overrides), run_dir=run_dir)
+        build_plan(_config("state", ["calibration.corrections=[wa]"]), run_dir=run_dir)
     assert not run_dir.exists()  # nothing trained, nothing written
+
+
+def test_wise_ft_alpha_tradeoff_from_states_equals_the_logits(tmp_path):
+    """WiSE-FT's α trade-off streams each α's test data into a state: the same path, areas."""
+    torch.set_num_threads(1)
+    wise = ["finetune.method=wise_ft", "+finetune.method_options.alpha_grid=[0,0.5,1]",
+            "calibration.selectors=[alg,oracle]"]  # fmt: skip
+    out = {}
+    for mode in ("full", "state"):
+        out[mode] = build_plan(_config(mode, wise), run_dir=tmp_path / mode).run()
+    a, b = out["full"]["alpha_tradeoff"], out["state"]["alpha_tradeoff"]
+    assert a.keys() == b.keys() and b["alpha"] == [0.0, 0.5, 1.0]
+    for key, value in a.items():
+        np.testing.assert_allclose(b[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    state = torch.load(tmp_path / "state" / "extract" / "alpha_0.5_test.pt", weights_only=True)
+    assert "logits" not in state and "gap" in state["state"]
+
+
+def test_the_calibrators_carry_the_class_names(both_modes):
+    from calib.estimator.calibrator import LogitBiasCalibrator
+
+    for mode in ("full", "state"):
+        plan, _, run_dir = both_modes[mode]
+        cal = LogitBiasCalibrator.load(run_dir / "calibrators" / "alg.json")
+        assert tuple(cal.class_names_) == tuple(plan.target.class_names), mode
+
+
+def test_the_probability_reader_refuses_a_state_folder(both_modes):
+    from calib.run.saved_run import load_saved_run
+
+    with pytest.raises(ValueError, match="was run with eval.logits=state"):
+        load_saved_run(both_modes["state"][2])
 
 
 def test_a_selector_without_a_state_is_refused():
