@@ -268,3 +268,21 @@ def test_under_torchrun_each_rank_streams_its_shard_and_the_states_are_synced(tm
     results = json.loads((run_dir / "results.json").read_text())
     assert results["meta"]["world_size"] == 2 and results["meta"]["eval_logits"] == "state"
     assert set(results["calibrated"]) == {"alg", "pcv", "prior", "oracle"}
+
+
+def test_a_class_balanced_report_from_the_states_equals_the_full_one(both_modes, tmp_path):
+    """eval.average=macro (recomputed from the cached stages): the states' class-balanced rows
+    and curves equal the full run's."""
+    out = {}
+    for mode in ("full", "state"):
+        run_dir = tmp_path / mode
+        shutil.copytree(both_modes[mode][2], run_dir)
+        out[mode] = build_plan(_config(mode, ["eval.average=macro"]), run_dir=run_dir).run()
+    full, state = out["full"], out["state"]
+    assert state["meta"]["average"] == "macro"
+    for row in ("pretrained", "finetuned", *(f"calibrated.{n}" for n in state["calibrated"])):
+        a = full[row] if "." not in row else full["calibrated"][row.split(".")[1]]
+        b = state[row] if "." not in row else state["calibrated"][row.split(".")[1]]
+        for key, value in b.items():
+            assert math.isclose(value, a[key], rel_tol=1e-9, abs_tol=1e-12), (row, key)
+    assert state["finetuned"]["acc_all"] != both_modes["state"][1]["finetuned"]["acc_all"]
