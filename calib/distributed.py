@@ -43,6 +43,7 @@ __all__ = [
     "all_gather_rows",
     "all_reduce_sum",
     "barrier",
+    "broadcast_buffers",
     "context",
     "distributed_context",
     "init_distributed",
@@ -208,6 +209,18 @@ def barrier() -> None:
             dist.barrier(device_ids=[torch.cuda.current_device()])
         else:
             dist.barrier()
+
+
+def broadcast_buffers(module: Any, src: int = 0) -> None:
+    """Rank ``src``'s buffers of ``module`` (an ``nn.Module``: BatchNorm running statistics,
+    ...) copied in place into every rank's; a no-op in one process. Every rank must call it."""
+    if not context().is_distributed:
+        return
+    for buffer in module.buffers():
+        sent = buffer.detach().to(_comm_device(), copy=True)
+        dist.broadcast(sent, src=src)
+        with torch.no_grad():
+            buffer.copy_(sent.to(buffer.device))
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

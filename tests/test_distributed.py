@@ -212,6 +212,15 @@ def _gather_worker(rank: int, world: int) -> None:
     assert all(len(f) == 4 for f in fetched)  # 2 batches x 6 / 3 ranks
     assert sorted(i for f in fetched for i in f) == list(range(12))  # one pass, nothing twice
 
+    # BatchNorm statistics: after training every rank holds rank 0's (those of the checkpoint),
+    # not those of its own last batch slice, so that a fresh run evaluates as a resumed one
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    train(net, _blobs(12, 2, 2), TrainConfig(batch_size=6, epochs=2), device="cpu", progress=False)
+    states = distributed.all_gather_object({k: v.clone() for k, v in net.state_dict().items()})
+    for key, value in states[0].items():
+        assert all(torch.equal(other[key], value) for other in states[1:]), key
+
     with pytest.raises(ValueError, match="divisible by the 3 processes"):
         train(nn.Linear(2, 2), _blobs(12, 2, 2), TrainConfig(batch_size=4), progress=False)
     with pytest.raises(ValueError, match="sync_batchnorm needs CUDA"):

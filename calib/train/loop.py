@@ -227,6 +227,10 @@ def _train_epochs(
     try:
         for epoch in range(start, config.epochs):
             stats = trainer.run_epoch(epoch)
+            # DDP broadcasts rank 0's buffers at the start of each forward, so the last step
+            # left every rank the BatchNorm statistics of its own batch slice: give every rank
+            # rank 0's, those of the checkpoint, so that a fresh run evaluates as a resumed one
+            distributed.broadcast_buffers(model)
             trainer.history.append(stats)
             log(trainer.format(stats))
             if on_epoch_end is not None:
