@@ -307,6 +307,17 @@ def extraction_loader(
     )
 
 
+def _check_shard_group(sampler: ShardSampler) -> None:
+    """RuntimeError unless this process is in the group ``sampler`` shards the data over."""
+    ctx = distributed.context()
+    if not ctx.is_distributed or ctx.world_size != sampler.world_size:
+        raise RuntimeError(
+            f"the loader's ShardSampler splits the data over {sampler.world_size} processes "
+            f"but this process is in a group of {ctx.world_size}; join the group with "
+            "calib.distributed.init_distributed() and build the loader with extraction_loader()"
+        )
+
+
 def _gather_shards(
     sampler: ShardSampler,
     logits: torch.Tensor | None,
@@ -317,13 +328,7 @@ def _gather_shards(
     desc: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """All ranks' rows in dataset order; called by every rank (collectives inside)."""
-    ctx = distributed.context()
-    if not ctx.is_distributed or ctx.world_size != sampler.world_size:
-        raise RuntimeError(
-            f"the loader's ShardSampler splits the data over {sampler.world_size} processes "
-            f"but this process is in a group of {ctx.world_size}; join the group with "
-            "calib.distributed.init_distributed() and build the loader with extraction_loader()"
-        )
+    _check_shard_group(sampler)
     flags = {flag for flag in distributed.all_gather_object(labelled) if flag is not None}
     if not flags:
         raise ValueError(f"the loader yielded no samples on any rank: nothing to extract ({desc})")
@@ -640,14 +645,7 @@ def extract_state(
     )  # fmt: skip
     sampler = getattr(loader, "sampler", None)
     if sync and isinstance(sampler, ShardSampler) and sampler.world_size > 1:
-        ctx = distributed.context()
-        if not ctx.is_distributed or ctx.world_size != sampler.world_size:
-            raise RuntimeError(
-                f"the loader's ShardSampler splits the data over {sampler.world_size} "
-                f"processes but this process is in a group of {ctx.world_size}; join the group "
-                "with calib.distributed.init_distributed() and build the loader with "
-                "extraction_loader()"
-            )
+        _check_shard_group(sampler)
         synced = state.sync()  # O(N) per-sample numbers, never the logits
         if synced.n_samples == 0:
             raise ValueError(

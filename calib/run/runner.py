@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,13 @@ class Runner:
         """Logits, features and labels of ``model`` on ``dataset`` for ``stage``, cached."""
         path = self.run_dir / f"{stage.name}.pt"
         weights = weights_sha256(model)
-        cached = self._cached(path, stage, weights, len(dataset))
+        cached = self._cached(
+            path, stage, weights, len(dataset),
+            count=lambda data: len(data["labels"]),
+            build=lambda data: Extracted(
+                logits=data["logits"], labels=data["labels"], features=data["features"]
+            ),
+        )  # fmt: skip
         if cached is not None:
             return cached
         self.store.record(stage)
@@ -109,25 +116,25 @@ class Runner:
             progress=self.progress,
             desc=stage.name,
         )
-        if distributed.is_main():  # every rank holds the gathered rows; one writes them
-            payload = {
-                "logits": out.logits,
-                "labels": out.labels,
-                "features": out.features,
-                "weights_sha256": weights,
-                "stage_key": stage.key,
-            }
-            atomic_save(path, lambda fh: torch.save(payload, fh))
+        payload = {"logits": out.logits, "labels": out.labels, "features": out.features}
+        self._save(path, stage, weights, payload)  # every rank holds the gathered rows
         return out
 
     def extract_state(
         self, stage: Stage, model: nn.Module, dataset: Dataset, spec: StateSpec
     ) -> SeenAbsentState:
         """The :class:`calib.SeenAbsentState` (settings ``spec``) of ``model``'s logits on
-        ``dataset`` for ``stage``, cached in ``run_dir/<stage>.pt`` as its per-sample columns."""
+        ``dataset`` for ``stage``, cached in ``run_dir/<stage>.pt`` as its per-sample columns
+        (the stage key holds ``spec``: cached columns are of its state)."""
         path = self.run_dir / f"{stage.name}.pt"
         weights = weights_sha256(model)
-        cached = self._cached_state(path, stage, weights, len(dataset), spec)
+        cached = self._cached(
+            path, stage, weights, len(dataset),
+            count=lambda data: data["n_samples"],
+            build=lambda data: spec.build().extend(
+                {k: v.numpy() for k, v in data["state"].items()}
+            ),
+        )  # fmt: skip
         if cached is not None:
             return cached
         self.store.record(stage)
@@ -141,39 +148,32 @@ class Runner:
             progress=self.progress,
             desc=stage.name,
         )
-        if distributed.is_main():  # every rank holds the synced state; one writes it
-            payload = {
-                "state": {k: torch.from_numpy(v) for k, v in state.columns().items()},
-                "n_samples": state.n_samples,
-                "weights_sha256": weights,
-                "stage_key": stage.key,
-            }
-            atomic_save(path, lambda fh: torch.save(payload, fh))
+        payload = {
+            "state": {k: torch.from_numpy(v) for k, v in state.columns().items()},
+            "n_samples": state.n_samples,
+        }
+        self._save(path, stage, weights, payload)  # every rank holds the synced state
         return state
 
     @staticmethod
-    def _cached_state(
-        path: Path, stage: Stage, weights: str, n: int, spec: StateSpec
-    ) -> SeenAbsentState | None:
-        if not path.exists():
-            return None
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            fits = (
-                data.get("stage_key") == stage.key
-                and data["weights_sha256"] == weights
-                and data["n_samples"] == n
-            )
-            if fits:  # the stage key holds the spec: these columns are of its state
-                columns = {k: v.numpy() for k, v in data["state"].items()}
-                return spec.build().extend(columns)
-            log.warning("extraction cache %s is from other weights or data; recomputing", path)
-        except Exception as err:  # a foreign or damaged cache is recomputed, never trusted
-            log.warning("ignoring unreadable extraction cache %s (%s); recomputing", path, err)
-        return None
+    def _save(path: Path, stage: Stage, weights: str, payload: dict[str, Any]) -> None:
+        """Rank 0 writes an extraction stage's ``payload`` with what it was computed from."""
+        if distributed.is_main():
+            payload = {**payload, "weights_sha256": weights, "stage_key": stage.key}
+            atomic_save(path, lambda fh: torch.save(payload, fh))
 
     @staticmethod
-    def _cached(path: Path, stage: Stage, weights: str, n: int) -> Extracted | None:
+    def _cached(
+        path: Path,
+        stage: Stage,
+        weights: str,
+        n: int,
+        count: Callable[[dict[str, Any]], int],
+        build: Callable[[dict[str, Any]], Any],
+    ) -> Any:
+        """``build(payload)`` of the file at ``path`` when it was written for ``stage`` by these
+        ``weights`` on ``n`` samples (``count(payload)``); None otherwise (recompute): a cache of
+        other weights or data, or a foreign or damaged one, is never trusted."""
         if not path.exists():
             return None
         try:
@@ -181,14 +181,12 @@ class Runner:
             fits = (
                 data.get("stage_key") == stage.key
                 and data["weights_sha256"] == weights
-                and len(data["labels"]) == n
+                and count(data) == n
             )
             if fits:
-                return Extracted(
-                    logits=data["logits"], labels=data["labels"], features=data["features"]
-                )
+                return build(data)
             log.warning("extraction cache %s is from other weights or data; recomputing", path)
-        except Exception as err:  # a foreign or damaged cache is recomputed, never trusted
+        except Exception as err:
             log.warning("ignoring unreadable extraction cache %s (%s); recomputing", path, err)
         return None
 

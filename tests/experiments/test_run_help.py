@@ -77,7 +77,9 @@ def test_the_help_shows_the_values_as_yaml_with_the_description_after_them():
     lines = {line.split("  # ")[0].rstrip(): line.split("  # ")[1] for line in text.splitlines()}
     assert lines["finetune:"] == describe_key("finetune")
     assert lines["  epochs: 3"] == "number of epochs"
-    assert lines["  seen: [0, 1, 2, 3, 4]"] == "explicit: the seen classes"
+    assert lines["  seen: [0, 1, 2, 3, 4]"] == (
+        "explicit: the seen classes (column indices or the target's class names)"
+    )
     assert lines["cache_dir: ${oc.env:CALIB_CACHE_DIR,.cache/calib}"]
     assert lines["run_dir: null"] and lines["  sync_batchnorm: false"]
     # a key the shipped configs do not use, in an open section: that section's description

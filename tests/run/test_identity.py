@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from calib.run import NON_IDENTITY_KEYS, build_plan, identity_leaves
-from calib.run.identity import dataset_fingerprint, digest, flatten
+from calib.run.identity import LEGACY_DEFAULTS, dataset_fingerprint, digest, flatten
 from tests.helpers_paper import compose_experiment
 from tests.helpers_run import TINY
 
@@ -73,7 +73,8 @@ def test_every_identity_leaf_changes_a_stage_key(demo):
     unchanged = []
     for key, value in leaves.items():
         flipped = _keys(plan, _set_at(cfg, key, _flip(value)))
-        identity = key in identity_leaves(cfg)
+        # a key of LEGACY_DEFAULTS is an identity key left out at its legacy value only
+        identity = key in identity_leaves(cfg) or key in LEGACY_DEFAULTS
         if identity and flipped == base:
             unchanged.append(key)
         if not identity:
@@ -84,7 +85,7 @@ def test_every_identity_leaf_changes_a_stage_key(demo):
 def test_non_identity_keys_are_few_and_named(demo):
     cfg, _ = demo
     leaves = flatten(cfg)
-    excluded = sorted(set(leaves) - set(identity_leaves(cfg)))
+    excluded = sorted(set(leaves) - set(identity_leaves(cfg)) - set(LEGACY_DEFAULTS))
     assert set(excluded) == {
         k for k in leaves if any(k == e or k.startswith(e + ".") for e in NON_IDENTITY_KEYS)
     }
