@@ -31,6 +31,7 @@ from torch.utils.data import Dataset, Subset
 from calib.class_names import check_class_names, class_ids, resolve_classes
 from calib.data.domain import dataset_targets
 from calib.extract import extract, extraction_loader
+from calib.metrics.streaming import SeenAbsentState
 from calib.selectors.spec import PseudoSplit
 from calib.validation import check_fraction, check_int
 
@@ -158,7 +159,7 @@ def make_pseudo_splits(
     device: Any = None,
     progress: bool = True,
     class_names: Sequence[str] | None = None,
-) -> list[PseudoSplit]:
+) -> list[PseudoSplit] | list[SeenAbsentState]:
     """The PCV pseudo splits of ``model`` fine-tuned by ``finetune``; no U sample is touched.
 
     For each split (defaults: 3 splits, half of S pseudo-absent, 20 % of every S class held
@@ -188,7 +189,10 @@ def make_pseudo_splits(
         eval_data: the same rows with the evaluation transform (default ``train_data``).
         score: ``score(tuned_model, heldout_data, classes)`` returns the (N_j, C) logits of
             the rows of ``heldout_data`` (a Subset of ``eval_data``) in order, e.g. from a
-            cache of your own (default: :func:`calib.extract.extract` in eval mode).
+            cache of your own (default: :func:`calib.extract.extract` in eval mode); or a
+            labelled :class:`calib.SeenAbsentState` of them, built with the split's classes
+            (``classes.seen``, ``classes.absent``), e.g. from
+            :func:`calib.extract.extract_state`: the split's data in O(N_j) numbers.
         batch_size, device, progress: of the default scoring.
         class_names: one name per column (index = label), so that S and U may be names (a
             name that is not a class stops before any training, with the closest names).
@@ -198,13 +202,15 @@ def make_pseudo_splits(
         ``num_splits`` (or ``len(subsets)``) :class:`~calib.selectors.PseudoSplit` s:
         held-out logits (N_j, C) as the model returns them (float32 from the default
         scoring), their labels, the pseudo-seen classes, and the columns that receive γ
-        (pseudo-absent ∪ U).
+        (pseudo-absent ∪ U). With a ``score`` that returns states: those states, one per
+        split (the ``pcv`` selector takes either list).
 
     Raises:
         ValueError: a U label (or one outside S) in ``train_data``; ``eval_data`` of another
             length; fewer than 2 seen classes with samples; a bad fraction or count;
             ``subsets`` with drawing settings, or with rows that are not a pseudo split of
-            ``train_data``; ``score`` returned logits of another shape.
+            ``train_data``; ``score`` returned logits of another shape, a state of other
+            rows or classes, or states for some splits and logits for others.
         TypeError: ``finetune`` (``score``) is not a function; ``finetune`` returned something
             other than a module or None.
     """
@@ -278,7 +284,18 @@ def make_pseudo_splits(
                 f"finetune must return the fine-tuned nn.Module (or None), got {type(tuned).__name__}"
             )
         held = Subset(eval_data, sub.heldout_rows.tolist())
-        logits = _as_numpy(score(tuned, held, classes))
+        scored = score(tuned, held, classes)
+        is_state = isinstance(scored, SeenAbsentState)
+        if splits and is_state != isinstance(splits[0], SeenAbsentState):
+            given = "a SeenAbsentState" if is_state else "logits"
+            raise TypeError(
+                f"score returned {given} for split {j} but not for split 0: return states for "
+                "every split or logits for every split"
+            )
+        if is_state:
+            splits.append(_checked_state(scored, len(held), classes))
+            continue
+        logits = _as_numpy(scored)
         if logits.shape != (len(held), c):
             raise ValueError(
                 f"score must return the ({len(held)}, {c}) logits of split {j}'s held-out rows, "
@@ -293,6 +310,26 @@ def make_pseudo_splits(
             )
         )
     return splits
+
+
+def _checked_state(state: SeenAbsentState, n: int, classes: PseudoClasses) -> SeenAbsentState:
+    """``state`` when it holds the ``n`` held-out rows of split ``classes.index`` with the
+    split's classes; ValueError naming the split else."""
+    j = classes.index
+    if state.n_samples != n or state.num_classes != classes.num_classes:
+        raise ValueError(
+            f"score must return the state of split {j}'s {n} held-out rows over "
+            f"{classes.num_classes} columns, got {state.n_samples} rows over {state.num_classes}"
+        )
+    if not (
+        np.array_equal(state.seen_classes, classes.seen)
+        and np.array_equal(state.absent_classes, classes.absent)
+    ):
+        raise ValueError(
+            f"score returned a state of other classes than split {j}'s (seen "
+            f"{list(classes.seen)[:10]}, receiving γ {list(classes.absent)[:10]})"
+        )
+    return state
 
 
 def _as_numpy(logits: Any) -> np.ndarray:

@@ -260,3 +260,43 @@ def test_bad_subsets_and_score_are_named(kwargs, error, message):
     finetune, calls = _spy()
     with pytest.raises(error, match=message):
         make_pseudo_splits(_model(), finetune, Labelled(LABELS), S, progress=False, **kwargs)
+
+
+def test_score_may_stream_each_split_into_a_state():
+    """score returning a SeenAbsentState of the split: the pcv γ of the logits' splits."""
+    from calib import SeenAbsentState
+    from calib.extract import extract, extract_state, extraction_loader
+
+    def logits(model, data, classes):
+        return extract(model, extraction_loader(data, 7), progress=False).logits
+
+    def state(model, data, classes):
+        fresh = SeenAbsentState(classes.num_classes, classes.seen, classes.absent)
+        return extract_state(model, extraction_loader(data, 7), fresh, progress=False)
+
+    run = {"num_splits": 2, "progress": False}
+    by_logits = make_pseudo_splits(
+        _model(), lambda m, d, c: m, Labelled(LABELS), S, **run, score=logits
+    )
+    by_state = make_pseudo_splits(
+        _model(), lambda m, d, c: m, Labelled(LABELS), S, **run, score=state
+    )
+    assert all(isinstance(s, SeenAbsentState) for s in by_state)
+    want = calib.LogitBiasCalibrator("pcv").fit(pseudo_splits=by_logits, seen_classes=S)
+    got = calib.LogitBiasCalibrator("pcv").fit(pseudo_splits=by_state, seen_classes=S)
+    assert got.gamma_ == pytest.approx(want.gamma_, rel=1e-9, abs=1e-12)
+
+    def wrong_classes(model, data, classes):
+        return SeenAbsentState(C, S).update(np.zeros((len(data), C)), np.zeros(len(data), int))
+
+    with pytest.raises(ValueError, match="state of other classes than split 0's"):
+        make_pseudo_splits(
+            _model(), lambda m, d, c: m, Labelled(LABELS), S, **run, score=wrong_classes
+        )
+    answers = iter([state, logits])
+
+    def mixed(model, data, classes):
+        return next(answers)(model, data, classes)
+
+    with pytest.raises(TypeError, match="returned logits for split 1 but not for split 0"):
+        make_pseudo_splits(_model(), lambda m, d, c: m, Labelled(LABELS), S, **run, score=mixed)

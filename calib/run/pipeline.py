@@ -317,11 +317,12 @@ def _detached(weight: torch.Tensor | None) -> torch.Tensor | None:
 
 def _pseudo_splits(
     runner: Runner, plan: RunPlan, stages: StagePlan, pretrained: nn.Module
-) -> list[PseudoSplit]:
+) -> list[PseudoSplit] | list[SeenAbsentState]:
     """PCV through :func:`calib.pseudo_cv.make_pseudo_splits`: the planned pseudo splits of S
     (``stages.pcv_subsets``), each fine-tuned with the run's method on ``target.train`` and
     its held-out rows scored on ``target.train_eval``, as the resumable stages
-    ``stages.pcv[j]``. No U sample is handed over: the S rows of the training set are.
+    ``stages.pcv[j]`` (with ``eval.logits=state`` streamed into one state per split). No U
+    sample is handed over: the S rows of the training set are.
     """
     assert plan.calibration.pcv is not None
     cfg = plan.calibration.pcv.finetune or plan.finetune
@@ -344,40 +345,17 @@ def _pseudo_splits(
         train_stage = stages.pcv[classes.index][0]
         return finetune_with_method(runner, train_stage, model, plan.method, data, cfg, pseudo)
 
-    def score(model: nn.Module, data: Dataset, classes: PseudoClasses) -> torch.Tensor:
-        return runner.extract(stages.pcv[classes.index][1], model, data).logits
+    def score(model: nn.Module, data: Dataset, classes: PseudoClasses) -> Any:
+        stage = stages.pcv[classes.index][1]
+        if stages.logits == "state":  # the held-out rows streamed into a state of the split
+            return runner.extract_state(stage, model, data, stages.states[stage.name])
+        return runner.extract(stage, model, data).logits
 
     return make_pseudo_splits(
         pretrained, finetune, Subset(target.train, s_rows.tolist()), split.seen, split.absent,
         split.num_classes, subsets=subsets, eval_data=Subset(target.train_eval, s_rows.tolist()),
         score=score,
     )  # fmt: skip
-
-
-def _pseudo_states(
-    runner: Runner, plan: RunPlan, stages: StagePlan, pretrained: nn.Module
-) -> list[SeenAbsentState]:
-    """PCV with ``eval.logits=state``: the planned pseudo splits of S (``stages.pcv_subsets``,
-    drawn by :func:`calib.pseudo_cv.pseudo_subsets` as :func:`_pseudo_splits`' are), each
-    fine-tuned with the run's method on its fitted rows of ``target.train``, exactly as there,
-    and its held-out rows of ``target.train_eval`` streamed into one state per split (its
-    pseudo-seen classes, its pseudo-absent ∪ U receiving γ). No U sample is handed over."""
-    assert plan.calibration.pcv is not None
-    cfg = plan.calibration.pcv.finetune or plan.finetune
-    target, split = plan.target, plan.split
-    states = []
-    for j, sub in enumerate(stages.pcv_subsets):
-        train_stage, score_stage = stages.pcv[j]
-        spec = stages.states[score_stage.name]
-        pseudo = ClassSplit(list(spec.seen), list(spec.absent), split.num_classes)
-        fit_data = Subset(target.train, sub.fit_rows.tolist())
-        tuned = finetune_with_method(  # it trains a copy of pretrained
-            runner, train_stage, pretrained, plan.method, fit_data, cfg, pseudo
-        )
-        held = Subset(target.train_eval, sub.heldout_rows.tolist())
-        states.append(runner.extract_state(score_stage, tuned, held, spec))
-        del tuned
-    return states
 
 
 def _extractions(
@@ -442,8 +420,7 @@ def _execute(runner: Runner, plan: RunPlan, stages: StagePlan, model: nn.Module)
     streamed = stages.logits == "state"
     pseudo = None
     if plan.calibration.needs_pcv:
-        pcv = _pseudo_states if streamed else _pseudo_splits
-        pseudo = pcv(runner, plan, stages, pretrained)
+        pseudo = _pseudo_splits(runner, plan, stages, pretrained)
     calibrators = _fit_selectors(runner, plan, stages, ex, pseudo)
     average = plan.eval.average
     results = run_results(
