@@ -110,6 +110,30 @@ def group_accuracies(
     return {key + suffix: value for key, value in zip(_GROUP_KEYS, values, strict=True)}
 
 
+def warn_empty_groups(
+    label_seen: np.ndarray, label_absent: np.ndarray, weights: np.ndarray | None
+) -> tuple[int, int]:
+    """(n_seen, n_absent): the samples labelled in S and in U ((N,) bool masks); a
+    RuntimeWarning, at the report's caller, for a group whose accuracies are NaN (no sample,
+    or all of its ``weights`` 0)."""
+    n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
+    for rows, count, group in ((label_seen, n_seen, "seen"), (label_absent, n_absent, "absent")):
+        if count == 0:
+            warnings.warn(
+                f"no test sample has a label in the {group} classes: its accuracies are NaN",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        elif weights is not None and not weights[rows].any():
+            warnings.warn(
+                f"sample_weight is 0 for every test sample of the {group} classes: its "
+                "accuracies are NaN",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return n_seen, n_absent
+
+
 def accuracy_report(
     logits: Any,
     labels: Any,
@@ -155,7 +179,7 @@ def accuracy_report(
             non-scalar gamma, topk entries that are not integers >= 1, bad ``sample_weight``
             (length, NaN/inf, negative, all 0) or an ``average`` other than micro/macro; a
             class name that is not in ``class_names`` (with a did-you-mean), names without
-            ``class_names``, or ``class_names`` that are not C distinct names.
+            ``class_names``, or ``class_names`` that are not C names (one per column).
         TypeError: a gamma that is not a number.
     """
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
@@ -169,21 +193,7 @@ def accuracy_report(
     label_group = scanned["codes"][y]  # O(N), where np.isin sorts
     label_seen = label_group == SEEN
     label_absent = label_group == ABSENT
-    n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
-    for rows, count, group in ((label_seen, n_seen, "seen"), (label_absent, n_absent, "absent")):
-        if count == 0:
-            warnings.warn(
-                f"no test sample has a label in the {group} classes: its accuracies are NaN",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        elif weights is not None and not weights[rows].any():
-            warnings.warn(
-                f"sample_weight is 0 for every test sample of the {group} classes: its "
-                "accuracies are NaN",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    n_seen, n_absent = warn_empty_groups(label_seen, label_absent, weights)
 
     report = group_accuracies(
         gaps_of(scanned).predict(gamma) == y,

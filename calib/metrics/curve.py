@@ -158,7 +158,7 @@ def seen_absent_curve(
         ValueError: malformed logits, labels, class sets or weights (see
             :mod:`calib.validation`); a class name not in ``class_names`` (with a
             did-you-mean), names without ``class_names``, or ``class_names`` that are not C
-            distinct names.
+            names (one per column).
     """
     z = check_logits(logits, values=False, on_device=True)  # values: checked in the one pass below
     y = check_labels(labels, z.shape[0], z.shape[1])

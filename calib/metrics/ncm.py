@@ -169,7 +169,7 @@ def ncm_report(
     Raises:
         ValueError: bad shapes or values, a class of S ∪ U without a training sample, a test
             label outside S ∪ U, a class name not in ``class_names`` (with a did-you-mean),
-            names without ``class_names``, or ``class_names`` that are not Y distinct names.
+            names without ``class_names``, or ``class_names`` that are not Y names (one per column).
     """
     train_f = _check_features(train_features, "train_features")
     train_y = check_labels(train_labels, train_f.shape[0], None, "train_labels", rows="features")

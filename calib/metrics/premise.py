@@ -193,7 +193,7 @@ def premise_check(
         ValueError: malformed logits, labels or class sets, logits of different shapes, no
             test sample with a label in U, a non-positive z, or a bad γ / NCM accuracy; a
             class name not in ``class_names`` (with a did-you-mean), names without
-            ``class_names``, or ``class_names`` that are not C distinct names.
+            ``class_names``, or ``class_names`` that are not C names (one per column).
     """
     states = [isinstance(v, SeenAbsentState) for v in (pretrained_logits, finetuned_logits)]
     if any(states):

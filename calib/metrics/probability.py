@@ -179,7 +179,7 @@ def shifted_probabilities(
         ValueError / TypeError: malformed logits or class set, a non-finite gamma, a
             temperature that is not finite and > 0, a class name not in ``class_names``
             (with a did-you-mean), names without ``class_names``, or ``class_names`` that
-            are not C distinct names.
+            are not C names (one per column).
     """
     z = check_logits(logits)
     names = check_class_names(class_names, z.shape[1])
@@ -329,7 +329,7 @@ def probability_report(
         ValueError / TypeError: malformed logits, labels or class sets, a non-finite gamma, a
             temperature that is not finite and > 0, n_bins that is not an int >= 1, a class
             name not in ``class_names`` (with a did-you-mean), names without ``class_names``,
-            or ``class_names`` that are not C distinct names.
+            or ``class_names`` that are not C names (one per column).
     """
     prep, n_bins = _prepare(
         logits,

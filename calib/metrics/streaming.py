@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from calib.class_names import check_class_names, resolve_classes
-from calib.metrics.accuracy import group_accuracies
+from calib.metrics.accuracy import group_accuracies, warn_empty_groups
 from calib.metrics.curve import SeenAbsentCurve, curve_of_samples
 from calib.metrics.weights import effective_weights
 from calib.rules.gaps import group_codes, scan_checked
@@ -117,7 +117,7 @@ class SeenAbsentState:
         ValueError: malformed class sets, ``num_classes`` < 2, a k < 1, a NaN γ, nothing to
             keep, top-k without the gaps, a class name not in ``class_names`` (with a
             did-you-mean), names without ``class_names``, or ``class_names`` that are not C
-            distinct names.
+            names (one per column).
     """
 
     #: the names of the columns (a tuple of C str), or None; a class attribute too, so that
@@ -542,24 +542,7 @@ class SeenAbsentState:
             )
         weights = self.weights(average)
         label_seen, label_absent = self.label_groups()
-        n_seen, n_absent = int(label_seen.sum()), int(label_absent.sum())
-        for rows, count, group in (
-            (label_seen, n_seen, "seen"),
-            (label_absent, n_absent, "absent"),
-        ):
-            if count == 0:
-                warnings.warn(
-                    f"no test sample has a label in the {group} classes: its accuracies are NaN",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            elif weights is not None and not weights[rows].any():
-                warnings.warn(
-                    f"sample_weight is 0 for every test sample of the {group} classes: its "
-                    "accuracies are NaN",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        n_seen, n_absent = warn_empty_groups(label_seen, label_absent, weights)
         # the rule of calib.rules.gaps.Gaps.predict: γ > gap moves the sample to U
         hit_all = np.where(gamma > cols["gap"], cols["hit_absent"], cols["hit_other"])
         report = group_accuracies(
