@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from calib.class_names import check_class_names, class_ids
+from calib.class_names import check_class_names, class_ids, resolve_classes
 from calib.estimator.correction import LogitCorrection, checked_input
 from calib.estimator.temperature import fit_temperature_pseudo_splits
 from calib.selectors import PseudoSplit, check_pseudo_splits
@@ -59,9 +59,7 @@ def _checked_splits(
     if seen is None:
         raise ValueError("bic.fit needs seen_classes: the fine-tuning classes S")
     names = check_class_names(class_names, c)
-    seen, absent = check_classes(
-        class_ids(seen, names, "seen_classes"), class_ids(absent, names, "absent_classes"), c
-    )
+    seen, absent = resolve_classes(seen, absent, c, names)
     out = []
     for j, (split, z) in enumerate(zip(splits, logits, strict=True)):
         where = f"bic (pseudo_splits[{j}])"

@@ -46,7 +46,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils import TransformerTags
 
-from calib.class_names import INFER, check_class_names, class_ids, infer_seen_classes
+from calib.class_names import (
+    INFER,
+    check_class_names,
+    class_ids,
+    infer_seen_classes,
+    resolve_classes,
+)
 from calib.estimator.file import FILE_FORMAT, FILE_VERSION, load_calibrator, save_calibrator
 from calib.estimator.temperature import (
     FIT_KEYS,
@@ -69,7 +75,6 @@ from calib.selectors import (
 from calib.selectors.checks import check_selector_result
 from calib.selectors.data_kinds import FINETUNE_TRAIN
 from calib.validation import (
-    check_classes,
     check_labels,
     check_logits,
     check_num_classes,
@@ -360,11 +365,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
         inferred = _is_infer(seen_classes)
         if inferred:
             seen_classes = infer_seen_classes(data["labels"], width, names)
-        seen, absent = check_classes(
-            class_ids(seen_classes, names, "seen_classes"),
-            class_ids(absent_classes, names, "absent_classes"),
-            width,
-        )
+        seen, absent = resolve_classes(seen_classes, absent_classes, width, names)
         self._select(spec, params, temperature, data, seen, absent, width, names)
         if inferred:
             self.info_["seen_classes_inferred"] = True
@@ -478,11 +479,7 @@ class LogitBiasCalibrator(ClassifierMixin, BaseEstimator):
             raise ValueError(f"inconsistent number of classes: {sorted(widths)}")
         (width,) = widths
         names = check_class_names(class_names, width)
-        seen, absent = check_classes(
-            class_ids(seen_classes, names, "seen_classes"),
-            class_ids(absent_classes, names, "absent_classes"),
-            width,
-        )
+        seen, absent = resolve_classes(seen_classes, absent_classes, width, names)
         data: dict[str, Any] = {name: state}
         if "labels" in spec.inputs:
             data["labels"] = labels  # None: the state holds them (the selector says otherwise)
